@@ -1,0 +1,66 @@
+"""FastAPI application factory: lifespan (migrations, pool, embedded runner), CORS, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from backend.app.config import Settings, get_settings
+from backend.app.http import BodyLimitMiddleware, install_error_handlers
+from backend.app.routers import events, health, runs, tools, webhooks, workflows
+from backend.app.store import migrations
+from backend.app.store.db import open_pool
+from backend.app.workflows.runners.embedded import EmbeddedRunner
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API. ``settings`` defaults to the environment's."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.auto_migrate:
+            await asyncio.to_thread(migrations.ensure_database, settings.database_url)
+            await asyncio.to_thread(migrations.migrate, settings.database_url)
+        pool = await open_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        runner = EmbeddedRunner(pool, settings)
+        app.state.pool = pool
+        app.state.runner = runner
+        if settings.run_worker:
+            await runner.start()
+        try:
+            yield
+        finally:
+            if settings.run_worker:
+                await runner.stop()
+            await pool.close()
+
+    app = FastAPI(
+        title="Blueprint engine",
+        version="0.1.0",
+        summary="Durable workflow automation with visual blueprints.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    for module in (health, tools, workflows, runs, events, webhooks):
+        app.include_router(module.router)
+    return app
+
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+app = create_app()

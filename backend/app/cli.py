@@ -1,0 +1,310 @@
+"""``wf``: run blueprints on the embedded runner, migrate, work the queue.
+
+wf migrate
+wf validate examples/payment_receipt/blueprint.json
+wf run examples/payment_receipt/blueprint.json --payload examples/payment_receipt/payload.json
+wf worker            # the embedded runner without the API (Ctrl-C stops it cleanly)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+import psycopg
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from backend.app.config import Settings, get_settings
+from backend.app.errors import InvalidBlueprint
+from backend.app.services import run_service
+from backend.app.store import migrations
+from backend.app.store import runs as runs_store
+from backend.app.store.db import Pool, open_pool
+from backend.app.workflows.engine import RunOutcome
+from backend.app.workflows.runners.embedded import EmbeddedRunner
+from backend.app.workflows.schema import Blueprint, validate_blueprint
+
+cli = typer.Typer(
+    help="Durable blueprint runs on PostgreSQL.", no_args_is_help=True, add_completion=False
+)
+console = Console()
+err = Console(stderr=True)
+
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "retrying": "yellow",
+    "waiting": "cyan",
+    "skipped": "dim",
+    "running": "bold blue",
+    "pending": "dim",
+}
+
+
+def _load_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        err.print(f"[red]{what} file not found:[/] {path}")
+    except json.JSONDecodeError as exc:
+        err.print(
+            f"[red]{what} {path} is not valid JSON:[/] line {exc.lineno} col {exc.colno}: {exc.msg}"
+        )
+    raise typer.Exit(2)
+
+
+def _print_issues(exc: InvalidBlueprint) -> None:
+    table = Table(title="Invalid blueprint", title_style="bold red")
+    for column in ("node", "field", "problem"):
+        table.add_column(column)
+    for issue in exc.details:
+        table.add_row(
+            issue.get("node_id") or "-", ".".join(map(str, issue["loc"])), issue["message"]
+        )
+    err.print(table)
+
+
+def _prepare_database(settings: Settings) -> None:
+    try:
+        created = migrations.ensure_database(settings.database_url)
+        applied = migrations.migrate(settings.database_url)
+    except psycopg.OperationalError as exc:
+        err.print(
+            f"[red]Cannot reach PostgreSQL[/] ({exc}).\n"
+            "Start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL to a "
+            "reachable server, e.g. postgresql://postgres@127.0.0.1:5432/blueprints"
+        )
+        raise typer.Exit(3) from None
+    if created:
+        console.print("[dim]created database[/]")
+    for name in applied:
+        console.print(f"[dim]applied migration {name}[/]")
+
+
+@cli.command()
+def migrate() -> None:
+    """Create the database if needed and apply pending migrations."""
+    _prepare_database(get_settings())
+    console.print("[green]database is up to date[/]")
+
+
+@cli.command()
+def validate(blueprint: Annotated[Path, typer.Argument(help="Blueprint JSON file")]) -> None:
+    """Check a blueprint against the schema and the tool catalog."""
+    try:
+        parsed = validate_blueprint(_load_json(blueprint, "blueprint"))
+    except InvalidBlueprint as exc:
+        _print_issues(exc)
+        raise typer.Exit(1) from None
+    console.print(f"[green]valid[/]: {len(parsed.nodes)} nodes, {len(parsed.edges)} edges")
+
+
+@dataclass
+class _Progress:
+    """Per-node display state fed by the runner's step observer."""
+
+    blueprint: Blueprint
+    run_id: UUID | None = None
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def observe(self, run_id: UUID, node_id: str, event: str, detail: dict[str, Any]) -> None:
+        if run_id != self.run_id:
+            return
+        row = self.rows.setdefault(node_id, {})
+        status = "running" if event == "started" else event
+        row["status"] = status
+        if event == "started":
+            row["t0"] = time.perf_counter()
+        if "attempt" in detail:
+            row["attempt"] = detail["attempt"]
+        if "duration_ms" in detail:
+            row["ms"] = detail["duration_ms"]
+        elif event in ("failed", "retrying") and "t0" in row:
+            row["ms"] = (time.perf_counter() - row["t0"]) * 1000
+        if "error" in detail:
+            row["note"] = detail["error"].get("message", "")
+        if "wake_at" in detail:
+            row["note"] = f"until {detail['wake_at']}"
+        if detail.get("timed_out"):
+            row["note"] = "timed out"
+
+    def render(self) -> Table:
+        table = Table(title=f"run {self.run_id}", expand=False)
+        for column, justify in (
+            ("node", "left"),
+            ("type", "left"),
+            ("status", "left"),
+            ("attempt", "right"),
+            ("ms", "right"),
+            ("detail", "left"),
+        ):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for node in self.blueprint.nodes:
+            row = self.rows.get(node.id, {})
+            status = row.get("status", "pending")
+            ms = f"{row['ms']:.1f}" if "ms" in row else ""
+            table.add_row(
+                node.name or node.id,
+                node.type,
+                f"[{_STYLE.get(status, '')}]{status}[/]",
+                str(row.get("attempt", "")),
+                ms,
+                str(row.get("note", ""))[:80],
+            )
+        return table
+
+
+async def _run(
+    settings: Settings, blueprint_data: Any, payload: Any, max_wait: float
+) -> tuple[RunOutcome | None, dict[str, Any]]:
+    blueprint = validate_blueprint(blueprint_data)
+    progress = _Progress(blueprint)
+    pool: Pool = await open_pool(settings.database_url, min_size=1, max_size=8)
+    try:
+        runner = EmbeddedRunner(pool, settings, observer=progress.observe)
+        run_id, _ = await run_service.start(
+            pool,
+            workflow_id=None,
+            version=None,
+            blueprint=blueprint_data,
+            payload=payload,
+            idempotency_key=None,
+        )
+        progress.run_id = run_id
+        outcome: RunOutcome | None = None
+        deadline = time.monotonic() + max_wait
+        with Live(progress.render(), console=console, refresh_per_second=12) as live:
+            refresher = asyncio.create_task(_refresh(live, progress))
+            try:
+                while True:
+                    async with pool.connection() as conn:
+                        rows = await runs_store.claim(
+                            conn, runner.worker_id, 1, settings.run_lease_seconds, run_id=run_id
+                        )
+                    if rows:
+                        outcome = await runner.execute_pass(rows[0], sandbox=settings.sandbox)
+                        if outcome.status != "waiting":
+                            break
+                        assert outcome.wake_at is not None
+                        if (outcome.wake_at - datetime.now(UTC)).total_seconds() > (
+                            deadline - time.monotonic()
+                        ):
+                            break
+                    await asyncio.sleep(settings.worker_poll_seconds)
+            finally:
+                refresher.cancel()
+                live.update(progress.render())
+        console.print()
+        return outcome, await run_service.get(pool, run_id)
+    finally:
+        await pool.close()
+
+
+async def _refresh(live: Live, progress: _Progress) -> None:
+    while True:
+        live.update(progress.render())
+        await asyncio.sleep(0.08)
+
+
+def _sandboxed_nodes(run: dict[str, Any]) -> list[str]:
+    return [
+        node["id"]
+        for node in run["nodes"]
+        if isinstance(node.get("output"), dict) and node["output"].get("sandbox") is True
+    ]
+
+
+@cli.command()
+def run(
+    blueprint: Annotated[Path, typer.Argument(help="Blueprint JSON file")],
+    payload: Annotated[Path | None, typer.Option(help="Trigger data JSON file")] = None,
+    sandbox: Annotated[bool, typer.Option(help="Force every tool into sandbox mode")] = False,
+    max_wait: Annotated[float, typer.Option(help="Seconds to stay for delays and waits")] = 120.0,
+) -> None:
+    """Execute a blueprint on the embedded runner and show each node's progress live.
+
+    Exit code: 0 succeeded (or still waiting after --max-wait), 1 failed, 2 bad input,
+    3 database unreachable.
+    """
+    settings = get_settings()
+    if sandbox:
+        settings = settings.model_copy(update={"sandbox": True})
+    blueprint_data = _load_json(blueprint, "blueprint")
+    payload_data = _load_json(payload, "payload") if payload else {}
+    try:
+        validate_blueprint(blueprint_data)
+    except InvalidBlueprint as exc:
+        _print_issues(exc)
+        raise typer.Exit(2) from None
+    _prepare_database(settings)
+    outcome, run_state = asyncio.run(_run(settings, blueprint_data, payload_data, max_wait))
+    sandboxed = _sandboxed_nodes(run_state)
+    if sandboxed:
+        console.print(
+            f"[yellow]sandbox mode[/] for {', '.join(sandboxed)}: no credentials "
+            "configured (or --sandbox), so the request was recorded, not sent."
+        )
+    if outcome is None or outcome.status == "waiting":
+        console.print(
+            f"[cyan]run {run_state['id']} is waiting[/] (until {run_state['wake_at']} or "
+            "an event); `wf worker` or the API resumes it."
+        )
+        return
+    if outcome.status == "failed":
+        error = outcome.error or {}
+        err.print(
+            f"[red]run failed[/] at node [bold]{error.get('node_id')}[/]: "
+            f"{error.get('code')}: {error.get('message')}"
+        )
+        raise typer.Exit(1)
+    console.print("[green]run succeeded[/]; output:")
+    console.print_json(json.dumps(outcome.output, default=str))
+
+
+@cli.command()
+def worker(
+    drain: Annotated[bool, typer.Option(help="Exit when no run is claimable")] = False,
+) -> None:
+    """Run the embedded runner without the API: resumes unfinished runs, then keeps working."""
+    settings = get_settings()
+    _prepare_database(settings)
+    asyncio.run(_work(settings, drain))
+
+
+async def _work(settings: Settings, drain: bool) -> None:
+    pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max)
+    runner = EmbeddedRunner(pool, settings)
+    console.print(f"worker {runner.worker_id} started")
+    try:
+        if drain:
+            await runner.drain()
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.start()
+        await stop.wait()
+        console.print("stopping: finishing steps in flight…")
+        await runner.stop()
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    """Entry point of the ``wf`` script."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Settings: every knob has an environment variable and a default.
+
+Read once per process with :func:`get_settings`; tests build their own :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process configuration, loaded from the environment (and `.env` if present).
+
+    Durations are in seconds unless the name says otherwise.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/blueprints",
+        description="Postgres (or Supabase) connection string.",
+    )
+    db_pool_min: int = 2
+    db_pool_max: int = 20
+    auto_migrate: bool = Field(default=True, description="Apply pending migrations at start-up.")
+
+    # HTTP layer
+    cors_origins: list[str] = ["*"]
+    max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
+
+    # Embedded runner
+    worker_concurrency: int = Field(default=16, ge=1, description="Runs executed at once.")
+    worker_poll_seconds: float = Field(default=0.5, gt=0)
+    run_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A crashed worker's runs are taken over after this long without heartbeat.",
+    )
+    shutdown_grace_seconds: float = 10.0
+    run_worker: bool = Field(default=True, description="Start the embedded runner in the API.")
+
+    # Step retries (per-node `retry` overrides these)
+    retry_max_attempts: int = Field(default=3, ge=1)
+    retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
+    retry_max_backoff_seconds: float = Field(default=30.0, ge=0)
+    retry_jitter_seconds: float = Field(default=0.5, ge=0)
+
+    # Integrations
+    sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_whatsapp_from: str | None = None
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: SecretStr | None = None
+    razorpay_webhook_secret: SecretStr | None = None
+    http_timeout_seconds: float = 30.0
+    http_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Hosts, IPs or CIDR ranges the http tool may reach even though they are private, "
+            "loopback or link-local (e.g. '127.0.0.1', '10.0.0.0/8', 'internal.example')."
+        ),
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,74 @@
+"""One error base for everything the API reports.
+
+Every 4xx/5xx body is ``{"error": {"code", "message", "details"?}}``; validation errors carry
+``details: [{"loc": [...], "node_id"?: str, "message": str}]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    """An error with a machine-readable ``code``, an HTTP status and optional details."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def to_body(self) -> dict[str, Any]:
+        """Render the JSON error body."""
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class NotFound(AppError):
+    """A referenced object does not exist (404)."""
+
+    status_code = 404
+    code = "not_found"
+
+    def __init__(self, kind: str, ident: object) -> None:
+        super().__init__(f"{kind} {ident} not found", details={"kind": kind, "id": str(ident)})
+
+
+class Conflict(AppError):
+    """The request conflicts with the object's current state (409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class InvalidBlueprint(AppError):
+    """A blueprint failed validation (422); ``details`` lists every problem."""
+
+    status_code = 422
+    code = "invalid_blueprint"
+
+    def __init__(self, issues: list[dict[str, Any]]) -> None:
+        first = issues[0]
+        where = f"node '{first['node_id']}'" if first.get("node_id") else "blueprint"
+        more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+        super().__init__(f"{where}: {first['message']}{more}", details=issues)
+
+
+class SignatureInvalid(AppError):
+    """A webhook's signature did not verify (400); nothing was stored."""
+
+    status_code = 400
+    code = "invalid_signature"
+
+
+class PayloadTooLarge(AppError):
+    """The request body is over ``MAX_BODY_BYTES`` (413)."""
+
+    status_code = 413
+    code = "payload_too_large"

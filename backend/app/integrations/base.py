@@ -1,0 +1,137 @@
+"""The tool contract: what an integration declares and how the engine calls it.
+
+A tool is one service (``whatsapp``, ``razorpay``…) with named tasks. Each task declares a
+Pydantic params model, a description and the shape of its result; the architect's prompt, the
+blueprint validator and ``GET /tools`` are all generated from these declarations.
+
+With no credentials configured (or ``SANDBOX=true``) a tool runs in **sandbox mode**: it
+validates the params, builds the exact request it would send, and returns
+``{"sandbox": true, "request": {...}, ...}`` with clearly fake ids derived from the
+idempotency key, so a sandboxed run can flow end to end without pretending to be real.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from backend.app.config import Settings
+
+
+class TaskParams(BaseModel):
+    """Base for task params models: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a tool.
+
+    Attributes:
+        params: Pydantic model the (rendered) params must satisfy.
+        description: one line for people and for the architect's prompt.
+        result: JSON-schema-like description of the output's fields (``{"sid": "string"}``).
+    """
+
+    params: type[TaskParams]
+    description: str
+    result: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool knows about the call.
+
+    Attributes:
+        idempotency_key: ``"<run_id>:<node_id>"``; pass it wherever the vendor API accepts one.
+        settings: credentials and limits.
+        sandbox: True forces sandbox mode even with credentials (dry runs, ``SANDBOX=true``).
+    """
+
+    idempotency_key: str
+    settings: Settings
+    sandbox: bool = False
+
+
+class ToolError(Exception):
+    """A task failed. ``retryable`` says whether trying again could help (timeouts, 5xx, 429).
+
+    ``code`` is machine-readable (``http_status``, ``razorpay_bad_request``…), ``details`` is
+    JSON-serialisable context such as the vendor's error body.
+    """
+
+    def __init__(
+        self, message: str, *, code: str, retryable: bool, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retryable = retryable
+        self.details = details or {}
+
+
+class BaseTool(ABC):
+    """Base class for integrations. Subclasses set ``service``, ``description`` and ``tasks``.
+
+    Subclasses implement :meth:`has_credentials`, :meth:`build_request` (the request as it would
+    go on the wire, used by sandbox mode and for logs) and :meth:`send` (the real call).
+    """
+
+    service: ClassVar[str]
+    description: ClassVar[str]
+    tasks: ClassVar[dict[str, Task]]
+
+    @abstractmethod
+    def has_credentials(self, settings: Settings) -> bool:
+        """Return True when the settings hold what a real call needs."""
+
+    @abstractmethod
+    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Describe the HTTP request ``task`` would send: ``{method, url, body?, headers?}``."""
+
+    @abstractmethod
+    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Perform the real call and return the task's result.
+
+        Raises:
+            ToolError: the vendor refused or could not be reached.
+        """
+
+    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Fields a sandboxed call returns besides ``sandbox`` and ``request`` (fake ids)."""
+        return {}
+
+    def is_sandboxed(self, context: ToolContext) -> bool:
+        """True when this call will not leave the process."""
+        return (
+            context.sandbox
+            or context.settings.sandbox
+            or not self.has_credentials(context.settings)
+        )
+
+    async def execute(self, task: str, params: TaskParams, context: ToolContext) -> dict[str, Any]:
+        """Run ``task`` with validated ``params``; in sandbox mode return the request instead.
+
+        Raises:
+            ToolError: the task failed (``retryable`` tells the engine whether to retry).
+            KeyError: unknown task (the validator prevents this for stored blueprints).
+        """
+        if task not in self.tasks:
+            raise KeyError(f"{self.service} has no task {task!r}")
+        if self.is_sandboxed(context):
+            return {
+                "sandbox": True,
+                "request": self.build_request(task, params, context),
+                **self.sandbox_result(task, params, context),
+            }
+        return await self.send(task, params, context)
+
+
+def fake_id(prefix: str, key: str) -> str:
+    """A stable, obviously fake vendor id for sandbox results (``pay_sandbox_1a2b3c4d5e6f``)."""
+    return f"{prefix}_sandbox_{hashlib.sha256(key.encode()).hexdigest()[:12]}"

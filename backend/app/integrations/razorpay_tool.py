@@ -1,0 +1,251 @@
+"""Razorpay payments through the official ``razorpay`` SDK.
+
+Amounts are integers in the currency's smallest unit (paise for INR), as Razorpay requires.
+Idempotency: refunds send ``X-Refund-Idempotency`` (Razorpay: 10+ chars of ``[A-Za-z0-9_-]``;
+https://razorpay.com/docs/api/refunds/normal-refunds-idempotent); payment links get a
+``reference_id`` derived from the step's key when none is given (Razorpay rejects a second link
+with the same ``reference_id``). Invoices and fetches have no idempotency mechanism.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Literal
+
+import razorpay
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+from razorpay.errors import BadRequestError, GatewayError, ServerError
+
+from backend.app.config import Settings
+from backend.app.integrations.base import (
+    BaseTool,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+    fake_id,
+)
+
+API = "https://api.razorpay.com/v1"
+
+
+class Customer(BaseModel):
+    """A Razorpay customer block."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    contact: str | None = Field(default=None, description="Phone, E.164 preferred.")
+
+
+class CreatePaymentLink(TaskParams):
+    """Params of ``razorpay.create_payment_link``."""
+
+    amount: int = Field(gt=0, description="Amount in paise (₹500 = 50000).")
+    currency: str = Field(default="INR", min_length=3, max_length=3)
+    description: str | None = Field(default=None, max_length=2048)
+    customer: Customer | None = None
+    reference_id: str | None = Field(default=None, max_length=40)
+    expire_by: int | None = Field(default=None, description="Unix timestamp (seconds).")
+    notify_sms: bool = False
+    notify_email: bool = False
+    callback_url: str | None = None
+    notes: dict[str, str] | None = None
+
+
+class LineItem(BaseModel):
+    """One invoice line."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    amount: int = Field(gt=0, description="Unit amount in paise.")
+    quantity: int = Field(default=1, gt=0)
+
+
+class CreateInvoice(TaskParams):
+    """Params of ``razorpay.create_invoice``."""
+
+    customer: Customer
+    line_items: list[LineItem] = Field(min_length=1)
+    currency: str = Field(default="INR", min_length=3, max_length=3)
+    description: str | None = None
+    expire_by: int | None = Field(default=None, description="Unix timestamp (seconds).")
+    sms_notify: bool = False
+    email_notify: bool = False
+
+
+class FetchPayment(TaskParams):
+    """Params of ``razorpay.fetch_payment``."""
+
+    payment_id: str = Field(pattern=r"^pay_\w+$")
+
+
+class RefundPayment(TaskParams):
+    """Params of ``razorpay.refund_payment``."""
+
+    payment_id: str = Field(pattern=r"^pay_\w+$")
+    amount: int | None = Field(default=None, gt=0, description="Paise; omit for a full refund.")
+    speed: Literal["normal", "optimum"] = "normal"
+    notes: dict[str, str] | None = None
+
+
+def _refund_key(idempotency_key: str) -> str:
+    return idempotency_key.replace(":", "_")
+
+
+def _reference_id(idempotency_key: str) -> str:
+    return "wf_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+
+
+class RazorpayTool(BaseTool):
+    """Payment links, invoices, payments, refunds (``RAZORPAY_KEY_ID``/``RAZORPAY_KEY_SECRET``)."""
+
+    service = "razorpay"
+    description = "Collect and refund payments in India with Razorpay (amounts in paise)."
+    tasks = {
+        "create_payment_link": Task(
+            params=CreatePaymentLink,
+            description="Create a shareable payment link for an amount.",
+            result={
+                "id": "string (plink_…)",
+                "short_url": "string",
+                "status": "string",
+                "amount": "integer (paise)",
+                "reference_id": "string",
+            },
+        ),
+        "create_invoice": Task(
+            params=CreateInvoice,
+            description="Create and issue an invoice to a customer.",
+            result={
+                "id": "string (inv_…)",
+                "short_url": "string",
+                "status": "string",
+                "amount": "integer (paise)",
+            },
+        ),
+        "fetch_payment": Task(
+            params=FetchPayment,
+            description="Fetch a payment by id.",
+            result={
+                "id": "string",
+                "amount": "integer (paise)",
+                "currency": "string",
+                "status": "string",
+                "email": "string",
+                "contact": "string",
+            },
+        ),
+        "refund_payment": Task(
+            params=RefundPayment,
+            description="Refund a captured payment, fully or partly.",
+            result={
+                "id": "string (rfnd_…)",
+                "payment_id": "string",
+                "amount": "integer (paise)",
+                "status": "string",
+            },
+        ),
+    }
+
+    def has_credentials(self, settings: Settings) -> bool:
+        """Key id and key secret are both set."""
+        return bool(settings.razorpay_key_id and settings.razorpay_key_secret)
+
+    def _payload(self, task: str, params: Any, key: str) -> tuple[str, str, dict[str, Any]]:
+        """Return (method, path, body) for ``task``; the single source for real and sandbox."""
+        if task == "create_payment_link":
+            body = params.model_dump(exclude_none=True, exclude={"notify_sms", "notify_email"})
+            body["notify"] = {"sms": params.notify_sms, "email": params.notify_email}
+            body.setdefault("reference_id", _reference_id(key))
+            return "POST", "/payment_links", body
+        if task == "create_invoice":
+            body = params.model_dump(exclude_none=True)
+            body["type"] = "invoice"
+            body["sms_notify"] = int(params.sms_notify)
+            body["email_notify"] = int(params.email_notify)
+            return "POST", "/invoices", body
+        if task == "fetch_payment":
+            return "GET", f"/payments/{params.payment_id}", {}
+        if task == "refund_payment":
+            body = params.model_dump(exclude_none=True, exclude={"payment_id"})
+            return "POST", f"/payments/{params.payment_id}/refund", body
+        raise KeyError(task)
+
+    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """The REST call the SDK would make."""
+        method, path, body = self._payload(task, params, context.idempotency_key)
+        request: dict[str, Any] = {"method": method, "url": API + path}
+        if body:
+            request["body"] = body
+        if task == "refund_payment":
+            request["headers"] = {"X-Refund-Idempotency": _refund_key(context.idempotency_key)}
+        return request
+
+    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Fake ids shaped like Razorpay's, so later steps can reference them."""
+        key = context.idempotency_key
+        if task == "create_payment_link":
+            link_id = fake_id("plink", key)
+            return {
+                "id": link_id,
+                "short_url": f"https://rzp.io/sandbox/{link_id}",
+                "status": "created",
+                "amount": params.amount,
+                "reference_id": params.reference_id or _reference_id(key),
+            }
+        if task == "create_invoice":
+            invoice_id = fake_id("inv", key)
+            amount = sum(item.amount * item.quantity for item in params.line_items)
+            return {
+                "id": invoice_id,
+                "short_url": f"https://rzp.io/sandbox/{invoice_id}",
+                "status": "issued",
+                "amount": amount,
+            }
+        if task == "refund_payment":
+            return {
+                "id": fake_id("rfnd", key),
+                "payment_id": params.payment_id,
+                "amount": params.amount,
+                "status": "processed",
+            }
+        return {"id": params.payment_id}
+
+    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Call Razorpay through its SDK (blocking, so in a worker thread)."""
+        settings = context.settings
+        assert settings.razorpay_key_secret is not None
+        client = razorpay.Client(
+            auth=(settings.razorpay_key_id, settings.razorpay_key_secret.get_secret_value())
+        )
+        _, _, body = self._payload(task, params, context.idempotency_key)
+        call: Any
+        if task == "create_payment_link":
+            call = lambda: client.payment_link.create(body)  # noqa: E731
+        elif task == "create_invoice":
+            call = lambda: client.invoice.create(body)  # noqa: E731
+        elif task == "fetch_payment":
+            call = lambda: client.payment.fetch(params.payment_id)  # noqa: E731
+        else:
+            headers = {"X-Refund-Idempotency": _refund_key(context.idempotency_key)}
+            call = lambda: client.payment.refund(params.payment_id, body, headers=headers)  # noqa: E731
+        try:
+            result: dict[str, Any] = await asyncio.to_thread(call)
+        except BadRequestError as exc:
+            raise ToolError(
+                f"Razorpay rejected the request: {exc}",
+                code="razorpay_bad_request",
+                retryable=False,
+            ) from None
+        except (GatewayError, ServerError) as exc:
+            raise ToolError(
+                f"Razorpay error: {exc}", code="razorpay_server_error", retryable=True
+            ) from None
+        except requests.RequestException as exc:
+            raise ToolError(
+                f"Razorpay unreachable: {exc}", code="network_error", retryable=True
+            ) from None
+        return result

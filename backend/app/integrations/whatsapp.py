@@ -1,0 +1,137 @@
+"""WhatsApp messages through Twilio's Programmable Messaging API (official ``twilio`` SDK).
+
+Twilio addresses WhatsApp numbers as ``whatsapp:+E164``; plain E.164 numbers are prefixed here.
+Twilio's Messages API takes no idempotency key, so a step retried after an ambiguous failure can
+send twice: delivery is at-least-once for this tool.
+Source: https://www.twilio.com/docs/whatsapp/api and /docs/sms/api/message-resource.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import requests
+from pydantic import Field, HttpUrl, field_validator
+from twilio.base.exceptions import TwilioRestException
+from twilio.rest import Client
+
+from backend.app.config import Settings
+from backend.app.integrations.base import (
+    BaseTool,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+    fake_id,
+)
+
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+def whatsapp_address(number: str) -> str:
+    """Normalise ``+919876543210`` or ``whatsapp:+919876543210`` to Twilio's WhatsApp form.
+
+    Raises:
+        ValueError: the number is not E.164 (``+`` then 7-15 digits).
+    """
+    bare = number.removeprefix("whatsapp:").replace(" ", "").replace("-", "")
+    if not _E164.match(bare):
+        raise ValueError(f"{number!r} is not an E.164 phone number such as +919876543210")
+    return f"whatsapp:{bare}"
+
+
+class SendMessage(TaskParams):
+    """Params of ``whatsapp.send_message``."""
+
+    to: str = Field(
+        description="Recipient in E.164, e.g. +919876543210 (whatsapp: prefix optional)."
+    )
+    body: str = Field(min_length=1, max_length=1600, description="Message text (max 1600 chars).")
+    media_url: list[HttpUrl] | None = Field(
+        default=None, max_length=1, description="Optional public URL of one image/PDF/audio file."
+    )
+
+    @field_validator("to")
+    @classmethod
+    def _normalise_to(cls, value: str) -> str:
+        return whatsapp_address(value)
+
+
+class WhatsAppTool(BaseTool):
+    """Send WhatsApp messages via Twilio (``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``,
+    ``TWILIO_WHATSAPP_FROM``)."""
+
+    service = "whatsapp"
+    description = "Send WhatsApp messages to customers through Twilio."
+    tasks = {
+        "send_message": Task(
+            params=SendMessage,
+            description="Send a WhatsApp message (text, optionally one media attachment).",
+            result={"sid": "string (Twilio message SID)", "status": "string", "to": "string"},
+        )
+    }
+
+    def has_credentials(self, settings: Settings) -> bool:
+        """Account SID, auth token and sender number are all set."""
+        return bool(
+            settings.twilio_account_sid
+            and settings.twilio_auth_token
+            and settings.twilio_whatsapp_from
+        )
+
+    def _sender(self, settings: Settings) -> str:
+        return whatsapp_address(settings.twilio_whatsapp_from or "+14155238886")
+
+    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """The Messages API form post Twilio would receive."""
+        sid = context.settings.twilio_account_sid or "AC_SANDBOX"
+        body: dict[str, Any] = {
+            "To": params.to,
+            "From": self._sender(context.settings),
+            "Body": params.body,
+        }
+        if params.media_url:
+            body["MediaUrl"] = [str(url) for url in params.media_url]
+        return {
+            "method": "POST",
+            "url": f"https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json",
+            "body": body,
+        }
+
+    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """A fake message SID so later steps can reference ``output.sid``."""
+        return {
+            "sid": fake_id("SM", context.idempotency_key),
+            "status": "sandboxed",
+            "to": params.to,
+        }
+
+    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """Create the message with the Twilio SDK (in a worker thread; the SDK is blocking)."""
+        settings = context.settings
+        assert settings.twilio_auth_token is not None
+        client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+        kwargs: dict[str, Any] = {
+            "to": params.to,
+            "from_": self._sender(settings),
+            "body": params.body,
+        }
+        if params.media_url:
+            kwargs["media_url"] = [str(url) for url in params.media_url]
+        try:
+            message = await asyncio.to_thread(client.messages.create, **kwargs)
+        except TwilioRestException as exc:
+            retryable = exc.status >= 500 or exc.status == 429
+            raise ToolError(
+                f"Twilio refused the message: {exc.msg}",
+                code="twilio_error",
+                retryable=retryable,
+                details={"status": exc.status, "twilio_code": exc.code},
+            ) from None
+        except requests.RequestException as exc:
+            raise ToolError(
+                f"Twilio unreachable: {exc}", code="network_error", retryable=True
+            ) from None
+        return {"sid": message.sid, "status": message.status, "to": message.to}

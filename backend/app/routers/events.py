@@ -1,0 +1,31 @@
+"""Inbound events: resume waits, start event-triggered workflows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from backend.app.http import PoolDep
+from backend.app.services import event_service
+
+router = APIRouter(tags=["events"])
+
+
+class EventIn(BaseModel):
+    """Body of POST /events."""
+
+    name: str = Field(min_length=1, max_length=200, examples=["razorpay/payment_link.paid"])
+    data: Any = Field(default_factory=dict)
+
+
+@router.post("/events", status_code=202)
+async def post_event(body: EventIn, pool: PoolDep) -> dict[str, Any]:
+    """Deliver an event: ``{"event_id", "resumed_run_ids", "started_run_ids"}``."""
+    result = await event_service.emit(pool, body.name, body.data)
+    return {
+        "event_id": result.event_id,
+        "resumed_run_ids": result.resumed_run_ids,
+        "started_run_ids": result.started_run_ids,
+    }

@@ -1,0 +1,25 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from backend.app.http import PoolDep, error_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health(pool: PoolDep, request: Request) -> Any:
+    """200 ``{"status": "ok", "database": "ok", "worker_id"}`` if the database answers, else 503."""
+    try:
+        async with pool.connection(timeout=5) as conn:
+            await conn.execute("select 1")
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        return error_response(503, "database_unavailable", f"database check failed: {exc}")
+    runner = request.app.state.runner
+    return JSONResponse({"status": "ok", "database": "ok", "worker_id": runner.worker_id})

@@ -1,0 +1,73 @@
+"""Executing blueprints and watching runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from backend.app.http import PoolDep
+from backend.app.services import run_service
+
+router = APIRouter(tags=["runs"])
+RunID = Annotated[UUID, Path(description="Run id")]
+
+
+class ExecuteIn(BaseModel):
+    """Body of POST /workflow/execute: exactly one of ``workflow_id`` and ``blueprint``."""
+
+    workflow_id: UUID | None = None
+    version: int | None = Field(default=None, ge=1, description="Default: latest version.")
+    blueprint: dict[str, Any] | None = Field(default=None, description="Run an unsaved blueprint.")
+    payload: Any = Field(default_factory=dict, description="Trigger data ({{trigger_data...}}).")
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
+
+
+@router.post("/workflow/execute", status_code=202)
+async def execute(body: ExecuteIn, pool: PoolDep) -> JSONResponse:
+    """Queue a run. 202 ``{"run_id", "created"}``; a repeated idempotency key returns the first
+    run with ``created: false`` (200)."""
+    run_id, created = await run_service.start(
+        pool,
+        workflow_id=body.workflow_id,
+        version=body.version,
+        blueprint=body.blueprint,
+        payload=body.payload,
+        idempotency_key=body.idempotency_key,
+    )
+    return JSONResponse(
+        {"run_id": str(run_id), "created": created, "status_url": f"/runs/{run_id}"},
+        status_code=202 if created else 200,
+    )
+
+
+@router.get("/runs/{run_id}")
+async def get_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
+    """Run status, trigger data, output/error and every node's state in blueprint order."""
+    return await run_service.get(pool, run_id)
+
+
+@router.get("/runs/{run_id}/logs")
+async def get_run_logs(
+    run_id: RunID,
+    pool: PoolDep,
+    after_id: Annotated[int, Query(ge=0, description="Return rows with a larger id")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """``workflow_logs`` rows of the run in write order (poll with ``after_id``)."""
+    return {"logs": await run_service.logs(pool, run_id, after_id=after_id, limit=limit)}
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
+    """Cancel a run that has not finished (409 if it has)."""
+    return await run_service.cancel(pool, run_id)
+
+
+@router.post("/runs/{run_id}/retry")
+async def retry_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
+    """Resume a failed run from the step that failed (409 unless failed)."""
+    return await run_service.retry(pool, run_id)

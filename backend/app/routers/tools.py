@@ -1,0 +1,44 @@
+"""The blueprint JSON Schema and the tool catalog the dashboard and architect draw from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from backend.app.http import SettingsDep
+from backend.app.integrations import TOOL_REGISTRY, ToolContext
+from backend.app.workflows.schema import blueprint_json_schema
+
+router = APIRouter(tags=["catalog"])
+
+
+@router.get("/blueprint/schema")
+async def blueprint_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a blueprint."""
+    return blueprint_json_schema()
+
+
+@router.get("/tools")
+async def list_tools(settings: SettingsDep) -> dict[str, Any]:
+    """Every service with its tasks, params JSON Schema, result shape and sandbox state."""
+    probe = ToolContext(idempotency_key="catalog", settings=settings)
+    return {
+        "tools": [
+            {
+                "service": tool.service,
+                "description": tool.description,
+                "sandbox": tool.is_sandboxed(probe),
+                "tasks": [
+                    {
+                        "name": name,
+                        "description": task.description,
+                        "params": task.params.model_json_schema(),
+                        "result": task.result,
+                    }
+                    for name, task in tool.tasks.items()
+                ],
+            }
+            for tool in TOOL_REGISTRY.values()
+        ]
+    }

@@ -1,0 +1,82 @@
+"""Saved workflows: create, version, activate, list runs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Path, Query
+from pydantic import BaseModel, Field
+
+from backend.app.http import PoolDep
+from backend.app.services import run_service, workflow_service
+
+router = APIRouter(tags=["workflows"])
+WorkflowID = Annotated[UUID, Path(description="Workflow id")]
+
+
+class WorkflowIn(BaseModel):
+    """Body of POST /workflows and PUT /workflows/{id}."""
+
+    blueprint: dict[str, Any] = Field(description="The blueprint (see GET /blueprint/schema).")
+    name: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    user_id: str | None = Field(default=None, max_length=200)
+
+
+class ActivateIn(BaseModel):
+    """Body of POST /workflows/{id}/activate."""
+
+    version: int | None = Field(default=None, ge=1, description="Default: the latest version.")
+
+
+@router.post("/workflows", status_code=201)
+async def create_workflow(body: WorkflowIn, pool: PoolDep) -> dict[str, Any]:
+    """Validate and save a blueprint as a new workflow (version 1, inactive). 422 names node
+    and field of every problem."""
+    return await workflow_service.create(
+        pool, body.blueprint, name=body.name, description=body.description, user_id=body.user_id
+    )
+
+
+@router.get("/workflows/{workflow_id}")
+async def get_workflow(
+    workflow_id: WorkflowID, pool: PoolDep, version: Annotated[int | None, Query(ge=1)] = None
+) -> dict[str, Any]:
+    """The workflow with a version's blueprint (default latest) and its version list."""
+    return await workflow_service.get(pool, workflow_id, version)
+
+
+@router.put("/workflows/{workflow_id}")
+async def update_workflow(
+    workflow_id: WorkflowID, body: WorkflowIn, pool: PoolDep
+) -> dict[str, Any]:
+    """Save the blueprint as a new immutable version."""
+    return await workflow_service.update(
+        pool, workflow_id, body.blueprint, name=body.name, description=body.description
+    )
+
+
+@router.post("/workflows/{workflow_id}/activate")
+async def activate_workflow(
+    workflow_id: WorkflowID, pool: PoolDep, body: Annotated[ActivateIn | None, Body()] = None
+) -> dict[str, Any]:
+    """Make a version live: its event/webhook trigger now starts runs."""
+    return await workflow_service.activate(pool, workflow_id, body.version if body else None)
+
+
+@router.post("/workflows/{workflow_id}/deactivate")
+async def deactivate_workflow(workflow_id: WorkflowID, pool: PoolDep) -> dict[str, Any]:
+    """Stop starting runs from events (runs in progress continue)."""
+    return await workflow_service.deactivate(pool, workflow_id)
+
+
+@router.get("/workflows/{workflow_id}/runs")
+async def list_workflow_runs(
+    workflow_id: WorkflowID,
+    pool: PoolDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Runs newest first: ``{"runs": [...], "next_cursor"}``."""
+    return await run_service.list_for_workflow(pool, workflow_id, limit=limit, cursor=cursor)

@@ -1,0 +1,186 @@
+"""Starting runs and reading their state."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from backend.app.errors import AppError, Conflict, NotFound
+from backend.app.services import workflow_service
+from backend.app.store import runs as store
+from backend.app.store import workflows as workflows_store
+from backend.app.store.db import Pool
+from backend.app.workflows.schema import Blueprint, validate_blueprint
+
+
+async def start(
+    pool: Pool,
+    *,
+    workflow_id: UUID | None,
+    version: int | None,
+    blueprint: Any,
+    payload: Any,
+    idempotency_key: str | None,
+    user_id: str | None = None,
+) -> tuple[UUID, bool]:
+    """Queue a run of a saved workflow (``version`` default: latest) or of an ad-hoc blueprint.
+
+    Returns:
+        ``(run_id, created)``: a repeated ``idempotency_key`` returns the first run, created=False.
+
+    Raises:
+        AppError(422): neither or both of workflow_id and blueprint.
+        InvalidBlueprint: 422. NotFound: unknown workflow or version.
+    """
+    if (workflow_id is None) == (blueprint is None):
+        raise AppError(
+            "give exactly one of workflow_id or blueprint",
+            code="validation_error",
+            details=[
+                {
+                    "loc": ["body", "workflow_id"],
+                    "message": "exactly one of workflow_id and blueprint is required",
+                }
+            ],
+        )
+    if idempotency_key is not None:
+        async with pool.connection() as conn:
+            existing = await store.find_by_idempotency_key(conn, idempotency_key)
+        if existing is not None:
+            return existing, False
+    async with pool.connection() as conn, conn.transaction():
+        if blueprint is not None:
+            parsed = validate_blueprint(blueprint)
+            row = await workflow_service.create_in(
+                conn, parsed, name=None, description=None, user_id=user_id, origin="adhoc"
+            )
+            workflow_id, version = row["id"], 1
+        else:
+            assert workflow_id is not None
+            wf = await workflows_store.get(conn, workflow_id)
+            if wf is None:
+                raise NotFound("workflow", workflow_id)
+            version = version or wf["latest_version"]
+            if await workflows_store.get_version(conn, workflow_id, version) is None:
+                raise NotFound("workflow version", f"{workflow_id}@{version}")
+        return await store.create(
+            conn,
+            workflow_id=workflow_id,
+            version=version,
+            trigger_data=payload,
+            idempotency_key=idempotency_key,
+        )
+
+
+async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:
+    """The run with every node's state (``pending`` until it has a log row), in blueprint order.
+
+    Raises:
+        NotFound: unknown run.
+    """
+    async with pool.connection() as conn:
+        run = await store.get(conn, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
+        states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
+    assert version is not None
+    blueprint = Blueprint.model_validate(version["blueprint"])
+    nodes = []
+    for node in blueprint.nodes:
+        state = states.get(node.id)
+        entry: dict[str, Any] = {
+            "id": node.id,
+            "type": node.type,
+            "name": node.name,
+            "status": "pending",
+        }
+        if state is not None:
+            entry.update({k: v for k, v in state.items() if k != "node_id"})
+        nodes.append(entry)
+    return {**run, "nodes": nodes}
+
+
+def _encode_cursor(created_at: datetime, run_id: UUID) -> str:
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(created), UUID(run_id)
+    except (ValueError, UnicodeDecodeError):
+        raise AppError(
+            "cursor is not one this API returned",
+            code="validation_error",
+            details=[{"loc": ["query", "cursor"], "message": "invalid cursor"}],
+        ) from None
+
+
+async def list_for_workflow(
+    pool: Pool, workflow_id: UUID, *, limit: int, cursor: str | None
+) -> dict[str, Any]:
+    """A page of a workflow's runs, newest first: ``{"runs": [...], "next_cursor": str | None}``.
+
+    Raises:
+        NotFound: unknown workflow. AppError(422): bad cursor.
+    """
+    before = _decode_cursor(cursor) if cursor else None
+    async with pool.connection() as conn:
+        if await workflows_store.get(conn, workflow_id) is None:
+            raise NotFound("workflow", workflow_id)
+        rows = await store.list_for_workflow(conn, workflow_id, limit=limit + 1, before=before)
+    page = rows[:limit]
+    next_cursor = (
+        _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+    )
+    return {"runs": page, "next_cursor": next_cursor}
+
+
+async def logs(pool: Pool, run_id: UUID, *, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Log rows after ``after_id`` (poll with the last id you saw).
+
+    Raises:
+        NotFound: unknown run.
+    """
+    async with pool.connection() as conn:
+        if await store.get(conn, run_id) is None:
+            raise NotFound("run", run_id)
+        return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
+
+
+async def cancel(pool: Pool, run_id: UUID) -> dict[str, Any]:
+    """Cancel a queued, running or waiting run; a step in flight finishes but nothing follows.
+
+    Raises:
+        NotFound: unknown run. Conflict: the run already finished.
+    """
+    async with pool.connection() as conn:
+        if await store.cancel(conn, run_id) is None:
+            run = await store.get(conn, run_id)
+            if run is None:
+                raise NotFound("run", run_id)
+            raise Conflict(f"run {run_id} already {run['status']}", code="run_finished")
+    return await get(pool, run_id)
+
+
+async def retry(pool: Pool, run_id: UUID) -> dict[str, Any]:
+    """Resume a failed run from its failed step; finished steps are not run again.
+
+    Raises:
+        NotFound: unknown run. Conflict: the run is not failed.
+    """
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            requeued = await store.requeue_failed(conn, run_id)
+        if not requeued:
+            run = await store.get(conn, run_id)
+            if run is None:
+                raise NotFound("run", run_id)
+            raise Conflict(
+                f"only failed runs can be retried; run {run_id} is {run['status']}",
+                code="run_not_failed",
+            )
+    return await get(pool, run_id)

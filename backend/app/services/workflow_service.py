@@ -1,0 +1,140 @@
+"""Saving, versioning and activating workflows."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from backend.app.errors import AppError, NotFound
+from backend.app.store import workflows as store
+from backend.app.store.db import Conn, Pool
+from backend.app.workflows.schema import Blueprint, TriggerNode, validate_blueprint
+
+
+def stored_form(blueprint: Blueprint) -> dict[str, Any]:
+    """The JSON a blueprint is stored and served as."""
+    return blueprint.model_dump(mode="json", exclude_none=True)
+
+
+def _trigger(blueprint: Blueprint) -> TriggerNode:
+    return next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
+
+
+async def create_in(
+    conn: Conn,
+    blueprint: Blueprint,
+    *,
+    name: str | None,
+    description: str | None,
+    user_id: str | None,
+    origin: str,
+) -> dict[str, Any]:
+    """Insert a workflow + version 1 for an already validated blueprint (inside a transaction)."""
+    trigger = _trigger(blueprint)
+    row = await store.create(
+        conn,
+        name=name or blueprint.name or "Untitled workflow",
+        description=description or blueprint.description,
+        user_id=user_id,
+        origin=origin,
+        blueprint=stored_form(blueprint),
+        trigger_kind=trigger.trigger,
+        trigger_event=trigger.event,
+    )
+    return dict(row)
+
+
+async def create(
+    pool: Pool, data: Any, *, name: str | None, description: str | None, user_id: str | None
+) -> dict[str, Any]:
+    """Validate and save a blueprint as a new workflow (version 1, inactive).
+
+    Raises:
+        InvalidBlueprint: 422 with every problem, naming node and field.
+    """
+    blueprint = validate_blueprint(data)
+    async with pool.connection() as conn, conn.transaction():
+        row = await create_in(
+            conn, blueprint, name=name, description=description, user_id=user_id, origin="api"
+        )
+    return await get(pool, row["id"])
+
+
+async def update(
+    pool: Pool, workflow_id: UUID, data: Any, *, name: str | None, description: str | None
+) -> dict[str, Any]:
+    """Save a new version. The active version stays pinned until activated again.
+
+    Raises:
+        InvalidBlueprint: 422. NotFound: 404.
+    """
+    blueprint = validate_blueprint(data)
+    trigger = _trigger(blueprint)
+    async with pool.connection() as conn, conn.transaction():
+        row = await store.add_version(
+            conn,
+            workflow_id,
+            blueprint=stored_form(blueprint),
+            trigger_kind=trigger.trigger,
+            trigger_event=trigger.event,
+            name=name,
+            description=description,
+        )
+    if row is None:
+        raise NotFound("workflow", workflow_id)
+    return await get(pool, workflow_id)
+
+
+async def get(pool: Pool, workflow_id: UUID, version: int | None = None) -> dict[str, Any]:
+    """The workflow with one version's blueprint (default: latest) and the version list.
+
+    Raises:
+        NotFound: unknown workflow or version.
+    """
+    async with pool.connection() as conn:
+        row = await store.get(conn, workflow_id)
+        if row is None:
+            raise NotFound("workflow", workflow_id)
+        wanted = version or row["latest_version"]
+        version_row = await store.get_version(conn, workflow_id, wanted)
+        if version_row is None:
+            raise NotFound("workflow version", f"{workflow_id}@{wanted}")
+        versions = await store.list_versions(conn, workflow_id)
+    return {
+        **row,
+        "active": row["active_version"] is not None,
+        "version": wanted,
+        "blueprint": version_row["blueprint"],
+        "versions": versions,
+    }
+
+
+async def activate(pool: Pool, workflow_id: UUID, version: int | None) -> dict[str, Any]:
+    """Make ``version`` (default: latest) the live version that events start.
+
+    Raises:
+        NotFound: unknown workflow/version. AppError(422): schedule triggers are not run yet.
+    """
+    current = await get(pool, workflow_id, version)
+    trigger = _trigger(Blueprint.model_validate(current["blueprint"]))
+    if trigger.trigger == "schedule":
+        raise AppError(
+            "schedule triggers are not run by this version of the engine yet",
+            code="unsupported_trigger",
+            details={"loc": ["nodes", trigger.id]},
+        )
+    async with pool.connection() as conn:
+        await store.set_active_version(conn, workflow_id, current["version"])
+    return await get(pool, workflow_id)
+
+
+async def deactivate(pool: Pool, workflow_id: UUID) -> dict[str, Any]:
+    """Stop starting runs from events; running runs continue.
+
+    Raises:
+        NotFound: unknown workflow.
+    """
+    async with pool.connection() as conn:
+        if await store.set_active_version(conn, workflow_id, None) is None:
+            raise NotFound("workflow", workflow_id)
+    return await get(pool, workflow_id)

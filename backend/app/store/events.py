@@ -1,0 +1,63 @@
+"""Events, webhook deliveries and the event waits they resolve."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+
+from backend.app.store.db import Conn, jsonb
+
+
+async def insert(conn: Conn, name: str, data: Any, source: str) -> UUID:
+    """Record an event; returns its id."""
+    cur = await conn.execute(
+        "insert into events (name, data, source) values (%s, %s, %s) returning id",
+        (name, jsonb(data), source),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return UUID(str(row["id"]))
+
+
+async def record_delivery(conn: Conn, provider: str, delivery_id: str, event_name: str) -> bool:
+    """Remember a webhook delivery. Returns False when it was seen before (a provider retry)."""
+    cur = await conn.execute(
+        "insert into webhook_deliveries (provider, delivery_id, event_name) values (%s, %s, %s)"
+        " on conflict (provider, delivery_id) do nothing returning id",
+        (provider, delivery_id, event_name),
+    )
+    return await cur.fetchone() is not None
+
+
+async def link_delivery(conn: Conn, provider: str, delivery_id: str, event_id: UUID) -> None:
+    """Point a delivery at the event it produced."""
+    await conn.execute(
+        "update webhook_deliveries set event_id = %s where provider = %s and delivery_id = %s",
+        (event_id, provider, delivery_id),
+    )
+
+
+async def open_waits_for(conn: Conn, event_name: str) -> list[DictRow]:
+    """Unresolved, unexpired waits for ``event_name``, locked for this transaction."""
+    cur = await conn.execute(
+        "select run_id, step_id, match, context from run_waits"
+        " where kind = 'event' and event_name = %s and resolved_at is null and wake_at > now()"
+        " order by created_at for update",
+        (event_name,),
+    )
+    return await cur.fetchall()
+
+
+async def resolve_wait(conn: Conn, run_id: UUID, step_id: str, event: Any) -> None:
+    """Deliver ``event`` to a wait and make its run claimable at once."""
+    await conn.execute(
+        "update run_waits set event = %s, resolved_at = now() where run_id = %s and step_id = %s",
+        (jsonb(event), run_id, step_id),
+    )
+    await conn.execute(
+        "update workflow_runs set status = 'queued', wake_at = null, updated_at = now()"
+        " where id = %s and status = 'waiting'",
+        (run_id,),
+    )

@@ -1,0 +1,442 @@
+"""Blueprint traversal: the deterministic part of a run.
+
+The engine walks the graph and does all side effects through a :class:`StepPort` (the runner):
+``run`` (replay a checkpoint, else execute and record), ``sleep``, ``wait_for_event`` and
+``skip``. Step ids are the node ids, so a replay finds its checkpoints; everything outside a step
+is a pure function of the blueprint, the trigger data and the recorded step results.
+
+Semantics:
+- A node runs once all its incoming edges are resolved and at least one is live (a join waits
+  for every live parent; skipped parents don't block it).
+- An edge is dead when its source was skipped, or when its source is a router that chose another
+  branch, or a wait that ended the other way (event vs ``timeout``). A node whose incoming
+  edges are all dead is ``skipped``, and so on downstream.
+- Ready nodes run concurrently (independent branches overlap).
+- A failing action is retried by the port per its retry policy; when attempts run out the run
+  fails with that node's error, unless ``on_error: "continue"`` (then ``{"error": ...}`` is its
+  output). After a failure no new node starts; steps already running finish and are recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+from pydantic import ValidationError
+
+from backend.app.config import Settings
+from backend.app.integrations import BaseTool, ToolContext, ToolError
+from backend.app.workflows import expressions
+from backend.app.workflows.graph import Graph
+from backend.app.workflows.schema import (
+    TIMEOUT_BRANCH,
+    ActionNode,
+    Blueprint,
+    DelayNode,
+    EndNode,
+    RouterNode,
+    TriggerNode,
+    WaitForEventNode,
+)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Resolved retry policy: attempts in total, backoff seconds (exponential, capped, jittered)."""
+
+    max_attempts: int
+    initial_backoff: float
+    max_backoff: float
+    jitter: float
+
+
+NO_RETRY = Retry(1, 0.0, 0.0, 0.0)
+
+
+@dataclass
+class StepOutcome:
+    """What a step function returns: the resolved input (for the log) and the output."""
+
+    input: Any
+    output: Any
+
+
+class StepError(Exception):
+    """One attempt of a step failed. ``retryable`` lets the port try again."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        retryable: bool,
+        input: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.input = input
+        self.details = details or {}
+
+    def to_error(self) -> dict[str, Any]:
+        """JSON form stored in logs and on the run."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return error
+
+
+class StepFailed(Exception):
+    """A step failed for good (attempts exhausted or not retryable); replays raise it again."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("message", "step failed"))
+        self.error = error
+
+
+class Suspended(Exception):
+    """The step is waiting on a timer or an event; the run resumes at or before ``wake_at``."""
+
+    def __init__(self, wake_at: datetime) -> None:
+        super().__init__(f"suspended until {wake_at.isoformat()}")
+        self.wake_at = wake_at
+
+
+StepFn = Callable[[int], Awaitable[StepOutcome]]
+
+
+class StepPort(Protocol):
+    """What a runner provides to the engine. Step ids are stable across replays."""
+
+    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
+        """Return the checkpointed output, or call ``fn(attempt)`` (retrying per ``retry``),
+        record the result and return its output.
+
+        Raises:
+            StepFailed: the step failed for good (now or in an earlier replay).
+        """
+        ...
+
+    async def sleep(self, step_id: str, seconds: float) -> None:
+        """Return once the durable timer has fired.
+
+        Raises:
+            Suspended: not yet; the run resumes when it fires.
+        """
+        ...
+
+    async def wait_for_event(
+        self,
+        step_id: str,
+        event: str,
+        match: str | None,
+        context: dict[str, Any],
+        timeout_seconds: float,
+    ) -> dict[str, Any] | None:
+        """Return the matching event, or None once ``timeout_seconds`` passed without one.
+
+        Raises:
+            Suspended: neither happened yet.
+        """
+        ...
+
+    async def skip(self, node_ids: list[str]) -> None:
+        """Record nodes that will not run."""
+        ...
+
+
+NodeStatus = Literal["succeeded", "failed", "skipped", "waiting"]
+
+
+@dataclass
+class RunOutcome:
+    """Where an execution pass left the run."""
+
+    status: Literal["succeeded", "failed", "waiting"]
+    output: Any = None
+    error: dict[str, Any] | None = None
+    wake_at: datetime | None = None
+    node_status: dict[str, NodeStatus] = dataclasses.field(default_factory=dict)
+
+
+@dataclass
+class _NodeResult:
+    output: Any
+    status: NodeStatus = "succeeded"
+    branch: str | None = None  # router: chosen branch; wait: "timeout" or None
+
+
+class Engine:
+    """Executes one run of a blueprint through a :class:`StepPort`.
+
+    Args:
+        blueprint: a validated blueprint.
+        registry: service -> tool.
+        settings: retry defaults and tool credentials.
+        run: ``{"id", "workflow_id"}`` exposed to templates as ``run``.
+        sandbox: force every tool into sandbox mode.
+    """
+
+    def __init__(
+        self,
+        blueprint: Blueprint,
+        *,
+        registry: dict[str, BaseTool],
+        settings: Settings,
+        run_id: UUID,
+        workflow_id: UUID,
+        sandbox: bool = False,
+    ) -> None:
+        self.graph = Graph(blueprint)
+        self.registry = registry
+        self.settings = settings
+        self.run_id = run_id
+        self.run_info = {"id": str(run_id), "workflow_id": str(workflow_id)}
+        self.sandbox = sandbox
+
+    async def execute(self, trigger_data: Any, port: StepPort) -> RunOutcome:
+        """Advance the run as far as it can go.
+
+        Returns:
+            ``succeeded`` / ``failed`` (with the failing node's error) / ``waiting`` (with the
+            earliest wake-up time).
+
+        Raises:
+            Whatever the port raises besides the step signals (e.g. a lost lease); running
+            steps are cancelled first.
+        """
+        graph = self.graph
+        self._trigger_data = trigger_data
+        self._outputs: dict[str, Any] = {}
+        status: dict[str, NodeStatus] = {}
+        resolved = dict.fromkeys(graph.nodes, 0)
+        live = dict.fromkeys(graph.nodes, 0)
+        ready: list[str] = [graph.trigger.id]
+        newly_skipped: list[str] = []
+        running: dict[asyncio.Task[_NodeResult], str] = {}
+        wake_times: list[datetime] = []
+        failure: dict[str, Any] | None = None
+
+        def settle(source: str, is_live: Callable[[Any], bool]) -> None:
+            stack = [(edge, is_live(edge)) for edge in graph.outgoing[source]]
+            while stack:
+                edge, alive = stack.pop()
+                target = edge.target
+                resolved[target] += 1
+                live[target] += alive
+                if resolved[target] < len(graph.incoming[target]):
+                    continue
+                if live[target]:
+                    ready.append(target)
+                else:
+                    status[target] = "skipped"
+                    self._outputs[target] = None
+                    newly_skipped.append(target)
+                    stack.extend((e, False) for e in graph.outgoing[target])
+
+        try:
+            while True:
+                if newly_skipped:
+                    await port.skip(sorted(newly_skipped, key=graph.order.__getitem__))
+                    newly_skipped.clear()
+                if failure is None:
+                    for node_id in sorted(ready, key=graph.order.__getitem__):
+                        task = asyncio.create_task(self._run_node(node_id, port))
+                        running[task] = node_id
+                ready.clear()
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: graph.order[running[t]]):
+                    node_id = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        result = task.result()
+                        status[node_id] = result.status
+                        self._outputs[node_id] = result.output
+                        settle(node_id, _edge_filter(graph.nodes[node_id], result.branch))
+                    elif isinstance(exc, Suspended):
+                        status[node_id] = "waiting"
+                        wake_times.append(exc.wake_at)
+                    elif isinstance(exc, StepFailed):
+                        status[node_id] = "failed"
+                        if failure is None:
+                            failure = {"node_id": node_id, **exc.error}
+                    else:
+                        raise exc
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+
+        if failure is not None:
+            return RunOutcome("failed", error=failure, node_status=status)
+        if wake_times:
+            return RunOutcome("waiting", wake_at=min(wake_times), node_status=status)
+        return RunOutcome("succeeded", output=self._run_output(status), node_status=status)
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def _context(self) -> dict[str, Any]:
+        steps = {node_id: {"output": output} for node_id, output in self._outputs.items()}
+        return {"trigger_data": self._trigger_data, "steps": steps, "run": self.run_info}
+
+    async def _run_node(self, node_id: str, port: StepPort) -> _NodeResult:
+        node = self.graph.nodes[node_id]
+        if isinstance(node, TriggerNode):
+            return _NodeResult(await port.run(node_id, self._trigger_step, NO_RETRY))
+        if isinstance(node, ActionNode):
+            return await self._action(node, port)
+        if isinstance(node, RouterNode):
+            output = await port.run(node_id, _bind(self._router_step, node), NO_RETRY)
+            return _NodeResult(output, branch=output["branch"])
+        if isinstance(node, DelayNode):
+            await port.sleep(node_id, node.duration)
+            return _NodeResult({"slept_seconds": node.duration})
+        if isinstance(node, WaitForEventNode):
+            return await self._wait(node, port)
+        if isinstance(node, EndNode):
+            return _NodeResult(await port.run(node_id, _bind(self._end_step, node), NO_RETRY))
+        raise TypeError(f"unknown node type {node!r}")
+
+    async def _trigger_step(self, attempt: int) -> StepOutcome:
+        return StepOutcome(input=None, output=self._trigger_data)
+
+    async def _action(self, node: ActionNode, port: StepPort) -> _NodeResult:
+        try:
+            output = await port.run(node.id, _bind(self._action_step, node), self._retry(node))
+        except StepFailed as failed:
+            if node.on_error != "continue":
+                raise
+            return _NodeResult({"error": failed.error}, status="failed")
+        return _NodeResult(output)
+
+    async def _action_step(self, node: ActionNode, attempt: int) -> StepOutcome:
+        tool = self.registry[node.service]
+        task = tool.tasks[node.task]
+        try:
+            resolved = expressions.render(node.params, self._context())
+        except expressions.ExpressionError as exc:
+            raise StepError("expression_error", str(exc), retryable=False) from None
+        try:
+            params = task.params.model_validate(resolved)
+        except ValidationError as exc:
+            problems = [
+                {"loc": ["params", *err["loc"]], "message": err["msg"]}
+                for err in exc.errors(include_url=False)
+            ]
+            first = problems[0]
+            raise StepError(
+                "invalid_params",
+                f"{'.'.join(map(str, first['loc']))}: {first['message']}",
+                retryable=False,
+                input=resolved,
+                details={"errors": problems},
+            ) from None
+        context = ToolContext(
+            idempotency_key=f"{self.run_id}:{node.id}", settings=self.settings, sandbox=self.sandbox
+        )
+        try:
+            output = await tool.execute(node.task, params, context)
+        except ToolError as exc:
+            raise StepError(
+                exc.code, exc.message, retryable=exc.retryable, input=resolved, details=exc.details
+            ) from None
+        except Exception as exc:  # a tool bug must not lose the run: record it and retry
+            raise StepError(
+                "tool_crashed", f"{type(exc).__name__}: {exc}", retryable=True, input=resolved
+            ) from exc
+        return StepOutcome(input=resolved, output=output)
+
+    def _retry(self, node: ActionNode) -> Retry:
+        s = self.settings
+        policy = node.retry
+        return Retry(
+            max_attempts=policy.max_attempts if policy else s.retry_max_attempts,
+            initial_backoff=(
+                policy.initial_backoff_seconds
+                if policy and policy.initial_backoff_seconds is not None
+                else s.retry_initial_backoff_seconds
+            ),
+            max_backoff=(
+                policy.max_backoff_seconds
+                if policy and policy.max_backoff_seconds is not None
+                else s.retry_max_backoff_seconds
+            ),
+            jitter=s.retry_jitter_seconds,
+        )
+
+    async def _router_step(self, node: RouterNode, attempt: int) -> StepOutcome:
+        context = self._context()
+        for condition in node.conditions:
+            try:
+                matched = expressions.evaluate(condition.when, context)
+            except expressions.ExpressionError as exc:
+                raise StepError(
+                    "expression_error", f"branch '{condition.branch}': {exc}", retryable=False
+                ) from None
+            if matched:
+                return StepOutcome(input=None, output={"branch": condition.branch})
+        return StepOutcome(input=None, output={"branch": node.default})
+
+    async def _wait(self, node: WaitForEventNode, port: StepPort) -> _NodeResult:
+        snapshot = {
+            "trigger_data": self._trigger_data,
+            "steps": self._context()["steps"],
+            "run": self.run_info,
+        }
+        event = await port.wait_for_event(node.id, node.event, node.match, snapshot, node.timeout)
+        if event is not None:
+            return _NodeResult({"event": event, "timed_out": False})
+        return _NodeResult({"event": None, "timed_out": True}, branch=TIMEOUT_BRANCH)
+
+    async def _end_step(self, node: EndNode, attempt: int) -> StepOutcome:
+        try:
+            output = expressions.render(node.output, self._context())
+        except expressions.ExpressionError as exc:
+            raise StepError("expression_error", str(exc), retryable=False) from None
+        return StepOutcome(input=None, output=output)
+
+    def _run_output(self, status: dict[str, NodeStatus]) -> Any:
+        graph = self.graph
+        ends = {
+            node_id: self._outputs[node_id]
+            for node_id, node in graph.nodes.items()
+            if isinstance(node, EndNode)
+            and status.get(node_id) == "succeeded"
+            and node.output is not None
+        }
+        if len(ends) == 1:
+            return next(iter(ends.values()))
+        if ends:
+            return ends
+        return {
+            node_id: self._outputs[node_id]
+            for node_id in graph.nodes
+            if not graph.outgoing[node_id] and status.get(node_id) in ("succeeded", "failed")
+        }
+
+
+def _bind(fn: Callable[[Any, int], Awaitable[StepOutcome]], node: Any) -> StepFn:
+    async def step(attempt: int) -> StepOutcome:
+        return await fn(node, attempt)
+
+    return step
+
+
+def _edge_filter(node: Any, branch: str | None) -> Callable[[Any], bool]:
+    if isinstance(node, RouterNode):
+        return lambda edge: bool(edge.branch == branch)
+    if isinstance(node, WaitForEventNode):
+        if branch == TIMEOUT_BRANCH:
+            return lambda edge: bool(edge.branch == TIMEOUT_BRANCH)
+        return lambda edge: edge.branch is None
+    return lambda edge: True

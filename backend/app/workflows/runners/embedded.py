@@ -1,0 +1,474 @@
+"""The embedded runner: durable execution on PostgreSQL inside the API (or CLI) process.
+
+- Claims runs with ``FOR UPDATE SKIP LOCKED`` under a lease; a heartbeat extends leases of the
+  runs in hand, and every step write is fenced on the lease, so two processes never record the
+  same step and a worker that lost its run stops.
+- Each step's checkpoint and ``workflow_logs`` row are committed in one transaction.
+- A run is replayed from the start on every pass: recorded steps return their checkpoint, so a
+  restart never repeats a finished step (side effects are at-least-once only for the step that
+  was in flight).
+- Delays and waits are rows in ``run_waits``; the run is parked (``waiting``) and holds no
+  process until its timer is due or a matching event resolves it.
+- Wake-ups come from ``LISTEN workflow_runs_queued`` (any process) and a poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from backend.app.config import Settings
+from backend.app.integrations import TOOL_REGISTRY, BaseTool
+from backend.app.store import runs as runs_store
+from backend.app.store import steps as steps_store
+from backend.app.store import workflows as workflows_store
+from backend.app.store.db import Pool
+from backend.app.store.steps import LeaseLost, LogRow
+from backend.app.workflows.engine import (
+    Engine,
+    Retry,
+    RunOutcome,
+    StepError,
+    StepFailed,
+    StepFn,
+    Suspended,
+)
+from backend.app.workflows.schema import Blueprint
+
+log = logging.getLogger(__name__)
+
+#: Called with (run_id, node_id, event, detail) as steps start and finish; for live displays.
+StepObserver = Callable[[UUID, str, str, dict[str, Any]], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, StepError) and exc.retryable
+
+
+class EmbeddedPort:
+    """:class:`~backend.app.workflows.engine.StepPort` over PostgreSQL for one run pass."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        run_id: UUID,
+        owner: str,
+        settings: Settings,
+        state: steps_store.ReplayState,
+        observer: StepObserver | None = None,
+    ) -> None:
+        self.pool = pool
+        self.run_id = run_id
+        self.owner = owner
+        self.lease = settings.run_lease_seconds
+        self.state = state
+        self.observer = observer
+
+    def _notify(self, node_id: str, event: str, **detail: Any) -> None:
+        if self.observer is not None:
+            self.observer(self.run_id, node_id, event, detail)
+
+    async def _record(self, checkpoint_status: str, log_row: LogRow) -> None:
+        async with self.pool.connection() as conn:
+            await steps_store.record(
+                conn,
+                self.run_id,
+                self.owner,
+                self.lease,
+                checkpoint_status=checkpoint_status,
+                log=log_row,
+            )
+
+    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
+        """Replay the checkpoint, else run ``fn`` with retries (tenacity), recording each attempt."""
+        checkpoint = self.state.checkpoints.get(step_id)
+        if checkpoint is not None:
+            if checkpoint.status == "failed":
+                raise StepFailed(checkpoint.error)
+            return checkpoint.output
+        done_before = self.state.attempts.get(step_id, 0)
+        remaining = max(1, retry.max_attempts - done_before)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(remaining),
+            wait=wait_exponential_jitter(
+                initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.jitter
+            ),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        attempt_no = done_before
+        started = _now()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempt_no = done_before + attempt.retry_state.attempt_number
+                    started = _now()
+                    self._notify(step_id, "started", attempt=attempt_no)
+                    try:
+                        outcome = await fn(attempt_no)
+                    except StepError as exc:
+                        last = not exc.retryable or attempt.retry_state.attempt_number >= remaining
+                        if not last:
+                            await self._log_retry(step_id, attempt_no, started, exc)
+                        raise
+        except StepError as exc:
+            error = {**exc.to_error(), "attempts": attempt_no}
+            await self._record(
+                "failed",
+                LogRow(
+                    step_id,
+                    step_id,
+                    "failed",
+                    attempt_no,
+                    started,
+                    _now(),
+                    input=exc.input,
+                    error=error,
+                ),
+            )
+            self._notify(step_id, "failed", attempt=attempt_no, error=error)
+            raise StepFailed(error) from None
+        finished = _now()
+        await self._record(
+            "succeeded",
+            LogRow(
+                step_id,
+                step_id,
+                "succeeded",
+                attempt_no,
+                started,
+                finished,
+                input=outcome.input,
+                output=outcome.output,
+            ),
+        )
+        self._notify(
+            step_id,
+            "succeeded",
+            attempt=attempt_no,
+            duration_ms=(finished - started).total_seconds() * 1000,
+        )
+        return outcome.output
+
+    async def _log_retry(
+        self, step_id: str, attempt: int, started: datetime, exc: StepError
+    ) -> None:
+        row = LogRow(
+            step_id,
+            step_id,
+            "retrying",
+            attempt,
+            started,
+            _now(),
+            input=exc.input,
+            error=exc.to_error(),
+        )
+        async with self.pool.connection() as conn:
+            await steps_store.log_attempt(conn, self.run_id, self.owner, self.lease, row)
+        self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
+
+    async def sleep(self, step_id: str, seconds: float) -> None:
+        """Durable timer backed by ``run_waits``."""
+        if step_id in self.state.checkpoints:
+            return
+        wait = self.state.waits.get(step_id)
+        if wait is None:
+            await self._open_wait(step_id, "sleep", seconds)
+        assert wait is not None
+        if not wait.due:
+            raise Suspended(wait.wake_at)
+        began = wait.wake_at - timedelta(seconds=seconds)
+        await self._record(
+            "succeeded",
+            LogRow(
+                step_id, step_id, "succeeded", 1, began, _now(), output={"slept_seconds": seconds}
+            ),
+        )
+        self._notify(step_id, "succeeded")
+
+    async def wait_for_event(
+        self,
+        step_id: str,
+        event: str,
+        match: str | None,
+        context: dict[str, Any],
+        timeout_seconds: float,
+    ) -> dict[str, Any] | None:
+        """Event wait backed by ``run_waits``; ``POST /events`` resolves it."""
+        checkpoint = self.state.checkpoints.get(step_id)
+        if checkpoint is not None:
+            received: dict[str, Any] | None = checkpoint.output["event"]
+            return received
+        wait = self.state.waits.get(step_id)
+        if wait is None:
+            await self._open_wait(
+                step_id, "event", timeout_seconds, event_name=event, match=match, context=context
+            )
+        assert wait is not None
+        if wait.resolved and not wait.timed_out:
+            received = wait.event
+        elif wait.resolved or wait.due:
+            async with self.pool.connection() as conn:
+                received = await steps_store.time_out_wait(conn, self.run_id, step_id)
+        else:
+            raise Suspended(wait.wake_at)
+        output = {"event": received, "timed_out": received is None}
+        await self._record(
+            "succeeded",
+            LogRow(step_id, step_id, "succeeded", 1, wait.created_at, _now(), output=output),
+        )
+        self._notify(step_id, "succeeded", timed_out=received is None)
+        return received
+
+    async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
+        now = _now()
+        row = LogRow(
+            step_id,
+            step_id,
+            "waiting",
+            1,
+            now,
+            now,
+            input={"seconds": seconds, **{k: v for k, v in extra.items() if k != "context"}},
+        )
+        async with self.pool.connection() as conn:
+            wake_at = await steps_store.open_wait(
+                conn,
+                self.run_id,
+                self.owner,
+                self.lease,
+                log=row,
+                kind=kind,
+                seconds=seconds,
+                **extra,
+            )
+        self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
+        raise Suspended(wake_at)
+
+    async def skip(self, node_ids: list[str]) -> None:
+        """Record skipped nodes (idempotent)."""
+        async with self.pool.connection() as conn:
+            await steps_store.record_skipped(
+                conn, self.run_id, self.owner, self.lease, node_ids, _now()
+            )
+        for node_id in node_ids:
+            self._notify(node_id, "skipped")
+
+
+class EmbeddedRunner:
+    """Claims and executes runs in this process with bounded concurrency.
+
+    Use ``await start()`` / ``await stop()`` around the process's life (the API lifespan does),
+    or :meth:`drain` to execute until no run is claimable (CLI).
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        settings: Settings,
+        *,
+        registry: dict[str, BaseTool] | None = None,
+        observer: StepObserver | None = None,
+    ) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.registry = registry if registry is not None else TOOL_REGISTRY
+        self.observer = observer
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._active: dict[UUID, asyncio.Task[None]] = {}
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._blueprints: dict[tuple[UUID, int], Blueprint] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start claiming in the background (plus heartbeat and LISTEN tasks)."""
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="runner-claim"),
+            asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat"),
+            asyncio.create_task(self._listen_loop(), name="runner-listen"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let in-flight runs finish for ``SHUTDOWN_GRACE_SECONDS``, then cancel
+        the rest and hand their runs back to the queue for another process."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._active:
+            await asyncio.wait(
+                list(self._active.values()), timeout=self.settings.shutdown_grace_seconds
+            )
+        leftover = list(self._active)
+        for task in list(self._active.values()):
+            task.cancel()
+        await asyncio.gather(*self._active.values(), return_exceptions=True)
+        if leftover:
+            async with self.pool.connection() as conn:
+                await runs_store.release(conn, leftover, self.worker_id)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def nudge(self) -> None:
+        """Claim now instead of at the next poll."""
+        self._wakeup.set()
+
+    async def drain(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Execute runs until nothing is claimable and none is in flight (or ``until()``)."""
+        while not (until and until()):
+            claimed = await self._claim()
+            if not claimed and not self._active:
+                return
+            if self._active:
+                await asyncio.wait(
+                    list(self._active.values()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                    timeout=self.settings.worker_poll_seconds,
+                )
+
+    # -- claiming ------------------------------------------------------------------------
+
+    async def _claim(self) -> int:
+        free = self.settings.worker_concurrency - len(self._active)
+        if free <= 0 or self._stopping:
+            return 0
+        async with self.pool.connection() as conn:
+            rows = await runs_store.claim(
+                conn, self.worker_id, free, self.settings.run_lease_seconds
+            )
+        for row in rows:
+            run_id = row["id"]
+            self._active[run_id] = asyncio.create_task(self._execute(row), name=f"run-{run_id}")
+        return len(rows)
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self._claim()
+            except (psycopg.Error, OSError):
+                log.exception("claiming runs failed; retrying")
+                claimed = 0
+            if claimed and len(self._active) < self.settings.worker_concurrency:
+                continue
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.settings.worker_poll_seconds)
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.settings.run_lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._active:
+                continue
+            ids = list(self._active)
+            try:
+                async with self.pool.connection() as conn:
+                    held = await runs_store.heartbeat(
+                        conn, self.worker_id, ids, self.settings.run_lease_seconds
+                    )
+            except (psycopg.Error, OSError):
+                log.exception("heartbeat failed")
+                continue
+            for run_id in ids:
+                if run_id not in held and run_id in self._active:
+                    log.warning("run %s: lease lost or run cancelled; stopping it here", run_id)
+                    self._active[run_id].cancel()
+
+    async def _listen_loop(self) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.settings.database_url, autocommit=True
+                )
+                async with conn:
+                    await conn.execute("listen workflow_runs_queued")
+                    async for _ in conn.notifies():
+                        self._wakeup.set()
+            except (psycopg.Error, OSError):
+                log.warning("LISTEN connection lost; polling until it is back")
+                await asyncio.sleep(self.settings.worker_poll_seconds * 4)
+
+    # -- executing -----------------------------------------------------------------------
+
+    async def _blueprint(self, workflow_id: UUID, version: int) -> Blueprint:
+        key = (workflow_id, version)
+        if key not in self._blueprints:  # versions are immutable, so caching is safe
+            async with self.pool.connection() as conn:
+                row = await workflows_store.get_version(conn, workflow_id, version)
+            assert row is not None, f"run references missing version {key}"
+            self._blueprints[key] = Blueprint.model_validate(row["blueprint"])
+        return self._blueprints[key]
+
+    async def execute_pass(self, run: dict[str, Any], *, sandbox: bool = False) -> RunOutcome:
+        """Advance one claimed run as far as it goes and record the outcome.
+
+        Raises:
+            LeaseLost: the run was taken over or cancelled meanwhile.
+        """
+        run_id: UUID = run["id"]
+        blueprint = await self._blueprint(run["workflow_id"], run["version"])
+        async with self.pool.connection() as conn:
+            state = await steps_store.load(conn, run_id)
+        port = EmbeddedPort(self.pool, run_id, self.worker_id, self.settings, state, self.observer)
+        engine = Engine(
+            blueprint,
+            registry=self.registry,
+            settings=self.settings,
+            run_id=run_id,
+            workflow_id=run["workflow_id"],
+            sandbox=sandbox,
+        )
+        outcome = await engine.execute(run["trigger_data"], port)
+        async with self.pool.connection() as conn:
+            held = await runs_store.finish(
+                conn,
+                run_id,
+                self.worker_id,
+                status=outcome.status,
+                output=outcome.output,
+                error=outcome.error,
+                wake_at=outcome.wake_at,
+            )
+        if not held:
+            raise LeaseLost(str(run_id))
+        return outcome
+
+    async def _execute(self, run: dict[str, Any]) -> None:
+        run_id: UUID = run["id"]
+        try:
+            outcome = await self.execute_pass(run, sandbox=self.settings.sandbox)
+            log.info("run %s: %s", run_id, outcome.status)
+        except LeaseLost:
+            log.info("run %s: no longer ours (cancelled or taken over)", run_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: unexpected error; handing it back to the queue", run_id)
+            with contextlib.suppress(psycopg.Error, OSError):
+                async with self.pool.connection() as conn:
+                    await runs_store.release(conn, [run_id], self.worker_id, delay_seconds=5)
+        finally:
+            self._active.pop(run_id, None)
+            self._wakeup.set()
