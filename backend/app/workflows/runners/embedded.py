@@ -30,7 +30,8 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from backend.app.config import Settings
@@ -100,7 +101,7 @@ class EmbeddedPort:
             )
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
-        """Replay the checkpoint, else run ``fn`` with retries (tenacity), recording each attempt."""
+        """Replay the checkpoint, else run ``fn`` with retries (tenacity), logging each attempt."""
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
             if checkpoint.status == "failed":
@@ -110,9 +111,8 @@ class EmbeddedPort:
         remaining = max(1, retry.max_attempts - done_before)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(remaining),
-            wait=wait_exponential_jitter(
-                initial=retry.initial_backoff, max=retry.max_backoff, jitter=retry.jitter
-            ),
+            wait=wait_exponential(multiplier=retry.initial_backoff, max=retry.max_backoff)
+            + wait_random(0, retry.jitter),
             retry=retry_if_exception(_retryable),
             reraise=True,
         )

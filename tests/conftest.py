@@ -1,0 +1,88 @@
+"""Fixtures: a real PostgreSQL test database, the API, a local HTTP peer.
+
+The suite uses the database ``<DATABASE_URL's name>_test`` (default ``blueprints_test``),
+recreated and migrated once per session, truncated before each test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import conninfo, sql
+
+from backend.app.app import create_app
+from backend.app.config import Settings
+from backend.app.store import migrations
+from tests.support import Peer
+
+BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
+TERMINAL = {"succeeded", "failed", "cancelled"}
+WEBHOOK_SECRET = "whsec_test_secret"
+
+
+def _test_database_url() -> str:
+    name = conninfo.conninfo_to_dict(BASE_URL).get("dbname") or "blueprints"
+    return conninfo.make_conninfo(BASE_URL, dbname=f"{name}_test")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    url = _test_database_url()
+    dbname = conninfo.conninfo_to_dict(url)["dbname"]
+    admin = conninfo.make_conninfo(url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname))
+        )
+    assert migrations.ensure_database(url)
+    assert migrations.migrate(url), "the init migration should apply on a fresh database"
+    assert migrations.migrate(url) == [], "a second migrate is a no-op"
+    return url
+
+
+@pytest.fixture(autouse=True)
+def clean_db(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
+            " workflow_logs, events, webhook_deliveries cascade"
+        )
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "database_url": database_url,
+        "worker_poll_seconds": 0.05,
+        "run_lease_seconds": 5.0,
+        "retry_initial_backoff_seconds": 0.01,
+        "retry_max_backoff_seconds": 0.05,
+        "retry_jitter_seconds": 0.0,
+        "razorpay_webhook_secret": WEBHOOK_SECRET,
+        "http_allow_hosts": ["127.0.0.1"],
+        "shutdown_grace_seconds": 2.0,
+    }
+    base.update(overrides)
+    return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    server = Peer()
+    yield server
+    server.close()

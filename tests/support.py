@@ -1,0 +1,102 @@
+"""Test helpers: polling runs, executing blueprints, a counting local HTTP peer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def wait_for_run(
+    client: TestClient, run_id: str, statuses: set[str] = TERMINAL, timeout: float = 15.0
+) -> dict[str, Any]:
+    """Poll GET /runs/{id} until the run reaches one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get(f"/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        run = response.json()
+        if run["status"] in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run stayed {run['status']}: {json.dumps(run, indent=1)}")
+        time.sleep(0.03)
+
+
+def node_status(run: dict[str, Any]) -> dict[str, str]:
+    return {node["id"]: node["status"] for node in run["nodes"]}
+
+
+def execute(
+    client: TestClient, blueprint: dict[str, Any], payload: Any = None, **extra: Any
+) -> str:
+    response = client.post(
+        "/workflow/execute", json={"blueprint": blueprint, "payload": payload or {}, **extra}
+    )
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+class Peer:
+    """A threaded HTTP server on 127.0.0.1 that counts requests per path.
+
+    ``script[path]`` is a list of statuses to answer in turn (the last one repeats);
+    ``handlers[path]`` overrides with a function ``(body) -> (status, json)``.
+    """
+
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.bodies: dict[str, list[Any]] = defaultdict(list)
+        self.headers: dict[str, list[dict[str, str]]] = defaultdict(list)
+        self.script: dict[str, list[int]] = {}
+        self.handlers: dict[str, Callable[[Any], tuple[int, Any]]] = {}
+        self.lock = threading.Lock()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else None
+                path = self.path.split("?")[0]
+                with peer.lock:
+                    peer.hits[path] += 1
+                    count = peer.hits[path]
+                    peer.bodies[path].append(body)
+                    peer.headers[path].append(dict(self.headers))
+                if path in peer.handlers:
+                    status, payload = peer.handlers[path](body)
+                else:
+                    statuses = peer.script.get(path, [200])
+                    status = statuses[min(count, len(statuses)) - 1]
+                    payload = {"path": path, "hit": count}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
