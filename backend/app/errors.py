@@ -47,6 +47,17 @@ class Conflict(AppError):
     code = "conflict"
 
 
+class ValidationFailed(AppError):
+    """Request data is well-formed JSON but not acceptable (422); details name the field."""
+
+    status_code = 422
+    code = "validation_error"
+
+    def __init__(self, loc: list[str | int], message: str) -> None:
+        where = ".".join(str(part) for part in loc)
+        super().__init__(f"{where}: {message}", details=[{"loc": loc, "message": message}])
+
+
 class InvalidBlueprint(AppError):
     """A blueprint failed validation (422); ``details`` lists every problem."""
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from backend.app.errors import AppError, Conflict, NotFound
+from backend.app.errors import Conflict, NotFound, ValidationFailed
 from backend.app.services import workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
@@ -31,19 +31,12 @@ async def start(
         ``(run_id, created)``: a repeated ``idempotency_key`` returns the first run, created=False.
 
     Raises:
-        AppError(422): neither or both of workflow_id and blueprint.
+        ValidationFailed: neither or both of workflow_id and blueprint.
         InvalidBlueprint: 422. NotFound: unknown workflow or version.
     """
     if (workflow_id is None) == (blueprint is None):
-        raise AppError(
-            "give exactly one of workflow_id or blueprint",
-            code="validation_error",
-            details=[
-                {
-                    "loc": ["body", "workflow_id"],
-                    "message": "exactly one of workflow_id and blueprint is required",
-                }
-            ],
+        raise ValidationFailed(
+            ["body", "workflow_id"], "exactly one of workflow_id and blueprint is required"
         )
     if idempotency_key is not None:
         async with pool.connection() as conn:
@@ -112,11 +105,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
         return datetime.fromisoformat(created), UUID(run_id)
     except (ValueError, UnicodeDecodeError):
-        raise AppError(
-            "cursor is not one this API returned",
-            code="validation_error",
-            details=[{"loc": ["query", "cursor"], "message": "invalid cursor"}],
-        ) from None
+        raise ValidationFailed(["query", "cursor"], "not a cursor this API returned") from None
 
 
 async def list_for_workflow(
@@ -125,7 +114,7 @@ async def list_for_workflow(
     """A page of a workflow's runs, newest first: ``{"runs": [...], "next_cursor": str | None}``.
 
     Raises:
-        NotFound: unknown workflow. AppError(422): bad cursor.
+        NotFound: unknown workflow. ValidationFailed: bad cursor.
     """
     before = _decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:

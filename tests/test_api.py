@@ -1,0 +1,163 @@
+"""The HTTP API: workflows and versions, runs and logs, catalog, health, and bad input."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.support import wait_for_run
+
+EXAMPLE = {
+    "name": "Say hi",
+    "nodes": [
+        {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}},
+        {
+            "id": "hi",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {"msg": "hi {{ trigger_data.name }}"}},
+        },
+    ],
+    "edges": [{"source": "start", "target": "hi"}],
+}
+
+
+def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    return error
+
+
+def test_workflow_versions_and_activation(client: TestClient) -> None:
+    created = client.post("/workflows", json={"blueprint": EXAMPLE, "user_id": "u1"})
+    assert created.status_code == 201, created.text
+    wf = created.json()
+    assert wf["version"] == 1 and wf["active"] is False and wf["name"] == "Say hi"
+    assert wf["blueprint"]["nodes"][0]["position"] == {"x": 0.0, "y": 0.0}
+
+    changed = {**EXAMPLE, "nodes": [EXAMPLE["nodes"][0], {**EXAMPLE["nodes"][1], "name": "Greet"}]}
+    updated = client.put(f"/workflows/{wf['id']}", json={"blueprint": changed})
+    assert updated.status_code == 200 and updated.json()["version"] == 2
+    assert [v["version"] for v in updated.json()["versions"]] == [2, 1]
+    v1 = client.get(f"/workflows/{wf['id']}", params={"version": 1}).json()
+    assert "name" not in v1["blueprint"]["nodes"][1], "versions are immutable"
+
+    active = client.post(f"/workflows/{wf['id']}/activate", json={"version": 1})
+    assert active.json()["active_version"] == 1
+    assert client.post(f"/workflows/{wf['id']}/deactivate").json()["active"] is False
+    _error(client.post(f"/workflows/{wf['id']}/activate", json={"version": 9}), 404, "not_found")
+
+
+def test_execute_saved_workflow_and_read_logs(client: TestClient) -> None:
+    wf = client.post("/workflows", json={"blueprint": EXAMPLE}).json()
+    response = client.post(
+        "/workflow/execute", json={"workflow_id": wf["id"], "payload": {"name": "Asha"}}
+    )
+    assert response.status_code == 202
+    run = wait_for_run(client, response.json()["run_id"])
+    assert run["status"] == "succeeded" and run["output"] == {"hi": {"msg": "hi Asha"}}
+    assert [n["status"] for n in run["nodes"]] == ["succeeded", "succeeded"]
+    logs = client.get(f"/runs/{run['id']}/logs").json()["logs"]
+    assert [(r["node_id"], r["status"]) for r in logs] == [
+        ("start", "succeeded"),
+        ("hi", "succeeded"),
+    ]
+    assert logs[1]["input"] == {"fields": {"msg": "hi Asha"}}
+    assert logs[1]["duration_ms"] >= 0
+    later = client.get(f"/runs/{run['id']}/logs", params={"after_id": logs[0]["id"]}).json()["logs"]
+    assert [r["node_id"] for r in later] == ["hi"]
+
+
+def test_runs_are_listed_newest_first_with_a_cursor(client: TestClient) -> None:
+    wf = client.post("/workflows", json={"blueprint": EXAMPLE}).json()
+    made = [
+        client.post(
+            "/workflow/execute", json={"workflow_id": wf["id"], "payload": {"name": str(i)}}
+        ).json()["run_id"]
+        for i in range(5)
+    ]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get(f"/workflows/{wf['id']}/runs", params=params).json()
+        seen += [run["id"] for run in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(made))
+    _error(
+        client.get(f"/workflows/{wf['id']}/runs", params={"cursor": "nope"}),
+        422,
+        "validation_error",
+    )
+
+
+def test_catalog_schema_and_health(client: TestClient) -> None:
+    schema = client.get("/blueprint/schema").json()
+    assert schema["title"] == "Blueprint" and "nodes" in schema["properties"]
+    tools = {t["service"]: t for t in client.get("/tools").json()["tools"]}
+    assert set(tools) == {"whatsapp", "razorpay", "http", "transform"}
+    assert tools["whatsapp"]["sandbox"] is True, "no Twilio credentials in tests"
+    assert {t["name"] for t in tools["razorpay"]["tasks"]} == {
+        "create_payment_link",
+        "create_invoice",
+        "fetch_payment",
+        "refund_payment",
+    }
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["database"] == "ok"
+
+
+def test_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/workflows", content=b'{"blueprint": {', headers={"content-type": "application/json"}
+    )
+    _error(response, 400, "malformed_json")
+
+
+def test_missing_fields_are_422_with_the_field_path(client: TestClient) -> None:
+    error = _error(client.post("/workflows", json={"name": "x"}), 422, "validation_error")
+    assert error["details"][0]["loc"] == ["body", "blueprint"]
+    error = _error(client.post("/workflow/execute", json={"payload": {}}), 422, "validation_error")
+    assert error["details"][0]["loc"] == ["body", "workflow_id"]
+
+
+def test_unknown_ids_are_404(client: TestClient) -> None:
+    missing = uuid.uuid4()
+    for path in (
+        f"/workflows/{missing}",
+        f"/runs/{missing}",
+        f"/runs/{missing}/logs",
+        f"/workflows/{missing}/runs",
+    ):
+        _error(client.get(path), 404, "not_found")
+    _error(client.post(f"/runs/{missing}/cancel"), 404, "not_found")
+    _error(client.post("/workflow/execute", json={"workflow_id": str(missing)}), 404, "not_found")
+    _error(client.get("/runs/not-a-uuid"), 422, "validation_error")
+    _error(client.get("/no/such/route"), 404, "not_found")
+
+
+def test_oversize_body_is_413(client: TestClient, settings: Any) -> None:
+    big = json.dumps({"blueprint": EXAMPLE, "payload": "x" * settings.max_body_bytes})
+    response = client.post(
+        "/workflow/execute", content=big, headers={"content-type": "application/json"}
+    )
+    _error(response, 413, "payload_too_large")
+
+    def chunks() -> Any:  # no content-length: the limit applies while streaming
+        yield b'{"payload": "'
+        for _ in range(settings.max_body_bytes // 65536 + 2):
+            yield b"x" * 65536
+        yield b'"}'
+
+    streamed = client.post(
+        "/workflow/execute", content=chunks(), headers={"content-type": "application/json"}
+    )
+    _error(streamed, 413, "payload_too_large")
