@@ -31,10 +31,7 @@ def _http(node_id: str, path: str, **extra: Any) -> dict[str, Any]:
 
 def _chain(*nodes: dict[str, Any]) -> dict[str, Any]:
     all_nodes = [{"id": "start", "type": "trigger"}, *nodes]
-    edges = [
-        {"source": a["id"], "target": b["id"]}
-        for a, b in itertools.pairwise(all_nodes)
-    ]
+    edges = [{"source": a["id"], "target": b["id"]} for a, b in itertools.pairwise(all_nodes)]
     return {"nodes": all_nodes, "edges": edges}
 
 
