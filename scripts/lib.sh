@@ -34,7 +34,12 @@ ensure_venv() {
     want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         say "installing the project and its dependencies ($extras)"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+        local log="$VENV/pip-install.log"
+        if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[$extras]" \
+                >"$log" 2>&1; then
+            tail -30 "$log" >&2
+            die "pip install failed (full log: $log)"
+        fi
         echo "$want" > "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"

@@ -1,0 +1,115 @@
+"""Crash safety: a run whose process is SIGKILLed mid-step is resumed by another process.
+
+Mechanism under test: step checkpoints keyed by (run_id, step_id) replay finished steps, and
+the run's lease expires so a new worker can claim it. Side effects are counted at the peer:
+steps that finished before the kill run exactly once; only the step in flight runs again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from backend.app.config import Settings
+from tests.support import Peer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "RUN_LEASE_SECONDS": "1",
+        "WORKER_POLL_SECONDS": "0.05",
+        "HTTP_ALLOW_HOSTS": '["127.0.0.1"]',
+        "RETRY_MAX_ATTEMPTS": "1",
+    }
+
+
+def _wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_sigkilled_run_resumes_without_repeating_finished_steps(
+    settings: Settings, peer: Peer, tmp_path: Path
+) -> None:
+    release = threading.Event()
+
+    def slow(_: Any) -> tuple[int, Any]:
+        release.wait(timeout=30)
+        return 200, {"slow": True}
+
+    peer.handlers["/slow"] = slow
+    steps = ["a", "b", "slow", "c"]
+    nodes: list[dict[str, Any]] = [{"id": "start", "type": "trigger"}]
+    nodes += [
+        {
+            "id": s,
+            "type": "action",
+            "service": "http",
+            "task": "request",
+            "params": {"url": f"{peer.url}/{s}"},
+        }
+        for s in steps
+    ]
+    nodes.append({"id": "done", "type": "end", "output": {"c": "{{ steps.c.output.body.hit }}"}})
+    edges = [{"source": x["id"], "target": y["id"]} for x, y in itertools.pairwise(nodes)]
+    blueprint = tmp_path / "blueprint.json"
+    blueprint.write_text(json.dumps({"nodes": nodes, "edges": edges}))
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "backend.app.cli", "run", str(blueprint)],
+        cwd=ROOT,
+        env=_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: peer.hits["/slow"] == 1, 30, "the first process to reach the slow step")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    release.set()
+
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        status, owner = conn.execute("select status, lease_owner from workflow_runs").fetchone()  # type: ignore[misc]
+        assert status == "running" and owner, "the killed process still holds the lease"
+        done = conn.execute("select step_id from step_checkpoints order by created_at").fetchall()
+        assert [d[0] for d in done] == ["start", "a", "b"]
+
+        def lease_expired() -> bool:
+            row = conn.execute("select lease_expires_at < now() from workflow_runs").fetchone()
+            return bool(row and row[0])
+
+        _wait(lease_expired, 10, "the dead worker's lease to expire")
+
+    second = subprocess.run(
+        [sys.executable, "-m", "backend.app.cli", "worker", "--drain"],
+        cwd=ROOT,
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+
+    with psycopg.connect(settings.database_url) as conn:
+        status, output = conn.execute("select status, output from workflow_runs").fetchone()  # type: ignore[misc]
+    assert status == "succeeded"
+    assert output == {"c": 1}
+    assert dict(peer.hits) == {"/a": 1, "/b": 1, "/slow": 2, "/c": 1}
