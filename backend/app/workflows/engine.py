@@ -215,6 +215,7 @@ class Engine:
         graph = self.graph
         self._trigger_data = trigger_data
         self._outputs: dict[str, Any] = {}
+        self._steps: dict[str, dict[str, Any]] = {}  # the `steps` template variable
         status: dict[str, NodeStatus] = {}
         resolved = dict.fromkeys(graph.nodes, 0)
         live = dict.fromkeys(graph.nodes, 0)
@@ -237,7 +238,7 @@ class Engine:
                     ready.append(target)
                 else:
                     status[target] = "skipped"
-                    self._outputs[target] = None
+                    self._set_output(target, None)
                     newly_skipped.append(target)
                     stack.extend((e, False) for e in graph.outgoing[target])
 
@@ -260,7 +261,7 @@ class Engine:
                     if exc is None:
                         result = task.result()
                         status[node_id] = result.status
-                        self._outputs[node_id] = result.output
+                        self._set_output(node_id, result.output)
                         settle(node_id, _edge_filter(graph.nodes[node_id], result.branch))
                     elif isinstance(exc, Suspended):
                         status[node_id] = "waiting"
@@ -285,9 +286,12 @@ class Engine:
 
     # -- nodes ---------------------------------------------------------------------------
 
+    def _set_output(self, node_id: str, output: Any) -> None:
+        self._outputs[node_id] = output
+        self._steps[node_id] = {"output": output}
+
     def _context(self) -> dict[str, Any]:
-        steps = {node_id: {"output": output} for node_id, output in self._outputs.items()}
-        return {"trigger_data": self._trigger_data, "steps": steps, "run": self.run_info}
+        return {"trigger_data": self._trigger_data, "steps": self._steps, "run": self.run_info}
 
     async def _run_node(self, node_id: str, port: StepPort) -> _NodeResult:
         node = self.graph.nodes[node_id]
@@ -390,7 +394,7 @@ class Engine:
     async def _wait(self, node: WaitForEventNode, port: StepPort) -> _NodeResult:
         snapshot = {
             "trigger_data": self._trigger_data,
-            "steps": self._context()["steps"],
+            "steps": dict(self._steps),
             "run": self.run_info,
         }
         event = await port.wait_for_event(node.id, node.event, node.match, snapshot, node.timeout)

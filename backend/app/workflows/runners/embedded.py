@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -48,6 +50,7 @@ from backend.app.workflows.engine import (
     StepError,
     StepFailed,
     StepFn,
+    StepOutcome,
     Suspended,
 )
 from backend.app.workflows.schema import Blueprint
@@ -64,6 +67,40 @@ def _now() -> datetime:
 
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StepError) and exc.retryable
+
+
+@dataclass
+class _Attempt:
+    number: int
+    started: datetime
+
+
+def _retrying(
+    retry: Retry, attempts: int
+) -> Callable[[Callable[[int], Awaitable[StepOutcome]], int], Awaitable[StepOutcome]]:
+    """Retry phase after a failed first attempt: up to ``attempts`` more tries, backing off
+    ``initial * 2**(n-1)`` seconds (capped at ``max``) plus ``uniform(0, jitter)`` before retry n.
+
+    The first backoff is slept here; tenacity (wait_exponential + wait_random) sleeps the rest.
+    """
+
+    async def run(attempt: Callable[[int], Awaitable[StepOutcome]], first: int) -> StepOutcome:
+        await asyncio.sleep(
+            min(retry.initial_backoff, retry.max_backoff) + random.uniform(0, retry.jitter)
+        )
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential(multiplier=retry.initial_backoff * 2, max=retry.max_backoff)
+            + wait_random(0, retry.jitter),
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        async for try_ in retrying:
+            with try_:
+                return await attempt(first + try_.retry_state.attempt_number - 1)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    return run
 
 
 class EmbeddedPort:
@@ -101,7 +138,7 @@ class EmbeddedPort:
             )
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
-        """Replay the checkpoint, else run ``fn`` with retries (tenacity), logging each attempt."""
+        """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt."""
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
             if checkpoint.status == "failed":
@@ -109,29 +146,27 @@ class EmbeddedPort:
             return checkpoint.output
         done_before = self.state.attempts.get(step_id, 0)
         remaining = max(1, retry.max_attempts - done_before)
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(remaining),
-            wait=wait_exponential(multiplier=retry.initial_backoff, max=retry.max_backoff)
-            + wait_random(0, retry.jitter),
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        )
-        attempt_no = done_before
-        started = _now()
+        current = _Attempt(done_before + 1, _now())
+
+        async def attempt(number: int) -> StepOutcome:
+            current.number, current.started = number, _now()
+            self._notify(step_id, "started", attempt=number)
+            try:
+                return await fn(number)
+            except StepError as exc:
+                if exc.retryable and number < done_before + remaining:
+                    await self._log_retry(step_id, number, current.started, exc)
+                raise
+
         try:
-            async for attempt in retrying:
-                with attempt:
-                    attempt_no = done_before + attempt.retry_state.attempt_number
-                    started = _now()
-                    self._notify(step_id, "started", attempt=attempt_no)
-                    try:
-                        outcome = await fn(attempt_no)
-                    except StepError as exc:
-                        last = not exc.retryable or attempt.retry_state.attempt_number >= remaining
-                        if not last:
-                            await self._log_retry(step_id, attempt_no, started, exc)
-                        raise
+            try:  # the common case, kept free of retry machinery
+                outcome = await attempt(current.number)
+            except StepError as exc:
+                if not exc.retryable or remaining == 1:
+                    raise
+                outcome = await _retrying(retry, remaining - 1)(attempt, current.number + 1)
         except StepError as exc:
+            attempt_no = current.number
             error = {**exc.to_error(), "attempts": attempt_no}
             await self._record(
                 "failed",
@@ -140,7 +175,7 @@ class EmbeddedPort:
                     step_id,
                     "failed",
                     attempt_no,
-                    started,
+                    current.started,
                     _now(),
                     input=exc.input,
                     error=error,
@@ -149,6 +184,7 @@ class EmbeddedPort:
             self._notify(step_id, "failed", attempt=attempt_no, error=error)
             raise StepFailed(error) from None
         finished = _now()
+        attempt_no, started = current.number, current.started
         await self._record(
             "succeeded",
             LogRow(
