@@ -7,13 +7,18 @@ transaction under an advisory lock, so concurrent migrators do not race.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg import conninfo, sql
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "supabase" / "migrations"
+#: ``MIGRATIONS_DIR`` overrides the repository's folder (e.g. in an image without the sources).
+MIGRATIONS_DIR = Path(
+    os.environ.get("MIGRATIONS_DIR")
+    or Path(__file__).resolve().parents[3] / "supabase" / "migrations"
+)
 _LOCK_KEY = 0x5F1A_0001
 
 
