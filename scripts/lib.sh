@@ -5,10 +5,11 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
-export DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/blueprints}"
+DEFAULT_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/blueprints"
+export DATABASE_URL="${DATABASE_URL:-$DEFAULT_DATABASE_URL}"
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit "${2:-1}"; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$1" >&2; exit "${2:-1}"; }
 
 find_python() {
     for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
@@ -57,7 +58,9 @@ PY
 # ensure_postgres: find the server in DATABASE_URL, start a local cluster if it is down.
 ensure_postgres() {
     if pg_reachable "$DATABASE_URL"; then return 0; fi
-    if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    # Only the default local server is ours to start; a DATABASE_URL you set is yours.
+    if [ "$DATABASE_URL" = "$DEFAULT_DATABASE_URL" ] && command -v pg_ctlcluster >/dev/null 2>&1 &&
+       [ -d /etc/postgresql ]; then
         local version
         version="$(ls /etc/postgresql | sort -V | tail -1)"
         say "PostgreSQL is not answering; starting local cluster $version/main"
