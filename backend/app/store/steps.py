@@ -103,6 +103,16 @@ async def load(conn: Conn, run_id: UUID) -> ReplayState:
     return state
 
 
+async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint | None:
+    """One recorded step result, or None."""
+    cur = await conn.execute(
+        "select status, output, error from step_checkpoints where run_id = %s and step_id = %s",
+        (run_id, step_id),
+    )
+    row = await cur.fetchone()
+    return None if row is None else Checkpoint(row["status"], row["output"], row["error"])
+
+
 _FENCE = """
 with fence as (
     update workflow_runs set lease_expires_at = greatest(lease_expires_at,

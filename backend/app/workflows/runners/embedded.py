@@ -69,6 +69,13 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, StepError) and exc.retryable
 
 
+def _result(checkpoint: steps_store.Checkpoint) -> Any:
+    """A step's output, or its recorded failure raised again (replays are deterministic)."""
+    if checkpoint.status == "failed":
+        raise StepFailed(checkpoint.error)
+    return checkpoint.output
+
+
 @dataclass
 class _Attempt:
     number: int
@@ -126,9 +133,10 @@ class EmbeddedPort:
         if self.observer is not None:
             self.observer(self.run_id, node_id, event, detail)
 
-    async def _record(self, checkpoint_status: str, log_row: LogRow) -> None:
+    async def _record(self, checkpoint_status: str, log_row: LogRow) -> steps_store.Checkpoint:
+        """Checkpoint a step; returns the checkpoint that stands (an earlier one wins)."""
         async with self.pool.connection() as conn:
-            await steps_store.record(
+            recorded = await steps_store.record(
                 conn,
                 self.run_id,
                 self.owner,
@@ -136,14 +144,17 @@ class EmbeddedPort:
                 checkpoint_status=checkpoint_status,
                 log=log_row,
             )
+            if not recorded:
+                existing = await steps_store.get_checkpoint(conn, self.run_id, log_row.step_id)
+                if existing is not None:
+                    return existing
+        return steps_store.Checkpoint(checkpoint_status, log_row.output, log_row.error)
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
         """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt."""
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
-            if checkpoint.status == "failed":
-                raise StepFailed(checkpoint.error)
-            return checkpoint.output
+            return _result(checkpoint)
         done_before = self.state.attempts.get(step_id, 0)
         remaining = max(1, retry.max_attempts - done_before)
         current = _Attempt(done_before + 1, _now())
@@ -168,7 +179,7 @@ class EmbeddedPort:
         except StepError as exc:
             attempt_no = current.number
             error = {**exc.to_error(), "attempts": attempt_no}
-            await self._record(
+            standing = await self._record(
                 "failed",
                 LogRow(
                     step_id,
@@ -182,10 +193,10 @@ class EmbeddedPort:
                 ),
             )
             self._notify(step_id, "failed", attempt=attempt_no, error=error)
-            raise StepFailed(error) from None
+            return _result(standing)
         finished = _now()
         attempt_no, started = current.number, current.started
-        await self._record(
+        standing = await self._record(
             "succeeded",
             LogRow(
                 step_id,
@@ -204,7 +215,7 @@ class EmbeddedPort:
             attempt=attempt_no,
             duration_ms=(finished - started).total_seconds() * 1000,
         )
-        return outcome.output
+        return _result(standing)
 
     async def _log_retry(
         self, step_id: str, attempt: int, started: datetime, exc: StepError
