@@ -1,8 +1,9 @@
 """Crash safety: a run whose process is SIGKILLed mid-step is resumed by another process.
 
-Mechanism under test: step checkpoints keyed by (run_id, step_id) replay finished steps, and
-the run's lease expires so a new worker can claim it. Side effects are counted at the peer:
-steps that finished before the kill run exactly once; only the step in flight runs again.
+Mechanism under test: step checkpoints keyed by (run_id, step_id) replay finished steps; the
+dead process's lease either expires (any worker then claims the run) or, with a stable
+WORKER_ID, is taken back at once by the restarted process. Side effects are counted at the
+peer: steps that finished before the kill run exactly once; only the step in flight runs again.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from backend.app.config import Settings
 from tests.support import Peer
@@ -26,11 +28,12 @@ from tests.support import Peer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(settings: Settings) -> dict[str, str]:
+def _env(settings: Settings, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "RUN_LEASE_SECONDS": "1",
+        **extra,
         "WORKER_POLL_SECONDS": "0.05",
         "HTTP_ALLOW_HOSTS": '["127.0.0.1"]',
         "RETRY_MAX_ATTEMPTS": "1",
@@ -45,9 +48,16 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.parametrize("recovery", ["lease_expiry", "same_worker_id"])
 def test_sigkilled_run_resumes_without_repeating_finished_steps(
-    settings: Settings, peer: Peer, tmp_path: Path
+    settings: Settings, peer: Peer, tmp_path: Path, recovery: str
 ) -> None:
+    # same_worker_id: a 10-minute lease, so only WORKER_ID recovery can finish the run in time.
+    extra = (
+        {"WORKER_ID": "worker-1", "RUN_LEASE_SECONDS": "600"}
+        if recovery == "same_worker_id"
+        else {}
+    )
     release = threading.Event()
 
     def slow(_: Any) -> tuple[int, Any]:
@@ -75,7 +85,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     first = subprocess.Popen(
         [sys.executable, "-m", "backend.app.cli", "run", str(blueprint)],
         cwd=ROOT,
-        env=_env(settings),
+        env=_env(settings, **extra),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -96,12 +106,13 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
             row = conn.execute("select lease_expires_at < now() from workflow_runs").fetchone()
             return bool(row and row[0])
 
-        _wait(lease_expired, 10, "the dead worker's lease to expire")
+        if recovery == "lease_expiry":
+            _wait(lease_expired, 10, "the dead worker's lease to expire")
 
     second = subprocess.run(
         [sys.executable, "-m", "backend.app.cli", "worker", "--drain"],
         cwd=ROOT,
-        env=_env(settings),
+        env=_env(settings, **extra),
         capture_output=True,
         text=True,
         timeout=60,

@@ -6,15 +6,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import time
 from typing import Any
 
 import psycopg
 from fastapi.testclient import TestClient
 
+from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.services import run_service
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners.embedded import EmbeddedRunner
+from tests.conftest import make_settings
 from tests.support import Peer, execute, node_status, wait_for_run
 
 
@@ -184,3 +187,26 @@ def test_two_workers_never_run_the_same_step(settings: Settings, peer: Peer) -> 
     assert len(peer.hits) == 3 * runs
     assert set(peer.hits.values()) == {1}
     assert {path.split("/")[1] for path in peer.hits} == set(run_ids)
+
+
+def test_shutdown_hands_unfinished_runs_back(database_url: str, peer: Peer) -> None:
+    """Stopping the API waits SHUTDOWN_GRACE_SECONDS for steps in flight, then cancels them and
+    re-queues the run (no lease left behind), so the next process resumes it at once."""
+    release = threading.Event()
+    peer.handlers["/slow"] = lambda _: (200, {"released": release.wait(timeout=10)})
+    blueprint = _chain(_http("first", "/first"), _http("slow", "/slow"), _http("last", "/last"))
+    settings = make_settings(database_url, shutdown_grace_seconds=0.2)
+    with TestClient(create_app(settings)) as client:
+        run_id = execute(client, blueprint, {"peer": peer.url})
+        deadline = time.monotonic() + 10
+        while peer.hits["/slow"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select status, lease_owner from workflow_runs where id = %s", (run_id,)
+        ).fetchone()
+    assert row == ("queued", None)
+    release.set()
+    with TestClient(create_app(make_settings(database_url))) as client:
+        assert wait_for_run(client, run_id)["status"] == "succeeded"
+    assert peer.hits == {"/first": 1, "/slow": 2, "/last": 1}

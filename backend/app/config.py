@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
 
     # Embedded runner
+    worker_id: str | None = Field(
+        default=None,
+        description=(
+            "Stable id of this process (e.g. 'api-1'); must be unique among live processes. "
+            "With it, a restarted process takes back its own unfinished runs at once instead of "
+            "after the lease expires. Default: host:pid:random."
+        ),
+    )
     worker_concurrency: int = Field(default=16, ge=1, description="Runs executed at once.")
     worker_poll_seconds: float = Field(default=0.5, gt=0)
     run_lease_seconds: float = Field(

@@ -122,6 +122,16 @@ async def claim(
     return await cur.fetchall()
 
 
+async def expire_leases(conn: Conn, owner: str) -> int:
+    """End ``owner``'s leases at once (a restarted process taking back its runs)."""
+    cur = await conn.execute(
+        "update workflow_runs set lease_expires_at = now() - interval '1 second'"
+        " where lease_owner = %s and status = 'running'",
+        (owner,),
+    )
+    return cur.rowcount
+
+
 async def heartbeat(conn: Conn, owner: str, run_ids: list[UUID], lease_seconds: float) -> set[UUID]:
     """Extend ``owner``'s leases; returns the ids still held (others were lost or cancelled)."""
     cur = await conn.execute(

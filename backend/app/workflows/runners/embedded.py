@@ -341,7 +341,9 @@ class EmbeddedRunner:
         self.settings = settings
         self.registry = registry if registry is not None else TOOL_REGISTRY
         self.observer = observer
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = (
+            settings.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
         self._active: dict[UUID, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -350,8 +352,20 @@ class EmbeddedRunner:
 
     # -- lifecycle -----------------------------------------------------------------------
 
+    async def recover(self) -> int:
+        """Make runs left ``running`` by an earlier process with this ``WORKER_ID`` claimable now
+        (their lease would otherwise have to expire). Returns how many."""
+        if self.settings.worker_id is None:
+            return 0
+        async with self.pool.connection() as conn:
+            return await runs_store.expire_leases(conn, self.worker_id)
+
     async def start(self) -> None:
-        """Start claiming in the background (plus heartbeat and LISTEN tasks)."""
+        """Recover this worker's own runs, then claim in the background (plus heartbeat and
+        LISTEN tasks)."""
+        recovered = await self.recover()
+        if recovered:
+            log.info("recovered %d unfinished run(s) of worker %s", recovered, self.worker_id)
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="runner-claim"),
             asyncio.create_task(self._heartbeat_loop(), name="runner-heartbeat"),
@@ -384,6 +398,7 @@ class EmbeddedRunner:
 
     async def drain(self, *, until: Callable[[], bool] | None = None) -> None:
         """Execute runs until nothing is claimable and none is in flight (or ``until()``)."""
+        await self.recover()
         while not (until and until()):
             claimed = await self._claim()
             if not claimed and not self._active:
