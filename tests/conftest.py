@@ -81,6 +81,43 @@ def client(settings: Settings) -> Iterator[TestClient]:
         yield test_client
 
 
+class InngestApp:
+    """The API in ENGINE=inngest dev mode, with the peer standing in for Inngest's event API."""
+
+    EVENT_KEY = "test-event-key"
+
+    def __init__(self, client: TestClient, peer: Peer) -> None:
+        self.client = client
+        self.sent: list[dict[str, Any]] = []
+        peer.handlers[f"/e/{self.EVENT_KEY}"] = self._accept
+
+    def _accept(self, body: Any) -> tuple[int, Any]:
+        events = body if isinstance(body, list) else [body]
+        self.sent.extend(events)
+        return 200, {"ids": [e.get("id", "x") for e in events], "status": 200}
+
+    @property
+    def function(self) -> Any:
+        return self.client.app.state.inngest.function  # type: ignore[attr-defined]
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.sent if e["name"] == name]
+
+
+@pytest.fixture
+def inngest_app(database_url: str, peer: Peer) -> Iterator[InngestApp]:
+    settings = make_settings(
+        database_url,
+        engine="inngest",
+        inngest_dev="1",
+        inngest_base_url=peer.url,
+        inngest_event_key=InngestApp.EVENT_KEY,
+        inngest_retries=4,
+    )
+    with TestClient(create_app(settings)) as client:
+        yield InngestApp(client, peer)
+
+
 @pytest.fixture
 def peer() -> Iterator[Peer]:
     server = Peer()

@@ -16,6 +16,7 @@ from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.services import run_service
 from backend.app.store.db import open_pool
+from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from tests.conftest import make_settings
 from tests.support import Peer, execute, node_status, wait_for_run
@@ -161,6 +162,7 @@ def test_two_workers_never_run_the_same_step(settings: Settings, peer: Peer) -> 
                     (
                         await run_service.start(
                             pools[0],
+                            EmbeddedDispatcher(),
                             workflow_id=None,
                             version=None,
                             blueprint=blueprint,

@@ -15,6 +15,7 @@ from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import events, health, runs, tools, webhooks, workflows
 from backend.app.store import migrations
 from backend.app.store.db import open_pool
+from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 
 
@@ -33,12 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runner = EmbeddedRunner(pool, settings)
         app.state.pool = pool
         app.state.runner = runner
-        if settings.run_worker:
+        embedded = settings.engine == "embedded" and settings.run_worker
+        if embedded:
             await runner.start()
         try:
             yield
         finally:
-            if settings.run_worker:
+            if embedded:
                 await runner.stop()
             await pool.close()
 
@@ -55,11 +57,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Inngest's signed requests carry step memos and may exceed the API's body limit.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/api/inngest",)
+    )
     install_error_handlers(app)
     for module in (health, tools, workflows, runs, events, webhooks):
         app.include_router(module.router)
+    app.state.dispatcher = _serve_engine(app, settings)
     return app
+
+
+def _serve_engine(app: FastAPI, settings: Settings) -> Dispatcher:
+    """Pick the engine: embedded (in-process) or Inngest (served at ``/api/inngest``).
+
+    Raises:
+        RuntimeError: Inngest in production mode without ``INNGEST_SIGNING_KEY``.
+    """
+    if settings.engine == "embedded":
+        return EmbeddedDispatcher()
+    import inngest.fast_api
+
+    from backend.app.workflows.runners import inngest as inngest_runner
+
+    inngest_runner.check_config(settings)
+    runner = inngest_runner.InngestRunner(settings)
+    inngest.fast_api.serve(app, runner.client, [runner.function])
+    app.state.inngest = runner
+    return inngest_runner.InngestDispatcher(runner.client)
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -31,6 +31,7 @@ from backend.app.store import migrations
 from backend.app.store import runs as runs_store
 from backend.app.store.db import Pool, open_pool
 from backend.app.workflows.engine import RunOutcome
+from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from backend.app.workflows.schema import Blueprint, validate_blueprint
 
@@ -174,6 +175,7 @@ async def _run(
         runner = EmbeddedRunner(pool, settings, observer=progress.observe)
         run_id, _ = await run_service.start(
             pool,
+            EmbeddedDispatcher(),
             workflow_id=None,
             version=None,
             blueprint=blueprint_data,

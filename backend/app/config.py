@@ -6,6 +6,7 @@ Read once per process with :func:`get_settings`; tests build their own :class:`S
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,22 @@ class Settings(BaseSettings):
     # HTTP layer
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
+
+    # Engine: "embedded" runs blueprints in this process on Postgres; "inngest" hands them to an
+    # Inngest server (dev server or self-hosted/cloud) that calls back POST /api/inngest.
+    engine: Literal["embedded", "inngest"] = "embedded"
+    inngest_app_id: str = "blueprint-engine"
+    inngest_dev: str | None = Field(
+        default=None,
+        description="INNGEST_DEV: '1' or the dev server URL -> dev mode (no signatures).",
+    )
+    inngest_signing_key: SecretStr | None = None
+    inngest_event_key: SecretStr | None = None
+    inngest_base_url: str | None = Field(
+        default=None, description="INNGEST_BASE_URL: origin of a self-hosted Inngest server."
+    )
+    inngest_retries: int = Field(default=3, ge=0, le=20, description="Retries per step.")
+    inngest_concurrency_per_user: int = Field(default=10, ge=1)
 
     # Embedded runner
     worker_id: str | None = Field(
@@ -72,6 +89,17 @@ class Settings(BaseSettings):
             "loopback or link-local (e.g. '127.0.0.1', '10.0.0.0/8', 'internal.example')."
         ),
     )
+
+    @property
+    def inngest_dev_mode(self) -> bool:
+        """True when INNGEST_DEV is set to anything but a false-like value."""
+        value = (self.inngest_dev or "").strip().lower()
+        return value not in ("", "0", "false", "no", "off")
+
+    def inngest_dev_url(self) -> str | None:
+        """The dev server URL when INNGEST_DEV holds one."""
+        value = (self.inngest_dev or "").strip()
+        return value if value.startswith(("http://", "https://")) else None
 
 
 @lru_cache

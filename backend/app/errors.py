@@ -78,6 +78,13 @@ class SignatureInvalid(AppError):
     code = "invalid_signature"
 
 
+class EngineUnavailable(AppError):
+    """The workflow engine could not be reached; the run was marked failed, not left queued."""
+
+    status_code = 503
+    code = "engine_unavailable"
+
+
 class PayloadTooLarge(AppError):
     """The request body is over ``MAX_BODY_BYTES`` (413)."""
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.config import Settings
 from backend.app.errors import AppError, PayloadTooLarge
 from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,13 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+def _dispatcher(request: Request) -> Dispatcher:
+    dispatcher: Dispatcher = request.app.state.dispatcher
+    return dispatcher
+
+
 PoolDep = Annotated[Pool, Depends(_pool)]
+DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
@@ -82,13 +89,14 @@ class BodyLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 413 (by header, or while reading a
     chunked body, which is buffered up to the limit and then handed on)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry."""
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")

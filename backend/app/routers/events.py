@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from backend.app.http import PoolDep
+from backend.app.http import DispatcherDep, PoolDep
 from backend.app.services import event_service
 
 router = APIRouter(tags=["events"])
@@ -21,9 +21,9 @@ class EventIn(BaseModel):
 
 
 @router.post("/events", status_code=202)
-async def post_event(body: EventIn, pool: PoolDep) -> dict[str, Any]:
+async def post_event(body: EventIn, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Deliver an event: ``{"event_id", "resumed_run_ids", "started_run_ids"}``."""
-    result = await event_service.emit(pool, body.name, body.data)
+    result = await event_service.emit(pool, dispatcher, body.name, body.data)
     return {
         "event_id": result.event_id,
         "resumed_run_ids": result.resumed_run_ids,

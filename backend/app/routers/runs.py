@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from backend.app.http import PoolDep
+from backend.app.http import DispatcherDep, PoolDep
 from backend.app.services import run_service
 
 router = APIRouter(tags=["runs"])
@@ -27,11 +27,12 @@ class ExecuteIn(BaseModel):
 
 
 @router.post("/workflow/execute", status_code=202)
-async def execute(body: ExecuteIn, pool: PoolDep) -> JSONResponse:
+async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> JSONResponse:
     """Queue a run. 202 ``{"run_id", "created"}``; a repeated idempotency key returns the first
     run with ``created: false`` (200)."""
     run_id, created = await run_service.start(
         pool,
+        dispatcher,
         workflow_id=body.workflow_id,
         version=body.version,
         blueprint=body.blueprint,
@@ -62,12 +63,12 @@ async def get_run_logs(
 
 
 @router.post("/runs/{run_id}/cancel")
-async def cancel_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
+async def cancel_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Cancel a run that has not finished (409 if it has)."""
-    return await run_service.cancel(pool, run_id)
+    return await run_service.cancel(pool, dispatcher, run_id)
 
 
 @router.post("/runs/{run_id}/retry")
-async def retry_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
+async def retry_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Resume a failed run from the step that failed (409 unless failed)."""
-    return await run_service.retry(pool, run_id)
+    return await run_service.retry(pool, dispatcher, run_id)

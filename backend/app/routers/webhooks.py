@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 
-from backend.app.http import PoolDep, SettingsDep
+from backend.app.http import DispatcherDep, PoolDep, SettingsDep
 from backend.app.services import webhook_service
 
 router = APIRouter(tags=["webhooks"])
@@ -17,11 +17,12 @@ async def razorpay_webhook(
     request: Request,
     pool: PoolDep,
     settings: SettingsDep,
+    dispatcher: DispatcherDep,
     x_razorpay_signature: Annotated[str | None, Header()] = None,
     x_razorpay_event_id: Annotated[str | None, Header()] = None,
 ) -> dict[str, Any]:
     """Verify, dedupe and emit ``razorpay/<event>``. 400 on a bad signature (nothing stored)."""
     raw = await request.body()
     return await webhook_service.receive_razorpay(
-        pool, settings, raw, x_razorpay_signature, x_razorpay_event_id
+        pool, settings, dispatcher, raw, x_razorpay_signature, x_razorpay_event_id
     )

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from backend.app.services import run_service
 from backend.app.store import events as store
 from backend.app.store import runs as runs_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Conn, Pool
 from backend.app.workflows import expressions
+from backend.app.workflows.runners import Dispatcher, QueuedRun
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +23,45 @@ class EmitResult:
     """What an event did: the runs it resumed and the runs it started."""
 
     event_id: UUID
-    resumed_run_ids: list[UUID] = field(default_factory=list)
-    started_run_ids: list[UUID] = field(default_factory=list)
+    started: list[QueuedRun] = field(default_factory=list)
+    resolved: list[tuple[UUID, str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def started_run_ids(self) -> list[UUID]:
+        """Ids of the runs this event started."""
+        return [run.run_id for run in self.started]
+
+    @property
+    def resumed_run_ids(self) -> list[UUID]:
+        """Ids of the runs whose wait this event resolved."""
+        return [run_id for run_id, _, _ in self.resolved]
 
 
-async def emit(pool: Pool, name: str, data: Any, *, source: str = "api") -> EmitResult:
-    """Record and deliver an event in one transaction (see :func:`emit_in`)."""
+async def emit(pool: Pool, dispatcher: Dispatcher, name: str, data: Any) -> EmitResult:
+    """Record and deliver an event in one transaction (see :func:`emit_in`), then hand the
+    started and resumed runs to the engine (:func:`dispatch`).
+
+    Raises:
+        EngineUnavailable: 503; started runs were marked failed.
+    """
     async with pool.connection() as conn, conn.transaction():
-        return await emit_in(conn, name, data, source=source)
+        result = await emit_in(conn, name, data, source="api", engine=dispatcher.engine)
+    await dispatch(pool, dispatcher, result)
+    return result
 
 
-async def emit_in(conn: Conn, name: str, data: Any, *, source: str) -> EmitResult:
+async def dispatch(pool: Pool, dispatcher: Dispatcher, result: EmitResult) -> None:
+    """After commit: start the event's runs and deliver its resolved waits to the engine.
+
+    Raises:
+        EngineUnavailable: 503; started runs were marked failed.
+    """
+    for run_id, step_id, event in result.resolved:
+        await dispatcher.wait_resolved(run_id, step_id, event)
+    await run_service.dispatch(pool, dispatcher, result.started)
+
+
+async def emit_in(conn: Conn, name: str, data: Any, *, source: str, engine: str) -> EmitResult:
     """Deliver an event inside the caller's transaction.
 
     Every open wait for ``name`` whose ``match`` holds (evaluated with ``event`` = ``{name, data,
@@ -46,7 +76,7 @@ async def emit_in(conn: Conn, name: str, data: Any, *, source: str) -> EmitResul
         if wait["match"] and not _matches(wait["match"], event, wait["context"] or {}):
             continue
         await store.resolve_wait(conn, wait["run_id"], wait["step_id"], event)
-        result.resumed_run_ids.append(wait["run_id"])
+        result.resolved.append((wait["run_id"], wait["step_id"], event))
     for wf in await workflows_store.active_for_event(conn, name):
         run_id, _ = await runs_store.create(
             conn,
@@ -54,8 +84,9 @@ async def emit_in(conn: Conn, name: str, data: Any, *, source: str) -> EmitResul
             version=wf["version"],
             trigger_data=data,
             idempotency_key=f"event:{event_id}:{wf['workflow_id']}",
+            engine=engine,
         )
-        result.started_run_ids.append(run_id)
+        result.started.append(QueuedRun(run_id, wf["workflow_id"], wf["version"], wf["user_id"]))
     return result
 
 

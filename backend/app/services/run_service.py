@@ -7,16 +7,34 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from backend.app.errors import Conflict, NotFound, ValidationFailed
+from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from backend.app.services import workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import Blueprint, validate_blueprint
+
+
+async def dispatch(pool: Pool, dispatcher: Dispatcher, runs: list[QueuedRun]) -> None:
+    """Hand committed runs to the engine; if it refuses, mark them failed (never left queued).
+
+    Raises:
+        EngineUnavailable: 503, after the runs were marked failed with that error.
+    """
+    try:
+        await dispatcher.run_queued(runs)
+    except EngineUnavailable as exc:
+        async with pool.connection() as conn:
+            for run in runs:
+                await store.fail(conn, run.run_id, {"code": exc.code, "message": exc.message})
+        exc.details = {"run_ids": [str(run.run_id) for run in runs]}
+        raise
 
 
 async def start(
     pool: Pool,
+    dispatcher: Dispatcher,
     *,
     workflow_id: UUID | None,
     version: int | None,
@@ -33,6 +51,7 @@ async def start(
     Raises:
         ValidationFailed: neither or both of workflow_id and blueprint.
         InvalidBlueprint: 422. NotFound: unknown workflow or version.
+        EngineUnavailable: 503; the run exists, marked failed with code ``engine_unavailable``.
     """
     if (workflow_id is None) == (blueprint is None):
         raise ValidationFailed(
@@ -49,22 +68,27 @@ async def start(
             row = await workflow_service.create_in(
                 conn, parsed, name=None, description=None, user_id=user_id, origin="adhoc"
             )
-            workflow_id, version = row["id"], 1
+            workflow_id, version, owner = row["id"], 1, user_id
         else:
             assert workflow_id is not None
             wf = await workflows_store.get(conn, workflow_id)
             if wf is None:
                 raise NotFound("workflow", workflow_id)
             version = version or wf["latest_version"]
+            owner = wf["user_id"]
             if await workflows_store.get_version(conn, workflow_id, version) is None:
                 raise NotFound("workflow version", f"{workflow_id}@{version}")
-        return await store.create(
+        run_id, created = await store.create(
             conn,
             workflow_id=workflow_id,
             version=version,
             trigger_data=payload,
             idempotency_key=idempotency_key,
+            engine=dispatcher.engine,
         )
+    if created:
+        await dispatch(pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)])
+    return run_id, created
 
 
 async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:
@@ -140,7 +164,7 @@ async def logs(pool: Pool, run_id: UUID, *, after_id: int, limit: int) -> list[d
         return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
 
 
-async def cancel(pool: Pool, run_id: UUID) -> dict[str, Any]:
+async def cancel(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, Any]:
     """Cancel a queued, running or waiting run; a step in flight finishes but nothing follows.
 
     Raises:
@@ -152,10 +176,11 @@ async def cancel(pool: Pool, run_id: UUID) -> dict[str, Any]:
             if run is None:
                 raise NotFound("run", run_id)
             raise Conflict(f"run {run_id} already {run['status']}", code="run_finished")
+    await dispatcher.run_cancelled(run_id)
     return await get(pool, run_id)
 
 
-async def retry(pool: Pool, run_id: UUID) -> dict[str, Any]:
+async def retry(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, Any]:
     """Resume a failed run from its failed step; finished steps are not run again.
 
     Raises:
@@ -172,4 +197,9 @@ async def retry(pool: Pool, run_id: UUID) -> dict[str, Any]:
                 f"only failed runs can be retried; run {run_id} is {run['status']}",
                 code="run_not_failed",
             )
+        run = await store.get(conn, run_id)
+        assert run is not None
+        wf = await workflows_store.get(conn, run["workflow_id"])
+    owner = wf["user_id"] if wf else None
+    await dispatch(pool, dispatcher, [QueuedRun(run_id, run["workflow_id"], run["version"], owner)])
     return await get(pool, run_id)

@@ -14,6 +14,7 @@ from backend.app.errors import AppError, SignatureInvalid
 from backend.app.services import event_service
 from backend.app.store import events as store
 from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher
 
 
 class WebhookNotConfigured(AppError):
@@ -26,6 +27,7 @@ class WebhookNotConfigured(AppError):
 async def receive_razorpay(
     pool: Pool,
     settings: Settings,
+    dispatcher: Dispatcher,
     raw_body: bytes,
     signature: str | None,
     delivery_id: str | None,
@@ -43,6 +45,8 @@ async def receive_razorpay(
     Raises:
         WebhookNotConfigured: 503 when ``RAZORPAY_WEBHOOK_SECRET`` is unset.
         SignatureInvalid: 400, nothing stored. AppError(400): body is not a Razorpay event.
+        EngineUnavailable: 503 after the delivery was stored and its runs marked failed
+            (retry them with POST /runs/{id}/retry once the engine is back).
     """
     secret = settings.razorpay_webhook_secret
     if secret is None:
@@ -72,8 +76,11 @@ async def receive_razorpay(
     async with pool.connection() as conn, conn.transaction():
         if not await store.record_delivery(conn, "razorpay", delivery, name):
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
-        result = await event_service.emit_in(conn, name, payload, source="razorpay")
+        result = await event_service.emit_in(
+            conn, name, payload, source="razorpay", engine=dispatcher.engine
+        )
         await store.link_delivery(conn, "razorpay", delivery, result.event_id)
+    await event_service.dispatch(pool, dispatcher, result)
     return {
         "duplicate": False,
         "event": name,

@@ -58,6 +58,6 @@ async def resolve_wait(conn: Conn, run_id: UUID, step_id: str, event: Any) -> No
     )
     await conn.execute(
         "update workflow_runs set status = 'queued', wake_at = null, updated_at = now()"
-        " where id = %s and status = 'waiting'",
+        " where id = %s and status = 'waiting' and engine = 'embedded'",
         (run_id,),
     )

@@ -25,13 +25,14 @@ async def create(
     version: int,
     trigger_data: Any,
     idempotency_key: str | None,
+    engine: str = "embedded",
 ) -> tuple[UUID, bool]:
-    """Queue a run. Returns ``(run_id, created)``; ``created`` is False when a run with the same
-    idempotency key already existed (that run's id is returned)."""
+    """Queue a run for ``engine``. Returns ``(run_id, created)``; ``created`` is False when a run
+    with the same idempotency key already existed (that run's id is returned)."""
     cur = await conn.execute(
-        "insert into workflow_runs (workflow_id, version, trigger_data, idempotency_key)"
-        " values (%s, %s, %s, %s) on conflict (idempotency_key) do nothing returning id",
-        (workflow_id, version, jsonb(trigger_data), idempotency_key),
+        "insert into workflow_runs (workflow_id, version, trigger_data, idempotency_key, engine)"
+        " values (%s, %s, %s, %s, %s) on conflict (idempotency_key) do nothing returning id",
+        (workflow_id, version, jsonb(trigger_data), idempotency_key, engine),
     )
     row = await cur.fetchone()
     if row is not None:
@@ -51,8 +52,8 @@ async def find_by_idempotency_key(conn: Conn, key: str) -> UUID | None:
 async def get(conn: Conn, run_id: UUID) -> DictRow | None:
     """The run row (without lease columns), or None."""
     cur = await conn.execute(
-        "select id, workflow_id, version, status, trigger_data, output, error, idempotency_key,"
-        " wake_at, created_at, started_at, finished_at, updated_at"
+        "select id, workflow_id, version, status, engine, trigger_data, output, error,"
+        " idempotency_key, wake_at, created_at, started_at, finished_at, updated_at"
         " from workflow_runs where id = %s",
         (run_id,),
     )
@@ -87,7 +88,7 @@ update workflow_runs r
        started_at = coalesce(r.started_at, now()), wake_at = null, updated_at = now()
  where r.id in (
     select c.id from workflow_runs c
-     where c.status in ('queued', 'running', 'waiting') {only}
+     where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded' {only}
        and (c.status = 'queued'
             or (c.status = 'waiting' and c.wake_at <= now())
             or (c.status = 'running' and c.lease_expires_at < now())
@@ -145,7 +146,7 @@ async def heartbeat(conn: Conn, owner: str, run_ids: list[UUID], lease_seconds: 
 async def finish(
     conn: Conn,
     run_id: UUID,
-    owner: str,
+    owner: str | None,
     *,
     status: str,
     output: Any = None,
@@ -154,15 +155,46 @@ async def finish(
 ) -> bool:
     """Record a run's outcome and drop the lease. ``status`` ``waiting`` keeps it resumable.
 
+    ``owner`` None is for runners without leases (Inngest): the run must just be unfinished.
     Returns False when ``owner`` no longer held the run (lost lease or cancelled).
     """
     finished = status in TERMINAL
     cur = await conn.execute(
-        "update workflow_runs set status = %s, output = %s, error = %s, wake_at = %s,"
-        " lease_owner = null, lease_expires_at = null, updated_at = now(),"
-        " finished_at = case when %s then now() else null end"
-        " where id = %s and lease_owner = %s and status = 'running'",
-        (status, jsonb(output), jsonb(error), wake_at, finished, run_id, owner),
+        "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
+        " wake_at = %(wake_at)s, lease_owner = null, lease_expires_at = null, updated_at = now(),"
+        " finished_at = case when %(finished)s then now() else null end"
+        " where id = %(run_id)s and ((lease_owner = %(owner)s and status = 'running')"
+        " or (%(owner)s::text is null and lease_owner is null"
+        " and status in ('queued', 'running', 'waiting')))",
+        {
+            "status": status,
+            "output": jsonb(output),
+            "error": jsonb(error),
+            "wake_at": wake_at,
+            "finished": finished,
+            "run_id": run_id,
+            "owner": owner,
+        },
+    )
+    return cur.rowcount == 1
+
+
+async def set_waiting(conn: Conn, run_id: UUID, wake_at: datetime | None) -> None:
+    """Show a lease-less (Inngest) run as parked on a timer or an event."""
+    await conn.execute(
+        "update workflow_runs set status = 'waiting', wake_at = %s, updated_at = now()"
+        " where id = %s and lease_owner is null and status in ('queued', 'running')",
+        (wake_at, run_id),
+    )
+
+
+async def fail(conn: Conn, run_id: UUID, error: dict[str, Any]) -> bool:
+    """Mark an unfinished run failed with ``error`` (engine unreachable, engine gave up)."""
+    cur = await conn.execute(
+        "update workflow_runs set status = 'failed', error = %s, finished_at = now(),"
+        " updated_at = now(), lease_owner = null, lease_expires_at = null"
+        " where id = %s and status in ('queued', 'running', 'waiting')",
+        (jsonb(error), run_id),
     )
     return cur.rowcount == 1
 

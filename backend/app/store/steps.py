@@ -113,11 +113,19 @@ async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint |
     return None if row is None else Checkpoint(row["status"], row["output"], row["error"])
 
 
+# A write is allowed while the run is held: by ``owner``'s lease (embedded runner), or, when
+# ``owner`` is None (Inngest, which runs each step once), by no one and not finished.
 _FENCE = """
 with fence as (
-    update workflow_runs set lease_expires_at = greatest(lease_expires_at,
-                             now() + make_interval(secs => %(lease)s)), updated_at = now()
-     where id = %(run_id)s and lease_owner = %(owner)s and status = 'running'
+    update workflow_runs
+       set lease_expires_at = case when lease_owner is null then null
+                                   else greatest(lease_expires_at,
+                                                 now() + make_interval(secs => %(lease)s)) end,
+           status = 'running', updated_at = now()
+     where id = %(run_id)s
+       and ((lease_owner = %(owner)s and status = 'running')
+            or (%(owner)s::text is null and lease_owner is null
+                and status in ('queued', 'running', 'waiting')))
     returning id)
 """
 
@@ -131,7 +139,7 @@ _LOG_VALUES = (
 )
 
 
-def _params(run_id: UUID, owner: str, lease: float, log: LogRow) -> dict[str, Any]:
+def _params(run_id: UUID, owner: str | None, lease: float, log: LogRow) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "owner": owner,
@@ -150,7 +158,13 @@ def _params(run_id: UUID, owner: str, lease: float, log: LogRow) -> dict[str, An
 
 
 async def record(
-    conn: Conn, run_id: UUID, owner: str, lease: float, *, checkpoint_status: str, log: LogRow
+    conn: Conn,
+    run_id: UUID,
+    owner: str | None,
+    lease: float,
+    *,
+    checkpoint_status: str,
+    log: LogRow,
 ) -> bool:
     """Write a step's checkpoint and its log row in one statement.
 
@@ -183,7 +197,9 @@ async def record(
     return False
 
 
-async def log_attempt(conn: Conn, run_id: UUID, owner: str, lease: float, log: LogRow) -> None:
+async def log_attempt(
+    conn: Conn, run_id: UUID, owner: str | None, lease: float, log: LogRow
+) -> None:
     """Write a log row without a checkpoint (a failed attempt that will be retried, a wait start).
 
     Raises:
@@ -202,17 +218,19 @@ async def log_attempt(conn: Conn, run_id: UUID, owner: str, lease: float, log: L
         raise LeaseLost(str(run_id))
 
 
-async def _check_fence(conn: Conn, run_id: UUID, owner: str) -> None:
+async def _check_fence(conn: Conn, run_id: UUID, owner: str | None) -> None:
     cur = await conn.execute(
-        "select 1 from workflow_runs where id = %s and lease_owner = %s and status = 'running'",
-        (run_id, owner),
+        "select 1 from workflow_runs where id = %(run_id)s and ((lease_owner = %(owner)s"
+        " and status = 'running') or (%(owner)s::text is null and lease_owner is null"
+        " and status in ('queued', 'running', 'waiting')))",
+        {"run_id": run_id, "owner": owner},
     )
     if await cur.fetchone() is None:
         raise LeaseLost(str(run_id))
 
 
 async def record_skipped(
-    conn: Conn, run_id: UUID, owner: str, lease: float, node_ids: list[str], at: datetime
+    conn: Conn, run_id: UUID, owner: str | None, lease: float, node_ids: list[str], at: datetime
 ) -> None:
     """Checkpoint and log nodes that will not run (branch not taken), once each.
 
@@ -240,7 +258,7 @@ async def record_skipped(
 async def open_wait(
     conn: Conn,
     run_id: UUID,
-    owner: str,
+    owner: str | None,
     lease: float,
     *,
     log: LogRow,

@@ -112,7 +112,7 @@ async def set_active_version(conn: Conn, workflow_id: UUID, version: int | None)
 async def active_for_event(conn: Conn, event_name: str) -> list[DictRow]:
     """Active workflows whose live version is triggered by ``event_name``."""
     cur = await conn.execute(
-        "select w.id as workflow_id, w.active_version as version from workflows w"
+        "select w.id as workflow_id, w.active_version as version, w.user_id from workflows w"
         " join workflow_versions v on v.workflow_id = w.id and v.version = w.active_version"
         " where v.trigger_event = %s and v.trigger_kind in ('event', 'webhook')"
         " order by w.created_at",

@@ -102,11 +102,14 @@ class StepFailed(Exception):
 
 
 class Suspended(Exception):
-    """The step is waiting on a timer or an event; the run resumes at or before ``wake_at``."""
+    """The step cannot finish in this pass: it waits on a timer or an event (the embedded runner
+    resumes the run at or before ``wake_at``), or the runner must hand control back first
+    (``payload`` is the runner's own, e.g. Inngest step opcodes). Other nodes keep going."""
 
-    def __init__(self, wake_at: datetime) -> None:
-        super().__init__(f"suspended until {wake_at.isoformat()}")
+    def __init__(self, wake_at: datetime | None = None, payload: Any = None) -> None:
+        super().__init__(f"suspended until {wake_at.isoformat()}" if wake_at else "suspended")
         self.wake_at = wake_at
+        self.payload = payload
 
 
 StepFn = Callable[[int], Awaitable[StepOutcome]]
@@ -163,6 +166,7 @@ class RunOutcome:
     output: Any = None
     error: dict[str, Any] | None = None
     wake_at: datetime | None = None
+    suspended: list[Suspended] = dataclasses.field(default_factory=list)
     node_status: dict[str, NodeStatus] = dataclasses.field(default_factory=dict)
 
 
@@ -222,7 +226,7 @@ class Engine:
         ready: list[str] = [graph.trigger.id]
         newly_skipped: list[str] = []
         running: dict[asyncio.Task[_NodeResult], str] = {}
-        wake_times: list[datetime] = []
+        suspended: list[Suspended] = []
         failure: dict[str, Any] | None = None
 
         def settle(source: str, is_live: Callable[[Any], bool]) -> None:
@@ -265,7 +269,7 @@ class Engine:
                         settle(node_id, _edge_filter(graph.nodes[node_id], result.branch))
                     elif isinstance(exc, Suspended):
                         status[node_id] = "waiting"
-                        wake_times.append(exc.wake_at)
+                        suspended.append(exc)
                     elif isinstance(exc, StepFailed):
                         status[node_id] = "failed"
                         if failure is None:
@@ -280,8 +284,11 @@ class Engine:
 
         if failure is not None:
             return RunOutcome("failed", error=failure, node_status=status)
-        if wake_times:
-            return RunOutcome("waiting", wake_at=min(wake_times), node_status=status)
+        if suspended:
+            times = [s.wake_at for s in suspended if s.wake_at is not None]
+            return RunOutcome(
+                "waiting", wake_at=min(times, default=None), suspended=suspended, node_status=status
+            )
         return RunOutcome("succeeded", output=self._run_output(status), node_status=status)
 
     # -- nodes ---------------------------------------------------------------------------

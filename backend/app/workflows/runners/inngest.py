@@ -1,0 +1,459 @@
+"""The Inngest runner: the same engine, driven by Inngest's durable steps.
+
+One Inngest function, ``run-workflow``, triggered by ``workflow/run_requested`` (data: run_id,
+workflow_id, version, user_id). Each request from Inngest replays the engine; the
+:class:`InngestPort` maps the step port onto ``ctx.step``:
+
+- action/trigger/router/end -> ``ctx.step.run(node_id, …)``; the step writes its checkpoint and
+  ``workflow_logs`` row with the same store code as the embedded runner (no lease: Inngest runs
+  a step once at a time). A retryable failure raises, so Inngest retries the step, until the
+  node's ``max_attempts`` (capped by ``INNGEST_RETRIES`` + 1); then the failure is returned as
+  the step's result, so ``on_error: continue`` and run failure behave as on the embedded runner.
+- delay -> ``ctx.step.sleep``; wait_for_event -> ``ctx.step.wait_for_event`` on
+  ``workflow/wait_resolved`` for this run and step. The API evaluates the wait's ``match`` (the
+  same Jinja condition as the embedded runner) and sends that event; on timeout the run_waits
+  row is consulted, so an event that raced the wait's registration is still honoured.
+- every step goes through ``ctx.group.parallel``: new steps are planned, not run inline, so
+  independent branches reported in the same pass run in parallel on Inngest.
+
+Flow control: concurrency keyed by ``event.data.user_id``, ``retries``, ``cancel`` on
+``workflow/run_cancelled`` with the same run_id, ``idempotency`` on run_id, and ``on_failure``
+marking the run failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import inngest
+import psycopg
+from inngest._internal.step_lib import ResponseInterrupt, SkipInterrupt
+from psycopg.rows import DictRow, dict_row
+
+from backend.app.config import Settings
+from backend.app.errors import EngineUnavailable
+from backend.app.integrations import TOOL_REGISTRY, BaseTool
+from backend.app.store import runs as runs_store
+from backend.app.store import steps as steps_store
+from backend.app.store import workflows as workflows_store
+from backend.app.store.db import Conn
+from backend.app.store.steps import LeaseLost, LogRow
+from backend.app.workflows.engine import (
+    Engine,
+    Retry,
+    StepError,
+    StepFailed,
+    StepFn,
+    Suspended,
+)
+from backend.app.workflows.runners import QueuedRun
+from backend.app.workflows.schema import Blueprint
+
+log = logging.getLogger(__name__)
+
+RUN_REQUESTED = "workflow/run_requested"
+RUN_CANCELLED = "workflow/run_cancelled"
+WAIT_RESOLVED = "workflow/wait_resolved"
+FUNCTION_ID = "run-workflow"
+
+
+def _secret(value: Any) -> str | None:
+    return None if value is None else str(value.get_secret_value())
+
+
+def check_config(settings: Settings) -> None:
+    """Fail fast on a configuration Inngest would reject later.
+
+    Raises:
+        RuntimeError: production mode (``INNGEST_DEV`` unset) without ``INNGEST_SIGNING_KEY``.
+    """
+    if not settings.inngest_dev_mode and settings.inngest_signing_key is None:
+        raise RuntimeError(
+            "ENGINE=inngest in production mode needs INNGEST_SIGNING_KEY (from your Inngest "
+            "app's settings); for the local dev server set INNGEST_DEV=1 instead"
+        )
+
+
+def make_client(settings: Settings) -> inngest.Inngest:
+    """An Inngest client from settings: dev mode when ``INNGEST_DEV`` is set, else production
+    with ``INNGEST_SIGNING_KEY``/``INNGEST_EVENT_KEY``; ``INNGEST_BASE_URL`` (or a URL in
+    ``INNGEST_DEV``) points at a self-hosted or dev server."""
+    base = settings.inngest_base_url or settings.inngest_dev_url()
+    return inngest.Inngest(
+        app_id=settings.inngest_app_id,
+        is_production=not settings.inngest_dev_mode,
+        signing_key=_secret(settings.inngest_signing_key),
+        event_key=_secret(settings.inngest_event_key),
+        api_base_url=base,
+        event_api_base_url=base,
+        logger=logging.getLogger("inngest"),
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class InngestPort:
+    """:class:`~backend.app.workflows.engine.StepPort` over ``ctx.step`` for one request."""
+
+    def __init__(self, ctx: inngest.Context, conn: Conn, run_id: UUID, settings: Settings) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.run_id = run_id
+        self.settings = settings
+
+    async def _call(self, thunk: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one step call as a parallel group: a new step is planned, not run inline, and
+        the engine keeps going with other nodes while Inngest runs it."""
+        try:
+            results = await self.ctx.group.parallel((thunk,))
+        except ResponseInterrupt as interrupt:
+            raise Suspended(payload=interrupt) from None
+        if not results:  # another step is targeted in this request
+            raise Suspended(payload=None)
+        return results[0]
+
+    async def _record(self, checkpoint_status: str, row: LogRow) -> dict[str, Any]:
+        recorded = await steps_store.record(
+            self.conn, self.run_id, None, 0, checkpoint_status=checkpoint_status, log=row
+        )
+        if not recorded:  # Inngest re-ran a finished step: the first result stands
+            existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
+            if existing is not None:
+                return {
+                    "status": existing.status,
+                    "output": existing.output,
+                    "error": existing.error,
+                }
+        return {"status": checkpoint_status, "output": row.output, "error": row.error}
+
+    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
+        """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``."""
+        attempts = min(retry.max_attempts, self.settings.inngest_retries + 1)
+
+        async def handler() -> dict[str, Any]:
+            try:
+                return await attempt_once()
+            except LeaseLost:
+                raise inngest.NonRetriableError(f"run {self.run_id} was cancelled") from None
+
+        async def attempt_once() -> dict[str, Any]:
+            attempt = self.ctx.attempt + 1
+            started = _now()
+            try:
+                outcome = await fn(attempt)
+            except StepError as exc:
+                if exc.retryable and attempt < attempts:
+                    row = LogRow(
+                        step_id,
+                        step_id,
+                        "retrying",
+                        attempt,
+                        started,
+                        _now(),
+                        input=exc.input,
+                        error=exc.to_error(),
+                    )
+                    await steps_store.log_attempt(self.conn, self.run_id, None, 0, row)
+                    raise RuntimeError(f"{exc.code}: {exc.message}") from None  # Inngest retries
+                error = {**exc.to_error(), "attempts": attempt}
+                return await self._record(
+                    "failed",
+                    LogRow(
+                        step_id,
+                        step_id,
+                        "failed",
+                        attempt,
+                        started,
+                        _now(),
+                        input=exc.input,
+                        error=error,
+                    ),
+                )
+            return await self._record(
+                "succeeded",
+                LogRow(
+                    step_id,
+                    step_id,
+                    "succeeded",
+                    attempt,
+                    started,
+                    _now(),
+                    input=outcome.input,
+                    output=outcome.output,
+                ),
+            )
+
+        try:
+            memo = await self._call(lambda: self.ctx.step.run(step_id, handler))
+        except inngest.StepError as exc:  # Inngest gave up on the step itself
+            raise StepFailed({"code": "step_failed", "message": str(exc)}) from None
+        if memo["status"] == "failed":
+            raise StepFailed(memo["error"])
+        return memo["output"]
+
+    async def _begin_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
+        async def begin() -> str:
+            now = _now()
+            row = LogRow(
+                step_id,
+                step_id,
+                "waiting",
+                1,
+                now,
+                now,
+                input={"seconds": seconds, **{k: v for k, v in extra.items() if k != "context"}},
+            )
+            wake_at = await steps_store.open_wait(
+                self.conn, self.run_id, None, 0, log=row, kind=kind, seconds=seconds, **extra
+            )
+            await runs_store.set_waiting(self.conn, self.run_id, wake_at)
+            return wake_at.isoformat()
+
+        await self._call(lambda: self.ctx.step.run(f"{step_id}:begin", begin))
+
+    async def sleep(self, step_id: str, seconds: float) -> None:
+        """``ctx.step.sleep`` between a waiting and a succeeded log row."""
+        await self._begin_wait(step_id, "sleep", seconds)
+        await self._call(lambda: self.ctx.step.sleep(step_id, timedelta(seconds=seconds)))
+
+        async def end() -> dict[str, Any]:
+            return await self._record(
+                "succeeded",
+                LogRow(
+                    step_id,
+                    step_id,
+                    "succeeded",
+                    1,
+                    _now(),
+                    _now(),
+                    output={"slept_seconds": seconds},
+                ),
+            )
+
+        await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
+
+    async def wait_for_event(
+        self,
+        step_id: str,
+        event: str,
+        match: str | None,
+        context: dict[str, Any],
+        timeout_seconds: float,
+    ) -> dict[str, Any] | None:
+        """``ctx.step.wait_for_event`` on this run's ``workflow/wait_resolved``."""
+        await self._begin_wait(
+            step_id, "event", timeout_seconds, event_name=event, match=match, context=context
+        )
+        arrived = await self._call(
+            lambda: self.ctx.step.wait_for_event(
+                step_id,
+                event=WAIT_RESOLVED,
+                if_exp=f"async.data.run_id == '{self.run_id}' && async.data.step_id == '{step_id}'",
+                # Inngest timeouts are whole seconds, at least one.
+                timeout=timedelta(seconds=max(1, math.ceil(timeout_seconds))),
+            )
+        )
+        delivered = None if arrived is None else arrived.data.get("event")
+
+        async def end() -> dict[str, Any]:
+            received = delivered
+            if received is None:  # timed out, unless an event resolved the row meanwhile
+                received = await steps_store.time_out_wait(self.conn, self.run_id, step_id)
+            output = {"event": received, "timed_out": received is None}
+            return await self._record(
+                "succeeded", LogRow(step_id, step_id, "succeeded", 1, _now(), _now(), output=output)
+            )
+
+        memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
+        result: dict[str, Any] | None = memo["output"]["event"]
+        return result
+
+    async def skip(self, node_ids: list[str]) -> None:
+        """Idempotent bookkeeping, repeated on every replay, so no step is needed. Replays after
+        the run finished find it closed: nothing to record then."""
+        with contextlib.suppress(LeaseLost):
+            await steps_store.record_skipped(self.conn, self.run_id, None, 0, node_ids, _now())
+
+
+class InngestRunner:
+    """Builds the Inngest client and the ``run-workflow`` function for these settings."""
+
+    def __init__(self, settings: Settings, registry: dict[str, BaseTool] | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else TOOL_REGISTRY
+        self.client = make_client(settings)
+        self.function = self._build()
+
+    def _build(self) -> inngest.Function[Any]:
+        settings = self.settings
+
+        async def on_failure(ctx: inngest.Context) -> None:
+            original: Any = ctx.event.data.get("event") or {}
+            run_id = (original.get("data") or {}).get("run_id")
+            error: Any = ctx.event.data.get("error") or {}
+            if run_id:
+                async with await self._connect() as conn:
+                    await runs_store.fail(
+                        conn,
+                        UUID(run_id),
+                        {
+                            "code": "engine_failed",
+                            "message": str(error.get("message", "the Inngest function failed")),
+                        },
+                    )
+
+        @self.client.create_function(
+            fn_id=FUNCTION_ID,
+            name="Run workflow",
+            trigger=inngest.TriggerEvent(event=RUN_REQUESTED),
+            retries=settings.inngest_retries,
+            concurrency=[
+                inngest.Concurrency(
+                    limit=settings.inngest_concurrency_per_user, key="event.data.user_id"
+                )
+            ],
+            cancel=[
+                inngest.Cancel(event=RUN_CANCELLED, if_exp="event.data.run_id == async.data.run_id")
+            ],
+            idempotency="event.data.run_id",
+            on_failure=on_failure,
+        )
+        async def run_workflow(ctx: inngest.Context) -> Any:
+            return await self._run(ctx)
+
+        return run_workflow
+
+    async def _connect(self) -> psycopg.AsyncConnection[DictRow]:
+        return await psycopg.AsyncConnection.connect(
+            self.settings.database_url, autocommit=True, row_factory=dict_row
+        )
+
+    async def _run(self, ctx: inngest.Context) -> Any:
+        run_id = UUID(str(ctx.event.data["run_id"]))
+        async with await self._connect() as conn:
+
+            async def load() -> dict[str, Any]:
+                run = await runs_store.get(conn, run_id)
+                if run is None:
+                    raise inngest.NonRetriableError(f"run {run_id} does not exist")
+                version = await workflows_store.get_version(
+                    conn, run["workflow_id"], run["version"]
+                )
+                assert version is not None
+                return {
+                    "workflow_id": str(run["workflow_id"]),
+                    "blueprint": version["blueprint"],
+                    "trigger_data": run["trigger_data"],
+                    "status": run["status"],
+                }
+
+            # Inside a step, so every replay sees the version the run started with.
+            loaded = await ctx.step.run("load", load)
+            if loaded["status"] in runs_store.TERMINAL:
+                return {"skipped": f"run already {loaded['status']}"}
+            engine = Engine(
+                Blueprint.model_validate(loaded["blueprint"]),
+                registry=self.registry,
+                settings=self.settings,
+                run_id=run_id,
+                workflow_id=UUID(loaded["workflow_id"]),
+                sandbox=self.settings.sandbox,
+            )
+            try:
+                outcome = await engine.execute(
+                    loaded["trigger_data"], InngestPort(ctx, conn, run_id, self.settings)
+                )
+            except LeaseLost:
+                raise inngest.NonRetriableError(f"run {run_id} was cancelled") from None
+            if outcome.status == "waiting":
+                _hand_back(outcome.suspended)
+
+            async def finish() -> bool:
+                return await runs_store.finish(
+                    conn,
+                    run_id,
+                    None,
+                    status=outcome.status,
+                    output=outcome.output,
+                    error=outcome.error,
+                )
+
+            await ctx.step.run("finish", finish)
+            if outcome.status == "failed":
+                error = outcome.error or {}
+                raise inngest.NonRetriableError(
+                    f"node {error.get('node_id')}: {error.get('code')}: {error.get('message')}"
+                )
+            return outcome.output
+
+
+def _hand_back(suspended: list[Suspended]) -> None:
+    """Give Inngest every step this pass reached (planned steps, sleeps, waits, a step's
+    result); with none (the targeted step is elsewhere) skip like the SDK does."""
+    responses = [r for s in suspended if s.payload is not None for r in s.payload.responses]
+    if responses:
+        raise ResponseInterrupt(responses)
+    raise SkipInterrupt("run-workflow")
+
+
+class InngestDispatcher:
+    """Sends the events that start, cancel and resume runs on Inngest."""
+
+    engine = "inngest"
+
+    def __init__(self, client: inngest.Inngest) -> None:
+        self.client = client
+
+    async def _send(self, events: list[inngest.Event], what: str) -> None:
+        try:
+            await self.client.send(events)
+        except Exception as exc:
+            raise EngineUnavailable(
+                f"could not send {what} to Inngest ({type(exc).__name__}: {exc}); check that the "
+                "Inngest server is reachable (INNGEST_BASE_URL / INNGEST_DEV) and INNGEST_EVENT_KEY"
+            ) from None
+
+    async def run_queued(self, runs: list[QueuedRun]) -> None:
+        """Send one ``workflow/run_requested`` per run (event id = run id, so resends dedupe)."""
+        if not runs:
+            return
+        events = [
+            inngest.Event(
+                name=RUN_REQUESTED,
+                id=f"run-{run.run_id}",
+                data={
+                    "run_id": str(run.run_id),
+                    "workflow_id": str(run.workflow_id),
+                    "version": run.version,
+                    "user_id": run.user_id or "anonymous",
+                },
+            )
+            for run in runs
+        ]
+        await self._send(events, RUN_REQUESTED)
+
+    async def run_cancelled(self, run_id: UUID) -> None:
+        """Send ``workflow/run_cancelled``; the function's ``cancel`` rule stops the run."""
+        await self._send(
+            [inngest.Event(name=RUN_CANCELLED, data={"run_id": str(run_id)})], RUN_CANCELLED
+        )
+
+    async def wait_resolved(self, run_id: UUID, step_id: str, event: dict[str, Any]) -> None:
+        """Send ``workflow/wait_resolved`` for the run's waiting step."""
+        await self._send(
+            [
+                inngest.Event(
+                    name=WAIT_RESOLVED,
+                    data={"run_id": str(run_id), "step_id": step_id, "event": event},
+                )
+            ],
+            WAIT_RESOLVED,
+        )

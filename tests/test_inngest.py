@@ -1,0 +1,241 @@
+"""The Inngest runner through its real entry points: ``/api/inngest`` driven over HTTP the way
+the Inngest server does, event sending, cancellation, signatures and configuration errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app.app import create_app
+from backend.app.workflows.runners.inngest import RUN_CANCELLED, RUN_REQUESTED, WAIT_RESOLVED
+from tests.conftest import InngestApp, make_settings
+from tests.support import execute, node_status, wait_for_run
+
+FN_ID = "blueprint-engine-run-workflow"
+
+
+class InngestServer:
+    """Plays the Inngest executor against ``POST /api/inngest``: sends the event, the memoized
+    steps (keyed by the hashed step id) and the stack; runs planned steps one request each."""
+
+    def __init__(self, client: TestClient, event: dict[str, Any]) -> None:
+        self.client = client
+        self.event = event
+        self.steps: dict[str, Any] = {}
+        self.stack: list[str] = []
+        self.responses: list[list[dict[str, Any]]] = []
+
+    def call(self, step_id: str = "step") -> Any:
+        body = {
+            "event": self.event,
+            "events": [self.event],
+            "steps": self.steps,
+            "ctx": {
+                "run_id": "01TESTRUN",
+                "attempt": 0,
+                "disable_immediate_execution": False,
+                "stack": {"stack": self.stack},
+            },
+            "use_api": False,
+        }
+        return self.client.post(f"/api/inngest?fnId={FN_ID}&stepId={step_id}", json=body)
+
+    def memo(self, op: dict[str, Any], value: Any) -> None:
+        self.steps[op["id"]] = value
+        self.stack.append(op["id"])
+
+    def drive(self, on_wait: Any = None, limit: int = 60) -> Any:
+        """Run until the function returns 200 (its output) or a wait the caller must answer."""
+        planned: list[str] = []
+        target = "step"
+        for _ in range(limit):
+            response = self.call(target)
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code == 206, response.text
+            ops = response.json()
+            self.responses.append(ops)
+            for op in ops:
+                if op["op"] == "StepRun":
+                    self.memo(op, {"data": op["data"]})
+                elif op["op"] == "Sleep":
+                    self.memo(op, None)
+                elif op["op"] == "WaitForEvent":
+                    assert on_wait is not None, f"unexpected wait {op}"
+                    self.memo(op, on_wait(op))
+                elif op["op"] == "StepPlanned" and op["id"] not in planned:
+                    planned.append(op["id"])
+            planned = [p for p in planned if p not in self.steps]
+            target = planned.pop(0) if planned else "step"
+        raise AssertionError("function did not finish")
+
+
+FANOUT = {
+    "nodes": [
+        {"id": "start", "type": "trigger"},
+        {
+            "id": "a",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {"x": 1}},
+        },
+        {
+            "id": "b",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {"y": 2}},
+        },
+        {"id": "pause", "type": "delay", "duration": "2h"},
+        {
+            "id": "join",
+            "type": "end",
+            "output": {"x": "{{ steps.a.output.x }}", "y": "{{ steps.b.output.y }}"},
+        },
+    ],
+    "edges": [
+        {"source": "start", "target": "a"},
+        {"source": "start", "target": "b"},
+        {"source": "a", "target": "pause"},
+        {"source": "pause", "target": "join"},
+        {"source": "b", "target": "join"},
+    ],
+}
+
+
+def test_serve_endpoint_runs_a_blueprint_like_the_inngest_server(inngest_app: InngestApp) -> None:
+    client = inngest_app.client
+    run_id = execute(client, FANOUT, {"order": 7})
+    [event] = inngest_app.events(RUN_REQUESTED)
+    assert event["id"] == f"run-{run_id}" and event["data"]["run_id"] == run_id
+
+    server = InngestServer(client, event)
+    output = server.drive()
+    assert output == {"x": 1, "y": 2}
+
+    planned_together = [
+        sorted(op["displayName"] for op in ops if op["op"] == "StepPlanned")
+        for ops in server.responses
+    ]
+    assert ["a", "b"] in planned_together, "independent branches are planned in one response"
+    sleeps = [op for ops in server.responses for op in ops if op["op"] == "Sleep"]
+    assert [op["displayName"] for op in sleeps] == ["pause"]
+
+    run = wait_for_run(client, run_id)
+    assert run["status"] == "succeeded" and run["engine"] == "inngest"
+    assert run["output"] == {"x": 1, "y": 2}
+    assert set(node_status(run).values()) == {"succeeded"}
+    logs = client.get(f"/runs/{run_id}/logs").json()["logs"]
+    assert [r["status"] for r in logs if r["node_id"] == "pause"] == ["waiting", "succeeded"]
+
+
+def test_event_resumes_a_waiting_inngest_run(inngest_app: InngestApp) -> None:
+    """POST /events evaluates the wait's match like the embedded runner, then sends
+    workflow/wait_resolved for that run and step; the wait returns that event."""
+    client = inngest_app.client
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "paid",
+                "type": "wait_for_event",
+                "event": "shop/paid",
+                "match": "event.data.order == trigger_data.order",
+                "timeout": "1d",
+            },
+            {"id": "thanks", "type": "end", "output": "{{ steps.paid.output.event.data.amount }}"},
+            {"id": "remind", "type": "end", "output": "remind"},
+        ],
+        "edges": [
+            {"source": "start", "target": "paid"},
+            {"source": "paid", "target": "thanks"},
+            {"source": "paid", "target": "remind", "branch": "timeout"},
+        ],
+    }
+    run_id = execute(client, blueprint, {"order": "o-9"})
+    server = InngestServer(client, inngest_app.events(RUN_REQUESTED)[0])
+    waits: list[dict[str, Any]] = []
+
+    def answer(op: dict[str, Any]) -> Any:
+        waits.append(op)
+        assert wait_for_run(client, run_id, {"waiting"})["status"] == "waiting"
+        client.post("/events", json={"name": "shop/paid", "data": {"order": "o-1", "amount": 1}})
+        response = client.post(
+            "/events", json={"name": "shop/paid", "data": {"order": "o-9", "amount": 900}}
+        )
+        assert response.json()["resumed_run_ids"] == [run_id]
+        [resolved] = inngest_app.events(WAIT_RESOLVED)
+        return resolved
+
+    assert server.drive(on_wait=answer) == 900
+    [wait] = waits
+    assert wait["name"] == WAIT_RESOLVED and wait["opts"]["timeout"] == "1d"
+    assert wait["opts"]["if"] == (
+        f"async.data.run_id == '{run_id}' && async.data.step_id == 'paid'"
+    )
+    run = wait_for_run(client, run_id)
+    assert node_status(run)["remind"] == "skipped"
+
+
+def test_cancel_sends_the_cancel_event(inngest_app: InngestApp) -> None:
+    client = inngest_app.client
+    run_id = execute(client, FANOUT)
+    response = client.post(f"/runs/{run_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    assert [e["data"] for e in inngest_app.events(RUN_CANCELLED)] == [{"run_id": run_id}]
+    # A replay after cancellation stops instead of running steps.
+    output = InngestServer(client, inngest_app.events(RUN_REQUESTED)[0]).drive()
+    assert output == {"skipped": "run already cancelled"}
+
+
+def test_unreachable_inngest_fails_the_run_with_503(database_url: str) -> None:
+    settings = make_settings(
+        database_url, engine="inngest", inngest_dev="1", inngest_base_url="http://127.0.0.1:1"
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/workflow/execute", json={"blueprint": FANOUT, "payload": {}})
+        assert response.status_code == 503, response.text
+        error = response.json()["error"]
+        assert error["code"] == "engine_unavailable" and "INNGEST" in error["message"]
+        [run_id] = error["details"]["run_ids"]
+        run = client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "failed" and run["error"]["code"] == "engine_unavailable"
+
+
+def test_production_mode_requires_signatures(database_url: str) -> None:
+    settings = make_settings(
+        database_url,
+        engine="inngest",
+        inngest_signing_key="signkey-prod-" + "ab" * 32,
+        inngest_event_key="evt-key",
+    )
+    with TestClient(create_app(settings)) as client:
+        event = {"name": RUN_REQUESTED, "data": {"run_id": "x"}}
+        body = {
+            "event": event,
+            "events": [event],
+            "steps": {},
+            "use_api": False,
+            "ctx": {
+                "run_id": "r",
+                "attempt": 0,
+                "disable_immediate_execution": False,
+                "stack": {"stack": []},
+            },
+        }
+        unsigned = client.post(f"/api/inngest?fnId={FN_ID}&stepId=step", json=body)
+        forged = client.post(
+            f"/api/inngest?fnId={FN_ID}&stepId=step",
+            json=body,
+            headers={"X-Inngest-Signature": "t=1700000000&s=" + "0" * 64},
+        )
+    assert unsigned.status_code == 401, unsigned.text
+    assert forged.status_code == 401, forged.text
+
+
+def test_production_mode_without_signing_key_fails_at_start(database_url: str) -> None:
+    with pytest.raises(RuntimeError, match="INNGEST_SIGNING_KEY"):
+        create_app(make_settings(database_url, engine="inngest"))
