@@ -239,3 +239,39 @@ def test_production_mode_requires_signatures(database_url: str) -> None:
 def test_production_mode_without_signing_key_fails_at_start(database_url: str) -> None:
     with pytest.raises(RuntimeError, match="INNGEST_SIGNING_KEY"):
         create_app(make_settings(database_url, engine="inngest"))
+
+
+def test_on_failure_marks_the_run_failed(inngest_app: InngestApp) -> None:
+    """When Inngest gives up on the function it calls the on_failure handler with
+    inngest/function.failed; the run must not stay running forever."""
+    client = inngest_app.client
+    run_id = execute(client, FANOUT)
+    [requested] = inngest_app.events(RUN_REQUESTED)
+    failed = {
+        "name": "inngest/function.failed",
+        "data": {
+            "error": {"message": "worker crashed 4 times", "name": "Error"},
+            "event": requested,
+            "function_id": FN_ID,
+            "run_id": "01TESTRUN",
+        },
+    }
+    response = client.post(
+        f"/api/inngest?fnId={FN_ID}-failure&stepId=step",
+        json={
+            "event": failed,
+            "events": [failed],
+            "steps": {},
+            "use_api": False,
+            "ctx": {
+                "run_id": "01FAIL",
+                "attempt": 0,
+                "disable_immediate_execution": False,
+                "stack": {"stack": []},
+            },
+        },
+    )
+    assert response.status_code == 200, response.text
+    run = client.get(f"/runs/{run_id}").json()
+    assert run["status"] == "failed"
+    assert run["error"] == {"code": "engine_failed", "message": "worker crashed 4 times"}
