@@ -5,8 +5,8 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv dev
 ensure_postgres
 say "ruff"
-ruff check backend tests bench
-ruff format --check backend tests bench || die "ruff format: run 'ruff format backend tests bench'"
+ruff check backend tests bench evals
+ruff format --check backend tests bench evals || die "ruff format: run 'ruff format backend tests bench evals'"
 say "mypy --strict backend/app"
 mypy
 say "pytest"

@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backend.app.agents.architect import WorkflowArchitect, build_chat_model
 from backend.app.config import Settings, get_settings
 from backend.app.http import BodyLimitMiddleware, install_error_handlers
-from backend.app.routers import events, health, runs, tools, webhooks, workflows
+from backend.app.routers import drafting, events, health, runs, tools, webhooks, workflows
 from backend.app.store import migrations
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
@@ -62,9 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/api/inngest",)
     )
     install_error_handlers(app)
-    for module in (health, tools, workflows, runs, events, webhooks):
+    for module in (health, tools, workflows, drafting, runs, events, webhooks):
         app.include_router(module.router)
     app.state.dispatcher = _serve_engine(app, settings)
+    model = build_chat_model(settings)
+    app.state.architect = None if model is None else WorkflowArchitect(model, settings)
     return app
 
 

@@ -73,6 +73,16 @@ class Settings(BaseSettings):
     retry_max_backoff_seconds: float = Field(default=30.0, ge=0)
     retry_jitter_seconds: float = Field(default=0.5, ge=0)
 
+    # LLM (WorkflowArchitect): any OpenAI-compatible server
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = Field(default=None, description="e.g. a local vLLM/Ollama.")
+    openai_model: str = "gpt-4o"
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    llm_max_attempts: int = Field(default=3, ge=1, description="Tries on timeout/rate limit.")
+    llm_backoff_seconds: float = Field(default=1.0, ge=0)
+    architect_max_repairs: int = Field(default=2, ge=0, le=5)
+    architect_max_prompt_chars: int = Field(default=4000, ge=1)
+
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
     twilio_account_sid: str | None = None

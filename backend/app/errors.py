@@ -85,6 +85,27 @@ class EngineUnavailable(AppError):
     code = "engine_unavailable"
 
 
+class LLMNotConfigured(AppError):
+    """No language model is configured (503)."""
+
+    status_code = 503
+    code = "llm_not_configured"
+
+
+class LLMTimeout(AppError):
+    """The language model did not answer in time, after retries (504)."""
+
+    status_code = 504
+    code = "llm_timeout"
+
+
+class LLMUnavailable(AppError):
+    """The language model refused or failed, after retries (502)."""
+
+    status_code = 502
+    code = "llm_unavailable"
+
+
 class PayloadTooLarge(AppError):
     """The request body is over ``MAX_BODY_BYTES`` (413)."""
 

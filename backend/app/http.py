@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, PayloadTooLarge
 from backend.app.store.db import Pool
@@ -35,7 +36,13 @@ def _dispatcher(request: Request) -> Dispatcher:
     return dispatcher
 
 
+def _architect(request: Request) -> WorkflowArchitect | None:
+    architect: WorkflowArchitect | None = request.app.state.architect
+    return architect
+
+
 PoolDep = Annotated[Pool, Depends(_pool)]
+ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 

@@ -1,0 +1,462 @@
+"""WorkflowArchitect: plain language -> a validated blueprint (and edits to one).
+
+The model answers with structured output (OpenAI ``json_schema``, strict) in a flat, strict-mode
+friendly shape (:class:`DraftBlueprint`: params and outputs travel as JSON strings). The draft is
+converted to a blueprint and checked by the same validator as execution; errors go back to the
+model for a bounded number of repairs. Nothing invalid is ever returned.
+
+The system prompt is generated from ``TOOL_REGISTRY`` (services, tasks, param schemas, result
+fields) and the blueprint rules, so adding a tool needs no prompt edit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from backend.app.config import Settings
+from backend.app.errors import AppError, InvalidBlueprint, LLMTimeout, LLMUnavailable
+from backend.app.integrations import TOOL_REGISTRY, BaseTool, ToolContext
+from backend.app.workflows.layout import layered_layout
+from backend.app.workflows.schema import validate_blueprint
+
+log = logging.getLogger(__name__)
+
+#: Events this backend emits itself (Razorpay webhooks arrive as ``razorpay/<event>``).
+KNOWN_EVENTS = (
+    "razorpay/payment.authorized",
+    "razorpay/payment.captured",
+    "razorpay/payment.failed",
+    "razorpay/order.paid",
+    "razorpay/payment_link.paid",
+    "razorpay/payment_link.expired",
+    "razorpay/invoice.paid",
+    "razorpay/invoice.expired",
+    "razorpay/refund.processed",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DraftCondition(_Strict):
+    """A router rule as the model writes it."""
+
+    branch: str = Field(description="Branch label, e.g. 'large'.")
+    when: str = Field(description="Jinja expression without braces, e.g. trigger_data.amount > 100")
+
+
+class DraftNode(_Strict):
+    """One node, flat: fields that do not apply to the node's type are null."""
+
+    id: str = Field(description="Unique identifier: letters, digits, underscores (snake_case).")
+    type: Literal["trigger", "action", "router", "delay", "wait_for_event", "end"]
+    name: str = Field(description="Short display name for the canvas.")
+    trigger: Literal["manual", "webhook", "event", "schedule", "intent"] | None = Field(
+        description="trigger only: how runs start."
+    )
+    event: str | None = Field(description="trigger (event/webhook) or wait_for_event: event name.")
+    service: str | None = Field(description="action only: a service from the catalog.")
+    task: str | None = Field(description="action only: a task of that service.")
+    params_json: str | None = Field(
+        description="action only: the task's params as a JSON object in a string; values may be "
+        "templates such as '{{ trigger_data.payload.payment.entity.amount }}'."
+    )
+    conditions: list[DraftCondition] | None = Field(description="router only, first match wins.")
+    default_branch: str | None = Field(description="router only: label when nothing matches.")
+    duration: str | None = Field(description="delay only: e.g. '30s', '10m', '2h', '3d'.")
+    match: str | None = Field(
+        description="wait_for_event only: Jinja condition over event, trigger_data, steps."
+    )
+    timeout: str | None = Field(description="wait_for_event only: e.g. '2d'.")
+    output_json: str | None = Field(description="end only: JSON value (templates allowed) or null.")
+    on_error: Literal["fail", "continue"] | None = Field(description="action only; default fail.")
+
+
+class DraftEdge(_Strict):
+    """A directed edge; ``branch`` for router branches and a wait's 'timeout' edge."""
+
+    source: str
+    target: str
+    branch: str | None
+
+
+class DraftBlueprint(_Strict):
+    """The model's answer."""
+
+    name: str
+    description: str
+    nodes: list[DraftNode]
+    edges: list[DraftEdge]
+
+
+@dataclass
+class Draft:
+    """A validated blueprint with advisory warnings and how many model calls it took."""
+
+    blueprint: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+    attempts: int = 1
+
+
+class DraftInvalid(AppError):
+    """The model never produced a valid blueprint (422); details hold the errors and last draft."""
+
+    status_code = 422
+    code = "draft_invalid"
+
+
+def _parse_json(
+    text: str | None, loc: list[Any], node_id: str, issues: list[dict[str, Any]]
+) -> Any:
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        issues.append({"loc": loc, "node_id": node_id, "message": f"not valid JSON: {exc.msg}"})
+        return None
+
+
+def to_blueprint(draft: DraftBlueprint) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Convert the model's flat draft into blueprint JSON. Returns (blueprint, issues) where
+    issues are JSON-in-string problems the validator cannot see."""
+    issues: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    for i, n in enumerate(draft.nodes):
+        node: dict[str, Any] = {"id": n.id, "type": n.type, "name": n.name}
+        if n.type == "trigger":
+            node["trigger"] = n.trigger or "manual"
+            if n.event:
+                node["event"] = n.event
+        elif n.type == "action":
+            node.update(service=n.service, task=n.task, on_error=n.on_error or "fail")
+            params = _parse_json(n.params_json, ["nodes", i, "params_json"], n.id, issues)
+            node["params"] = params if params is not None else {}
+        elif n.type == "router":
+            node["conditions"] = [c.model_dump() for c in n.conditions or []]
+            node["default"] = n.default_branch or "default"
+        elif n.type == "delay":
+            node["duration"] = n.duration
+        elif n.type == "wait_for_event":
+            node.update(event=n.event, timeout=n.timeout)
+            if n.match:
+                node["match"] = n.match
+        elif n.type == "end":
+            node["output"] = _parse_json(n.output_json, ["nodes", i, "output_json"], n.id, issues)
+        nodes.append(node)
+    edges = [
+        {"source": e.source, "target": e.target, **({"branch": e.branch} if e.branch else {})}
+        for e in draft.edges
+    ]
+    blueprint = {
+        "schema_version": 1,
+        "name": draft.name,
+        "description": draft.description,
+        "nodes": nodes,
+        "edges": edges,
+    }
+    return blueprint, issues
+
+
+def _tool_catalog(registry: dict[str, BaseTool]) -> str:
+    lines = []
+    for tool in registry.values():
+        lines.append(f"### service `{tool.service}`: {tool.description}")
+        for name, task in tool.tasks.items():
+            schema = task.params.model_json_schema()
+            lines.append(f"- task `{name}`: {task.description}")
+            lines.append(f"  params JSON schema: {json.dumps(schema, separators=(',', ':'))}")
+            if task.result:
+                lines.append(f"  output fields: {json.dumps(task.result)}")
+    return "\n".join(lines)
+
+
+def system_prompt(registry: dict[str, BaseTool] | None = None) -> str:
+    """The architect's instructions, generated from the tool catalog and the blueprint rules."""
+    catalog = _tool_catalog(registry if registry is not None else TOOL_REGISTRY)
+    events = ", ".join(KNOWN_EVENTS)
+    return f"""You design automation workflows ("blueprints") for a durable workflow engine.
+Answer with one blueprint: nodes and edges forming a directed acyclic graph.
+
+Rules:
+- Exactly one node of type "trigger", with no incoming edges; every other node reachable from it.
+- trigger kinds: "manual" (run by hand or API), "event"/"webhook" (needs `event`), "intent",
+  "schedule". Events this backend emits: {events}. Razorpay webhook payloads arrive as
+  trigger_data, e.g. {{{{ trigger_data.payload.payment.entity.amount }}}} (paise, integer),
+  {{{{ trigger_data.payload.payment.entity.contact }}}} (phone), ...entity.email, ...entity.id.
+  Payment link events: trigger_data.payload.payment_link.entity.id / .amount / .customer.
+- action: `service` + `task` from the catalog below; `params_json` is a JSON object string that
+  satisfies the task's params schema. Values may be templates (Jinja):
+  {{{{ trigger_data.<field> }}}} for the trigger payload and
+  {{{{ steps.<node_id>.output.<field> }}}} for the output of a node that runs BEFORE this one
+  (an ancestor in the graph). A string that is exactly one template keeps the value's type.
+- router: ordered `conditions` [{{"branch", "when"}}] with Jinja expressions without braces
+  (e.g. trigger_data.payload.payment.entity.amount >= 100000), plus `default_branch`. Every edge
+  leaving a router has `branch` set to one of its labels.
+- delay: `duration` like "30s", "10m", "2h", "3d".
+- wait_for_event: `event`, optional `match` (Jinja condition over event.data, trigger_data and
+  steps, e.g. event.data.payload.payment_link.entity.id == steps.create_link.output.id), and
+  `timeout` like "2d". Its unlabelled edges run when the event arrives; give the edge to run on
+  timeout `branch` "timeout".
+- end: optional `output_json` (a JSON value, templates allowed) that becomes the run's output.
+- Node ids are snake_case identifiers and unique. Money is in paise (₹1 = 100). Phone numbers
+  are E.164 (+919876543210). Only use services and tasks from the catalog.
+- Fields that do not apply to a node's type must be null. Edges carry `branch` null unless they
+  leave a router or are a wait's timeout edge.
+
+Tool catalog:
+{catalog}
+"""
+
+
+def _format_issues(issues: list[dict[str, Any]]) -> str:
+    lines = []
+    for issue in issues:
+        where = ".".join(str(p) for p in issue.get("loc", []))
+        node = f"node '{issue['node_id']}' " if issue.get("node_id") else ""
+        lines.append(f"- {node}{where}: {issue['message']}")
+    return "\n".join(lines)
+
+
+_STEP_REF = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*)")
+_TRANSIENT = (
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+)
+
+
+class WorkflowArchitect:
+    """Drafts and revises blueprints with a chat model.
+
+    Args:
+        model: a LangChain chat model supporting ``with_structured_output(method="json_schema")``
+            (``ChatOpenAI`` in production).
+        settings: repair budget, retry policy, prompt limits.
+        registry: the tool catalog (default ``TOOL_REGISTRY``).
+    """
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        settings: Settings,
+        registry: dict[str, BaseTool] | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else TOOL_REGISTRY
+        self.settings = settings
+        self.structured = model.with_structured_output(
+            DraftBlueprint, method="json_schema", strict=True, include_raw=True
+        )
+
+    async def draft(self, prompt: str) -> Draft:
+        """Draft a blueprint for ``prompt``.
+
+        Raises:
+            DraftInvalid: 422 after ``ARCHITECT_MAX_REPAIRS`` repairs.
+            LLMTimeout: 504. LLMUnavailable: 502.
+        """
+        messages: list[BaseMessage] = [
+            SystemMessage(system_prompt(self.registry)),
+            HumanMessage(f"Design a workflow for: {prompt}"),
+        ]
+        draft = await self._generate(messages)
+        layered_layout(draft.blueprint)
+        return draft
+
+    async def revise(self, current: dict[str, Any], instruction: str) -> Draft:
+        """Apply an edit instruction to ``current``; unchanged nodes keep their ids and canvas
+        positions (new nodes get a layered position).
+
+        Raises:
+            DraftInvalid: 422. LLMTimeout: 504. LLMUnavailable: 502.
+        """
+        messages: list[BaseMessage] = [
+            SystemMessage(system_prompt(self.registry)),
+            HumanMessage(
+                "Here is the current blueprint:\n"
+                + json.dumps(current, indent=1)
+                + f"\n\nChange it as follows: {instruction}\n"
+                "Return the whole updated blueprint. Keep the id of every node you do not "
+                "change, and keep unchanged nodes exactly as they are."
+            ),
+        ]
+        draft = await self._generate(messages)
+        keep_ids(current, draft.blueprint)
+        layered_layout(draft.blueprint, keep=current)
+        return draft
+
+    async def _generate(self, messages: list[BaseMessage]) -> Draft:
+        last: dict[str, Any] | None = None
+        issues: list[dict[str, Any]] = []
+        budget = 1 + self.settings.architect_max_repairs
+        for attempt in range(1, budget + 1):
+            result = await self._invoke(messages)
+            raw: AIMessage = result["raw"]
+            parsed: DraftBlueprint | None = result["parsed"]
+            if parsed is None:
+                issues = [
+                    {
+                        "loc": [],
+                        "node_id": None,
+                        "message": "the answer did not match the schema: "
+                        f"{result['parsing_error']}",
+                    }
+                ]
+            else:
+                last, issues = to_blueprint(parsed)
+                if not issues:
+                    try:
+                        validate_blueprint(last, self.registry)
+                    except InvalidBlueprint as exc:
+                        issues = exc.details
+                    else:
+                        return Draft(last, self._warnings(last), attempt)
+            log.info("draft attempt %d invalid: %d issue(s)", attempt, len(issues))
+            messages = [
+                *messages,
+                AIMessage(content=str(raw.content or "")),
+                HumanMessage(
+                    "That blueprint is invalid:\n"
+                    + _format_issues(issues)
+                    + "\nFix every problem and return the whole corrected blueprint."
+                ),
+            ]
+        raise DraftInvalid(
+            f"the model did not produce a valid blueprint in {budget} attempt(s)",
+            details={"errors": issues, "last_draft": last},
+        )
+
+    async def _invoke(self, messages: list[BaseMessage]) -> dict[str, Any]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.llm_max_attempts),
+            wait=wait_exponential(multiplier=self.settings.llm_backoff_seconds, max=30),
+            retry=retry_if_exception_type(_TRANSIENT),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    result = await self.structured.ainvoke(messages)
+                    assert isinstance(result, dict)
+                    return result
+        except openai.APITimeoutError:
+            raise LLMTimeout(
+                f"the language model did not answer within {self.settings.llm_timeout_seconds:g}s "
+                f"({self.settings.llm_max_attempts} attempts); try again"
+            ) from None
+        except openai.RateLimitError:
+            raise LLMUnavailable(
+                f"the language model is rate limited ({self.settings.llm_max_attempts} attempts); "
+                "try again shortly"
+            ) from None
+        except openai.APIError as exc:
+            raise LLMUnavailable(
+                f"the language model failed: {type(exc).__name__}: {exc}"
+            ) from None
+        raise AssertionError("unreachable")
+
+    def _warnings(self, blueprint: dict[str, Any]) -> list[str]:
+        warnings = []
+        probe = ToolContext(idempotency_key="draft", settings=self.settings)
+        used = sorted({n["service"] for n in blueprint["nodes"] if n["type"] == "action"})
+        for service in used:
+            if self.registry[service].is_sandboxed(probe):
+                warnings.append(
+                    f"{service} has no credentials configured: its steps will run in "
+                    "sandbox mode (recorded, not sent)"
+                )
+        for node in blueprint["nodes"]:
+            if (
+                node["type"] == "trigger"
+                and node.get("event")
+                and not node["event"].startswith("razorpay/")
+            ):
+                warnings.append(
+                    f"trigger event '{node['event']}' is not emitted by this backend; "
+                    "send it with POST /events"
+                )
+            if node["type"] == "router":
+                labels = {c["branch"] for c in node["conditions"]} | {node["default"]}
+                wired = {e.get("branch") for e in blueprint["edges"] if e["source"] == node["id"]}
+                for label in sorted(labels - wired):
+                    warnings.append(f"router '{node['id']}' branch '{label}' leads nowhere")
+        return warnings
+
+
+def _content(node: dict[str, Any]) -> str:
+    return json.dumps(
+        {k: v for k, v in node.items() if k not in ("id", "name", "position")}, sort_keys=True
+    )
+
+
+def keep_ids(current: dict[str, Any], revised: dict[str, Any]) -> None:
+    """Give revised nodes that are unchanged (same content) but renamed their old ids back,
+    rewriting edges and ``steps.<id>`` references, so the canvas and run history line up."""
+    old_by_content = {_content(n): n["id"] for n in current["nodes"]}
+    taken = {n["id"] for n in revised["nodes"]}
+    renames: dict[str, str] = {}
+    for node in revised["nodes"]:
+        old = old_by_content.get(_content(node))
+        if old and old != node["id"] and old not in taken:
+            renames[node["id"]] = old
+            taken.add(old)
+    if not renames:
+        return
+
+    def rewrite(value: Any) -> Any:
+        if isinstance(value, str):
+            return _STEP_REF.sub(lambda m: "steps." + renames.get(m[1], m[1]), value)
+        if isinstance(value, dict):
+            return {k: rewrite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rewrite(v) for v in value]
+        return value
+
+    for node in revised["nodes"]:
+        node["id"] = renames.get(node["id"], node["id"])
+        for key in ("params", "output", "match", "conditions"):
+            if key in node:
+                node[key] = rewrite(node[key])
+    for edge in revised["edges"]:
+        edge["source"] = renames.get(edge["source"], edge["source"])
+        edge["target"] = renames.get(edge["target"], edge["target"])
+
+
+def build_chat_model(settings: Settings, *, http_client: Any = None) -> BaseChatModel | None:
+    """``ChatOpenAI`` from settings (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``),
+    or None when neither a key nor a base URL is configured.
+
+    ``http_client`` is the openai SDK's own async HTTP client hook (tests pass one with a mock
+    transport; production leaves the SDK's default).
+    """
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return ChatOpenAI(
+        model=settings.openai_model,
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=0,  # tenacity retries, so attempts and backoff are ours
+        temperature=0,
+        http_async_client=http_client,
+    )

@@ -1,0 +1,118 @@
+"""Drafting, revising and dry-running blueprints for dashboard users."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from backend.app.agents.architect import Draft, WorkflowArchitect
+from backend.app.config import Settings
+from backend.app.errors import LLMNotConfigured, ValidationFailed
+from backend.app.services import workflow_service
+from backend.app.store.db import Pool
+from backend.app.workflows.runners.dry_run import dry_run as dry_run_blueprint
+from backend.app.workflows.schema import Blueprint, validate_blueprint
+
+
+def _check_text(text: str, field: str, settings: Settings) -> str:
+    cleaned = text.strip()
+    if not cleaned:
+        raise ValidationFailed(["body", field], "must not be empty")
+    if len(cleaned) > settings.architect_max_prompt_chars:
+        raise ValidationFailed(
+            ["body", field], f"at most {settings.architect_max_prompt_chars} characters"
+        )
+    return cleaned
+
+
+def _require(architect: WorkflowArchitect | None) -> WorkflowArchitect:
+    if architect is None:
+        raise LLMNotConfigured(
+            "no language model is configured: set OPENAI_API_KEY (and optionally "
+            "OPENAI_BASE_URL for an OpenAI-compatible server, OPENAI_MODEL)"
+        )
+    return architect
+
+
+def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
+    return {
+        "workflow_id": workflow["id"],
+        "version": workflow["version"],
+        "blueprint": workflow["blueprint"],
+        "warnings": draft.warnings,
+        "attempts": draft.attempts,
+    }
+
+
+async def draft(
+    pool: Pool,
+    architect: WorkflowArchitect | None,
+    settings: Settings,
+    *,
+    prompt: str,
+    user_id: str | None,
+) -> dict[str, Any]:
+    """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow.
+
+    Returns:
+        ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
+
+    Raises:
+        ValidationFailed: empty or oversize prompt. LLMNotConfigured: 503. DraftInvalid: 422.
+        LLMTimeout: 504. LLMUnavailable: 502.
+    """
+    text = _check_text(prompt, "prompt", settings)
+    result = await _require(architect).draft(text)
+    blueprint = validate_blueprint(result.blueprint)
+    async with pool.connection() as conn, conn.transaction():
+        row = await workflow_service.create_in(
+            conn, blueprint, name=None, description=None, user_id=user_id, origin="draft"
+        )
+    return _response(await workflow_service.get(pool, row["id"]), result)
+
+
+async def revise(
+    pool: Pool,
+    architect: WorkflowArchitect | None,
+    settings: Settings,
+    *,
+    workflow_id: UUID,
+    instruction: str,
+) -> dict[str, Any]:
+    """Apply an edit instruction to the latest version and save the result as a new version.
+
+    Raises:
+        NotFound: 404. ValidationFailed, LLMNotConfigured, DraftInvalid, LLMTimeout,
+        LLMUnavailable: as for :func:`draft`.
+    """
+    text = _check_text(instruction, "instruction", settings)
+    current = await workflow_service.get(pool, workflow_id)
+    result = await _require(architect).revise(current["blueprint"], text)
+    updated = await workflow_service.update(
+        pool, workflow_id, result.blueprint, name=None, description=None
+    )
+    return _response(updated, result)
+
+
+async def dry_run(
+    pool: Pool,
+    settings: Settings,
+    *,
+    workflow_id: UUID,
+    version: int | None,
+    payload: Any,
+    events: dict[str, Any],
+) -> dict[str, Any]:
+    """Run a saved version in sandbox mode, in memory, and report every node.
+
+    Raises:
+        NotFound: 404. ValidationFailed: ``events`` names a node that is not a wait.
+    """
+    current = await workflow_service.get(pool, workflow_id, version)
+    blueprint = Blueprint.model_validate(current["blueprint"])
+    waits = {n.id for n in blueprint.nodes if n.type == "wait_for_event"}
+    for node_id in events:
+        if node_id not in waits:
+            raise ValidationFailed(["body", "events", node_id], "not a wait_for_event node")
+    result = await dry_run_blueprint(blueprint, payload, settings, events=events)
+    return {"workflow_id": workflow_id, "version": current["version"], **result}

@@ -1,0 +1,340 @@
+"""WorkflowArchitect through the API. The real ChatOpenAI + openai SDK code runs; only the HTTP
+transport to the model is mocked, through the SDK's own http-client hook (a mock transport on
+its httpx2 client), answering with scripted structured outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app.agents.architect import WorkflowArchitect, build_chat_model
+from backend.app.app import create_app
+from tests.conftest import make_settings
+
+LLM = "http://llm.test/v1"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
+    """A node as the model writes it: every field present, null when it does not apply."""
+    base: dict[str, Any] = {
+        "id": id,
+        "type": type,
+        "name": id.replace("_", " ").title(),
+        "trigger": None,
+        "event": None,
+        "service": None,
+        "task": None,
+        "params_json": None,
+        "conditions": None,
+        "default_branch": None,
+        "duration": None,
+        "match": None,
+        "timeout": None,
+        "output_json": None,
+        "on_error": None,
+    }
+    return {**base, **fields}
+
+
+def edge(source: str, target: str, branch: str | None = None) -> dict[str, Any]:
+    return {"source": source, "target": target, "branch": branch}
+
+
+RECEIPT_PARAMS = json.dumps(
+    {
+        "to": "{{ trigger_data.payload.payment.entity.contact }}",
+        "body": "Thanks! We received ₹{{ trigger_data.payload.payment.entity.amount / 100 }}",
+    }
+)
+RECEIPT = {
+    "name": "Payment receipt",
+    "description": "WhatsApp a receipt when a payment is captured",
+    "nodes": [
+        node("payment_captured", "trigger", trigger="event", event="razorpay/payment.captured"),
+        node(
+            "send_receipt",
+            "action",
+            service="whatsapp",
+            task="send_message",
+            params_json=RECEIPT_PARAMS,
+        ),
+    ],
+    "edges": [edge("payment_captured", "send_receipt")],
+}
+
+
+class Model:
+    """Scripted chat-completions endpoint: each call pops the next answer (a draft dict, or an
+    httpx2 exception / status code to fail with) and records the request body."""
+
+    def __init__(self) -> None:
+        self.answers: list[Any] = []
+        self.requests: list[dict[str, Any]] = []
+        self.http_client = httpx2.AsyncClient(transport=httpx2.MockTransport(self._answer))
+
+    def _answer(self, request: httpx2.Request) -> httpx2.Response:
+        assert request.method == "POST" and str(request.url) == f"{LLM}/chat/completions"
+        self.requests.append(json.loads(request.content))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, int):
+            return httpx2.Response(answer, json={"error": {"message": "slow down", "type": "x"}})
+        return httpx2.Response(
+            200,
+            json={
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": 1,
+                "model": "gpt-4o",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {
+                            "role": "assistant",
+                            "content": json.dumps(answer),
+                            "refusal": None,
+                        },
+                    }
+                ],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            },
+        )
+
+    def messages(self, call: int) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = self.requests[call]["messages"]
+        return messages
+
+
+@pytest.fixture
+def model() -> Model:
+    return Model()
+
+
+@pytest.fixture
+def api(database_url: str, model: Model) -> Iterator[TestClient]:
+    settings = make_settings(
+        database_url,
+        openai_base_url=LLM,
+        openai_api_key="sk-test",
+        llm_max_attempts=2,
+        llm_backoff_seconds=0,
+    )
+    app = create_app(settings)
+    chat_model = build_chat_model(settings, http_client=model.http_client)
+    assert chat_model is not None
+    app.state.architect = WorkflowArchitect(chat_model, settings)
+    with TestClient(app) as client:
+        yield client
+
+
+def test_draft_is_validated_laid_out_and_saved(api: TestClient, model: Model) -> None:
+    model.answers = [RECEIPT]
+    response = api.post(
+        "/workflow/draft",
+        json={
+            "prompt": "When a Razorpay payment succeeds, WhatsApp the customer a receipt",
+            "user_id": "u-1",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["version"] == 1 and body["attempts"] == 1
+    nodes = {n["id"]: n for n in body["blueprint"]["nodes"]}
+    assert nodes["send_receipt"]["params"]["to"].startswith("{{ trigger_data.payload")
+    assert nodes["payment_captured"]["position"] == {"x": 0.0, "y": 0.0}
+    assert nodes["send_receipt"]["position"] == {"x": 0.0, "y": 150.0}
+    assert any("whatsapp has no credentials" in w for w in body["warnings"])
+
+    saved = api.get(f"/workflows/{body['workflow_id']}").json()
+    assert saved["origin"] == "draft" and saved["active"] is False and saved["user_id"] == "u-1"
+
+    request = model.requests[0]
+    assert request["model"] == "gpt-4o"
+    assert request["response_format"]["type"] == "json_schema"
+    assert request["response_format"]["json_schema"]["strict"] is True
+    system = model.messages(0)[0]["content"]
+    assert "service `razorpay`" in system and "task `create_payment_link`" in system
+    assert "razorpay/payment.captured" in system
+
+
+def test_invalid_draft_is_repaired_with_the_validator_errors(api: TestClient, model: Model) -> None:
+    wrong = {
+        **RECEIPT,
+        "nodes": [
+            RECEIPT["nodes"][0],
+            node("send_receipt", "action", service="slack", task="post", params_json="{}"),
+        ],
+    }
+    model.answers = [wrong, RECEIPT]
+    response = api.post("/workflow/draft", json={"prompt": "receipt on payment"})
+    assert response.status_code == 201, response.text
+    assert response.json()["attempts"] == 2
+    feedback = model.messages(1)[-1]["content"]
+    assert "unknown service 'slack'" in feedback and "node 'send_receipt'" in feedback
+    assert model.messages(1)[-2]["role"] == "assistant"
+
+
+def test_broken_json_params_are_sent_back_too(api: TestClient, model: Model) -> None:
+    broken = {
+        **RECEIPT,
+        "nodes": [
+            RECEIPT["nodes"][0],
+            node(
+                "send_receipt",
+                "action",
+                service="whatsapp",
+                task="send_message",
+                params_json="{to: oops",
+            ),
+        ],
+    }
+    model.answers = [broken, RECEIPT]
+    assert api.post("/workflow/draft", json={"prompt": "x"}).status_code == 201
+    assert "params_json: not valid JSON" in model.messages(1)[-1]["content"]
+
+
+def test_never_valid_is_422_with_errors_and_last_draft(
+    api: TestClient, model: Model, database_url: str
+) -> None:
+    cyclic = {**RECEIPT, "edges": [*RECEIPT["edges"], edge("send_receipt", "payment_captured")]}
+    model.answers = [cyclic]
+    response = api.post("/workflow/draft", json={"prompt": "loop forever"})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "draft_invalid"
+    assert error["details"]["last_draft"]["nodes"][0]["id"] == "payment_captured"
+    assert error["details"]["errors"], "the validator's errors are returned"
+    assert len(model.requests) == 3, "one draft and two repairs (ARCHITECT_MAX_REPAIRS=2)"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select count(*) from workflows").fetchone() == (0,)
+
+
+def test_revise_keeps_ids_and_positions_of_unchanged_nodes(api: TestClient, model: Model) -> None:
+    model.answers = [RECEIPT]
+    first = api.post("/workflow/draft", json={"prompt": "receipt"}).json()
+    renamed = node(
+        "whatsapp_receipt",
+        "action",
+        service="whatsapp",
+        task="send_message",
+        params_json=RECEIPT_PARAMS,
+    )
+    model.answers = [
+        {
+            **RECEIPT,
+            "nodes": [
+                RECEIPT["nodes"][0],
+                renamed,
+                node("two_days", "delay", duration="2d"),
+                node(
+                    "reminder",
+                    "action",
+                    service="whatsapp",
+                    task="send_message",
+                    params_json=json.dumps(
+                        {
+                            "to": "{{ trigger_data.payload.payment.entity.contact }}",
+                            "body": "Reminder for {{ steps.whatsapp_receipt.output.sid }}",
+                        }
+                    ),
+                ),
+            ],
+            "edges": [
+                edge("payment_captured", "whatsapp_receipt"),
+                edge("whatsapp_receipt", "two_days"),
+                edge("two_days", "reminder"),
+            ],
+        }
+    ]
+    response = api.post(
+        f"/workflows/{first['workflow_id']}/revise",
+        json={"instruction": "add a reminder two days later"},
+    )
+    assert response.status_code == 201, response.text
+    revised = response.json()
+    assert revised["version"] == 2
+    ids = [n["id"] for n in revised["blueprint"]["nodes"]]
+    assert ids == ["payment_captured", "send_receipt", "two_days", "reminder"]
+    reminder = revised["blueprint"]["nodes"][3]
+    assert "steps.send_receipt.output.sid" in reminder["params"]["body"]
+    before = {n["id"]: n["position"] for n in first["blueprint"]["nodes"]}
+    after = {n["id"]: n["position"] for n in revised["blueprint"]["nodes"]}
+    assert after["send_receipt"] == before["send_receipt"]
+    assert "Here is the current blueprint" in model.messages(1)[1]["content"]
+
+
+def test_dry_run_shows_resolved_inputs_and_stores_nothing(
+    api: TestClient, database_url: str
+) -> None:
+    blueprint = json.loads((EXAMPLES / "payment_link_followup" / "blueprint.json").read_text())
+    payload = json.loads((EXAMPLES / "payment_link_followup" / "payload.json").read_text())
+    wf = api.post("/workflows", json={"blueprint": blueprint}).json()
+    response = api.post(
+        f"/workflows/{wf['id']}/dry-run",
+        json={"payload": payload, "events": {"wait_paid": {"payload": {}}}},
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["status"] == "succeeded" and result["sandbox"] is True
+    nodes = {n["id"]: n for n in result["nodes"]}
+    assert nodes["create_link"]["input"]["amount"] == 1500000
+    assert nodes["create_link"]["output"]["sandbox"] is True
+    link = nodes["create_link"]["output"]["short_url"]
+    assert nodes["send_link"]["input"]["body"].endswith(link)
+    assert nodes["grace"]["output"]["short_circuited"] is True
+    assert nodes["thank_you"]["status"] == "succeeded" and nodes["reminder"]["status"] == "skipped"
+    assert nodes["alert_team"]["status"] == "skipped"
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select count(*) from workflow_runs").fetchone() == (0,)
+        assert conn.execute("select count(*) from workflow_logs").fetchone() == (0,)
+    bad = api.post(f"/workflows/{wf['id']}/dry-run", json={"events": {"create_link": {}}})
+    assert bad.status_code == 422 and bad.json()["error"]["details"][0]["loc"] == [
+        "body",
+        "events",
+        "create_link",
+    ]
+
+
+def test_without_a_model_drafting_is_503(client: TestClient) -> None:
+    response = client.post("/workflow/draft", json={"prompt": "anything"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "llm_not_configured"
+    assert "OPENAI_API_KEY" in response.json()["error"]["message"]
+
+
+def test_timeouts_and_rate_limits_are_retried_then_reported(api: TestClient, model: Model) -> None:
+    model.answers = [httpx2.ReadTimeout("model too slow")]
+    response = api.post("/workflow/draft", json={"prompt": "receipt"})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "llm_timeout"
+    assert len(model.requests) == 2, "LLM_MAX_ATTEMPTS=2"
+
+    model.requests.clear()
+    model.answers = [429]
+    response = api.post("/workflow/draft", json={"prompt": "receipt"})
+    assert response.status_code == 502 and response.json()["error"]["code"] == "llm_unavailable"
+    assert "rate limited" in response.json()["error"]["message"]
+    assert len(model.requests) == 2
+
+    model.requests.clear()
+    model.answers = [429, RECEIPT]
+    assert api.post("/workflow/draft", json={"prompt": "receipt"}).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"), [("   ", "must not be empty"), ("x" * 4001, "at most 4000 characters")]
+)
+def test_empty_or_oversize_prompt_is_422(api: TestClient, prompt: str, message: str) -> None:
+    response = api.post("/workflow/draft", json={"prompt": prompt})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"] == [{"loc": ["body", "prompt"], "message": message}]
