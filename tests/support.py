@@ -51,7 +51,8 @@ class Peer:
     """A threaded HTTP server on 127.0.0.1 that counts requests per path.
 
     ``script[path]`` is a list of statuses to answer in turn (the last one repeats);
-    ``handlers[path]`` overrides with a function ``(body) -> (status, json)``.
+    ``handlers[path]`` overrides with a function ``(body) -> (status, json or bytes)``; the body
+    is parsed JSON, or raw bytes when it is not JSON.
     """
 
     def __init__(self) -> None:
@@ -67,7 +68,10 @@ class Peer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else None
+                try:
+                    body = json.loads(raw) if raw else None
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    body = raw  # multipart uploads and other non-JSON bodies
                 path = self.path.split("?")[0]
                 with peer.lock:
                     peer.hits[path] += 1
@@ -80,9 +84,12 @@ class Peer:
                     statuses = peer.script.get(path, [200])
                     status = statuses[min(count, len(statuses)) - 1]
                     payload = {"path": path, "hit": count}
-                data = json.dumps(payload).encode()
+                raw_reply = isinstance(payload, bytes)
+                data = payload if raw_reply else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header(
+                    "content-type", "application/octet-stream" if raw_reply else "application/json"
+                )
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):

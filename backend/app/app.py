@@ -13,7 +13,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from backend.app.agents.architect import WorkflowArchitect, build_chat_model
 from backend.app.config import Settings, get_settings
 from backend.app.http import BodyLimitMiddleware, install_error_handlers
-from backend.app.routers import drafting, events, health, runs, tools, webhooks, workflows
+from backend.app.routers import (
+    channels,
+    drafting,
+    events,
+    health,
+    runs,
+    sessions,
+    tools,
+    webhooks,
+    workflows,
+)
+from backend.app.services.intent_service import IntentService
 from backend.app.store import migrations
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
@@ -58,16 +69,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    # Inngest's signed requests carry step memos and may exceed the API's body limit.
+    # Inngest's signed requests carry step memos and may exceed the API's body limit; voice
+    # uploads may be as large as the transcription API accepts.
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, exempt_prefixes=("/api/inngest",)
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        overrides={"/api/inngest": None, "/intent-parser": settings.max_audio_bytes + 65536},
     )
     install_error_handlers(app)
-    for module in (health, tools, workflows, drafting, runs, events, webhooks):
+    for module in (health, tools, workflows, drafting, runs, events, webhooks, channels, sessions):
         app.include_router(module.router)
     app.state.dispatcher = _serve_engine(app, settings)
     model = build_chat_model(settings)
     app.state.architect = None if model is None else WorkflowArchitect(model, settings)
+    app.state.intents = IntentService(model, settings)
     return app
 
 

@@ -83,6 +83,22 @@ class Settings(BaseSettings):
     architect_max_repairs: int = Field(default=2, ge=0, le=5)
     architect_max_prompt_chars: int = Field(default=4000, ge=1)
 
+    # Conversational channels (WhatsApp, voice)
+    public_base_url: str = Field(
+        default="http://localhost:8000",
+        description="The URL Twilio calls; X-Twilio-Signature is computed over it.",
+    )
+    default_currency: str = "INR"
+    default_phone_region: str = Field(default="IN", description="For numbers without +code.")
+    session_timeout_seconds: float = Field(default=1800, gt=0)
+    channel_reply_wait_seconds: float = Field(
+        default=10, ge=0, description="Wait this long to answer inline (Twilio allows 15 s)."
+    )
+    transcription_model: str = "whisper-1"
+    speech_model: str = "tts-1"
+    speech_voice: str = "alloy"
+    max_audio_bytes: int = 25 * 1024 * 1024
+
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
     twilio_account_sid: str | None = None

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, PayloadTooLarge
+from backend.app.services.intent_service import IntentService
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
@@ -41,7 +42,13 @@ def _architect(request: Request) -> WorkflowArchitect | None:
     return architect
 
 
+def _intents(request: Request) -> IntentService:
+    intents: IntentService = request.app.state.intents
+    return intents
+
+
 PoolDep = Annotated[Pool, Depends(_pool)]
+IntentsDep = Annotated[IntentService, Depends(_intents)]
 ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
@@ -94,21 +101,31 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class BodyLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 413 (by header, or while reading a
-    chunked body, which is buffered up to the limit and then handed on)."""
+    chunked body, which is buffered up to the limit and then handed on). ``overrides`` gives
+    path prefixes their own limit (None: unlimited)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, overrides: dict[str, int | None] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.exempt_prefixes = exempt_prefixes
+        self.overrides = overrides or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry."""
-        if scope["type"] != "http" or scope["path"].startswith(self.exempt_prefixes):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int | None = self.max_bytes
+        for prefix, override in self.overrides.items():
+            if scope["path"].startswith(prefix):
+                limit = override
+        if limit is None:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         chunks: list[bytes] = []
         size = 0
@@ -118,8 +135,8 @@ class BodyLimitMiddleware:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject(send)
+            if size > limit:
+                await self._reject(send, limit)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -131,8 +148,8 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        error = PayloadTooLarge(f"request body is over the {self.max_bytes}-byte limit")
+    async def _reject(self, send: Send, limit: int) -> None:
+        error = PayloadTooLarge(f"request body is over the {limit}-byte limit")
         body = json.dumps(error.to_body()).encode()
         await send(
             {

@@ -30,7 +30,7 @@ from tenacity import (
 
 from backend.app.config import Settings
 from backend.app.errors import AppError, InvalidBlueprint, LLMTimeout, LLMUnavailable
-from backend.app.integrations import TOOL_REGISTRY, BaseTool, ToolContext
+from backend.app.integrations import BaseTool, ToolContext, public_tools
 from backend.app.workflows.layout import layered_layout
 from backend.app.workflows.schema import validate_blueprint
 
@@ -189,7 +189,7 @@ def _tool_catalog(registry: dict[str, BaseTool]) -> str:
 
 def system_prompt(registry: dict[str, BaseTool] | None = None) -> str:
     """The architect's instructions, generated from the tool catalog and the blueprint rules."""
-    catalog = _tool_catalog(registry if registry is not None else TOOL_REGISTRY)
+    catalog = _tool_catalog(registry if registry is not None else public_tools())
     events = ", ".join(KNOWN_EVENTS)
     return f"""You design automation workflows ("blueprints") for a durable workflow engine.
 Answer with one blueprint: nodes and edges forming a directed acyclic graph.
@@ -250,7 +250,7 @@ class WorkflowArchitect:
         model: a LangChain chat model supporting ``with_structured_output(method="json_schema")``
             (``ChatOpenAI`` in production).
         settings: repair budget, retry policy, prompt limits.
-        registry: the tool catalog (default ``TOOL_REGISTRY``).
+        registry: the tool catalog (default: the public tools of ``TOOL_REGISTRY``).
     """
 
     def __init__(
@@ -259,7 +259,7 @@ class WorkflowArchitect:
         settings: Settings,
         registry: dict[str, BaseTool] | None = None,
     ) -> None:
-        self.registry = registry if registry is not None else TOOL_REGISTRY
+        self.registry = registry if registry is not None else public_tools()
         self.settings = settings
         self.structured = model.with_structured_output(
             DraftBlueprint, method="json_schema", strict=True, include_raw=True

@@ -1,13 +1,49 @@
 """Integrations and ``TOOL_REGISTRY``: adding a tool is one file and one line here."""
 
-from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from backend.app.integrations.base import (
+    BaseTool,
+    Command,
+    Slot,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+)
+from backend.app.integrations.channel_tool import ChannelTool
 from backend.app.integrations.http_tool import HttpTool
+from backend.app.integrations.llm_tool import LLMTool
 from backend.app.integrations.razorpay_tool import RazorpayTool
+from backend.app.integrations.sessions_tool import SessionsTool
 from backend.app.integrations.transform import TransformTool
 from backend.app.integrations.whatsapp import WhatsAppTool
 
 TOOL_REGISTRY: dict[str, BaseTool] = {
-    tool.service: tool for tool in (WhatsAppTool(), RazorpayTool(), HttpTool(), TransformTool())
+    tool.service: tool
+    for tool in (
+        WhatsAppTool(),
+        RazorpayTool(),
+        HttpTool(),
+        TransformTool(),
+        LLMTool(),
+        SessionsTool(),
+        ChannelTool(),
+    )
 }
 
-__all__ = ["TOOL_REGISTRY", "BaseTool", "Task", "TaskParams", "ToolContext", "ToolError"]
+
+def public_tools() -> dict[str, BaseTool]:
+    """The tools users and the architect see (internal ones serve system blueprints)."""
+    return {service: tool for service, tool in TOOL_REGISTRY.items() if not tool.internal}
+
+
+__all__ = [
+    "TOOL_REGISTRY",
+    "BaseTool",
+    "Command",
+    "Slot",
+    "Task",
+    "TaskParams",
+    "ToolContext",
+    "ToolError",
+    "public_tools",
+]

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,6 +29,47 @@ class TaskParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+SlotType = Literal["text", "money", "phone", "email", "date", "number"]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A detail a spoken/typed command needs.
+
+    Attributes:
+        type: how the value is normalised (money -> minor units + currency, phone -> E.164,
+            date -> ISO 8601).
+        question: what to ask when it is missing.
+    """
+
+    name: str
+    type: SlotType
+    required: bool
+    question: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    """Declares a task as a user command (an intent) for the WhatsApp and voice channels.
+
+    Attributes:
+        intent: e.g. ``CREATE_INVOICE``.
+        slots: what to extract or ask for.
+        build_params: normalised slots -> the task's params.
+        reply: template for the answer; ``trigger_data`` holds the slots and
+            ``steps.act.output`` the task's output.
+        confirm: ask yes/no before running (anything that moves money).
+    """
+
+    intent: str
+    description: str
+    slots: tuple[Slot, ...]
+    build_params: Callable[[dict[str, Any]], dict[str, Any]]
+    reply: str
+    confirm: bool = False
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of a tool.
@@ -36,11 +78,13 @@ class Task:
         params: Pydantic model the (rendered) params must satisfy.
         description: one line for people and for the architect's prompt.
         result: JSON-schema-like description of the output's fields (``{"sid": "string"}``).
+        command: set when users may ask for this task in plain language.
     """
 
     params: type[TaskParams]
     description: str
     result: dict[str, str] = field(default_factory=dict)
+    command: Command | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +129,9 @@ class BaseTool(ABC):
     service: ClassVar[str]
     description: ClassVar[str]
     tasks: ClassVar[dict[str, Task]]
+    #: Internal tools serve the system's own blueprints (session timeouts, channel replies):
+    #: hidden from the architect, the intent catalog and ``GET /tools``.
+    internal: ClassVar[bool] = False
 
     @abstractmethod
     def has_credentials(self, settings: Settings) -> bool:

@@ -21,6 +21,8 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError
 from backend.app.config import Settings
 from backend.app.integrations.base import (
     BaseTool,
+    Command,
+    Slot,
     Task,
     TaskParams,
     ToolContext,
@@ -91,6 +93,57 @@ class RefundPayment(TaskParams):
     notes: dict[str, str] | None = None
 
 
+def _customer(slots: dict[str, Any]) -> dict[str, Any]:
+    customer = {
+        "name": slots.get("customer_name"),
+        "contact": slots.get("customer_phone"),
+        "email": slots.get("customer_email"),
+    }
+    return {k: v for k, v in customer.items() if v}
+
+
+def _invoice_params(slots: dict[str, Any]) -> dict[str, Any]:
+    amount = slots["amount"]
+    return {
+        "customer": _customer(slots),
+        "line_items": [
+            {
+                "name": slots.get("description") or "Invoice",
+                "amount": amount["amount_minor"],
+                "quantity": 1,
+            }
+        ],
+        "currency": amount["currency"],
+        "description": slots.get("description"),
+    }
+
+
+def _link_params(slots: dict[str, Any]) -> dict[str, Any]:
+    amount = slots["amount"]
+    params: dict[str, Any] = {
+        "amount": amount["amount_minor"],
+        "currency": amount["currency"],
+        "description": slots.get("description"),
+    }
+    customer = _customer(slots)
+    if customer:
+        params["customer"] = customer
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _refund_params(slots: dict[str, Any]) -> dict[str, Any]:
+    params: dict[str, Any] = {"payment_id": slots["payment_id"]}
+    if slots.get("amount"):
+        params["amount"] = slots["amount"]["amount_minor"]
+    return params
+
+
+_CUSTOMER_SLOTS = (
+    Slot("customer_phone", "phone", False, "What is the customer's phone number?"),
+    Slot("customer_email", "email", False, "What is the customer's email?"),
+)
+
+
 def _refund_key(idempotency_key: str) -> str:
     return idempotency_key.replace(":", "_")
 
@@ -106,6 +159,20 @@ class RazorpayTool(BaseTool):
     description = "Collect and refund payments in India with Razorpay (amounts in paise)."
     tasks = {
         "create_payment_link": Task(
+            command=Command(
+                intent="CREATE_PAYMENT_LINK",
+                description="Create a payment link for an amount, optionally for a customer.",
+                slots=(
+                    Slot("amount", "money", True, "How much should the payment link be for?"),
+                    Slot("customer_name", "text", False, "Who is it for?"),
+                    Slot("description", "text", False, "What is it for?"),
+                    *_CUSTOMER_SLOTS,
+                ),
+                build_params=_link_params,
+                reply="Payment link for {{ trigger_data.amount.display }}: "
+                "{{ steps.act.output.short_url }}",
+                confirm=True,
+            ),
             params=CreatePaymentLink,
             description="Create a shareable payment link for an amount.",
             result={
@@ -117,6 +184,20 @@ class RazorpayTool(BaseTool):
             },
         ),
         "create_invoice": Task(
+            command=Command(
+                intent="CREATE_INVOICE",
+                description="Create and issue an invoice to a customer for an amount.",
+                slots=(
+                    Slot("customer_name", "text", True, "Who should the invoice be for?"),
+                    Slot("amount", "money", True, "How much should the invoice be for?"),
+                    Slot("description", "text", False, "What is the invoice for?"),
+                    *_CUSTOMER_SLOTS,
+                ),
+                build_params=_invoice_params,
+                reply="Invoice {{ steps.act.output.id }} for {{ trigger_data.customer_name }} "
+                "({{ trigger_data.amount.display }}): {{ steps.act.output.short_url }}",
+                confirm=True,
+            ),
             params=CreateInvoice,
             description="Create and issue an invoice to a customer.",
             result={
@@ -139,6 +220,18 @@ class RazorpayTool(BaseTool):
             },
         ),
         "refund_payment": Task(
+            command=Command(
+                intent="REFUND_PAYMENT",
+                description="Refund a payment by its id, fully or a given amount.",
+                slots=(
+                    Slot("payment_id", "text", True, "Which payment should I refund (pay_…)?"),
+                    Slot("amount", "money", False, "How much should I refund?"),
+                ),
+                build_params=_refund_params,
+                reply="Refund {{ steps.act.output.id }} for payment {{ trigger_data.payment_id }}"
+                " is {{ steps.act.output.status }}.",
+                confirm=True,
+            ),
             params=RefundPayment,
             description="Refund a captured payment, fully or partly.",
             result={

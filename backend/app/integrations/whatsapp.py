@@ -20,6 +20,8 @@ from twilio.rest import Client
 from backend.app.config import Settings
 from backend.app.integrations.base import (
     BaseTool,
+    Command,
+    Slot,
     Task,
     TaskParams,
     ToolContext,
@@ -67,6 +69,16 @@ class WhatsAppTool(BaseTool):
     description = "Send WhatsApp messages to customers through Twilio."
     tasks = {
         "send_message": Task(
+            command=Command(
+                intent="SEND_WHATSAPP",
+                description="Send a WhatsApp message to a phone number.",
+                slots=(
+                    Slot("to", "phone", True, "Who should I send it to (phone number)?"),
+                    Slot("message", "text", True, "What should the message say?"),
+                ),
+                build_params=lambda slots: {"to": slots["to"], "body": slots["message"]},
+                reply="Sent your WhatsApp message to {{ trigger_data.to }}.",
+            ),
             params=SendMessage,
             description="Send a WhatsApp message (text, optionally one media attachment).",
             result={"sid": "string (Twilio message SID)", "status": "string", "to": "string"},

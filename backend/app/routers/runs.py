@@ -45,6 +45,15 @@ async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> 
     )
 
 
+@router.get("/runs")
+async def list_runs(
+    pool: PoolDep,
+    trace_id: Annotated[str, Query(min_length=1, max_length=100, description="A command's trace")],
+) -> dict[str, Any]:
+    """Runs started by one command: ``trace_id`` links message -> intent -> run."""
+    return {"runs": await run_service.list_by_trace(pool, trace_id)}
+
+
 @router.get("/runs/{run_id}")
 async def get_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
     """Run status, trigger data, output/error and every node's state in blueprint order."""

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from backend.app.http import SettingsDep
-from backend.app.integrations import TOOL_REGISTRY, ToolContext
+from backend.app.integrations import ToolContext, public_tools
 from backend.app.workflows.schema import blueprint_json_schema
 
 router = APIRouter(tags=["catalog"])
@@ -39,6 +39,6 @@ async def list_tools(settings: SettingsDep) -> dict[str, Any]:
                     for name, task in tool.tasks.items()
                 ],
             }
-            for tool in TOOL_REGISTRY.values()
+            for tool in public_tools().values()
         ]
     }

@@ -42,6 +42,8 @@ async def start(
     payload: Any,
     idempotency_key: str | None,
     user_id: str | None = None,
+    trace_id: str | None = None,
+    origin: str = "adhoc",
 ) -> tuple[UUID, bool]:
     """Queue a run of a saved workflow (``version`` default: latest) or of an ad-hoc blueprint.
 
@@ -66,7 +68,7 @@ async def start(
         if blueprint is not None:
             parsed = validate_blueprint(blueprint)
             row = await workflow_service.create_in(
-                conn, parsed, name=None, description=None, user_id=user_id, origin="adhoc"
+                conn, parsed, name=None, description=None, user_id=user_id, origin=origin
             )
             workflow_id, version, owner = row["id"], 1, user_id
         else:
@@ -85,10 +87,17 @@ async def start(
             trigger_data=payload,
             idempotency_key=idempotency_key,
             engine=dispatcher.engine,
+            trace_id=trace_id,
         )
     if created:
         await dispatch(pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)])
     return run_id, created
+
+
+async def list_by_trace(pool: Pool, trace_id: str) -> list[dict[str, Any]]:
+    """Runs a command (trace id) started."""
+    async with pool.connection() as conn:
+        return [dict(r) for r in await store.list_by_trace(conn, trace_id)]
 
 
 async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:

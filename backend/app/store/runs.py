@@ -26,13 +26,15 @@ async def create(
     trigger_data: Any,
     idempotency_key: str | None,
     engine: str = "embedded",
+    trace_id: str | None = None,
 ) -> tuple[UUID, bool]:
     """Queue a run for ``engine``. Returns ``(run_id, created)``; ``created`` is False when a run
     with the same idempotency key already existed (that run's id is returned)."""
     cur = await conn.execute(
-        "insert into workflow_runs (workflow_id, version, trigger_data, idempotency_key, engine)"
-        " values (%s, %s, %s, %s, %s) on conflict (idempotency_key) do nothing returning id",
-        (workflow_id, version, jsonb(trigger_data), idempotency_key, engine),
+        "insert into workflow_runs"
+        " (workflow_id, version, trigger_data, idempotency_key, engine, trace_id)"
+        " values (%s, %s, %s, %s, %s, %s) on conflict (idempotency_key) do nothing returning id",
+        (workflow_id, version, jsonb(trigger_data), idempotency_key, engine, trace_id),
     )
     row = await cur.fetchone()
     if row is not None:
@@ -53,11 +55,21 @@ async def get(conn: Conn, run_id: UUID) -> DictRow | None:
     """The run row (without lease columns), or None."""
     cur = await conn.execute(
         "select id, workflow_id, version, status, engine, trigger_data, output, error,"
-        " idempotency_key, wake_at, created_at, started_at, finished_at, updated_at"
+        " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at"
         " from workflow_runs where id = %s",
         (run_id,),
     )
     return await cur.fetchone()
+
+
+async def list_by_trace(conn: Conn, trace_id: str) -> list[DictRow]:
+    """Runs started for one command (trace id), oldest first."""
+    cur = await conn.execute(
+        "select id, workflow_id, version, status, error, output, trace_id, created_at,"
+        " started_at, finished_at from workflow_runs where trace_id = %s order by created_at",
+        (trace_id,),
+    )
+    return await cur.fetchall()
 
 
 async def list_for_workflow(

@@ -119,3 +119,23 @@ async def active_for_event(conn: Conn, event_name: str) -> list[DictRow]:
         (event_name,),
     )
     return await cur.fetchall()
+
+
+async def active_with_intent_triggers(conn: Conn) -> list[DictRow]:
+    """Active workflows whose live version starts from an ``intent`` trigger, with blueprints."""
+    cur = await conn.execute(
+        "select w.id as workflow_id, w.active_version as version, w.name, w.user_id, v.blueprint"
+        " from workflows w"
+        " join workflow_versions v on v.workflow_id = w.id and v.version = w.active_version"
+        " where v.trigger_kind = 'intent' order by w.created_at"
+    )
+    return await cur.fetchall()
+
+
+async def find_system(conn: Conn, name: str) -> DictRow | None:
+    """A system workflow (origin ``system``) by name."""
+    cur = await conn.execute(
+        "select * from workflows where origin = 'system' and name = %s order by created_at limit 1",
+        (name,),
+    )
+    return await cur.fetchone()

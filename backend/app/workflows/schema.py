@@ -95,6 +95,16 @@ class _Node(_Model):
     position: Position | None = None
 
 
+class IntentSlot(_Model):
+    """A detail an intent-triggered workflow needs; it arrives as ``trigger_data.<name>``."""
+
+    name: NodeId
+    type: Literal["text", "money", "phone", "email", "date", "number"] = "text"
+    required: bool = True
+    question: str = Field(min_length=1, max_length=300)
+    description: str = ""
+
+
 class TriggerNode(_Node):
     """Where a run starts. Its output is the trigger data."""
 
@@ -106,6 +116,15 @@ class TriggerNode(_Node):
         description="For event/webhook triggers: the event name, e.g. razorpay/payment.captured.",
     )
     cron: str | None = Field(default=None, description="For schedule triggers (not run yet).")
+    intent: str | None = Field(
+        default=None,
+        pattern=r"^[A-Z][A-Z0-9_]{1,63}$",
+        description="For intent triggers: the command name users invoke, e.g. SEND_REMINDERS.",
+    )
+    slots: list[IntentSlot] = Field(
+        default_factory=list, description="For intent triggers: details to collect first."
+    )
+    confirm: bool = Field(default=False, description="Intent triggers: ask yes/no first.")
 
 
 class RetryPolicy(_Model):
@@ -348,6 +367,8 @@ class _GraphChecker:
                 self.add([*loc, "event"], f"a {node.trigger} trigger needs an event name", node.id)
             if node.trigger == "schedule" and not node.cron:
                 self.add([*loc, "cron"], "a schedule trigger needs a cron expression", node.id)
+            if node.trigger == "intent" and not node.intent:
+                self.add([*loc, "intent"], "an intent trigger needs an intent name", node.id)
         elif isinstance(node, ActionNode):
             self._check_action(graph, loc, node)
         elif isinstance(node, EndNode):

@@ -1,0 +1,100 @@
+"""Conversational entry points: ``POST /intent-parser`` (text or voice) and ``POST /whatsapp``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.datastructures import UploadFile
+
+from backend.app.errors import AppError, ValidationFailed
+from backend.app.http import DispatcherDep, IntentsDep, PoolDep, SettingsDep
+from backend.app.services import channel_service
+
+router = APIRouter(tags=["channels"])
+_TRUE = ("1", "true", "yes", "on")
+
+
+@router.post("/intent-parser")
+async def intent_parser(
+    request: Request,
+    pool: PoolDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    intents: IntentsDep,
+) -> dict[str, Any]:
+    """One conversational turn from text or audio.
+
+    Multipart (``audio_file`` and/or ``text``) or form or JSON (``text``); ``session_id``
+    required; ``reply_audio`` true adds a spoken reply (base64 mp3). Response: ``{status:
+    completed|needs_input|no_action|failed, reply, analysis: {intent, entities, missing_slots,
+    transcript}, run_id, trace_id, session_id, reply_audio?}``. Audio: flac, mp3, mp4, mpeg,
+    mpga, m4a, ogg, wav, webm (else 415), at most 25 MB (else 413).
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    audio = None
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        form = await request.form(max_part_size=settings.max_audio_bytes + 1)
+        fields: dict[str, Any] = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
+        upload = form.get("audio_file")
+        if isinstance(upload, UploadFile):
+            audio = (await upload.read(), upload.filename, upload.content_type)
+    elif kind == "application/json":
+        try:
+            fields = json.loads(await request.body())
+        except json.JSONDecodeError as exc:
+            raise AppError(
+                f"request body is not valid JSON: {exc.msg}",
+                code="malformed_json",
+                details=[{"loc": ["body"], "message": exc.msg}],
+            ) from None
+        if not isinstance(fields, dict):
+            raise ValidationFailed(["body"], "must be a JSON object")
+    else:
+        raise ValidationFailed(
+            ["header", "content-type"],
+            "send multipart/form-data (audio_file, text), a form, or JSON (text)",
+        )
+    session_ref = str(fields.get("session_id") or "").strip()
+    if not session_ref or len(session_ref) > 200:
+        raise ValidationFailed(["body", "session_id"], "required (1-200 characters)")
+    text = fields.get("text")
+    if audio is None and not (isinstance(text, str) and text.strip()):
+        raise ValidationFailed(["body", "text"], "give text or an audio_file")
+    reply_audio = (
+        str(fields.get("reply_audio", "")).lower() in _TRUE or fields.get("reply_audio") is True
+    )
+    return await channel_service.voice_or_text(
+        pool,
+        dispatcher,
+        settings,
+        intents,
+        session_ref=session_ref,
+        text=text if isinstance(text, str) else None,
+        audio=audio,
+        reply_audio=reply_audio,
+    )
+
+
+@router.post("/whatsapp")
+async def whatsapp_webhook(
+    request: Request,
+    pool: PoolDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    intents: IntentsDep,
+) -> Response:
+    """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
+    nothing stored, on mismatch); answers in TwiML."""
+    form = await request.form()
+    params = {key: str(value) for key, value in form.items()}
+    url = settings.public_base_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    channel_service.verify_twilio(
+        settings, url, params, request.headers.get("X-Twilio-Signature", "")
+    )
+    body = await channel_service.whatsapp(pool, dispatcher, settings, intents, params)
+    return Response(content=body, media_type="application/xml")

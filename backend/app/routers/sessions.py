@@ -1,0 +1,22 @@
+"""Conversation sessions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path
+
+from backend.app.http import PoolDep
+from backend.app.services import session_service
+
+router = APIRouter(tags=["sessions"])
+
+
+@router.get("/sessions/{session_id}")
+async def get_session(
+    session_id: Annotated[UUID, Path(description="Session id")], pool: PoolDep
+) -> dict[str, Any]:
+    """State (open/closed), pending intent and slots, every message in and out, and the summary
+    stored when the session closed after inactivity."""
+    return await session_service.get(pool, session_id)

@@ -1,0 +1,167 @@
+"""Carry out an understood command: one tool task, or a whole intent-triggered workflow.
+
+A tool command runs as a small run of its own (trigger -> ``act``), so it gets the engine's
+retries, idempotency key, logs and trace like any workflow. The caller waits up to
+``CHANNEL_REPLY_WAIT_SECONDS`` to answer inline. For WhatsApp the run also carries a late reply:
+``hold`` (a durable delay just past the inline wait) -> ``channel.reply``, which delivers the
+answer only if the webhook could not (see ``integrations/channel_tool.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from backend.app.config import Settings
+from backend.app.services import run_service
+from backend.app.services.intent_service import Intent
+from backend.app.store.db import Pool
+from backend.app.workflows import expressions
+from backend.app.workflows.runners import Dispatcher
+
+ACT = "act"
+
+
+@dataclass(frozen=True)
+class LateReply:
+    """Where a late answer goes: the pre-created outbound message and the user's number."""
+
+    message_id: int
+    to: str
+
+
+@dataclass
+class ActionOutcome:
+    """Result of carrying out a command. ``done`` False: still running, answered later."""
+
+    status: str  # completed | failed
+    reply: str
+    run_id: UUID
+    done: bool
+
+
+def _failure_text(error: dict[str, Any] | None) -> str:
+    message = (error or {}).get("message", "unknown error")
+    return f"Sorry, that didn't work: {message}"
+
+
+def command_blueprint(
+    intent: Intent, slots: dict[str, Any], late: LateReply | None, settings: Settings
+) -> dict[str, Any]:
+    """The run a tool command becomes."""
+    assert intent.command is not None and intent.service and intent.task
+    nodes: list[dict[str, Any]] = [
+        {"id": "command", "type": "trigger", "trigger": "manual", "name": intent.name},
+        {
+            "id": ACT,
+            "type": "action",
+            "service": intent.service,
+            "task": intent.task,
+            "name": intent.description,
+            "params": intent.command.build_params(slots),
+        },
+    ]
+    edges = [{"source": "command", "target": ACT}]
+    if late is not None:
+        nodes[1]["on_error"] = "continue"  # a failure is still reported to the user
+        text = (
+            "{% if steps.act.output.error is defined %}Sorry, that didn't work: "
+            "{{ steps.act.output.error.message }}{% else %}" + intent.command.reply + "{% endif %}"
+        )
+        nodes += [
+            {"id": "hold", "type": "delay", "duration": settings.channel_reply_wait_seconds + 2},
+            {
+                "id": "reply",
+                "type": "action",
+                "service": "channel",
+                "task": "reply",
+                "params": {"message_id": late.message_id, "to": late.to, "text": text},
+            },
+        ]
+        edges += [{"source": ACT, "target": "hold"}, {"source": "hold", "target": "reply"}]
+    return {"name": f"command {intent.name}", "nodes": nodes, "edges": edges}
+
+
+async def _wait(pool: Pool, run_id: UUID, settings: Settings, node: str | None) -> dict[str, Any]:
+    """Poll the run until ``node`` (or the whole run) finished, or the inline wait is over."""
+    deadline = time.monotonic() + settings.channel_reply_wait_seconds
+    while True:
+        run = await run_service.get(pool, run_id)
+        states = {n["id"]: n["status"] for n in run["nodes"]}
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        if node is not None and states.get(node) in ("succeeded", "failed"):
+            return run
+        if time.monotonic() >= deadline:
+            return run
+        await asyncio.sleep(0.05)
+
+
+async def execute(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intent: Intent,
+    slots: dict[str, Any],
+    trace_id: str,
+    *,
+    late: LateReply | None = None,
+) -> ActionOutcome:
+    """Start the command's run and answer within the inline wait if it finishes in time.
+
+    Raises:
+        EngineUnavailable: the engine did not take the run (503).
+    """
+    if intent.workflow_id is not None:
+        run_id, _ = await run_service.start(
+            pool,
+            dispatcher,
+            workflow_id=intent.workflow_id,
+            version=intent.version,
+            blueprint=None,
+            payload=slots,
+            idempotency_key=f"command:{trace_id}",
+            trace_id=trace_id,
+        )
+        run = await _wait(pool, run_id, settings, None)
+        if run["status"] == "succeeded":
+            return ActionOutcome("completed", f"Done: {intent.description}", run_id, True)
+        if run["status"] == "failed":
+            return ActionOutcome("failed", _failure_text(run["error"]), run_id, True)
+        return ActionOutcome(
+            "completed",
+            f"Started: {intent.description}. It carries on in the background (run {run_id}).",
+            run_id,
+            False,
+        )
+
+    run_id, _ = await run_service.start(
+        pool,
+        dispatcher,
+        workflow_id=None,
+        version=None,
+        blueprint=command_blueprint(intent, slots, late, settings),
+        payload=slots,
+        idempotency_key=f"command:{trace_id}",
+        trace_id=trace_id,
+        origin="channel",
+    )
+    run = await _wait(pool, run_id, settings, ACT)
+    act = next(n for n in run["nodes"] if n["id"] == ACT)
+    if act["status"] == "succeeded":
+        assert intent.command is not None
+        context = {"trigger_data": slots, "steps": {ACT: {"output": act["output"]}}}
+        try:
+            reply = str(expressions.render(intent.command.reply, context))
+        except expressions.ExpressionError:
+            reply = f"Done: {intent.description}"
+        return ActionOutcome("completed", reply, run_id, True)
+    if act["status"] == "failed" or run["status"] == "failed":
+        error = act.get("error") or run["error"]
+        return ActionOutcome("failed", _failure_text(error), run_id, True)
+    return ActionOutcome(
+        "completed", "I'm working on it and will message you when it's done.", run_id, False
+    )

@@ -1,0 +1,192 @@
+"""The two conversational entry points: Twilio WhatsApp webhooks and ``/intent-parser``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from backend.app.config import Settings
+from backend.app.errors import AppError, ValidationFailed
+from backend.app.services import conversation_service, speech_service
+from backend.app.services.conversation_service import Turn
+from backend.app.services.intent_service import IntentService
+from backend.app.store import events as events_store
+from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class WhatsAppNotConfigured(AppError):
+    """No Twilio auth token, so no webhook can be verified (503)."""
+
+    status_code = 503
+    code = "whatsapp_not_configured"
+
+
+class SignatureRejected(AppError):
+    """X-Twilio-Signature did not verify (403); nothing was stored."""
+
+    status_code = 403
+    code = "invalid_signature"
+
+
+def turn_body(turn: Turn) -> dict[str, Any]:
+    """The JSON answer of ``/intent-parser``."""
+    return {
+        "status": turn.status,
+        "reply": turn.reply,
+        "analysis": turn.analysis,
+        "run_id": turn.run_id,
+        "trace_id": turn.trace_id,
+        "session_id": turn.session_id,
+    }
+
+
+async def voice_or_text(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intents: IntentService,
+    *,
+    session_ref: str,
+    text: str | None,
+    audio: tuple[bytes, str | None, str | None] | None,
+    reply_audio: bool,
+) -> dict[str, Any]:
+    """Handle an ``/intent-parser`` request: transcribe audio if given, then one turn.
+
+    Raises:
+        UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
+        LLM*/EngineUnavailable as the conversation does.
+    """
+    transcript = None
+    media = None
+    if audio is not None:
+        data, filename, content_type = audio
+        fmt = speech_service.audio_format(filename, content_type)
+        speech_service.check_size(data, settings)
+        transcript = await speech_service.transcribe(data, fmt, settings)
+        media = {"filename": filename, "content_type": content_type, "bytes": len(data)}
+        text = transcript
+    if not text or not text.strip():
+        raise ValidationFailed(["body", "text"], "nothing to understand: the text is empty")
+    turn = await conversation_service.handle(
+        pool,
+        dispatcher,
+        settings,
+        intents,
+        channel="voice",
+        user_ref=session_ref,
+        text=text.strip(),
+        transcript=transcript,
+        media=media,
+    )
+    body = turn_body(turn)
+    if reply_audio:
+        body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+    return body
+
+
+def verify_twilio(settings: Settings, url: str, params: dict[str, str], signature: str) -> None:
+    """Check ``X-Twilio-Signature`` with the twilio SDK's ``RequestValidator`` over the public
+    URL Twilio called (``PUBLIC_BASE_URL`` + path + query) and every POSTed parameter
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-security).
+
+    Raises:
+        WhatsAppNotConfigured: 503 without ``TWILIO_AUTH_TOKEN``. SignatureRejected: 403.
+    """
+    if settings.twilio_auth_token is None:
+        raise WhatsAppNotConfigured("set TWILIO_AUTH_TOKEN to receive WhatsApp messages")
+    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    if not signature or not validator.validate(url, params, signature):
+        raise SignatureRejected("X-Twilio-Signature does not match this request")
+
+
+async def _download(url: str, settings: Settings) -> bytes:
+    auth = None
+    if settings.twilio_account_sid and settings.twilio_auth_token:
+        auth = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
+    async with httpx.AsyncClient(auth=auth, follow_redirects=True, timeout=30) as client:
+        response = await client.get(url)
+        response.raise_for_status()
+        return response.content
+
+
+def twiml(text: str | None) -> str:
+    """A TwiML ``<Response>``, with one message when ``text`` is given."""
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)
+
+
+async def whatsapp(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intents: IntentService,
+    params: dict[str, str],
+) -> str:
+    """Handle a verified Twilio WhatsApp webhook; returns TwiML.
+
+    Idempotent on ``MessageSid`` (Twilio retries): a repeat gets an empty response. A voice note
+    (``MediaContentType0`` audio/*) is downloaded with Twilio auth and transcribed. If handling
+    crashes, the delivery is forgotten so Twilio's retry is processed; a known error (model not
+    configured, engine down) is answered with an apology instead.
+    """
+    sid = params.get("MessageSid") or params.get("SmsMessageSid") or ""
+    sender = params.get("From", "")
+    if not sid or not sender:
+        raise AppError(
+            "not a Twilio message webhook (MessageSid and From are required)",
+            code="invalid_payload",
+            details=[{"loc": ["body", "MessageSid"], "message": "required"}],
+        )
+    async with pool.connection() as conn:
+        if not await events_store.record_delivery(conn, "twilio", sid, "twilio/message"):
+            return twiml(None)
+    try:
+        text = params.get("Body", "")
+        transcript = None
+        media: dict[str, Any] | None = None
+        if int(params.get("NumMedia", "0") or 0) > 0:
+            kind = params.get("MediaContentType0", "")
+            media = {"url": params.get("MediaUrl0"), "content_type": kind}
+            if kind.startswith("audio/") and params.get("MediaUrl0"):
+                data = await _download(params["MediaUrl0"], settings)
+                fmt = speech_service.audio_format(None, kind)
+                speech_service.check_size(data, settings)
+                transcript = await speech_service.transcribe(data, fmt, settings)
+                media = {**(media or {}), "bytes": len(data)}
+                text = transcript
+        if not text.strip():
+            return twiml("Sorry, I can only read text and voice notes.")
+        turn = await conversation_service.handle(
+            pool,
+            dispatcher,
+            settings,
+            intents,
+            channel="whatsapp",
+            user_ref=sender,
+            text=text.strip(),
+            transcript=transcript,
+            media=media,
+            provider_message_id=sid,
+            reply_to=sender,
+        )
+    except AppError as exc:
+        log.warning("whatsapp message %s: %s", sid, exc.message)
+        return twiml(f"Sorry, I can't handle that right now ({exc.message}).")
+    except Exception:
+        async with pool.connection() as conn:
+            await conn.execute(
+                "delete from webhook_deliveries where provider = 'twilio' and delivery_id = %s",
+                (sid,),
+            )
+        raise
+    return twiml(turn.reply if turn.send else None)

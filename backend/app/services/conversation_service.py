@@ -1,0 +1,273 @@
+"""One conversation turn: understand the message, fill slots across turns, confirm, act, answer.
+
+State per session (``sessions.state.pending``): the intent being filled, its slots (merged
+turn by turn, never replaced wholesale), its trace id, and whether the assistant is waiting for
+details or for a yes/no. "cancel" / "never mind" abandons it; anything that moves money asks for
+confirmation first; a "no" does nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from backend.app.config import Settings
+from backend.app.services import action_service, intent_service, session_service
+from backend.app.services.action_service import LateReply
+from backend.app.services.intent_service import Analysis, Intent, IntentService
+from backend.app.store import sessions as store
+from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher
+
+
+@dataclass
+class Turn:
+    """The answer to one message (the shape of ``/intent-parser``'s response)."""
+
+    status: str  # completed | needs_input | no_action | failed
+    reply: str
+    session_id: UUID
+    trace_id: str
+    analysis: dict[str, Any]
+    run_id: UUID | None = None
+    #: The outbound message row; ``answered``: ``reply`` is the answer (not an acknowledgement);
+    #: ``send``: include ``reply`` in the HTTP response (False when the run already sent it).
+    outbound_id: int | None = None
+    answered: bool = True
+    send: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, dict) and "display" in value:
+        return str(value["display"])
+    return str(value)
+
+
+def _confirmation(intent: Intent, slots: dict[str, Any]) -> str:
+    details = ", ".join(
+        f"{s.name.replace('_', ' ')}: {_display(slots[s.name])}"
+        for s in intent.slots
+        if s.name in slots
+    )
+    return (
+        f"Please confirm — {intent.description[0].lower()}{intent.description[1:]} "
+        f"({details}). Reply yes to go ahead or no to cancel."
+    )
+
+
+def _help(intents: dict[str, Intent]) -> str:
+    things = "; ".join(i.description.rstrip(".").lower() for i in intents.values())
+    return f"Sorry, I didn't catch what you need. I can: {things}."
+
+
+async def handle(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intents_reader: IntentService,
+    *,
+    channel: str,
+    user_ref: str,
+    text: str,
+    transcript: str | None = None,
+    media: Any = None,
+    provider_message_id: str | None = None,
+    reply_to: str | None = None,
+) -> Turn:
+    """Process one inbound message of (``channel``, ``user_ref``) and produce the answer.
+
+    ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
+    run itself sends the answer to that number.
+
+    Raises:
+        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502. EngineUnavailable: 503.
+    """
+    async with pool.connection() as conn, conn.transaction():
+        session = await store.open_for(conn, channel, user_ref)
+        inbound_id = await store.add_message(
+            conn,
+            session["id"],
+            "in",
+            text=text,
+            transcript=transcript,
+            media=media,
+            provider_message_id=provider_message_id,
+        )
+    session_id: UUID = session["id"]
+    state: dict[str, Any] = dict(session["state"] or {})
+    pending: dict[str, Any] | None = state.get("pending")
+    intents = await intent_service.catalog(pool)
+    analysis = await intents_reader.analyze(text, intents, pending)
+    turn = await _decide(
+        pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
+    )
+    turn.analysis["transcript"] = transcript
+
+    async with pool.connection() as conn, conn.transaction():
+        await store.annotate_message(
+            conn,
+            inbound_id,
+            intent=turn.analysis["intent"],
+            entities=turn.analysis["entities"],
+            trace_id=turn.trace_id,
+        )
+        if turn.outbound_id is None or not turn.answered:
+            # The answer itself, or the acknowledgement sent while the run finishes the work.
+            ack = await store.add_message(
+                conn, session_id, "out", text=turn.reply, trace_id=turn.trace_id, delivery="inline"
+            )
+            turn.outbound_id = turn.outbound_id or ack
+        await store.save_state(conn, session_id, state)
+    await session_service.schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
+    return turn
+
+
+async def _decide(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intents: dict[str, Intent],
+    analysis: Analysis,
+    pending: dict[str, Any] | None,
+    session_id: UUID,
+    reply_to: str | None,
+    state: dict[str, Any],
+) -> Turn:
+    trace_id = (pending or {}).get("trace_id") or uuid.uuid4().hex
+
+    def turn(
+        status: str, reply: str, intent: str | None, slots: dict[str, Any], missing: list[str]
+    ) -> Turn:
+        return Turn(
+            status,
+            reply,
+            session_id,
+            trace_id,
+            {
+                "intent": intent,
+                "entities": slots,
+                "missing_slots": missing,
+                "confidence": analysis.confidence,
+            },
+        )
+
+    if analysis.cancel and pending:
+        state.pop("pending", None)
+        return turn("no_action", "Okay, cancelled.", pending["intent"], pending["slots"], [])
+
+    if (
+        pending
+        and pending.get("awaiting") == "confirmation"
+        and analysis.intent in (None, pending["intent"])
+        and not analysis.entities
+    ):
+        intent = intents.get(pending["intent"])
+        if intent is None or analysis.confirmation == "no":
+            state.pop("pending", None)
+            return turn(
+                "no_action", "Okay, I won't do that.", pending["intent"], pending["slots"], []
+            )
+        if analysis.confirmation != "yes":
+            return turn(
+                "needs_input",
+                _confirmation(intent, pending["slots"]),
+                intent.name,
+                pending["slots"],
+                [],
+            )
+        return await _act(
+            pool,
+            dispatcher,
+            settings,
+            intent,
+            pending["slots"],
+            trace_id,
+            session_id,
+            reply_to,
+            state,
+            analysis,
+        )
+
+    if pending and analysis.intent in (None, pending["intent"]):
+        name, slots = pending["intent"], {**pending["slots"], **analysis.entities}
+    elif analysis.intent is not None:
+        name, slots = analysis.intent, dict(analysis.entities)
+        trace_id = uuid.uuid4().hex
+    else:
+        state.pop("pending", None)
+        return turn("no_action", _help(intents), None, {}, [])
+
+    intent = intents.get(name)
+    if intent is None:  # the workflow behind a pending intent was deactivated meanwhile
+        state.pop("pending", None)
+        return turn("no_action", _help(intents), None, {}, [])
+    missing = [s.name for s in intent.required if s.name not in slots]
+    if missing:
+        slot = next(s for s in intent.slots if s.name == missing[0])
+        problem = analysis.problems.get(slot.name)
+        question = f"Hmm, {problem}. {slot.question}" if problem else slot.question
+        state["pending"] = {
+            "intent": name,
+            "slots": slots,
+            "trace_id": trace_id,
+            "awaiting": "slots",
+        }
+        return turn("needs_input", question, name, slots, missing)
+    if intent.confirm:
+        state["pending"] = {
+            "intent": name,
+            "slots": slots,
+            "trace_id": trace_id,
+            "awaiting": "confirmation",
+        }
+        return turn("needs_input", _confirmation(intent, slots), name, slots, [])
+    return await _act(
+        pool, dispatcher, settings, intent, slots, trace_id, session_id, reply_to, state, analysis
+    )
+
+
+async def _act(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intent: Intent,
+    slots: dict[str, Any],
+    trace_id: str,
+    session_id: UUID,
+    reply_to: str | None,
+    state: dict[str, Any],
+    analysis: Analysis,
+) -> Turn:
+    state.pop("pending", None)
+    late = None
+    outbound_id = None
+    if reply_to is not None and intent.command is not None:
+        async with pool.connection() as conn:
+            outbound_id = await store.add_message(conn, session_id, "out", trace_id=trace_id)
+        late = LateReply(outbound_id, reply_to)
+    outcome = await action_service.execute(
+        pool, dispatcher, settings, intent, slots, trace_id, late=late
+    )
+    result = Turn(
+        outcome.status,
+        outcome.reply,
+        session_id,
+        trace_id,
+        {
+            "intent": intent.name,
+            "entities": slots,
+            "missing_slots": [],
+            "confidence": analysis.confidence,
+        },
+        run_id=outcome.run_id,
+        outbound_id=outbound_id,
+        answered=outcome.done,
+    )
+    if outbound_id is not None and outcome.done:
+        async with pool.connection() as conn:
+            # First to claim delivers: normally us (inline), unless the run already replied.
+            result.send = await store.claim_delivery(conn, outbound_id, "inline", outcome.reply)
+    return result

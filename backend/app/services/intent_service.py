@@ -1,0 +1,355 @@
+"""Intents: the catalog users can invoke, and plain language -> intent + normalised entities.
+
+The catalog is generated, never hand-kept: every public tool task that declares a
+:class:`~backend.app.integrations.base.Command`, plus every active workflow whose trigger is an
+``intent`` trigger with declared slots.
+
+Extraction uses LangChain structured output; normalisation is ours and deterministic: money ->
+minor units with an ISO currency (Razorpay wants paise; precision from Babel's CLDR data), phone
+numbers -> E.164 (libphonenumber), dates -> ISO 8601. Missing slots are computed here, not
+trusted from the model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from uuid import UUID
+
+import openai
+import phonenumbers
+from babel.numbers import format_currency, get_currency_precision, list_currencies
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from backend.app.config import Settings
+from backend.app.errors import LLMNotConfigured, LLMTimeout, LLMUnavailable
+from backend.app.integrations import Command, Slot, public_tools
+from backend.app.store import workflows as workflows_store
+from backend.app.store.db import Pool
+from backend.app.workflows.schema import Blueprint, TriggerNode
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One thing a user can ask for: a tool task or an intent-triggered workflow."""
+
+    name: str
+    description: str
+    slots: tuple[Slot, ...]
+    confirm: bool
+    command: Command | None = None
+    service: str | None = None
+    task: str | None = None
+    workflow_id: UUID | None = None
+    version: int | None = None
+    owner: str | None = None
+
+    @property
+    def required(self) -> list[Slot]:
+        """Slots that must be filled before acting."""
+        return [s for s in self.slots if s.required]
+
+
+async def catalog(pool: Pool) -> dict[str, Intent]:
+    """Every intent available now (tool commands, then active intent workflows)."""
+    intents: dict[str, Intent] = {}
+    for tool in public_tools().values():
+        for task_name, task in tool.tasks.items():
+            if task.command is not None:
+                c = task.command
+                intents[c.intent] = Intent(
+                    c.intent,
+                    c.description,
+                    c.slots,
+                    c.confirm,
+                    command=c,
+                    service=tool.service,
+                    task=task_name,
+                )
+    async with pool.connection() as conn:
+        rows = await workflows_store.active_with_intent_triggers(conn)
+    for row in rows:
+        blueprint = Blueprint.model_validate(row["blueprint"])
+        trigger = next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
+        if not trigger.intent or trigger.intent in intents:
+            continue
+        slots = tuple(
+            Slot(s.name, s.type, s.required, s.question, s.description) for s in trigger.slots
+        )
+        description = blueprint.description or row["name"]
+        intents[trigger.intent] = Intent(
+            trigger.intent,
+            f"Run the workflow '{row['name']}': {description}",
+            slots,
+            trigger.confirm,
+            workflow_id=row["workflow_id"],
+            version=row["version"],
+            owner=row["user_id"],
+        )
+    return intents
+
+
+# -- normalisation -------------------------------------------------------------------------
+
+_SYMBOLS = {"₹": "INR", "$": "USD", "€": "EUR", "£": "GBP"}
+_WORDS = {
+    "rs": "INR",
+    "rupee": "INR",
+    "rupees": "INR",
+    "dollar": "USD",
+    "dollars": "USD",
+    "euro": "EUR",
+    "euros": "EUR",
+    "pound": "GBP",
+    "pounds": "GBP",
+}
+_MONEY = re.compile(
+    r"(?P<amount>\d[\d,]*(?:\.\d+)?)\s*(?P<scale>k|thousand|lakhs?|crores?)?\b", re.IGNORECASE
+)
+_SCALES = {
+    "k": 1000,
+    "thousand": 1000,
+    "lakh": 100_000,
+    "lakhs": 100_000,
+    "crore": 10_000_000,
+    "crores": 10_000_000,
+}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _currency(text: str, default: str) -> str:
+    for symbol, code in _SYMBOLS.items():
+        if symbol in text:
+            return code
+    codes: set[str] = set(list_currencies())
+    for word in re.findall(r"[A-Za-z]+\.?", text):
+        token = word.rstrip(".")
+        if token.lower() in _WORDS:
+            return _WORDS[token.lower()]
+        if len(token) == 3 and token.upper() == token and token in codes:
+            return str(token)
+    return default
+
+
+class SlotValueError(ValueError):
+    """A value that cannot be normalised for its slot type; the message is user-facing."""
+
+
+def normalize_money(text: str, default_currency: str) -> dict[str, Any]:
+    """``"5000 INR"``, ``"₹5,000"``, ``"5k rupees"``, ``"1.5 lakh"`` -> ``{"amount_minor":
+    500000, "currency": "INR", "display": "₹5,000.00"}`` (minor units per ISO 4217 via CLDR).
+
+    Raises:
+        SlotValueError: no positive amount in the text.
+    """
+    match = _MONEY.search(text.replace("\u00a0", " "))
+    if not match:
+        raise SlotValueError("I couldn't find an amount in that")
+    try:
+        amount = Decimal(match["amount"].replace(",", ""))
+    except InvalidOperation:
+        raise SlotValueError("I couldn't read that amount") from None
+    if match["scale"]:
+        amount *= _SCALES[match["scale"].lower()]
+    currency = _currency(text, default_currency)
+    if amount <= 0:
+        raise SlotValueError("the amount must be more than zero")
+    precision = get_currency_precision(currency)
+    minor = int((amount * (10**precision)).to_integral_value())
+    display = format_currency(amount, currency, locale="en_IN")
+    return {"amount_minor": minor, "currency": currency, "display": display}
+
+
+def normalize_phone(text: str, region: str) -> str:
+    """Any common format -> E.164 (``+919876543210``); ``region`` for numbers without +code.
+
+    Raises:
+        SlotValueError: not a valid phone number.
+    """
+    try:
+        number = phonenumbers.parse(text.replace("whatsapp:", ""), region)
+    except phonenumbers.NumberParseException:
+        raise SlotValueError("that doesn't look like a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise SlotValueError("that doesn't look like a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalize(slot: Slot, value: str, settings: Settings) -> Any:
+    """Normalise one extracted value for ``slot``.
+
+    Raises:
+        SlotValueError: the value does not fit the slot type.
+    """
+    text = value.strip()
+    if not text:
+        raise SlotValueError("that was empty")
+    if slot.type == "money":
+        return normalize_money(text, settings.default_currency)
+    if slot.type == "phone":
+        return normalize_phone(text, settings.default_phone_region)
+    if slot.type == "email":
+        if not _EMAIL.match(text):
+            raise SlotValueError("that doesn't look like an email address")
+        return text.lower()
+    if slot.type == "date":
+        try:
+            return date.fromisoformat(text[:10]).isoformat()
+        except ValueError:
+            raise SlotValueError("I couldn't read that date") from None
+    if slot.type == "number":
+        try:
+            return float(text.replace(",", ""))
+        except ValueError:
+            raise SlotValueError("that isn't a number") from None
+    return text
+
+
+# -- extraction ----------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExtractedEntity(_Strict):
+    """A slot value as the user said it."""
+
+    name: str = Field(description="Slot name from the catalog.")
+    value: str = Field(
+        description="The value: money as '<number> <ISO currency>', dates as "
+        "YYYY-MM-DD, phones as given."
+    )
+
+
+class Extraction(_Strict):
+    """What the model reads from one message."""
+
+    intent: str | None = Field(description="Intent name from the catalog, or null.")
+    confidence: float = Field(description="0..1")
+    entities: list[ExtractedEntity]
+    cancel: bool = Field(description="The user wants to stop or abandon the current request.")
+    confirmation: Literal["yes", "no"] | None = Field(
+        description="Answer to a pending yes/no confirmation, else null."
+    )
+
+
+@dataclass
+class Analysis:
+    """The outcome of reading a message in its conversation context."""
+
+    intent: str | None
+    confidence: float
+    entities: dict[str, Any] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    cancel: bool = False
+    confirmation: str | None = None
+
+
+def _prompt(intents: dict[str, Intent], pending: dict[str, Any] | None) -> str:
+    lines = [
+        "You read messages sent to a business assistant on WhatsApp or by voice and extract "
+        "what the user wants. Intents (name: description; slots):"
+    ]
+    for intent in intents.values():
+        slots = ", ".join(
+            f"{s.name} ({s.type}{', required' if s.required else ''})" for s in intent.slots
+        )
+        lines.append(f"- {intent.name}: {intent.description}; slots: {slots or 'none'}")
+    lines.append(
+        f"Today is {datetime.now(UTC).date().isoformat()}. Resolve relative dates to YYYY-MM-DD. "
+        "Write money as '<number> <ISO currency>' (e.g. '5000 INR' for 5000 rupees). "
+        "Only extract values the user actually said. If nothing matches, intent is null."
+    )
+    if pending:
+        lines.append(
+            f"The conversation is in the middle of {pending['intent']} with these details so "
+            f"far: {pending.get('slots', {})}. "
+            + (
+                "The assistant asked the user to confirm (yes/no). "
+                if pending.get("awaiting") == "confirmation"
+                else "The assistant asked for missing details; the message probably answers it. "
+            )
+            + "Keep intent as that name unless the user clearly asks for something else."
+        )
+    return "\n".join(lines)
+
+
+_TRANSIENT = (
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+)
+
+
+class IntentService:
+    """Reads messages with a chat model (``with_structured_output``, json_schema strict)."""
+
+    def __init__(self, model: BaseChatModel | None, settings: Settings) -> None:
+        self.settings = settings
+        self.structured = (
+            None
+            if model is None
+            else model.with_structured_output(Extraction, method="json_schema", strict=True)
+        )
+
+    async def analyze(
+        self, text: str, intents: dict[str, Intent], pending: dict[str, Any] | None
+    ) -> Analysis:
+        """Extract intent and entities from ``text`` and normalise them.
+
+        Raises:
+            LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+        """
+        if self.structured is None:
+            raise LLMNotConfigured(
+                "no language model is configured: set OPENAI_API_KEY "
+                "(or OPENAI_BASE_URL) to understand messages"
+            )
+        messages = [SystemMessage(_prompt(intents, pending)), HumanMessage(text)]
+        extraction = await self._invoke(messages)
+        analysis = Analysis(
+            intent=extraction.intent if extraction.intent in intents else None,
+            confidence=extraction.confidence,
+            cancel=extraction.cancel,
+            confirmation=extraction.confirmation,
+        )
+        target = intents.get(analysis.intent or (pending or {}).get("intent", ""))
+        if target is not None:
+            slots = {s.name: s for s in target.slots}
+            for entity in extraction.entities:
+                slot = slots.get(entity.name)
+                if slot is None:
+                    continue
+                try:
+                    analysis.entities[slot.name] = normalize(slot, entity.value, self.settings)
+                except SlotValueError as exc:
+                    analysis.problems[slot.name] = str(exc)
+        return analysis
+
+    async def _invoke(self, messages: list[Any]) -> Extraction:
+        assert self.structured is not None
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.settings.llm_max_attempts),
+            wait=wait_exponential(multiplier=self.settings.llm_backoff_seconds, max=10),
+            retry=retry_if_exception_type(_TRANSIENT),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    result = await self.structured.ainvoke(messages)
+                    assert isinstance(result, Extraction)
+                    return result
+        except openai.APITimeoutError:
+            raise LLMTimeout("the language model did not answer in time; try again") from None
+        except openai.APIError as exc:
+            raise LLMUnavailable(f"the language model failed: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")

@@ -1,0 +1,124 @@
+"""Sessions: reading them, and closing them after inactivity with a durable engine timer.
+
+Every inbound message starts a run of the system blueprint "session timeout": delay
+``SESSION_TIMEOUT_SECONDS`` -> ``sessions.close_if_idle`` -> (closed?) ``llm.summarize`` ->
+``sessions.store_summary``. Only the run after the last message finds the session idle; the
+others end quietly. The timer is a run on the engine, so it survives restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from backend.app.config import Settings
+from backend.app.errors import NotFound
+from backend.app.services import run_service, workflow_service
+from backend.app.store import sessions as store
+from backend.app.store import workflows as workflows_store
+from backend.app.store.db import Pool
+from backend.app.workflows.runners import Dispatcher
+from backend.app.workflows.schema import validate_blueprint
+
+
+def timeout_blueprint(seconds: float) -> dict[str, Any]:
+    """The system blueprint that closes an idle session and stores its summary."""
+    return {
+        "name": f"system: session timeout ({seconds:g}s)",
+        "description": "Close a conversation after inactivity and summarise it.",
+        "nodes": [
+            {"id": "message", "type": "trigger", "trigger": "manual"},
+            {"id": "idle", "type": "delay", "duration": seconds},
+            {
+                "id": "close",
+                "type": "action",
+                "service": "sessions",
+                "task": "close_if_idle",
+                "params": {"session_id": "{{ trigger_data.session_id }}", "idle_seconds": seconds},
+            },
+            {
+                "id": "closed",
+                "type": "router",
+                "default": "still_open",
+                "conditions": [{"branch": "closed", "when": "steps.close.output.closed"}],
+            },
+            {
+                "id": "summarize",
+                "type": "action",
+                "service": "llm",
+                "task": "summarize",
+                "on_error": "continue",
+                "params": {"text": "{{ steps.close.output.transcript }}"},
+            },
+            {
+                "id": "save",
+                "type": "action",
+                "service": "sessions",
+                "task": "store_summary",
+                "params": {
+                    "session_id": "{{ trigger_data.session_id }}",
+                    "summary": "{{ steps.summarize.output.summary | default(none) }}",
+                },
+            },
+        ],
+        "edges": [
+            {"source": "message", "target": "idle"},
+            {"source": "idle", "target": "close"},
+            {"source": "close", "target": "closed"},
+            {"source": "closed", "target": "summarize", "branch": "closed"},
+            {"source": "summarize", "target": "save"},
+        ],
+    }
+
+
+async def _timeout_workflow(pool: Pool, seconds: float) -> UUID:
+    blueprint = timeout_blueprint(seconds)
+    async with pool.connection() as conn:
+        existing = await workflows_store.find_system(conn, blueprint["name"])
+    if existing is not None:
+        workflow_id: UUID = existing["id"]
+        return workflow_id
+    parsed = validate_blueprint(blueprint)
+    async with pool.connection() as conn, conn.transaction():
+        row = await workflow_service.create_in(
+            conn, parsed, name=None, description=None, user_id=None, origin="system"
+        )
+    created: UUID = row["id"]
+    return created
+
+
+async def schedule_timeout(
+    pool: Pool, dispatcher: Dispatcher, settings: Settings, session_id: UUID, message_id: int
+) -> UUID:
+    """Start the inactivity timer for the message ``message_id`` (idempotent per message)."""
+    workflow_id = await _timeout_workflow(pool, settings.session_timeout_seconds)
+    run_id, _ = await run_service.start(
+        pool,
+        dispatcher,
+        workflow_id=workflow_id,
+        version=None,
+        blueprint=None,
+        payload={"session_id": str(session_id)},
+        idempotency_key=f"session-timeout:{message_id}",
+    )
+    return run_id
+
+
+async def get(pool: Pool, session_id: UUID) -> dict[str, Any]:
+    """A session with its state, pending slots, messages and summary.
+
+    Raises:
+        NotFound: 404.
+    """
+    async with pool.connection() as conn:
+        session = await store.get(conn, session_id)
+        if session is None:
+            raise NotFound("session", session_id)
+        messages = await store.messages(conn, session_id)
+    pending = (session["state"] or {}).get("pending")
+    return {
+        **session,
+        "pending": pending,
+        "slots": (pending or {}).get("slots", {}),
+        "messages": messages,
+    }

@@ -1,0 +1,141 @@
+"""Audio in and out with the openai SDK: Whisper transcription and text-to-speech.
+
+Accepted uploads follow OpenAI's speech-to-text limits (https://platform.openai.com/docs/guides/
+speech-to-text): flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm, at most 25 MB.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import PurePath
+from typing import Any
+
+import openai
+
+from backend.app.config import Settings
+from backend.app.errors import (
+    AppError,
+    LLMNotConfigured,
+    LLMTimeout,
+    LLMUnavailable,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+
+FORMATS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
+_CONTENT_TYPES = {
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/m4a": "m4a",
+    "video/mp4": "mp4",
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/webm": "webm",
+    "video/webm": "webm",
+    "video/mpeg": "mpeg",
+}
+
+
+class UnsupportedMedia(AppError):
+    """Audio in a format the transcription API does not take (415)."""
+
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+def audio_format(filename: str | None, content_type: str | None) -> str:
+    """The upload's format from its extension, else its content type.
+
+    Raises:
+        UnsupportedMedia: 415, naming the accepted formats.
+    """
+    suffix = PurePath(filename or "").suffix.lstrip(".").lower()
+    if suffix in FORMATS:
+        return suffix
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind in _CONTENT_TYPES:
+        return _CONTENT_TYPES[kind]
+    raise UnsupportedMedia(
+        f"audio must be one of {', '.join(FORMATS)}; got {filename or '?'} ({kind or 'no type'})",
+        details=[{"loc": ["body", "audio_file"], "message": "unsupported audio format"}],
+    )
+
+
+def check_size(data: bytes, settings: Settings) -> None:
+    """Reject empty audio (422) and audio over ``MAX_AUDIO_BYTES`` (413).
+
+    Raises:
+        ValidationFailed: empty. PayloadTooLarge: too big.
+    """
+    if not data:
+        raise ValidationFailed(["body", "audio_file"], "the audio file is empty")
+    if len(data) > settings.max_audio_bytes:
+        raise PayloadTooLarge(
+            f"audio is over the {settings.max_audio_bytes // (1024 * 1024)} MB "
+            "limit of the transcription API"
+        )
+
+
+def _client(settings: Settings) -> openai.AsyncOpenAI:
+    if settings.openai_api_key is None and settings.openai_base_url is None:
+        raise LLMNotConfigured(
+            "no speech model is configured: set OPENAI_API_KEY (or OPENAI_BASE_URL)"
+        )
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return openai.AsyncOpenAI(
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=2,
+    )
+
+
+async def transcribe(data: bytes, fmt: str, settings: Settings) -> str:
+    """Speech -> text with ``TRANSCRIPTION_MODEL`` (default whisper-1).
+
+    Raises:
+        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+    """
+    client = _client(settings)
+    try:
+        result = await client.audio.transcriptions.create(
+            model=settings.transcription_model, file=(f"audio.{fmt}", data)
+        )
+    except openai.APITimeoutError:
+        raise LLMTimeout("transcription timed out; try again") from None
+    except openai.APIError as exc:
+        raise LLMUnavailable(f"transcription failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        await client.close()
+    return str(result.text).strip()
+
+
+async def speak(text: str, settings: Settings) -> dict[str, Any]:
+    """Text -> speech with ``SPEECH_MODEL``/``SPEECH_VOICE``: ``{"format": "mp3", "base64"}``.
+
+    Raises:
+        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+    """
+    client = _client(settings)
+    try:
+        response = await client.audio.speech.create(
+            model=settings.speech_model,
+            voice=settings.speech_voice,
+            input=text,
+            response_format="mp3",
+        )
+        audio = response.content
+    except openai.APITimeoutError:
+        raise LLMTimeout("speech synthesis timed out") from None
+    except openai.APIError as exc:
+        raise LLMUnavailable(f"speech synthesis failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        await client.close()
+    return {"format": "mp3", "base64": base64.b64encode(audio).decode()}

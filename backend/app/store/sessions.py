@@ -1,0 +1,131 @@
+"""Conversation sessions and their messages."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+
+from backend.app.store.db import Conn, jsonb
+
+
+async def open_for(conn: Conn, channel: str, user_ref: str) -> DictRow:
+    """The open session of (channel, user), created if none; marks activity now."""
+    cur = await conn.execute(
+        "insert into sessions (channel, user_ref) values (%s, %s)"
+        " on conflict (channel, user_ref) where status = 'open'"
+        " do update set last_activity_at = now() returning *",
+        (channel, user_ref),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def lock(conn: Conn, session_id: UUID) -> DictRow | None:
+    """Lock a session row for this transaction (one message at a time per session)."""
+    cur = await conn.execute("select * from sessions where id = %s for update", (session_id,))
+    return await cur.fetchone()
+
+
+async def get(conn: Conn, session_id: UUID) -> DictRow | None:
+    """A session row, or None."""
+    cur = await conn.execute("select * from sessions where id = %s", (session_id,))
+    return await cur.fetchone()
+
+
+async def save_state(conn: Conn, session_id: UUID, state: dict[str, Any]) -> None:
+    """Store the slot-filling state."""
+    await conn.execute(
+        "update sessions set state = %s, last_activity_at = now() where id = %s",
+        (jsonb(state), session_id),
+    )
+
+
+async def add_message(
+    conn: Conn,
+    session_id: UUID,
+    direction: str,
+    *,
+    text: str | None = None,
+    transcript: str | None = None,
+    media: Any = None,
+    intent: str | None = None,
+    entities: Any = None,
+    trace_id: str | None = None,
+    provider_message_id: str | None = None,
+    delivery: str | None = None,
+) -> int:
+    """Persist one message; returns its id."""
+    cur = await conn.execute(
+        "insert into session_messages (session_id, direction, text, transcript, media, intent,"
+        " entities, trace_id, provider_message_id, delivery)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id",
+        (
+            session_id,
+            direction,
+            text,
+            transcript,
+            jsonb(media),
+            intent,
+            jsonb(entities),
+            trace_id,
+            provider_message_id,
+            delivery,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    message_id: int = row["id"]
+    return message_id
+
+
+async def claim_delivery(conn: Conn, message_id: int, delivery: str, text: str | None) -> bool:
+    """Claim who delivers an outbound reply (inline TwiML or the WhatsApp API); first wins."""
+    cur = await conn.execute(
+        "update session_messages set delivery = %s, text = coalesce(%s, text)"
+        " where id = %s and delivery is null returning id",
+        (delivery, text, message_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def messages(conn: Conn, session_id: UUID) -> list[DictRow]:
+    """All messages of a session, oldest first."""
+    cur = await conn.execute(
+        "select id, direction, text, transcript, media, intent, entities, trace_id,"
+        " provider_message_id, delivery, created_at from session_messages"
+        " where session_id = %s order by id",
+        (session_id,),
+    )
+    return await cur.fetchall()
+
+
+async def close_if_idle(conn: Conn, session_id: UUID, idle_seconds: float) -> bool:
+    """Close the session when nothing happened for ``idle_seconds``. Returns True if closed."""
+    cur = await conn.execute(
+        "update sessions set status = 'closed', closed_at = now()"
+        " where id = %s and status = 'open'"
+        " and last_activity_at <= now() - make_interval(secs => %s) returning id",
+        (session_id, idle_seconds),
+    )
+    return await cur.fetchone() is not None
+
+
+async def store_summary(conn: Conn, session_id: UUID, summary: str | None, source: str) -> None:
+    """Attach the end-of-session summary."""
+    await conn.execute(
+        "update sessions set summary = %s, summary_source = %s where id = %s",
+        (summary, source, session_id),
+    )
+
+
+async def annotate_message(
+    conn: Conn, message_id: int, *, intent: str | None, entities: Any, trace_id: str | None
+) -> None:
+    """Attach what was understood to an inbound message."""
+    await conn.execute(
+        "update session_messages set intent = %s, entities = %s, trace_id = %s where id = %s",
+        (intent, jsonb(entities), trace_id, message_id),
+    )
