@@ -57,6 +57,7 @@ class FakeOpenAI:
         self.transcripts: list[str] = []
         self.uploads: list[bytes] = []
         self.summaries = 0
+        self.prompts: list[str] = []
         peer.handlers["/v1/chat/completions"] = self._chat
         peer.handlers["/v1/audio/transcriptions"] = self._transcribe
         peer.handlers["/v1/audio/speech"] = lambda body: (200, b"ID3-fake-mp3")
@@ -82,6 +83,7 @@ class FakeOpenAI:
 
     def _chat(self, body: Any) -> tuple[int, Any]:
         if "response_format" in body:
+            self.prompts.append(body["messages"][0]["content"])
             content = json.dumps(self.extractions.pop(0))
         else:
             self.summaries += 1
@@ -407,3 +409,42 @@ def test_slow_action_is_acknowledged_then_answered_by_the_run(
         "Sent your WhatsApp message to +919812345678.",
     ]
     assert sent[1]["To"] == [USER]
+
+
+def test_active_intent_workflow_is_an_intent_with_its_slots(
+    api: TestClient, llm: FakeOpenAI
+) -> None:
+    blueprint = {
+        "name": "Remind unpaid customers",
+        "description": "Send a payment reminder to a customer.",
+        "nodes": [
+            {
+                "id": "asked",
+                "type": "trigger",
+                "trigger": "intent",
+                "intent": "SEND_REMINDER",
+                "slots": [{"name": "phone", "type": "phone", "question": "Whose number?"}],
+            },
+            {
+                "id": "remind",
+                "type": "action",
+                "service": "whatsapp",
+                "task": "send_message",
+                "params": {"to": "{{ trigger_data.phone }}", "body": "A friendly reminder to pay."},
+            },
+        ],
+        "edges": [{"source": "asked", "target": "remind"}],
+    }
+    wf = api.post("/workflows", json={"blueprint": blueprint}).json()
+    assert api.post(f"/workflows/{wf['id']}/activate").status_code == 200
+
+    llm.say("SEND_REMINDER")
+    first = api.post("/intent-parser", json={"session_id": "owner", "text": "send a reminder"})
+    assert first.json()["reply"] == "Whose number?"
+    assert "- SEND_REMINDER: Run the workflow 'Remind unpaid customers'" in llm.prompts[-1]
+    llm.say("SEND_REMINDER", phone="9876543210")
+    done = api.post("/intent-parser", json={"session_id": "owner", "text": "9876543210"}).json()
+    assert done["status"] == "completed", done
+    run = api.get(f"/runs/{done['run_id']}").json()
+    assert run["workflow_id"] == wf["id"] and run["trigger_data"] == {"phone": "+919876543210"}
+    assert run["trace_id"] == done["trace_id"]
