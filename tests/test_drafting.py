@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.agents.architect import WorkflowArchitect, build_chat_model
+from backend.app.agents.architect import WorkflowArchitect
+from backend.app.agents.llm import build_chat_model
 from backend.app.app import create_app
 from tests.conftest import make_settings
 

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from backend.app.agents.architect import WorkflowArchitect, build_chat_model
+from backend.app.agents.architect import WorkflowArchitect
+from backend.app.agents.llm import build_chat_model
 from backend.app.config import Settings, get_settings
 from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (

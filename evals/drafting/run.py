@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.app.agents.architect import WorkflowArchitect, build_chat_model
+from backend.app.agents.architect import WorkflowArchitect
+from backend.app.agents.llm import build_chat_model
 from backend.app.config import Settings
 from backend.app.errors import AppError
 

@@ -17,19 +17,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-)
 
+from backend.app.agents import llm
 from backend.app.config import Settings
-from backend.app.errors import AppError, InvalidBlueprint, LLMTimeout, LLMUnavailable
+from backend.app.errors import AppError, InvalidBlueprint
 from backend.app.integrations import BaseTool, ToolContext, public_tools
 from backend.app.workflows.layout import layered_layout
 from backend.app.workflows.schema import validate_blueprint
@@ -235,12 +229,6 @@ def _format_issues(issues: list[dict[str, Any]]) -> str:
 
 
 _STEP_REF = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*)")
-_TRANSIENT = (
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-)
 
 
 class WorkflowArchitect:
@@ -344,33 +332,9 @@ class WorkflowArchitect:
         )
 
     async def _invoke(self, messages: list[BaseMessage]) -> dict[str, Any]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.llm_max_attempts),
-            wait=wait_exponential(multiplier=self.settings.llm_backoff_seconds, max=30),
-            retry=retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    result = await self.structured.ainvoke(messages)
-                    assert isinstance(result, dict)
-                    return result
-        except openai.APITimeoutError:
-            raise LLMTimeout(
-                f"the language model did not answer within {self.settings.llm_timeout_seconds:g}s "
-                f"({self.settings.llm_max_attempts} attempts); try again"
-            ) from None
-        except openai.RateLimitError:
-            raise LLMUnavailable(
-                f"the language model is rate limited ({self.settings.llm_max_attempts} attempts); "
-                "try again shortly"
-            ) from None
-        except openai.APIError as exc:
-            raise LLMUnavailable(
-                f"the language model failed: {type(exc).__name__}: {exc}"
-            ) from None
-        raise AssertionError("unreachable")
+        result = await llm.invoke(self.structured, messages, self.settings)
+        assert isinstance(result, dict)
+        return result
 
     def _warnings(self, blueprint: dict[str, Any]) -> list[str]:
         warnings = []
@@ -437,26 +401,3 @@ def keep_ids(current: dict[str, Any], revised: dict[str, Any]) -> None:
     for edge in revised["edges"]:
         edge["source"] = renames.get(edge["source"], edge["source"])
         edge["target"] = renames.get(edge["target"], edge["target"])
-
-
-def build_chat_model(settings: Settings, *, http_client: Any = None) -> BaseChatModel | None:
-    """``ChatOpenAI`` from settings (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``OPENAI_MODEL``),
-    or None when neither a key nor a base URL is configured.
-
-    ``http_client`` is the openai SDK's own async HTTP client hook (tests pass one with a mock
-    transport; production leaves the SDK's default).
-    """
-    if settings.openai_api_key is None and settings.openai_base_url is None:
-        return None
-    from langchain_openai import ChatOpenAI
-
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
-    return ChatOpenAI(
-        model=settings.openai_model,
-        api_key=key,
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=0,  # tenacity retries, so attempts and backoff are ours
-        temperature=0,
-        http_async_client=http_client,
-    )

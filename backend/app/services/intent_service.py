@@ -19,16 +19,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from uuid import UUID
 
-import openai
 import phonenumbers
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from backend.app.agents import llm
 from backend.app.config import Settings
-from backend.app.errors import LLMNotConfigured, LLMTimeout, LLMUnavailable
+from backend.app.errors import LLMNotConfigured
 from backend.app.integrations import Command, Slot, public_tools
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
@@ -281,14 +280,6 @@ def _prompt(intents: dict[str, Intent], pending: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
-_TRANSIENT = (
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-    openai.RateLimitError,
-    openai.InternalServerError,
-)
-
-
 class IntentService:
     """Reads messages with a chat model (``with_structured_output``, json_schema strict)."""
 
@@ -336,20 +327,6 @@ class IntentService:
 
     async def _invoke(self, messages: list[Any]) -> Extraction:
         assert self.structured is not None
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.settings.llm_max_attempts),
-            wait=wait_exponential(multiplier=self.settings.llm_backoff_seconds, max=10),
-            retry=retry_if_exception_type(_TRANSIENT),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    result = await self.structured.ainvoke(messages)
-                    assert isinstance(result, Extraction)
-                    return result
-        except openai.APITimeoutError:
-            raise LLMTimeout("the language model did not answer in time; try again") from None
-        except openai.APIError as exc:
-            raise LLMUnavailable(f"the language model failed: {type(exc).__name__}") from None
-        raise AssertionError("unreachable")
+        result = await llm.invoke(self.structured, messages, self.settings)
+        assert isinstance(result, Extraction)
+        return result
