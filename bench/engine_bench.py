@@ -174,6 +174,19 @@ async def dbos(
         DBOS.destroy()
 
 
+def commit_baseline(url: str, count: int = 2000) -> float:
+    """Median ms of a one-row INSERT commit on this server: the floor under a durable step."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("create table bench_baseline (id serial primary key, v int)")
+        times = []
+        for i in range(count):
+            t0 = time.perf_counter()
+            conn.execute("insert into bench_baseline (v) values (%s)", (i,))
+            times.append(time.perf_counter() - t0)
+        conn.execute("drop table bench_baseline")
+    return statistics.median(times) * 1000
+
+
 def _reset(url: str) -> None:
     name = conninfo.conninfo_to_dict(url)["dbname"]
     admin = conninfo.make_conninfo(url, dbname="postgres")
@@ -194,6 +207,7 @@ def main() -> None:
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
     url = urlunsplit(urlsplit(base)._replace(path="/blueprints_bench"))
     _reset(url)
+    baseline = commit_baseline(url)
     work = (args.steps, args.repeats, args.concurrent, args.rounds)
     mine = asyncio.run(ours(url, *work))
     theirs = None if args.skip_dbos else asyncio.run(dbos(url, *work))
@@ -208,6 +222,7 @@ def main() -> None:
         f"workloads: {args.steps}-step chain x{args.repeats} (median); "
         f"{args.concurrent} concurrent 5-step runs x{args.rounds} (median)"
     )
+    print(f"one-row INSERT commit on this server: {baseline:.3f} ms (median)")
     print(f"{'metric':<28}{'ours':>10}{'dbos':>10}{'ours/dbos':>11}")
     for key, label in (
         ("per_step_ms", "per-step overhead (ms)"),
