@@ -63,7 +63,7 @@ def _wait_stubs(scenario: dict[str, Any], payload: Any, run_id: str) -> dict[str
 def _run_inngest(app: InngestApp, scenario: dict[str, Any], payload: Any) -> str:
     run_id = execute(app.client, scenario["blueprint"], payload)
     [requested] = [e for e in app.events(RUN_REQUESTED) if e["data"]["run_id"] == run_id]
-    assert set(requested["data"]) == {"run_id", "workflow_id", "version", "user_id"}
+    assert set(requested["data"]) == {"run_id", "workflow_id", "version", "user_id", "dispatch"}
     mocked.trigger(
         app.function,
         inngest.Event(name=RUN_REQUESTED, data=requested["data"], id=requested["id"]),

@@ -110,7 +110,7 @@ def test_serve_endpoint_runs_a_blueprint_like_the_inngest_server(inngest_app: In
     client = inngest_app.client
     run_id = execute(client, FANOUT, {"order": 7})
     [event] = inngest_app.events(RUN_REQUESTED)
-    assert event["id"] == f"run-{run_id}" and event["data"]["run_id"] == run_id
+    assert event["id"] == f"run-{run_id}-0" and event["data"]["run_id"] == run_id
 
     server = InngestServer(client, event)
     output = server.drive()
@@ -275,3 +275,21 @@ def test_on_failure_marks_the_run_failed(inngest_app: InngestApp) -> None:
     run = client.get(f"/runs/{run_id}").json()
     assert run["status"] == "failed"
     assert run["error"] == {"code": "engine_failed", "message": "worker crashed 4 times"}
+
+
+def test_retry_of_a_failed_inngest_run_is_a_new_dispatch(
+    inngest_app: InngestApp, database_url: str
+) -> None:
+    """Inngest drops a second start with the same idempotency key, so a retry must carry a new
+    dispatch number (the key is run_id + dispatch)."""
+    import psycopg
+
+    client = inngest_app.client
+    run_id = execute(client, FANOUT)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("update workflow_runs set status = 'failed' where id = %s", (run_id,))
+    assert client.post(f"/runs/{run_id}/retry").status_code == 200
+    first, second = inngest_app.events(RUN_REQUESTED)
+    assert first["data"]["dispatch"] == 0 and second["data"]["dispatch"] > 0
+    assert first["id"] != second["id"]
+    assert client.get(f"/runs/{run_id}").json()["status"] == "queued"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -210,5 +211,7 @@ async def retry(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, A
         assert run is not None
         wf = await workflows_store.get(conn, run["workflow_id"])
     owner = wf["user_id"] if wf else None
-    await dispatch(pool, dispatcher, [QueuedRun(run_id, run["workflow_id"], run["version"], owner)])
+    retry_no = int(time.time() * 1000)  # unique per retry request, increasing
+    queued = QueuedRun(run_id, run["workflow_id"], run["version"], owner, dispatch=retry_no)
+    await dispatch(pool, dispatcher, [queued])
     return await get(pool, run_id)

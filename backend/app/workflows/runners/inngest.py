@@ -323,7 +323,8 @@ class InngestRunner:
             cancel=[
                 inngest.Cancel(event=RUN_CANCELLED, if_exp="event.data.run_id == async.data.run_id")
             ],
-            idempotency="event.data.run_id",
+            # One start per run and dispatch: duplicates are dropped, a retry starts again.
+            idempotency='event.data.run_id + "-" + string(event.data.dispatch)',
             on_failure=on_failure,
         )
         async def run_workflow(ctx: inngest.Context) -> Any:
@@ -428,12 +429,13 @@ class InngestDispatcher:
         events = [
             inngest.Event(
                 name=RUN_REQUESTED,
-                id=f"run-{run.run_id}",
+                id=f"run-{run.run_id}-{run.dispatch}",
                 data={
                     "run_id": str(run.run_id),
                     "workflow_id": str(run.workflow_id),
                     "version": run.version,
                     "user_id": run.user_id or "anonymous",
+                    "dispatch": run.dispatch,
                 },
             )
             for run in runs
