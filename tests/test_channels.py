@@ -448,3 +448,38 @@ def test_active_intent_workflow_is_an_intent_with_its_slots(
     run = api.get(f"/runs/{done['run_id']}").json()
     assert run["workflow_id"] == wf["id"] and run["trigger_data"] == {"phone": "+919876543210"}
     assert run["trace_id"] == done["trace_id"]
+
+
+def test_messages_of_one_user_are_handled_one_at_a_time(
+    api: TestClient, llm: FakeOpenAI, peer: Peer
+) -> None:
+    """The second message arrives while the first is still being understood; it must see the
+    first one's pending intent (an advisory lock serialises turns per user)."""
+    import threading
+
+    chat = peer.handlers["/v1/chat/completions"]
+    calls = 0
+
+    def slow_first(body: Any) -> tuple[int, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            time.sleep(0.6)
+        return chat(body)
+
+    peer.handlers["/v1/chat/completions"] = slow_first
+    llm.say("CREATE_INVOICE")
+    llm.say(None, customer_name="Acme", amount="5000 INR")
+    results: dict[str, Any] = {}
+
+    def send(name: str, text: str) -> None:
+        results[name] = api.post("/intent-parser", json={"session_id": "busy", "text": text}).json()
+
+    first = threading.Thread(target=send, args=("first", "create an invoice"))
+    first.start()
+    time.sleep(0.15)
+    send("second", "Acme, 5000 rupees")
+    first.join()
+    assert results["first"]["reply"] == "Who should the invoice be for?"
+    assert results["second"]["status"] == "needs_input"
+    assert "Please confirm" in results["second"]["reply"], results["second"]

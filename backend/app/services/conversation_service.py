@@ -9,9 +9,13 @@ confirmation first; a "no" does nothing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
+
+import psycopg
 
 from backend.app.config import Settings
 from backend.app.services import action_service, intent_service, session_service
@@ -63,6 +67,21 @@ def _help(intents: dict[str, Intent]) -> str:
     return f"Sorry, I didn't catch what you need. I can: {things}."
 
 
+@asynccontextmanager
+async def _one_turn_at_a_time(
+    settings: Settings, channel: str, user_ref: str
+) -> AsyncIterator[None]:
+    """Serialise turns of one (channel, user) across processes with a Postgres advisory lock,
+    held on a connection of its own (so waiting turns never starve the pool); closing the
+    connection releases it."""
+    key = f"conversation:{channel}:{user_ref}"
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, autocommit=True
+    ) as conn:
+        await conn.execute("select pg_advisory_lock(hashtext(%s))", (key,))
+        yield
+
+
 async def handle(
     pool: Pool,
     dispatcher: Dispatcher,
@@ -78,6 +97,7 @@ async def handle(
     reply_to: str | None = None,
 ) -> Turn:
     """Process one inbound message of (``channel``, ``user_ref``) and produce the answer.
+    Messages of one user are handled one at a time, in arrival order of the lock.
 
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
     run itself sends the answer to that number.
@@ -85,6 +105,36 @@ async def handle(
     Raises:
         LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502. EngineUnavailable: 503.
     """
+    async with _one_turn_at_a_time(settings, channel, user_ref):
+        return await _handle(
+            pool,
+            dispatcher,
+            settings,
+            intents_reader,
+            channel=channel,
+            user_ref=user_ref,
+            text=text,
+            transcript=transcript,
+            media=media,
+            provider_message_id=provider_message_id,
+            reply_to=reply_to,
+        )
+
+
+async def _handle(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    intents_reader: IntentService,
+    *,
+    channel: str,
+    user_ref: str,
+    text: str,
+    transcript: str | None,
+    media: Any,
+    provider_message_id: str | None,
+    reply_to: str | None,
+) -> Turn:
     async with pool.connection() as conn, conn.transaction():
         session = await store.open_for(conn, channel, user_ref)
         inbound_id = await store.add_message(
