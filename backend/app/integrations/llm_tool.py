@@ -17,6 +17,18 @@ SUMMARY_INSTRUCTIONS = (
 )
 
 
+def openai_client(settings: Settings, *, max_retries: int = 0) -> openai.AsyncOpenAI:
+    """An openai SDK client for ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` (a base URL alone is
+    enough for OpenAI-compatible servers without keys)."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return openai.AsyncOpenAI(
+        api_key=key,
+        base_url=settings.openai_base_url,
+        timeout=settings.llm_timeout_seconds,
+        max_retries=max_retries,
+    )
+
+
 class Summarize(TaskParams):
     """Params of ``llm.summarize``."""
 
@@ -67,13 +79,7 @@ class LLMTool(BaseTool):
             ToolError: timeouts, rate limits and 5xx are retryable; other refusals are not.
         """
         settings = context.settings
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
-        client = openai.AsyncOpenAI(
-            api_key=key,
-            base_url=settings.openai_base_url,
-            timeout=settings.llm_timeout_seconds,
-            max_retries=0,
-        )
+        client = openai_client(settings)
         try:
             completion = await client.chat.completions.create(
                 model=settings.openai_model,

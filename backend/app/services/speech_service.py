@@ -21,6 +21,7 @@ from backend.app.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
+from backend.app.integrations.llm_tool import openai_client
 
 FORMATS = ("flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "wav", "webm")
 _CONTENT_TYPES = {
@@ -88,13 +89,7 @@ def _client(settings: Settings) -> openai.AsyncOpenAI:
         raise LLMNotConfigured(
             "no speech model is configured: set OPENAI_API_KEY (or OPENAI_BASE_URL)"
         )
-    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
-    return openai.AsyncOpenAI(
-        api_key=key,
-        base_url=settings.openai_base_url,
-        timeout=settings.llm_timeout_seconds,
-        max_retries=2,
-    )
+    return openai_client(settings, max_retries=2)
 
 
 async def transcribe(data: bytes, fmt: str, settings: Settings) -> str:

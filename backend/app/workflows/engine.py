@@ -184,7 +184,8 @@ class Engine:
         blueprint: a validated blueprint.
         registry: service -> tool.
         settings: retry defaults and tool credentials.
-        run: ``{"id", "workflow_id"}`` exposed to templates as ``run``.
+        run_id, workflow_id: exposed to templates as ``run.id`` / ``run.workflow_id``; the tool
+            idempotency key is ``<run_id>:<node_id>``.
         sandbox: force every tool into sandbox mode.
     """
 
