@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.app.http import DispatcherDep, PoolDep
 from backend.app.services import run_service
@@ -69,6 +72,35 @@ async def get_run_logs(
 ) -> dict[str, Any]:
     """``workflow_logs`` rows of the run in write order (poll with ``after_id``)."""
     return {"logs": await run_service.logs(pool, run_id, after_id=after_id, limit=limit)}
+
+
+def _sse(kind: str, event_id: int | None, data: dict[str, Any]) -> ServerSentEvent:
+    return ServerSentEvent(
+        json.dumps(data, default=str), event=kind, id=None if event_id is None else str(event_id)
+    )
+
+
+@router.get("/runs/{run_id}/stream")
+async def stream_run(
+    run_id: RunID,
+    pool: PoolDep,
+    after_id: Annotated[int, Query(ge=0, description="Resume after this log id")] = 0,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> EventSourceResponse:
+    """Server-sent events: ``log`` (a ``workflow_logs`` row; the SSE id is the row id) and
+    ``run`` (status changes). Reconnecting clients resume with ``Last-Event-ID`` (or
+    ``after_id``); a keep-alive ping every 15 s. The stream ends when the run has finished."""
+    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after_id
+    events = run_service.stream(pool, run_id, after_id=start)
+    first = await anext(events, None)  # a missing run fails here, as a JSON 404
+
+    async def sse() -> AsyncIterator[ServerSentEvent]:
+        if first is not None:
+            yield _sse(*first)
+        async for item in events:
+            yield _sse(*item)
+
+    return EventSourceResponse(sse(), ping=15)
 
 
 @router.post("/runs/{run_id}/cancel")

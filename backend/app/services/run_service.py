@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -172,6 +174,46 @@ async def logs(pool: Pool, run_id: UUID, *, after_id: int, limit: int) -> list[d
         if await store.get(conn, run_id) is None:
             raise NotFound("run", run_id)
         return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
+
+
+async def stream(
+    pool: Pool, run_id: UUID, *, after_id: int, poll_seconds: float = 0.25
+) -> AsyncIterator[tuple[str, int | None, dict[str, Any]]]:
+    """Live progress of a run: ``("log", id, row)`` for every ``workflow_logs`` row after
+    ``after_id`` in write order, ``("run", None, {status, …})`` whenever the run's status
+    changes; ends after the run finished and its last rows were sent.
+
+    Raises:
+        NotFound: unknown run (before anything is yielded).
+    """
+    async with pool.connection() as conn:
+        if await store.get(conn, run_id) is None:
+            raise NotFound("run", run_id)
+    status = None
+    while True:
+        async with pool.connection() as conn:
+            run = await store.get(conn, run_id)
+            rows = await store.logs(conn, run_id, after_id=after_id, limit=500)
+        for row in rows:
+            after_id = row["id"]
+            yield "log", row["id"], dict(row)
+        assert run is not None
+        if run["status"] != status:
+            status = run["status"]
+            yield (
+                "run",
+                None,
+                {
+                    "status": status,
+                    "output": run["output"],
+                    "error": run["error"],
+                    "wake_at": run["wake_at"],
+                },
+            )
+        if status in store.TERMINAL and not rows:
+            return
+        if not rows:
+            await asyncio.sleep(poll_seconds)
 
 
 async def cancel(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, Any]:
