@@ -21,6 +21,7 @@ import os
 import random
 import socket
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,8 @@ from backend.app.workflows.engine import (
 from backend.app.workflows.schema import Blueprint
 
 log = logging.getLogger(__name__)
+
+_BLUEPRINT_CACHE_SIZE = 512
 
 #: Called with (run_id, node_id, event, detail) as steps start and finish; for live displays.
 StepObserver = Callable[[UUID, str, str, dict[str, Any]], None]
@@ -348,7 +351,7 @@ class EmbeddedRunner:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._blueprints: dict[tuple[UUID, int], Blueprint] = {}
+        self._blueprints: OrderedDict[tuple[UUID, int], Blueprint] = OrderedDict()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -476,12 +479,18 @@ class EmbeddedRunner:
 
     async def _blueprint(self, workflow_id: UUID, version: int) -> Blueprint:
         key = (workflow_id, version)
-        if key not in self._blueprints:  # versions are immutable, so caching is safe
-            async with self.pool.connection() as conn:
-                row = await workflows_store.get_version(conn, workflow_id, version)
-            assert row is not None, f"run references missing version {key}"
-            self._blueprints[key] = Blueprint.model_validate(row["blueprint"])
-        return self._blueprints[key]
+        cached = self._blueprints.get(key)
+        if cached is not None:  # versions are immutable, so caching is safe
+            self._blueprints.move_to_end(key)
+            return cached
+        async with self.pool.connection() as conn:
+            row = await workflows_store.get_version(conn, workflow_id, version)
+        assert row is not None, f"run references missing version {key}"
+        blueprint = Blueprint.model_validate(row["blueprint"])
+        self._blueprints[key] = blueprint
+        if len(self._blueprints) > _BLUEPRINT_CACHE_SIZE:  # ad-hoc runs add a version each
+            self._blueprints.popitem(last=False)
+        return blueprint
 
     async def execute_pass(self, run: dict[str, Any], *, sandbox: bool = False) -> RunOutcome:
         """Advance one claimed run as far as it goes and record the outcome.
