@@ -31,10 +31,14 @@ from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API. ``settings`` defaults to the environment's."""
     settings = settings or get_settings()
+    if not settings.api_keys:
+        log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

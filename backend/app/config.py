@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(default=True, description="Apply pending migrations at start-up.")
 
     # HTTP layer
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description=(
+            'API_KEYS=["key1","key2"]: when set, every endpoint except /health and the signed '
+            "webhooks (/webhooks/*, /whatsapp, /api/inngest) needs one, as X-API-Key or "
+            "Authorization: Bearer. Unset: the API is open (development)."
+        ),
+    )
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
 

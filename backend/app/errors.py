@@ -30,6 +30,13 @@ class AppError(Exception):
         return {"error": body}
 
 
+class Unauthorized(AppError):
+    """Missing or unknown API key (401)."""
+
+    status_code = 401
+    code = "unauthorized"
+
+
 class NotFound(AppError):
     """A referenced object does not exist (404)."""
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
-from backend.app.errors import AppError, PayloadTooLarge
+from backend.app.errors import AppError, PayloadTooLarge, Unauthorized
 from backend.app.services.intent_service import IntentService
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
@@ -47,7 +49,30 @@ def _intents(request: Request) -> IntentService:
     return intents
 
 
+def require_api_key(
+    request: Request,
+    x_api_key: Annotated[str | None, Header()] = None,
+    authorization: Annotated[str | None, Header()] = None,
+) -> None:
+    """Check ``X-API-Key`` or ``Authorization: Bearer`` against ``API_KEYS`` (no keys: open).
+
+    Raises:
+        Unauthorized: 401.
+    """
+    keys: list[SecretStr] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    presented = x_api_key
+    if presented is None and authorization and authorization.lower().startswith("bearer "):
+        presented = authorization[7:].strip()
+    if not presented or not any(
+        secrets.compare_digest(presented.encode(), key.get_secret_value().encode()) for key in keys
+    ):
+        raise Unauthorized("send a valid API key as X-API-Key or Authorization: Bearer <key>")
+
+
 PoolDep = Annotated[Pool, Depends(_pool)]
+ApiKey = Depends(require_api_key)
 IntentsDep = Annotated[IntentService, Depends(_intents)]
 ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]

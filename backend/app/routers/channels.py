@@ -10,14 +10,14 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from backend.app.errors import AppError, ValidationFailed
-from backend.app.http import DispatcherDep, IntentsDep, PoolDep, SettingsDep
+from backend.app.http import ApiKey, DispatcherDep, IntentsDep, PoolDep, SettingsDep
 from backend.app.services import channel_service
 
 router = APIRouter(tags=["channels"])
 _TRUE = ("1", "true", "yes", "on")
 
 
-@router.post("/intent-parser")
+@router.post("/intent-parser", dependencies=[ApiKey])
 async def intent_parser(
     request: Request,
     pool: PoolDep,

@@ -8,10 +8,10 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from backend.app.http import ArchitectDep, PoolDep, SettingsDep
+from backend.app.http import ApiKey, ArchitectDep, PoolDep, SettingsDep
 from backend.app.services import drafting_service
 
-router = APIRouter(tags=["drafting"])
+router = APIRouter(tags=["drafting"], dependencies=[ApiKey])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 

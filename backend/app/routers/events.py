@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from backend.app.http import DispatcherDep, PoolDep
+from backend.app.http import ApiKey, DispatcherDep, PoolDep
 from backend.app.services import event_service
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], dependencies=[ApiKey])
 
 
 class EventIn(BaseModel):

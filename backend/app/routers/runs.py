@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from backend.app.http import DispatcherDep, PoolDep
+from backend.app.http import ApiKey, DispatcherDep, PoolDep
 from backend.app.services import run_service
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(tags=["runs"], dependencies=[ApiKey])
 RunID = Annotated[UUID, Path(description="Run id")]
 
 

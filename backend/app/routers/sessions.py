@@ -7,10 +7,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from backend.app.http import PoolDep
+from backend.app.http import ApiKey, PoolDep
 from backend.app.services import session_service
 
-router = APIRouter(tags=["sessions"])
+router = APIRouter(tags=["sessions"], dependencies=[ApiKey])
 
 
 @router.get("/sessions/{session_id}")

@@ -8,10 +8,10 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
-from backend.app.http import PoolDep
+from backend.app.http import ApiKey, PoolDep
 from backend.app.services import run_service, workflow_service
 
-router = APIRouter(tags=["workflows"])
+router = APIRouter(tags=["workflows"], dependencies=[ApiKey])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 
