@@ -161,3 +161,12 @@ def test_oversize_body_is_413(client: TestClient, settings: Any) -> None:
         "/workflow/execute", content=chunks(), headers={"content-type": "application/json"}
     )
     _error(streamed, 413, "payload_too_large")
+
+
+def test_openapi_documents_the_response_shapes(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for name in ("RunOut", "NodeStateOut", "WorkflowOut", "LogsOut", "TurnOut", "SessionOut"):
+        assert name in schemas
+    ok = spec["paths"]["/runs/{run_id}"]["get"]["responses"]["200"]
+    assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/RunOut")

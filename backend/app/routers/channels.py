@@ -11,13 +11,14 @@ from starlette.datastructures import UploadFile
 
 from backend.app.errors import AppError, ValidationFailed
 from backend.app.http import ApiKey, DispatcherDep, IntentsDep, PoolDep, SettingsDep
+from backend.app.routers.schemas import TurnOut
 from backend.app.services import channel_service
 
 router = APIRouter(tags=["channels"])
 _TRUE = ("1", "true", "yes", "on")
 
 
-@router.post("/intent-parser", dependencies=[ApiKey])
+@router.post("/intent-parser", dependencies=[ApiKey], response_model=TurnOut)
 async def intent_parser(
     request: Request,
     pool: PoolDep,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from backend.app.http import ApiKey, ArchitectDep, PoolDep, SettingsDep
+from backend.app.routers.schemas import DraftOut, DryRunOut
 from backend.app.services import drafting_service
 
 router = APIRouter(tags=["drafting"], dependencies=[ApiKey])
@@ -41,7 +42,7 @@ class DryRunIn(BaseModel):
     )
 
 
-@router.post("/workflow/draft", status_code=201)
+@router.post("/workflow/draft", status_code=201, response_model=DraftOut)
 async def draft_workflow(
     body: DraftIn, pool: PoolDep, architect: ArchitectDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -52,7 +53,7 @@ async def draft_workflow(
     )
 
 
-@router.post("/workflows/{workflow_id}/revise", status_code=201)
+@router.post("/workflows/{workflow_id}/revise", status_code=201, response_model=DraftOut)
 async def revise_workflow(
     workflow_id: WorkflowID,
     body: ReviseIn,
@@ -66,7 +67,7 @@ async def revise_workflow(
     )
 
 
-@router.post("/workflows/{workflow_id}/dry-run")
+@router.post("/workflows/{workflow_id}/dry-run", response_model=DryRunOut)
 async def dry_run_workflow(
     workflow_id: WorkflowID, body: DryRunIn, pool: PoolDep, settings: SettingsDep
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from backend.app.http import ApiKey, DispatcherDep, PoolDep
+from backend.app.routers.schemas import EventOut
 from backend.app.services import event_service
 
 router = APIRouter(tags=["events"], dependencies=[ApiKey])
@@ -20,7 +21,7 @@ class EventIn(BaseModel):
     data: Any = Field(default_factory=dict)
 
 
-@router.post("/events", status_code=202)
+@router.post("/events", status_code=202, response_model=EventOut)
 async def post_event(body: EventIn, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Deliver an event: ``{"event_id", "resumed_run_ids", "started_run_ids"}``."""
     result = await event_service.emit(pool, dispatcher, body.name, body.data)

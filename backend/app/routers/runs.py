@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from backend.app.http import ApiKey, DispatcherDep, PoolDep
+from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
 from backend.app.services import run_service
 
 router = APIRouter(tags=["runs"], dependencies=[ApiKey])
@@ -29,7 +30,12 @@ class ExecuteIn(BaseModel):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
 
-@router.post("/workflow/execute", status_code=202)
+@router.post(
+    "/workflow/execute",
+    status_code=202,
+    response_model=ExecuteOut,
+    responses={200: {"model": ExecuteOut, "description": "Idempotency key matched a run"}},
+)
 async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> JSONResponse:
     """Queue a run. 202 ``{"run_id", "created"}``; a repeated idempotency key returns the first
     run with ``created: false`` (200)."""
@@ -48,7 +54,7 @@ async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> 
     )
 
 
-@router.get("/runs")
+@router.get("/runs", response_model=TraceRunsOut)
 async def list_runs(
     pool: PoolDep,
     trace_id: Annotated[str, Query(min_length=1, max_length=100, description="A command's trace")],
@@ -57,13 +63,13 @@ async def list_runs(
     return {"runs": await run_service.list_by_trace(pool, trace_id)}
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", response_model=RunOut)
 async def get_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
     """Run status, trigger data, output/error and every node's state in blueprint order."""
     return await run_service.get(pool, run_id)
 
 
-@router.get("/runs/{run_id}/logs")
+@router.get("/runs/{run_id}/logs", response_model=LogsOut)
 async def get_run_logs(
     run_id: RunID,
     pool: PoolDep,
@@ -103,13 +109,13 @@ async def stream_run(
     return EventSourceResponse(sse(), ping=15)
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", response_model=RunOut)
 async def cancel_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Cancel a run that has not finished (409 if it has)."""
     return await run_service.cancel(pool, dispatcher, run_id)
 
 
-@router.post("/runs/{run_id}/retry")
+@router.post("/runs/{run_id}/retry", response_model=RunOut)
 async def retry_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
     """Resume a failed run from the step that failed (409 unless failed)."""
     return await run_service.retry(pool, dispatcher, run_id)

@@ -8,12 +8,13 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 
 from backend.app.http import ApiKey, PoolDep
+from backend.app.routers.schemas import SessionOut
 from backend.app.services import session_service
 
 router = APIRouter(tags=["sessions"], dependencies=[ApiKey])
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", response_model=SessionOut)
 async def get_session(
     session_id: Annotated[UUID, Path(description="Session id")], pool: PoolDep
 ) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
 from backend.app.http import ApiKey, PoolDep
+from backend.app.routers.schemas import RunPageOut, WorkflowOut
 from backend.app.services import run_service, workflow_service
 
 router = APIRouter(tags=["workflows"], dependencies=[ApiKey])
@@ -30,7 +31,7 @@ class ActivateIn(BaseModel):
     version: int | None = Field(default=None, ge=1, description="Default: the latest version.")
 
 
-@router.post("/workflows", status_code=201)
+@router.post("/workflows", status_code=201, response_model=WorkflowOut)
 async def create_workflow(body: WorkflowIn, pool: PoolDep) -> dict[str, Any]:
     """Validate and save a blueprint as a new workflow (version 1, inactive). 422 names node
     and field of every problem."""
@@ -39,7 +40,7 @@ async def create_workflow(body: WorkflowIn, pool: PoolDep) -> dict[str, Any]:
     )
 
 
-@router.get("/workflows/{workflow_id}")
+@router.get("/workflows/{workflow_id}", response_model=WorkflowOut)
 async def get_workflow(
     workflow_id: WorkflowID, pool: PoolDep, version: Annotated[int | None, Query(ge=1)] = None
 ) -> dict[str, Any]:
@@ -47,7 +48,7 @@ async def get_workflow(
     return await workflow_service.get(pool, workflow_id, version)
 
 
-@router.put("/workflows/{workflow_id}")
+@router.put("/workflows/{workflow_id}", response_model=WorkflowOut)
 async def update_workflow(
     workflow_id: WorkflowID, body: WorkflowIn, pool: PoolDep
 ) -> dict[str, Any]:
@@ -57,7 +58,7 @@ async def update_workflow(
     )
 
 
-@router.post("/workflows/{workflow_id}/activate")
+@router.post("/workflows/{workflow_id}/activate", response_model=WorkflowOut)
 async def activate_workflow(
     workflow_id: WorkflowID, pool: PoolDep, body: Annotated[ActivateIn | None, Body()] = None
 ) -> dict[str, Any]:
@@ -65,13 +66,13 @@ async def activate_workflow(
     return await workflow_service.activate(pool, workflow_id, body.version if body else None)
 
 
-@router.post("/workflows/{workflow_id}/deactivate")
+@router.post("/workflows/{workflow_id}/deactivate", response_model=WorkflowOut)
 async def deactivate_workflow(workflow_id: WorkflowID, pool: PoolDep) -> dict[str, Any]:
     """Stop starting runs from events (runs in progress continue)."""
     return await workflow_service.deactivate(pool, workflow_id)
 
 
-@router.get("/workflows/{workflow_id}/runs")
+@router.get("/workflows/{workflow_id}/runs", response_model=RunPageOut)
 async def list_workflow_runs(
     workflow_id: WorkflowID,
     pool: PoolDep,

@@ -1,0 +1,231 @@
+"""Response shapes of the HTTP API: the contract ``/docs`` shows and FastAPI enforces."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "cancelled"]
+NodeStatus = Literal["pending", "succeeded", "failed", "skipped", "waiting", "retrying"]
+
+
+class NodeStateOut(BaseModel):
+    """One node of a run, as the dashboard draws it (``pending`` until its first log row)."""
+
+    id: str
+    type: str
+    name: str | None = None
+    status: NodeStatus
+    attempt: int | None = None
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: float | None = None
+
+
+class RunOut(BaseModel):
+    """A run with every node's state, in blueprint order."""
+
+    id: UUID
+    workflow_id: UUID
+    version: int
+    status: RunStatus
+    engine: Literal["embedded", "inngest"]
+    trigger_data: Any = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    trace_id: str | None = None
+    wake_at: datetime | None = Field(default=None, description="When a waiting run resumes.")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+    nodes: list[NodeStateOut]
+
+
+class RunSummaryOut(BaseModel):
+    """A run in a list."""
+
+    id: UUID
+    workflow_id: UUID
+    version: int
+    status: RunStatus
+    error: dict[str, Any] | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class RunPageOut(BaseModel):
+    """A page of runs, newest first; pass ``next_cursor`` back as ``cursor``."""
+
+    runs: list[RunSummaryOut]
+    next_cursor: str | None = None
+
+
+class TraceRunsOut(BaseModel):
+    """The runs one command started."""
+
+    runs: list[RunSummaryOut]
+
+
+class ExecuteOut(BaseModel):
+    """A queued run (``created`` false: the idempotency key matched an earlier run)."""
+
+    run_id: UUID
+    created: bool
+    status_url: str
+
+
+class LogRowOut(BaseModel):
+    """One ``workflow_logs`` row: a step attempt, a wait, or a skipped node."""
+
+    id: int
+    node_id: str
+    step_id: str
+    status: Literal["succeeded", "failed", "skipped", "waiting", "retrying"]
+    attempt: int
+    input: Any = None
+    output: Any = None
+    error: Any = None
+    started_at: datetime
+    finished_at: datetime
+    duration_ms: float
+
+
+class LogsOut(BaseModel):
+    """Log rows in write order."""
+
+    logs: list[LogRowOut]
+
+
+class VersionOut(BaseModel):
+    """A version of a workflow (without its blueprint)."""
+
+    version: int
+    trigger_kind: str
+    trigger_event: str | None = None
+    created_at: datetime
+
+
+class WorkflowOut(BaseModel):
+    """A workflow with one version's blueprint (default the latest) and its version list."""
+
+    id: UUID
+    user_id: str | None = None
+    name: str
+    description: str | None = None
+    origin: Literal["api", "adhoc", "draft", "system", "channel"]
+    latest_version: int
+    active_version: int | None = None
+    active: bool
+    version: int = Field(description="The version whose blueprint is included.")
+    blueprint: dict[str, Any]
+    versions: list[VersionOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class EventOut(BaseModel):
+    """What an event did."""
+
+    event_id: UUID
+    resumed_run_ids: list[UUID]
+    started_run_ids: list[UUID]
+
+
+class DraftOut(BaseModel):
+    """A saved draft or revision."""
+
+    workflow_id: UUID
+    version: int
+    blueprint: dict[str, Any]
+    warnings: list[str]
+    attempts: int = Field(description="Model calls it took (1 + repairs).")
+
+
+class DryRunNodeOut(BaseModel):
+    """A node of a dry run."""
+
+    id: str
+    type: str
+    name: str | None = None
+    status: Literal["pending", "succeeded", "failed", "skipped"]
+    input: Any = None
+    output: Any = None
+    error: Any = None
+
+
+class DryRunOut(BaseModel):
+    """What a run would do, with every tool sandboxed."""
+
+    workflow_id: UUID
+    version: int
+    status: Literal["succeeded", "failed", "waiting"]
+    output: Any = None
+    error: dict[str, Any] | None = None
+    sandbox: bool
+    nodes: list[DryRunNodeOut]
+
+
+class AnalysisOut(BaseModel):
+    """What was understood from a message."""
+
+    intent: str | None = None
+    entities: dict[str, Any]
+    missing_slots: list[str]
+    confidence: float | None = None
+    transcript: str | None = None
+
+
+class TurnOut(BaseModel):
+    """The answer to one ``/intent-parser`` message."""
+
+    status: Literal["completed", "needs_input", "no_action", "failed"]
+    reply: str
+    analysis: AnalysisOut
+    run_id: UUID | None = None
+    trace_id: str
+    session_id: UUID
+    reply_audio: dict[str, str] | None = Field(
+        default=None, description='{"format": "mp3", "base64": ...} when reply_audio was asked.'
+    )
+
+
+class MessageOut(BaseModel):
+    """A message of a session, in or out."""
+
+    id: int
+    direction: Literal["in", "out"]
+    text: str | None = None
+    transcript: str | None = None
+    media: Any = None
+    intent: str | None = None
+    entities: Any = None
+    trace_id: str | None = None
+    provider_message_id: str | None = None
+    delivery: str | None = None
+    created_at: datetime
+
+
+class SessionOut(BaseModel):
+    """A conversation session."""
+
+    id: UUID
+    channel: Literal["whatsapp", "voice"]
+    user_ref: str
+    status: Literal["open", "closed"]
+    pending: dict[str, Any] | None = None
+    slots: dict[str, Any]
+    last_activity_at: datetime
+    closed_at: datetime | None = None
+    summary: str | None = None
+    summary_source: str | None = None
+    created_at: datetime
+    messages: list[MessageOut]
