@@ -50,7 +50,8 @@ def clean_db(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
-            " workflow_logs, events, webhook_deliveries, sessions, session_messages cascade"
+            " workflow_logs, events, webhook_deliveries, sessions, session_messages,"
+            " workflow_schedules cascade"
         )
 
 

@@ -31,6 +31,8 @@ def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
         "name": id.replace("_", " ").title(),
         "trigger": None,
         "event": None,
+        "cron": None,
+        "timezone": None,
         "service": None,
         "task": None,
         "params_json": None,

@@ -26,6 +26,7 @@ from backend.app.routers import (
     workflows,
 )
 from backend.app.services.intent_service import IntentService
+from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
@@ -54,9 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedded = settings.engine == "embedded" and settings.run_worker
         if embedded:
             await runner.start()
+        scheduler = Scheduler(pool, app.state.dispatcher, settings.scheduler_poll_seconds)
+        if settings.run_scheduler:
+            scheduler.start()
         try:
             yield
         finally:
+            await scheduler.stop()
             if embedded:
                 await runner.stop()
             await pool.close()

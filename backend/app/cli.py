@@ -27,6 +27,7 @@ from rich.table import Table
 from backend.app.config import Settings, get_settings
 from backend.app.errors import InvalidBlueprint
 from backend.app.services import run_service
+from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
 from backend.app.store import runs as runs_store
 from backend.app.store.db import Pool, open_pool
@@ -296,8 +297,12 @@ async def _work(settings: Settings, drain: bool) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await runner.start()
+        scheduler = Scheduler(pool, EmbeddedDispatcher(), settings.scheduler_poll_seconds)
+        if settings.run_scheduler:
+            scheduler.start()
         await stop.wait()
         console.print("stopping: finishing steps in flight…")
+        await scheduler.stop()
         await runner.stop()
     finally:
         await pool.close()

@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     )
     shutdown_grace_seconds: float = 10.0
     run_worker: bool = Field(default=True, description="Start the embedded runner in the API.")
+    run_scheduler: bool = Field(default=True, description="Fire schedule triggers here.")
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
 
     # Step retries (per-node `retry` overrides these)
     retry_max_attempts: int = Field(default=3, ge=1)

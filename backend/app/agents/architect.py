@@ -65,6 +65,8 @@ class DraftNode(_Strict):
         description="trigger only: how runs start."
     )
     event: str | None = Field(description="trigger (event/webhook) or wait_for_event: event name.")
+    cron: str | None = Field(description="schedule trigger only: cron, e.g. '0 9 * * 1-5'.")
+    timezone: str | None = Field(description="schedule trigger only: IANA zone, e.g. Asia/Kolkata")
     service: str | None = Field(description="action only: a service from the catalog.")
     task: str | None = Field(description="action only: a task of that service.")
     params_json: str | None = Field(
@@ -138,6 +140,9 @@ def to_blueprint(draft: DraftBlueprint) -> tuple[dict[str, Any], list[dict[str, 
             node["trigger"] = n.trigger or "manual"
             if n.event:
                 node["event"] = n.event
+            if n.cron:
+                node["cron"] = n.cron
+                node["timezone"] = n.timezone or "UTC"
         elif n.type == "action":
             node.update(service=n.service, task=n.task, on_error=n.on_error or "fail")
             params = _parse_json(n.params_json, ["nodes", i, "params_json"], n.id, issues)
@@ -191,8 +196,9 @@ Answer with one blueprint: nodes and edges forming a directed acyclic graph.
 Rules:
 - Exactly one node of type "trigger", with no incoming edges; every other node reachable from it.
 - trigger kinds: "manual" (run by hand or API), "event"/"webhook" (needs `event`), "intent",
-  "schedule". Events this backend emits: {events}. Razorpay webhook payloads arrive as
-  trigger_data, e.g. {{{{ trigger_data.payload.payment.entity.amount }}}} (paise, integer),
+  "schedule" (needs `cron` and `timezone`; trigger_data.scheduled_for is the firing time).
+  Events this backend emits: {events}. Razorpay webhook payloads arrive as trigger_data,
+  e.g. {{{{ trigger_data.payload.payment.entity.amount }}}} (paise, integer),
   {{{{ trigger_data.payload.payment.entity.contact }}}} (phone), ...entity.email, ...entity.id.
   Payment link events: trigger_data.payload.payment_link.entity.id / .amount / .customer.
 - action: `service` + `task` from the catalog below; `params_json` is a JSON object string that

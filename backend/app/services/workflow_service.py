@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from backend.app.errors import AppError, NotFound
+from backend.app.errors import NotFound
+from backend.app.store import schedules as schedules_store
 from backend.app.store import workflows as store
 from backend.app.store.db import Conn, Pool
+from backend.app.workflows.schedule import next_fire_time
 from backend.app.workflows.schema import Blueprint, TriggerNode, validate_blueprint
 
 
@@ -110,31 +113,34 @@ async def get(pool: Pool, workflow_id: UUID, version: int | None = None) -> dict
 
 
 async def activate(pool: Pool, workflow_id: UUID, version: int | None) -> dict[str, Any]:
-    """Make ``version`` (default: latest) the live version that events start.
+    """Make ``version`` (default: latest) the live version: events and intents start it, and a
+    schedule trigger starts firing (next time after now).
 
     Raises:
-        NotFound: unknown workflow/version. AppError(422): schedule triggers are not run yet.
+        NotFound: unknown workflow or version.
     """
     current = await get(pool, workflow_id, version)
     trigger = _trigger(Blueprint.model_validate(current["blueprint"]))
-    if trigger.trigger == "schedule":
-        raise AppError(
-            "schedule triggers are not run by this version of the engine yet",
-            code="unsupported_trigger",
-            details={"loc": ["nodes", trigger.id]},
-        )
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         await store.set_active_version(conn, workflow_id, current["version"])
+        if trigger.trigger == "schedule" and trigger.cron:
+            first = next_fire_time(trigger.cron, trigger.timezone, datetime.now(UTC))
+            await schedules_store.upsert(
+                conn, workflow_id, current["version"], trigger.cron, trigger.timezone, first
+            )
+        else:
+            await schedules_store.delete(conn, workflow_id)
     return await get(pool, workflow_id)
 
 
 async def deactivate(pool: Pool, workflow_id: UUID) -> dict[str, Any]:
-    """Stop starting runs from events; running runs continue.
+    """Stop starting runs from events, intents and schedules; running runs continue.
 
     Raises:
         NotFound: unknown workflow.
     """
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         if await store.set_active_version(conn, workflow_id, None) is None:
             raise NotFound("workflow", workflow_id)
+        await schedules_store.delete(conn, workflow_id)
     return await get(pool, workflow_id)

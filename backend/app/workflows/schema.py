@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -115,7 +117,12 @@ class TriggerNode(_Node):
         max_length=200,
         description="For event/webhook triggers: the event name, e.g. razorpay/payment.captured.",
     )
-    cron: str | None = Field(default=None, description="For schedule triggers (not run yet).")
+    cron: str | None = Field(
+        default=None,
+        description="For schedule triggers: 5 fields (minute hour day month weekday), or 6 with "
+        "seconds last, e.g. '0 9 * * 1-5' for 09:00 on weekdays.",
+    )
+    timezone: str = Field(default="UTC", description="Schedule triggers: IANA zone of the cron.")
     intent: str | None = Field(
         default=None,
         pattern=r"^[A-Z][A-Z0-9_]{1,63}$",
@@ -365,8 +372,8 @@ class _GraphChecker:
         if isinstance(node, TriggerNode):
             if node.trigger in ("event", "webhook") and not node.event:
                 self.add([*loc, "event"], f"a {node.trigger} trigger needs an event name", node.id)
-            if node.trigger == "schedule" and not node.cron:
-                self.add([*loc, "cron"], "a schedule trigger needs a cron expression", node.id)
+            if node.trigger == "schedule":
+                self._check_schedule(loc, node)
             if node.trigger == "intent" and not node.intent:
                 self.add([*loc, "intent"], "an intent trigger needs an intent name", node.id)
         elif isinstance(node, ActionNode):
@@ -376,6 +383,20 @@ class _GraphChecker:
                 self.add(loc, "an end node cannot have outgoing edges", node.id)
             for path, text in expressions.template_strings(node.output):
                 self._check_refs(graph, [*loc, "output", *path], node.id, text)
+
+    def _check_schedule(self, loc: list[str | int], node: TriggerNode) -> None:
+        if not node.cron:
+            self.add([*loc, "cron"], "a schedule trigger needs a cron expression", node.id)
+        elif not croniter.is_valid(node.cron):
+            self.add(
+                [*loc, "cron"],
+                f"{node.cron!r} is not a cron expression such as '0 9 * * 1-5'",
+                node.id,
+            )
+        try:
+            ZoneInfo(node.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.add([*loc, "timezone"], f"unknown time zone {node.timezone!r}", node.id)
 
     def _check_action(self, graph: Graph, loc: list[str | int], node: ActionNode) -> None:
         tool = self.registry.get(node.service)
