@@ -8,7 +8,7 @@ transaction), keyed by ``(run_id, step_id)`` so a step is recorded at most once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -232,10 +232,11 @@ async def _check_fence(conn: Conn, run_id: UUID, owner: str | None) -> None:
 async def record_skipped(
     conn: Conn, run_id: UUID, owner: str | None, lease: float, node_ids: list[str], at: datetime
 ) -> None:
-    """Checkpoint and log nodes that will not run (branch not taken), once each.
+    """Checkpoint and log nodes that will not run (branch not taken), once each. Nodes all
+    recorded already (a replay) make it a no-op, whatever the run's state.
 
     Raises:
-        LeaseLost: the run is no longer held by ``owner``.
+        LeaseLost: the run is no longer held by ``owner`` and there was something to record.
     """
     cur = await conn.execute(
         _FENCE
@@ -251,8 +252,17 @@ async def record_skipped(
         returning 1""",
         {"run_id": run_id, "owner": owner, "lease": lease, "nodes": node_ids, "at": at},
     )
-    if await cur.fetchone() is None:
+    if await cur.fetchone() is None and not await _all_checkpointed(conn, run_id, node_ids):
         await _check_fence(conn, run_id, owner)
+
+
+async def _all_checkpointed(conn: Conn, run_id: UUID, step_ids: list[str]) -> bool:
+    cur = await conn.execute(
+        "select count(*) as n from step_checkpoints where run_id = %s and step_id = any(%s)",
+        (run_id, step_ids),
+    )
+    row = await cur.fetchone()
+    return row is not None and row["n"] == len(set(step_ids))
 
 
 async def open_wait(
@@ -261,20 +271,26 @@ async def open_wait(
     owner: str | None,
     lease: float,
     *,
-    log: LogRow,
+    step_id: str,
     kind: str,
     seconds: float,
     event_name: str | None = None,
     match: str | None = None,
     context: Any = None,
 ) -> datetime:
-    """Start a timer or event wait (and log it as ``waiting``). Returns its wake-up time.
+    """Start a timer or event wait and log it as ``waiting`` (input: the seconds, and for an
+    event wait its name and match). Returns its wake-up time.
 
     Idempotent: an existing wait for the step is kept and its wake-up time returned.
 
     Raises:
         LeaseLost: the run is no longer held by ``owner``.
     """
+    now = datetime.now(UTC)
+    waiting: dict[str, Any] = {"seconds": seconds}
+    if kind == "event":
+        waiting.update(event_name=event_name, match=match)
+    log = LogRow(step_id, step_id, "waiting", 1, now, now, input=waiting)
     async with conn.transaction():
         await log_attempt(conn, run_id, owner, lease, log)
         cur = await conn.execute(

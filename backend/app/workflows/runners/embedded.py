@@ -291,23 +291,13 @@ class EmbeddedPort:
         return received
 
     async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
-        now = _now()
-        row = LogRow(
-            step_id,
-            step_id,
-            "waiting",
-            1,
-            now,
-            now,
-            input={"seconds": seconds, **{k: v for k, v in extra.items() if k != "context"}},
-        )
         async with self.pool.connection() as conn:
             wake_at = await steps_store.open_wait(
                 conn,
                 self.run_id,
                 self.owner,
                 self.lease,
-                log=row,
+                step_id=step_id,
                 kind=kind,
                 seconds=seconds,
                 **extra,

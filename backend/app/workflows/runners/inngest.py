@@ -23,7 +23,6 @@ marking the run failed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -201,18 +200,15 @@ class InngestPort:
 
     async def _begin_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
         async def begin() -> str:
-            now = _now()
-            row = LogRow(
-                step_id,
-                step_id,
-                "waiting",
-                1,
-                now,
-                now,
-                input={"seconds": seconds, **{k: v for k, v in extra.items() if k != "context"}},
-            )
             wake_at = await steps_store.open_wait(
-                self.conn, self.run_id, None, 0, log=row, kind=kind, seconds=seconds, **extra
+                self.conn,
+                self.run_id,
+                None,
+                0,
+                step_id=step_id,
+                kind=kind,
+                seconds=seconds,
+                **extra,
             )
             await runs_store.set_waiting(self.conn, self.run_id, wake_at)
             return wake_at.isoformat()
@@ -277,10 +273,8 @@ class InngestPort:
         return result
 
     async def skip(self, node_ids: list[str]) -> None:
-        """Idempotent bookkeeping, repeated on every replay, so no step is needed. Replays after
-        the run finished find it closed: nothing to record then."""
-        with contextlib.suppress(LeaseLost):
-            await steps_store.record_skipped(self.conn, self.run_id, None, 0, node_ids, _now())
+        """Idempotent bookkeeping, repeated on every replay, so no step is needed."""
+        await steps_store.record_skipped(self.conn, self.run_id, None, 0, node_ids, _now())
 
 
 class InngestRunner:
