@@ -106,73 +106,49 @@ async def handle(
         LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502. EngineUnavailable: 503.
     """
     async with _one_turn_at_a_time(settings, channel, user_ref):
-        return await _handle(
-            pool,
-            dispatcher,
-            settings,
-            intents_reader,
-            channel=channel,
-            user_ref=user_ref,
-            text=text,
-            transcript=transcript,
-            media=media,
-            provider_message_id=provider_message_id,
-            reply_to=reply_to,
-        )
-
-
-async def _handle(
-    pool: Pool,
-    dispatcher: Dispatcher,
-    settings: Settings,
-    intents_reader: IntentService,
-    *,
-    channel: str,
-    user_ref: str,
-    text: str,
-    transcript: str | None,
-    media: Any,
-    provider_message_id: str | None,
-    reply_to: str | None,
-) -> Turn:
-    async with pool.connection() as conn, conn.transaction():
-        session = await store.open_for(conn, channel, user_ref)
-        inbound_id = await store.add_message(
-            conn,
-            session["id"],
-            "in",
-            text=text,
-            transcript=transcript,
-            media=media,
-            provider_message_id=provider_message_id,
-        )
-    session_id: UUID = session["id"]
-    state: dict[str, Any] = dict(session["state"] or {})
-    pending: dict[str, Any] | None = state.get("pending")
-    intents = await intent_service.catalog(pool)
-    analysis = await intents_reader.analyze(text, intents, pending)
-    turn = await _decide(
-        pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
-    )
-    turn.analysis["transcript"] = transcript
-
-    async with pool.connection() as conn, conn.transaction():
-        await store.annotate_message(
-            conn,
-            inbound_id,
-            intent=turn.analysis["intent"],
-            entities=turn.analysis["entities"],
-            trace_id=turn.trace_id,
-        )
-        if turn.outbound_id is None or not turn.answered:
-            # The answer itself, or the acknowledgement sent while the run finishes the work.
-            ack = await store.add_message(
-                conn, session_id, "out", text=turn.reply, trace_id=turn.trace_id, delivery="inline"
+        async with pool.connection() as conn, conn.transaction():
+            session = await store.open_for(conn, channel, user_ref)
+            inbound_id = await store.add_message(
+                conn,
+                session["id"],
+                "in",
+                text=text,
+                transcript=transcript,
+                media=media,
+                provider_message_id=provider_message_id,
             )
-            turn.outbound_id = turn.outbound_id or ack
-        await store.save_state(conn, session_id, state)
-    await session_service.schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
-    return turn
+        session_id: UUID = session["id"]
+        state: dict[str, Any] = dict(session["state"] or {})
+        pending: dict[str, Any] | None = state.get("pending")
+        intents = await intent_service.catalog(pool)
+        analysis = await intents_reader.analyze(text, intents, pending)
+        turn = await _decide(
+            pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
+        )
+        turn.analysis["transcript"] = transcript
+
+        async with pool.connection() as conn, conn.transaction():
+            await store.annotate_message(
+                conn,
+                inbound_id,
+                intent=turn.analysis["intent"],
+                entities=turn.analysis["entities"],
+                trace_id=turn.trace_id,
+            )
+            if turn.outbound_id is None or not turn.answered:
+                # The answer itself, or the acknowledgement sent while the run finishes the work.
+                ack = await store.add_message(
+                    conn,
+                    session_id,
+                    "out",
+                    text=turn.reply,
+                    trace_id=turn.trace_id,
+                    delivery="inline",
+                )
+                turn.outbound_id = turn.outbound_id or ack
+            await store.save_state(conn, session_id, state)
+        await session_service.schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
+        return turn
 
 
 async def _decide(
