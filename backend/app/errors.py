@@ -85,6 +85,19 @@ class SignatureInvalid(AppError):
     code = "invalid_signature"
 
 
+class SignatureRejected(SignatureInvalid):
+    """A signature did not verify, for a provider that expects 403 (Twilio); nothing stored."""
+
+    status_code = 403
+
+
+class NotConfigured(AppError):
+    """The feature needs settings that are missing (503); ``code`` names the feature."""
+
+    status_code = 503
+    code = "not_configured"
+
+
 class EngineUnavailable(AppError):
     """The workflow engine could not be reached; the run was marked failed, not left queued."""
 
@@ -92,7 +105,7 @@ class EngineUnavailable(AppError):
     code = "engine_unavailable"
 
 
-class LLMNotConfigured(AppError):
+class LLMNotConfigured(NotConfigured):
     """No language model is configured (503)."""
 
     status_code = 503

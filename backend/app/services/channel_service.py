@@ -10,7 +10,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from backend.app.config import Settings
-from backend.app.errors import AppError, ValidationFailed
+from backend.app.errors import AppError, NotConfigured, SignatureRejected, ValidationFailed
 from backend.app.services import conversation_service, speech_service
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
@@ -19,20 +19,6 @@ from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
-
-
-class WhatsAppNotConfigured(AppError):
-    """No Twilio auth token, so no webhook can be verified (503)."""
-
-    status_code = 503
-    code = "whatsapp_not_configured"
-
-
-class SignatureRejected(AppError):
-    """X-Twilio-Signature did not verify (403); nothing was stored."""
-
-    status_code = 403
-    code = "invalid_signature"
 
 
 def turn_body(turn: Turn) -> dict[str, Any]:
@@ -68,9 +54,9 @@ async def voice_or_text(
     media = None
     if audio is not None:
         data, filename, content_type = audio
-        fmt = speech_service.audio_format(filename, content_type)
-        speech_service.check_size(data, settings)
-        transcript = await speech_service.transcribe(data, fmt, settings)
+        transcript = await speech_service.transcribe(
+            data, settings, filename=filename, content_type=content_type
+        )
         media = {"filename": filename, "content_type": content_type, "bytes": len(data)}
         text = transcript
     if not text or not text.strip():
@@ -98,10 +84,12 @@ def verify_twilio(settings: Settings, url: str, params: dict[str, str], signatur
     (https://www.twilio.com/docs/usage/webhooks/webhooks-security).
 
     Raises:
-        WhatsAppNotConfigured: 503 without ``TWILIO_AUTH_TOKEN``. SignatureRejected: 403.
+        NotConfigured: 503 without ``TWILIO_AUTH_TOKEN``. SignatureRejected: 403.
     """
     if settings.twilio_auth_token is None:
-        raise WhatsAppNotConfigured("set TWILIO_AUTH_TOKEN to receive WhatsApp messages")
+        raise NotConfigured(
+            "set TWILIO_AUTH_TOKEN to receive WhatsApp messages", code="whatsapp_not_configured"
+        )
     validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
     if not signature or not validator.validate(url, params, signature):
         raise SignatureRejected("X-Twilio-Signature does not match this request")
@@ -159,9 +147,9 @@ async def whatsapp(
             media = {"url": params.get("MediaUrl0"), "content_type": kind}
             if kind.startswith("audio/") and params.get("MediaUrl0"):
                 data = await _download(params["MediaUrl0"], settings)
-                fmt = speech_service.audio_format(None, kind)
-                speech_service.check_size(data, settings)
-                transcript = await speech_service.transcribe(data, fmt, settings)
+                transcript = await speech_service.transcribe(
+                    data, settings, filename=None, content_type=kind
+                )
                 media = {**(media or {}), "bytes": len(data)}
                 text = transcript
         if not text.strip():

@@ -7,6 +7,8 @@ speech-to-text): flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav, webm, at most 25 MB.
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import PurePath
 from typing import Any
 
@@ -92,23 +94,36 @@ def _client(settings: Settings) -> openai.AsyncOpenAI:
     return openai_client(settings, max_retries=2)
 
 
-async def transcribe(data: bytes, fmt: str, settings: Settings) -> str:
-    """Speech -> text with ``TRANSCRIPTION_MODEL`` (default whisper-1).
-
-    Raises:
-        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
-    """
+@asynccontextmanager
+async def _speech(settings: Settings, what: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    """A client for one call, with the SDK's failures turned into 504/502 errors."""
     client = _client(settings)
     try:
+        yield client
+    except openai.APITimeoutError:
+        raise LLMTimeout(f"{what} timed out; try again") from None
+    except openai.APIError as exc:
+        raise LLMUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        await client.close()
+
+
+async def transcribe(
+    data: bytes, settings: Settings, *, filename: str | None, content_type: str | None
+) -> str:
+    """Speech -> text with ``TRANSCRIPTION_MODEL`` (default whisper-1), after checking the
+    upload's format and size.
+
+    Raises:
+        UnsupportedMedia: 415. ValidationFailed: empty (422). PayloadTooLarge: 413.
+        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+    """
+    fmt = audio_format(filename, content_type)
+    check_size(data, settings)
+    async with _speech(settings, "transcription") as client:
         result = await client.audio.transcriptions.create(
             model=settings.transcription_model, file=(f"audio.{fmt}", data)
         )
-    except openai.APITimeoutError:
-        raise LLMTimeout("transcription timed out; try again") from None
-    except openai.APIError as exc:
-        raise LLMUnavailable(f"transcription failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        await client.close()
     return str(result.text).strip()
 
 
@@ -118,19 +133,11 @@ async def speak(text: str, settings: Settings) -> dict[str, Any]:
     Raises:
         LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
     """
-    client = _client(settings)
-    try:
+    async with _speech(settings, "speech synthesis") as client:
         response = await client.audio.speech.create(
             model=settings.speech_model,
             voice=settings.speech_voice,
             input=text,
             response_format="mp3",
         )
-        audio = response.content
-    except openai.APITimeoutError:
-        raise LLMTimeout("speech synthesis timed out") from None
-    except openai.APIError as exc:
-        raise LLMUnavailable(f"speech synthesis failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        await client.close()
-    return {"format": "mp3", "base64": base64.b64encode(audio).decode()}
+    return {"format": "mp3", "base64": base64.b64encode(response.content).decode()}

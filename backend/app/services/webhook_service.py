@@ -10,18 +10,11 @@ import razorpay
 from razorpay.errors import SignatureVerificationError
 
 from backend.app.config import Settings
-from backend.app.errors import AppError, SignatureInvalid
+from backend.app.errors import AppError, NotConfigured, SignatureInvalid
 from backend.app.services import event_service
 from backend.app.store import events as store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
-
-
-class WebhookNotConfigured(AppError):
-    """No secret configured, so no delivery can be verified (503)."""
-
-    status_code = 503
-    code = "webhook_not_configured"
 
 
 async def receive_razorpay(
@@ -43,14 +36,17 @@ async def receive_razorpay(
         ``{"duplicate": bool, "event": name, "event_id"?, "started_run_ids", "resumed_run_ids"}``.
 
     Raises:
-        WebhookNotConfigured: 503 when ``RAZORPAY_WEBHOOK_SECRET`` is unset.
+        NotConfigured: 503 when ``RAZORPAY_WEBHOOK_SECRET`` is unset.
         SignatureInvalid: 400, nothing stored. AppError(400): body is not a Razorpay event.
         EngineUnavailable: 503 after the delivery was stored and its runs marked failed
             (retry them with POST /runs/{id}/retry once the engine is back).
     """
     secret = settings.razorpay_webhook_secret
     if secret is None:
-        raise WebhookNotConfigured("set RAZORPAY_WEBHOOK_SECRET to receive Razorpay webhooks")
+        raise NotConfigured(
+            "set RAZORPAY_WEBHOOK_SECRET to receive Razorpay webhooks",
+            code="webhook_not_configured",
+        )
     if not signature:
         raise SignatureInvalid("missing X-Razorpay-Signature header")
     try:
