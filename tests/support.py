@@ -36,6 +36,25 @@ def node_status(run: dict[str, Any]) -> dict[str, str]:
     return {node["id"]: node["status"] for node in run["nodes"]}
 
 
+def chat_completion(content: str) -> dict[str, Any]:
+    """An OpenAI chat.completion body whose assistant message is ``content``."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "logprobs": None,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+            }
+        ],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+    }
+
+
 def execute(
     client: TestClient, blueprint: dict[str, Any], payload: Any = None, **extra: Any
 ) -> str:

@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 
 from backend.app.app import create_app
 from tests.conftest import make_settings
-from tests.support import Peer
+from tests.support import Peer, chat_completion
 
 PUBLIC = "https://bot.example.com"
 TOKEN = "twilio-auth-token"
@@ -88,21 +88,7 @@ class FakeOpenAI:
         else:
             self.summaries += 1
             content = "The user asked for an invoice for Acme; it was created."
-        return 200, {
-            "id": "c1",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "gpt-4o",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                }
-            ],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }
+        return 200, chat_completion(content)
 
     def _transcribe(self, body: Any) -> tuple[int, Any]:
         assert isinstance(body, bytes)

@@ -18,6 +18,7 @@ from backend.app.agents.architect import WorkflowArchitect
 from backend.app.agents.llm import build_chat_model
 from backend.app.app import create_app
 from tests.conftest import make_settings
+from tests.support import chat_completion
 
 LLM = "http://llm.test/v1"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -91,28 +92,7 @@ class Model:
             raise answer
         if isinstance(answer, int):
             return httpx2.Response(answer, json={"error": {"message": "slow down", "type": "x"}})
-        return httpx2.Response(
-            200,
-            json={
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "gpt-4o",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                        "message": {
-                            "role": "assistant",
-                            "content": json.dumps(answer),
-                            "refusal": None,
-                        },
-                    }
-                ],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-            },
-        )
+        return httpx2.Response(200, json=chat_completion(json.dumps(answer)))
 
     def messages(self, call: int) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = self.requests[call]["messages"]
