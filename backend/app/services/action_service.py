@@ -86,18 +86,19 @@ def command_blueprint(
 
 
 async def _wait(pool: Pool, run_id: UUID, settings: Settings, node: str | None) -> dict[str, Any]:
-    """Poll the run until ``node`` (or the whole run) finished, or the inline wait is over."""
+    """Poll the run until ``node`` (or the whole run) finished, or the inline wait is over;
+    then return the full run once."""
     deadline = time.monotonic() + settings.channel_reply_wait_seconds
     while True:
-        run = await run_service.get(pool, run_id)
-        states = {n["id"]: n["status"] for n in run["nodes"]}
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
+        status, states = await run_service.progress(pool, run_id)
+        if status in ("succeeded", "failed", "cancelled"):
+            break
         if node is not None and states.get(node) in ("succeeded", "failed"):
-            return run
+            break
         if time.monotonic() >= deadline:
-            return run
+            break
         await asyncio.sleep(0.05)
+    return await run_service.get(pool, run_id)
 
 
 async def execute(

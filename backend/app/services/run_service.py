@@ -103,6 +103,21 @@ async def list_by_trace(pool: Pool, trace_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in await store.list_by_trace(conn, trace_id)]
 
 
+async def progress(pool: Pool, run_id: UUID) -> tuple[str, dict[str, str]]:
+    """The run's status and the status of each node that has a log row: a cheap poll (no
+    blueprint is loaded).
+
+    Raises:
+        NotFound: unknown run.
+    """
+    async with pool.connection() as conn:
+        run = await store.get(conn, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        states = {row["node_id"]: row["status"] for row in await store.node_states(conn, run_id)}
+    return run["status"], states
+
+
 async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:
     """The run with every node's state (``pending`` until it has a log row), in blueprint order.
 
