@@ -1,4 +1,4 @@
-"""Templates and conditions, evaluated by Jinja2's sandbox (never ``eval``).
+"""Templates and conditions, evaluated by Jinja2's sandbox with budgets (never ``eval``).
 
 Params may hold references such as ``{{trigger_data.amount}}`` or
 ``{{steps.send.output.sid}}``. A string that is *only* one reference keeps the referenced
@@ -7,7 +7,10 @@ Conditions (router ``when``, wait ``match``) are bare Jinja expressions such as
 ``trigger_data.amount >= 100000``.
 
 Undefined names or fields raise :class:`ExpressionError` instead of rendering empty text, so a
-typo fails loudly at the step that uses it.
+typo fails loudly at the step that uses it. So does *every* other failure while compiling or
+evaluating — a type error, an overflow, a budget of :mod:`~backend.app.workflows.sandbox`
+broken (too many operations, too large a value, too deep) — so a template can fail its node
+but never the runner.
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
-from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2.environment import Template, TemplateExpression
+
+from backend.app.workflows import sandbox
+from backend.app.workflows.sandbox import ENV, BudgetExceeded
 
 #: Names a template may start from. ``event`` exists only inside a wait's ``match``.
 CONTEXT_NAMES = frozenset({"trigger_data", "steps", "run"})
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 _PURE_REFERENCE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+_MAX_MESSAGE = 300
 
 
 class ExpressionError(ValueError):
@@ -37,40 +42,125 @@ def is_template(value: str) -> bool:
     return "{{" in value or "{%" in value
 
 
-@lru_cache(maxsize=4096)
-def _compile_expression(expr: str) -> Any:
+def _quote(source: str) -> str:
+    source = source.strip()
+    return repr(source if len(source) <= 80 else source[:77] + "...")
+
+
+def _failure(source: str, exc: BaseException, kind: str = "template") -> ExpressionError:
+    if isinstance(exc, TemplateSyntaxError):
+        return ExpressionError(f"invalid {kind} {_quote(source)}: {exc.message or 'syntax'}")
+    if isinstance(exc, RecursionError):
+        reason = "the template nests too deeply"
+    else:
+        reason = str(exc) or type(exc).__name__
+        if not isinstance(exc, BudgetExceeded | LookupError | TypeError | ValueError):
+            reason = f"{type(exc).__name__}: {reason}"
+    if len(reason) > _MAX_MESSAGE:
+        reason = reason[: _MAX_MESSAGE - 3] + "..."
+    return ExpressionError(f"{_quote(source)}: {reason}")
+
+
+def _parse(source: str, expression: str | None = None) -> nodes.Template:
+    """Parse after the shape checks; deep input never reaches the recursive parser.
+    ``expression``: the bare expression ``source`` wraps (for messages)."""
     try:
-        return _env.compile_expression(expr, undefined_to_none=False)
-    except TemplateSyntaxError as exc:
-        raise ExpressionError(f"invalid expression {expr!r}: {exc.message}") from None
+        sandbox.check_shape(source)
+        tree = ENV.parse(source)
+        sandbox.check_tree(tree)
+    except (TemplateSyntaxError, BudgetExceeded, RecursionError) as exc:
+        if expression is None:
+            raise _failure(source, exc) from None
+        raise _failure(expression, exc, "expression") from None
+    return tree
+
+
+def _expression_tree(expr: str) -> tuple[nodes.Template, nodes.Expr]:
+    tree = _parse("{{ " + expr + " }}", expr)
+    body = tree.body
+    if len(body) != 1 or not isinstance(body[0], nodes.Output) or len(body[0].nodes) != 1:
+        raise ExpressionError(f"invalid expression {_quote(expr)}: one expression expected")
+    return tree, body[0].nodes[0]
+
+
+def _compile(source: str, tree: nodes.Template) -> Template:
+    try:
+        return ENV.from_string(sandbox.rewrite(tree))
+    except (TemplateSyntaxError, RecursionError) as exc:  # unknown filter or test, ...
+        raise _failure(source, exc) from None
 
 
 @lru_cache(maxsize=4096)
-def _compile_template(source: str) -> Any:
-    try:
-        return _env.from_string(source)
-    except TemplateSyntaxError as exc:
-        raise ExpressionError(f"invalid template {source!r}: {exc.message}") from None
+def _compile_expression(expr: str) -> TemplateExpression:
+    _, node = _expression_tree(expr)
+    assign = nodes.Template([nodes.Assign(nodes.Name("result", "store"), node)])
+    return TemplateExpression(_compile(expr, assign), undefined_to_none=False)
 
 
-def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
-    """Evaluate a bare expression (``trigger_data.amount > 100``) against ``context``.
+@lru_cache(maxsize=4096)
+def _compile_template(source: str) -> Template:
+    return _compile(source, _parse(source))
 
-    Raises:
-        ExpressionError: syntax error, undefined name/field, or a sandbox violation.
-    """
-    fn = _compile_expression(expr)
+
+def _evaluate(expr: str, context: Mapping[str, Any]) -> Any:
+    fn = _compile_expression(expr)  # cached: compiled before the budget starts
     try:
         value = fn(**context)
-    except (UndefinedError, SecurityError, TypeError, ZeroDivisionError) as exc:
-        raise ExpressionError(f"{expr.strip()!r}: {exc}") from None
-    if _is_undefined(value):
-        raise ExpressionError(f"{expr.strip()!r}: {value._undefined_message}")
+    except Exception as exc:
+        raise _failure(expr, exc) from None
+    if isinstance(value, Undefined):
+        raise ExpressionError(f"{_quote(expr)}: {value._undefined_message}")
     return value
 
 
+def _render_text(source: str, context: Mapping[str, Any]) -> str:
+    template = _compile_template(source)
+    parts: list[str] = []
+    size = 0
+    try:
+        for part in template.generate(**context):
+            size += len(part)
+            if size > sandbox.MAX_VALUE_CHARS:
+                raise BudgetExceeded(
+                    f"the rendered text is over {sandbox.MAX_VALUE_CHARS} characters"
+                )
+            parts.append(part)
+    except Exception as exc:
+        raise _failure(source, exc) from None
+    return "".join(parts)
+
+
+def _render(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        pure = _PURE_REFERENCE.match(value)
+        if pure:
+            return _evaluate(pure.group("expr"), context)
+        return _render_text(value, context)
+    if isinstance(value, dict):
+        return {key: _render(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_render(item, context) for item in value]
+    return value
+
+
+def evaluate(expr: str, context: Mapping[str, Any]) -> Any:
+    """Evaluate a bare expression (``trigger_data.amount > 100``) against ``context``, within
+    one budget (see :mod:`~backend.app.workflows.sandbox`).
+
+    Raises:
+        ExpressionError: syntax error, undefined name/field, sandbox violation, broken
+            budget, or any other error while evaluating.
+    """
+    _compile_expression(expr)
+    with sandbox.budgeted():
+        return _evaluate(expr, context)
+
+
 def render(value: Any, context: Mapping[str, Any]) -> Any:
-    """Resolve every template inside ``value`` (dicts and lists are walked recursively).
+    """Resolve every template inside ``value`` (dicts and lists are walked recursively), all
+    within one budget.
 
     A string that is exactly one ``{{ reference }}`` returns the referenced value unchanged
     (numbers stay numbers, objects stay objects); other template strings render to text.
@@ -78,51 +168,41 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
     Raises:
         ExpressionError: when any template fails; the message names the template.
     """
-    if isinstance(value, str):
-        if not is_template(value):
-            return value
-        pure = _PURE_REFERENCE.match(value)
+    for _, source in template_strings(value):  # compiling is not part of the budget
+        pure = _PURE_REFERENCE.match(source)
         if pure:
-            return evaluate(pure.group("expr"), context)
-        template = _compile_template(value)
-        try:
-            return template.render(**context)
-        except (UndefinedError, SecurityError, TypeError, ZeroDivisionError) as exc:
-            raise ExpressionError(f"{value!r}: {exc}") from None
-    if isinstance(value, dict):
-        return {key: render(item, context) for key, item in value.items()}
-    if isinstance(value, list):
-        return [render(item, context) for item in value]
-    return value
+            _compile_expression(pure.group("expr"))
+        else:
+            _compile_template(source)
+    with sandbox.budgeted():
+        return _render(value, context)
 
 
 def check_template(source: str, *, allowed: Iterable[str] = CONTEXT_NAMES) -> set[str]:
-    """Parse a template string and return the node ids it references through ``steps``.
+    """Parse and compile a template string; return the node ids it references via ``steps``.
 
     Raises:
-        ExpressionError: syntax error, or a top-level name outside ``allowed``.
+        ExpressionError: syntax error, unknown filter, too long or too deep, a statement
+            templates may not use, or a top-level name outside ``allowed``.
     """
     pure = _PURE_REFERENCE.match(source)
     if pure:
         return check_expression(pure.group("expr"), allowed=allowed)
-    try:
-        tree = _env.parse(source)
-    except TemplateSyntaxError as exc:
-        raise ExpressionError(f"invalid template {source!r}: {exc.message}") from None
-    return _inspect(tree, source, set(allowed))
+    referenced = _inspect(_parse(source), source, set(allowed))
+    _compile_template(source)
+    return referenced
 
 
 def check_expression(expr: str, *, allowed: Iterable[str] = CONTEXT_NAMES) -> set[str]:
-    """Parse a bare expression and return the node ids it references through ``steps``.
+    """Parse and compile a bare expression; return the node ids it references via ``steps``.
 
     Raises:
-        ExpressionError: syntax error, or a top-level name outside ``allowed``.
+        ExpressionError: as :func:`check_template`.
     """
-    try:
-        tree = _env.parse("{{ " + expr + " }}")
-    except TemplateSyntaxError as exc:
-        raise ExpressionError(f"invalid expression {expr!r}: {exc.message}") from None
-    return _inspect(tree, expr, set(allowed))
+    tree, _ = _expression_tree(expr)
+    referenced = _inspect(tree, expr, set(allowed))
+    _compile_expression(expr)
+    return referenced
 
 
 def template_strings(value: Any) -> Iterable[tuple[tuple[str | int, ...], str]]:
@@ -144,7 +224,7 @@ def _inspect(tree: nodes.Template, source: str, allowed: set[str]) -> set[str]:
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in allowed and name.name not in assigned:
-            if name.name in _env.globals:
+            if name.name in ENV.globals:
                 continue
             names = ", ".join(sorted(allowed))
             raise ExpressionError(
@@ -162,7 +242,3 @@ def _inspect(tree: nodes.Template, source: str, allowed: set[str]) -> set[str]:
         ):
             referenced.add(str(item.arg.value))
     return referenced
-
-
-def _is_undefined(value: Any) -> bool:
-    return isinstance(value, StrictUndefined)
