@@ -32,6 +32,7 @@ from backend.app.services import workflow_service
 from backend.app.store import migrations
 from backend.app.store import runs as runs_store
 from backend.app.store.db import Pool, open_pool
+from backend.app.store.steps import Lease
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from backend.app.workflows.schema import validate_blueprint
 
@@ -110,7 +111,7 @@ async def ours(
             async with pool.connection() as conn:
                 [row] = await runs_store.claim(conn, runner.worker_id, 1, 30)
             t0 = time.perf_counter()
-            outcome = await runner.execute_pass(row)
+            outcome = await runner.execute_pass(row, Lease(row["lease_token"], 30))
             elapsed = time.perf_counter() - t0
             assert outcome.status == "succeeded", outcome
             per_step.append(elapsed / (steps + 1) * 1000)

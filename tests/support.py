@@ -70,8 +70,9 @@ class Peer:
     """A threaded HTTP server on 127.0.0.1 that counts requests per path.
 
     ``script[path]`` is a list of statuses to answer in turn (the last one repeats);
-    ``handlers[path]`` overrides with a function ``(body) -> (status, json or bytes)``; the body
-    is parsed JSON, or raw bytes when it is not JSON.
+    ``handlers[path]`` overrides with a function ``(body) -> (status, json or bytes)`` or
+    ``(body) -> (status, bytes, content_type)``; the body is parsed JSON, or raw bytes when it
+    is not JSON.
     """
 
     def __init__(self) -> None:
@@ -79,7 +80,7 @@ class Peer:
         self.bodies: dict[str, list[Any]] = defaultdict(list)
         self.headers: dict[str, list[dict[str, str]]] = defaultdict(list)
         self.script: dict[str, list[int]] = {}
-        self.handlers: dict[str, Callable[[Any], tuple[int, Any]]] = {}
+        self.handlers: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
         self.lock = threading.Lock()
         peer = self
 
@@ -97,8 +98,10 @@ class Peer:
                     count = peer.hits[path]
                     peer.bodies[path].append(body)
                     peer.headers[path].append(dict(self.headers))
+                content_type = None
                 if path in peer.handlers:
-                    status, payload = peer.handlers[path](body)
+                    status, payload, *typed = peer.handlers[path](body)
+                    content_type = typed[0] if typed else None
                 else:
                     statuses = peer.script.get(path, [200])
                     status = statuses[min(count, len(statuses)) - 1]
@@ -107,7 +110,9 @@ class Peer:
                 data = payload if raw_reply else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header(
-                    "content-type", "application/octet-stream" if raw_reply else "application/json"
+                    "content-type",
+                    content_type
+                    or ("application/octet-stream" if raw_reply else "application/json"),
                 )
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()

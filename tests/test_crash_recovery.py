@@ -3,7 +3,8 @@
 Mechanism under test: step checkpoints keyed by (run_id, step_id) replay finished steps; the
 dead process's lease either expires (any worker then claims the run) or, with a stable
 WORKER_ID, is taken back at once by the restarted process. Side effects are counted at the
-peer: steps that finished before the kill run exactly once; only the step in flight runs again.
+peer: steps that finished before the kill run exactly once; only the step in flight runs again,
+and only if its ``max_attempts`` allow another attempt (attempts are counted before they run).
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
         **os.environ,
         "DATABASE_URL": settings.database_url,
         "RUN_LEASE_SECONDS": "1",
+        "RETRY_MAX_ATTEMPTS": "2",
         **extra,
         "WORKER_POLL_SECONDS": "0.05",
         "HTTP_ALLOW_HOSTS": '["127.0.0.1"]',
-        "RETRY_MAX_ATTEMPTS": "1",
     }
 
 
@@ -48,16 +49,11 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("recovery", ["lease_expiry", "same_worker_id"])
-def test_sigkilled_run_resumes_without_repeating_finished_steps(
-    settings: Settings, peer: Peer, tmp_path: Path, recovery: str
+def _start_and_kill_mid_step(
+    settings: Settings, peer: Peer, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    # same_worker_id: a 10-minute lease, so only WORKER_ID recovery can finish the run in time.
-    extra = (
-        {"WORKER_ID": "worker-1", "RUN_LEASE_SECONDS": "600"}
-        if recovery == "same_worker_id"
-        else {}
-    )
+    """``wf run`` a chain start -> a -> b -> slow -> c -> done and SIGKILL it while the peer
+    holds the ``slow`` request; the peer then answers (the step's effect happened)."""
     release = threading.Event()
 
     def slow(_: Any) -> tuple[int, Any]:
@@ -85,7 +81,7 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
     first = subprocess.Popen(
         [sys.executable, "-m", "backend.app.cli", "run", str(blueprint)],
         cwd=ROOT,
-        env=_env(settings, **extra),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -95,6 +91,31 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     release.set()
+
+
+def _drain(env: dict[str, str]) -> None:
+    second = subprocess.run(
+        [sys.executable, "-m", "backend.app.cli", "worker", "--drain"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode == 0, second.stderr
+
+
+@pytest.mark.parametrize("recovery", ["lease_expiry", "same_worker_id"])
+def test_sigkilled_run_resumes_without_repeating_finished_steps(
+    settings: Settings, peer: Peer, tmp_path: Path, recovery: str
+) -> None:
+    # same_worker_id: a 10-minute lease, so only WORKER_ID recovery can finish the run in time.
+    extra = (
+        {"WORKER_ID": "worker-1", "RUN_LEASE_SECONDS": "600"}
+        if recovery == "same_worker_id"
+        else {}
+    )
+    _start_and_kill_mid_step(settings, peer, tmp_path, _env(settings, **extra))
 
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         status, owner = conn.execute("select status, lease_owner from workflow_runs").fetchone()  # type: ignore[misc]
@@ -109,18 +130,27 @@ def test_sigkilled_run_resumes_without_repeating_finished_steps(
         if recovery == "lease_expiry":
             _wait(lease_expired, 10, "the dead worker's lease to expire")
 
-    second = subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", "worker", "--drain"],
-        cwd=ROOT,
-        env=_env(settings, **extra),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert second.returncode == 0, second.stderr
+    _drain(_env(settings, **extra))
 
     with psycopg.connect(settings.database_url) as conn:
         status, output = conn.execute("select status, output from workflow_runs").fetchone()  # type: ignore[misc]
     assert status == "succeeded"
     assert output == {"c": 1}
     assert dict(peer.hits) == {"/a": 1, "/b": 1, "/slow": 2, "/c": 1}
+
+
+def test_interrupted_last_attempt_is_not_run_again(
+    settings: Settings, peer: Peer, tmp_path: Path
+) -> None:
+    """With max_attempts 1, the attempt that was in flight when its process died was the only
+    one allowed: the resumed run fails that step (``attempt_lost``) instead of calling the
+    peer a second time. Attempts are counted durably before they run."""
+    env = _env(settings, RETRY_MAX_ATTEMPTS="1", WORKER_ID="worker-1", RUN_LEASE_SECONDS="600")
+    _start_and_kill_mid_step(settings, peer, tmp_path, env)
+    _drain(env)
+
+    with psycopg.connect(settings.database_url) as conn:
+        status, error = conn.execute("select status, error from workflow_runs").fetchone()  # type: ignore[misc]
+    assert status == "failed"
+    assert error["node_id"] == "slow" and error["code"] == "attempt_lost", error
+    assert dict(peer.hits) == {"/a": 1, "/b": 1, "/slow": 1}

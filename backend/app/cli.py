@@ -31,7 +31,6 @@ from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
 from backend.app.store import runs as runs_store
 from backend.app.store.db import Pool, open_pool
-from backend.app.workflows.engine import RunOutcome
 from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from backend.app.workflows.schema import Blueprint, validate_blueprint
@@ -168,7 +167,7 @@ class _Progress:
 
 async def _run(
     settings: Settings, blueprint_data: Any, payload: Any, max_wait: float
-) -> tuple[RunOutcome | None, dict[str, Any]]:
+) -> dict[str, Any]:
     blueprint = validate_blueprint(blueprint_data)
     progress = _Progress(blueprint)
     pool: Pool = await open_pool(settings.database_url, min_size=1, max_size=8)
@@ -184,20 +183,21 @@ async def _run(
             idempotency_key=None,
         )
         progress.run_id = run_id
-        outcome: RunOutcome | None = None
         deadline = time.monotonic() + max_wait
         with Live(progress.render(), console=console, refresh_per_second=12) as live:
             refresher = asyncio.create_task(_refresh(live, progress))
             try:
                 while True:
-                    async with pool.connection() as conn:
-                        rows = await runs_store.claim(
-                            conn, runner.worker_id, 1, settings.run_lease_seconds, run_id=run_id
-                        )
-                    if rows:
-                        outcome = await runner.execute_pass(rows[0], sandbox=settings.sandbox)
-                        if outcome.status != "waiting":
+                    outcome = await runner.run_once(run_id, sandbox=settings.sandbox)
+                    if outcome is not None and outcome.status != "waiting":
+                        break
+                    if outcome is None:
+                        status, _ = await run_service.progress(pool, run_id)
+                        if status in runs_store.TERMINAL:
                             break
+                        if time.monotonic() > deadline:
+                            break
+                    else:
                         assert outcome.wake_at is not None
                         if (outcome.wake_at - datetime.now(UTC)).total_seconds() > (
                             deadline - time.monotonic()
@@ -208,7 +208,7 @@ async def _run(
                 refresher.cancel()
                 live.update(progress.render())
         console.print()
-        return outcome, await run_service.get(pool, run_id)
+        return await run_service.get(pool, run_id)
     finally:
         await pool.close()
 
@@ -250,28 +250,27 @@ def run(
         _print_issues(exc)
         raise typer.Exit(2) from None
     _prepare_database(settings)
-    outcome, run_state = asyncio.run(_run(settings, blueprint_data, payload_data, max_wait))
+    run_state = asyncio.run(_run(settings, blueprint_data, payload_data, max_wait))
     sandboxed = _sandboxed_nodes(run_state)
     if sandboxed:
         console.print(
             f"[yellow]sandbox mode[/] for {', '.join(sandboxed)}: no credentials "
             "configured (or --sandbox), so the request was recorded, not sent."
         )
-    if outcome is None or outcome.status == "waiting":
+    status = run_state["status"]
+    if status not in runs_store.TERMINAL:
         console.print(
-            f"[cyan]run {run_state['id']} is waiting[/] (until {run_state['wake_at']} or "
+            f"[cyan]run {run_state['id']} is {status}[/] (until {run_state['wake_at']} or "
             "an event); `wf worker` or the API resumes it."
         )
         return
-    if outcome.status == "failed":
-        error = outcome.error or {}
-        err.print(
-            f"[red]run failed[/] at node [bold]{error.get('node_id')}[/]: "
-            f"{error.get('code')}: {error.get('message')}"
-        )
+    if status != "succeeded":
+        error = run_state["error"] or {}
+        where = f" at node [bold]{error['node_id']}[/]" if error.get("node_id") else ""
+        err.print(f"[red]run {status}[/]{where}: {error.get('code')}: {error.get('message')}")
         raise typer.Exit(1)
     console.print("[green]run succeeded[/]; output:")
-    console.print_json(json.dumps(outcome.output, default=str))
+    console.print_json(json.dumps(run_state["output"], default=str))
 
 
 @cli.command()

@@ -18,7 +18,8 @@ class Settings(BaseSettings):
     Durations are in seconds unless the name says otherwise.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    # An empty value (``OPENAI_API_KEY=`` in a .env) means unset, not "configured as ''".
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
 
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/blueprints",
@@ -26,6 +27,12 @@ class Settings(BaseSettings):
     )
     db_pool_min: int = 2
     db_pool_max: int = 20
+    db_acquire_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Wait at most this long for a database connection; an API request that "
+        "cannot get one answers 503 database_unavailable instead of hanging.",
+    )
     auto_migrate: bool = Field(default=True, description="Apply pending migrations at start-up.")
 
     # HTTP layer
@@ -71,6 +78,17 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="A crashed worker's runs are taken over after this long without heartbeat.",
+    )
+    run_max_pass_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive passes of a run that may end in an unexpected error (or lose "
+        "their worker) without progress before the run fails with engine_error.",
+    )
+    run_pass_backoff_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="Back-off after a failed pass, doubled after each (at most an hour).",
     )
     shutdown_grace_seconds: float = 10.0
     run_worker: bool = Field(default=True, description="Start the embedded runner in the API.")

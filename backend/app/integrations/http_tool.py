@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 from typing import Any, Literal
 
 import httpx
@@ -164,6 +163,6 @@ def _decode(response: httpx.Response) -> Any:
     if "json" in response.headers.get("content-type", ""):
         try:
             return response.json()
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or numbers Python will not parse (over 4300 digits)
             pass
     return response.text

@@ -16,7 +16,7 @@ from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher, QueuedRun
-from backend.app.workflows.schema import Blueprint, validate_blueprint
+from backend.app.workflows.schema import validate_blueprint
 
 
 async def dispatch(pool: Pool, dispatcher: Dispatcher, runs: list[QueuedRun]) -> None:
@@ -130,21 +130,25 @@ async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:
             raise NotFound("run", run_id)
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
         states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
-    assert version is not None
-    blueprint = Blueprint.model_validate(version["blueprint"])
     nodes = []
-    for node in blueprint.nodes:
-        state = states.get(node.id)
-        entry: dict[str, Any] = {
-            "id": node.id,
-            "type": node.type,
-            "name": node.name,
-            "status": "pending",
-        }
+    for node in _drawn_nodes(version["blueprint"] if version else None):
+        entry: dict[str, Any] = {**node, "status": "pending"}
+        state = states.get(node["id"])
         if state is not None:
             entry.update({k: v for k, v in state.items() if k != "node_id"})
         nodes.append(entry)
     return {**run, "nodes": nodes}
+
+
+def _drawn_nodes(blueprint: Any) -> list[dict[str, Any]]:
+    """``{id, type, name}`` of each node of a stored blueprint, read leniently: a version an
+    operator damaged by hand still shows its run."""
+    raw = blueprint.get("nodes") if isinstance(blueprint, dict) else None
+    return [
+        {"id": str(n["id"]), "type": str(n.get("type", "unknown")), "name": n.get("name")}
+        for n in raw or []
+        if isinstance(n, dict) and "id" in n
+    ]
 
 
 def _encode_cursor(created_at: datetime, run_id: UUID) -> str:

@@ -1,8 +1,14 @@
 """Runs: creation (idempotent), claiming with leases, completion, queries.
 
 Claiming uses ``FOR UPDATE SKIP LOCKED``: concurrent workers never claim the same run. A claim
-is a lease (``lease_owner``, ``lease_expires_at``) that the owner's heartbeat extends; a run whose
-lease expired (its worker died) is claimable again and resumes from its checkpoints.
+is a lease (``lease_owner``, a fresh ``lease_token``, ``lease_expires_at``) that the owner's
+heartbeat extends; a run whose lease expired (its worker died) is claimable again and resumes
+from its checkpoints. Every write of a pass is fenced on its token (see ``steps``), so a pass
+that lost its lease records nothing more, even when the same process claimed the run again.
+
+``pass_failures`` counts consecutive passes that ended in an unexpected error or lost their
+worker, without recording any progress; the runner backs off between them and gives up after a
+limit (:func:`record_pass_failure`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from uuid import UUID
 from psycopg.rows import DictRow
 
 from backend.app.store.db import Conn, jsonb
+from backend.app.store.steps import Lease
+from backend.app.store.storable import scrub
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -95,13 +103,15 @@ async def list_for_workflow(
 
 _CLAIM = """
 update workflow_runs r
-   set status = 'running', lease_owner = %(owner)s,
+   set status = 'running', lease_owner = %(owner)s, lease_token = gen_random_uuid(),
        lease_expires_at = now() + make_interval(secs => %(lease)s),
+       pass_failures = r.pass_failures + case when r.status = 'running' then 1 else 0 end,
        started_at = coalesce(r.started_at, now()), wake_at = null, updated_at = now()
  where r.id in (
     select c.id from workflow_runs c
-     where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded' {only}
-       and (c.status = 'queued'
+     where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded'
+       and c.id <> all(%(exclude)s::uuid[]) {only}
+       and ((c.status = 'queued' and (c.wake_at is null or c.wake_at <= now()))
             or (c.status = 'waiting' and c.wake_at <= now())
             or (c.status = 'running' and c.lease_expires_at < now())
             or (c.status = 'waiting' and exists (
@@ -112,23 +122,32 @@ update workflow_runs r
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
      for update skip locked)
-returning r.id, r.workflow_id, r.version, r.trigger_data
+returning r.id, r.workflow_id, r.version, r.trigger_data, r.lease_token, r.pass_failures
 """
 
 
 async def claim(
-    conn: Conn, owner: str, limit: int, lease_seconds: float, *, run_id: UUID | None = None
+    conn: Conn,
+    owner: str,
+    limit: int,
+    lease_seconds: float,
+    *,
+    run_id: UUID | None = None,
+    exclude: list[UUID] | None = None,
 ) -> list[DictRow]:
-    """Lease up to ``limit`` runnable runs (or just ``run_id``) to ``owner``.
+    """Lease up to ``limit`` runnable runs (or just ``run_id``) to ``owner``, each under a new
+    ``lease_token``; skip the runs in ``exclude`` (the caller's own passes still in flight).
 
-    Runnable: queued; waiting with a due timer or a resolved, unconsumed event wait; running
-    with an expired lease (its worker died).
+    Runnable: queued (once its ``wake_at``, a back-off, has passed); waiting with a due timer or
+    a resolved, unconsumed event wait; running with an expired lease (its worker died: that
+    counts as a failed pass in ``pass_failures``).
     """
     params: dict[str, Any] = {
         "owner": owner,
         "lease": lease_seconds,
         "limit": limit,
         "run_id": run_id,
+        "exclude": exclude or [],
     }
     query = _CLAIM.format(only="and c.id = %(run_id)s" if run_id is not None else "")
     cur = await conn.execute(query.encode(), params)
@@ -145,12 +164,15 @@ async def expire_leases(conn: Conn, owner: str) -> int:
     return cur.rowcount
 
 
-async def heartbeat(conn: Conn, owner: str, run_ids: list[UUID], lease_seconds: float) -> set[UUID]:
-    """Extend ``owner``'s leases; returns the ids still held (others were lost or cancelled)."""
+async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) -> set[UUID]:
+    """Extend the leases ``{run_id: lease_token}``; returns the run ids still held (the others
+    were taken over or cancelled)."""
     cur = await conn.execute(
-        "update workflow_runs set lease_expires_at = now() + make_interval(secs => %s)"
-        " where id = any(%s) and lease_owner = %s and status = 'running' returning id",
-        (lease_seconds, run_ids, owner),
+        "update workflow_runs r set lease_expires_at = now() + make_interval(secs => %s)"
+        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
+        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'"
+        " returning r.id",
+        (lease_seconds, list(leases), list(leases.values())),
     )
     return {row["id"] for row in await cur.fetchall()}
 
@@ -158,37 +180,77 @@ async def heartbeat(conn: Conn, owner: str, run_ids: list[UUID], lease_seconds: 
 async def finish(
     conn: Conn,
     run_id: UUID,
-    owner: str | None,
+    lease: Lease | None,
     *,
     status: str,
     output: Any = None,
     error: Any = None,
     wake_at: datetime | None = None,
 ) -> bool:
-    """Record a run's outcome and drop the lease. ``status`` ``waiting`` keeps it resumable.
+    """Record a run's outcome (a completed pass) and drop the lease. ``status`` ``waiting``
+    keeps it resumable.
 
-    ``owner`` None is for runners without leases (Inngest): the run must just be unfinished.
-    Returns False when ``owner`` no longer held the run (lost lease or cancelled).
+    ``lease`` None is for runners without leases (Inngest): the run must just be unfinished.
+    Returns False when the claim no longer held the run (lost lease or cancelled).
     """
     finished = status in TERMINAL
     cur = await conn.execute(
         "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
-        " wake_at = %(wake_at)s, lease_owner = null, lease_expires_at = null, updated_at = now(),"
+        " wake_at = %(wake_at)s, lease_owner = null, lease_token = null,"
+        " lease_expires_at = null, pass_failures = 0, updated_at = now(),"
         " finished_at = case when %(finished)s then now() else null end"
-        " where id = %(run_id)s and ((lease_owner = %(owner)s and status = 'running')"
-        " or (%(owner)s::text is null and lease_owner is null"
+        " where id = %(run_id)s and ((lease_token = %(token)s and status = 'running')"
+        " or (%(token)s::uuid is null and lease_token is null"
         " and status in ('queued', 'running', 'waiting')))",
         {
             "status": status,
             "output": jsonb(output),
-            "error": jsonb(error),
+            "error": jsonb(scrub(error)),
             "wake_at": wake_at,
             "finished": finished,
             "run_id": run_id,
-            "owner": owner,
+            "token": None if lease is None else lease.token,
         },
     )
     return cur.rowcount == 1
+
+
+async def record_pass_failure(
+    conn: Conn,
+    run_id: UUID,
+    lease: Lease,
+    error: dict[str, Any],
+    *,
+    max_failures: int,
+    backoff_seconds: float,
+) -> str | None:
+    """Count a pass that ended in an unexpected error and give the run back: ``queued`` again
+    after ``backoff_seconds * 2**(failures - 1)`` (at most an hour), or ``failed`` with
+    ``error`` once ``max_failures`` consecutive passes failed.
+
+    Returns:
+        The run's new status, or None when this claim no longer held it.
+    """
+    cur = await conn.execute(
+        "update workflow_runs set pass_failures = pass_failures + 1,"
+        " status = case when pass_failures + 1 >= %(max)s then 'failed' else 'queued' end,"
+        " error = case when pass_failures + 1 >= %(max)s then %(error)s else error end,"
+        " finished_at = case when pass_failures + 1 >= %(max)s then now() end,"
+        " wake_at = case when pass_failures + 1 >= %(max)s then null"
+        "   else now() + make_interval(secs => least(3600, %(backoff)s * 2 ^ pass_failures)) end,"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, updated_at = now()"
+        " where id = %(run_id)s and lease_token = %(token)s and status = 'running'"
+        " returning status",
+        {
+            "max": max_failures,
+            "error": jsonb(scrub(error)),
+            "backoff": backoff_seconds,
+            "run_id": run_id,
+            "token": lease.token,
+        },
+    )
+    row = await cur.fetchone()
+    return None if row is None else str(row["status"])
 
 
 async def set_waiting(conn: Conn, run_id: UUID, wake_at: datetime | None) -> None:
@@ -200,24 +262,29 @@ async def set_waiting(conn: Conn, run_id: UUID, wake_at: datetime | None) -> Non
     )
 
 
-async def fail(conn: Conn, run_id: UUID, error: dict[str, Any]) -> bool:
-    """Mark an unfinished run failed with ``error`` (engine unreachable, engine gave up)."""
+async def fail(
+    conn: Conn, run_id: UUID, error: dict[str, Any], *, lease: Lease | None = None
+) -> bool:
+    """Mark an unfinished run failed with ``error`` (engine unreachable, engine gave up); with
+    ``lease``, only while that claim still holds it."""
     cur = await conn.execute(
         "update workflow_runs set status = 'failed', error = %s, finished_at = now(),"
-        " updated_at = now(), lease_owner = null, lease_expires_at = null"
-        " where id = %s and status in ('queued', 'running', 'waiting')",
-        (jsonb(error), run_id),
+        " updated_at = now(), lease_owner = null, lease_token = null, lease_expires_at = null"
+        " where id = %s and status in ('queued', 'running', 'waiting')"
+        " and (%s::uuid is null or lease_token = %s)",
+        (jsonb(scrub(error)), run_id, *(2 * [None if lease is None else lease.token])),
     )
     return cur.rowcount == 1
 
 
-async def release(conn: Conn, run_ids: list[UUID], owner: str, *, delay_seconds: float = 0) -> None:
-    """Give leased runs back to the queue (shutdown, unexpected error)."""
+async def release(conn: Conn, leases: dict[UUID, UUID]) -> None:
+    """Give leased runs ``{run_id: lease_token}`` back to the queue at once (shutdown)."""
     await conn.execute(
-        "update workflow_runs set status = 'queued', lease_owner = null, lease_expires_at = null,"
-        " wake_at = now() + make_interval(secs => %s), updated_at = now()"
-        " where id = any(%s) and lease_owner = %s and status = 'running'",
-        (delay_seconds, run_ids, owner),
+        "update workflow_runs r set status = 'queued', lease_owner = null, lease_token = null,"
+        " lease_expires_at = null, wake_at = null, updated_at = now()"
+        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
+        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'",
+        (list(leases), list(leases.values())),
     )
 
 
@@ -225,7 +292,7 @@ async def cancel(conn: Conn, run_id: UUID) -> DictRow | None:
     """Cancel a run that has not finished. Returns the new row, None if absent or finished."""
     cur = await conn.execute(
         "update workflow_runs set status = 'cancelled', finished_at = now(), updated_at = now(),"
-        " lease_owner = null, lease_expires_at = null, wake_at = null"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null"
         " where id = %s and status in ('queued', 'running', 'waiting') returning id, status",
         (run_id,),
     )
@@ -233,10 +300,12 @@ async def cancel(conn: Conn, run_id: UUID) -> DictRow | None:
 
 
 async def requeue_failed(conn: Conn, run_id: UUID) -> bool:
-    """Make a failed run resumable: forget its failed checkpoints and queue it again."""
+    """Make a failed run resumable: forget its failed checkpoints and attempt counts (each
+    unfinished step gets its attempts afresh) and queue it again."""
     cur = await conn.execute(
         "update workflow_runs set status = 'queued', error = null, finished_at = null,"
-        " updated_at = now(), wake_at = null where id = %s and status = 'failed' returning id",
+        " pass_failures = 0, updated_at = now(), wake_at = null"
+        " where id = %s and status = 'failed' returning id",
         (run_id,),
     )
     if await cur.fetchone() is None:
@@ -244,6 +313,7 @@ async def requeue_failed(conn: Conn, run_id: UUID) -> bool:
     await conn.execute(
         "delete from step_checkpoints where run_id = %s and status = 'failed'", (run_id,)
     )
+    await conn.execute("delete from step_attempts where run_id = %s", (run_id,))
     return True
 
 

@@ -1,8 +1,14 @@
-"""Step checkpoints, log rows, timers and event waits of a run.
+"""Step checkpoints, attempts, log rows, timers and event waits of a run.
 
-Every write is fenced on the run's lease: it succeeds only while ``lease_owner`` still holds the
-run and the run is ``running``. A checkpoint and its log row are one statement (one
-transaction), keyed by ``(run_id, step_id)`` so a step is recorded at most once.
+Every write is fenced on the run's lease: it succeeds only while the claim that wrote it (its
+``lease_token``, new on every claim) still holds the run and the run is ``running``. A
+checkpoint and its log row are one statement (one transaction), keyed by ``(run_id, step_id)``
+so a step is recorded at most once. Inngest runs have no lease (``lease`` None): their writes
+need only an unfinished run.
+
+Values are written through :mod:`~backend.app.store.storable`: outputs must already be
+storable (the engine checks them and fails the step otherwise); inputs and errors, which are
+diagnostics, are scrubbed.
 """
 
 from __future__ import annotations
@@ -13,10 +19,19 @@ from typing import Any
 from uuid import UUID
 
 from backend.app.store.db import Conn, jsonb
+from backend.app.store.storable import scrub
 
 
 class LeaseLost(Exception):
-    """The run is no longer held by this worker (lease expired and taken, or run cancelled)."""
+    """The run is no longer held by this claim (lease expired and taken, or run cancelled)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One claim of a run: its token, and how far each fenced write extends it (seconds)."""
+
+    token: UUID
+    seconds: float
 
 
 @dataclass
@@ -43,7 +58,8 @@ class Wait:
 
 @dataclass
 class ReplayState:
-    """What a run has already done, loaded once per execution."""
+    """What a run has already done, loaded once per execution; ``attempts``: how many
+    attempts of each step were started (finished or not)."""
 
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     waits: dict[str, Wait] = field(default_factory=dict)
@@ -94,12 +110,10 @@ async def load(conn: Conn, run_id: UUID) -> ReplayState:
             row["resolved"],
         )
     cur = await conn.execute(
-        "select step_id, max(attempt) as attempts from workflow_logs"
-        " where run_id = %s and status = 'retrying' group by step_id",
-        (run_id,),
+        "select step_id, started from step_attempts where run_id = %s", (run_id,)
     )
     for row in await cur.fetchall():
-        state.attempts[row["step_id"]] = row["attempts"]
+        state.attempts[row["step_id"]] = row["started"]
     return state
 
 
@@ -113,21 +127,33 @@ async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint |
     return None if row is None else Checkpoint(row["status"], row["output"], row["error"])
 
 
-# A write is allowed while the run is held: by ``owner``'s lease (embedded runner), or, when
-# ``owner`` is None (Inngest, which runs each step once), by no one and not finished.
+# A write is allowed while the run is held: by the claim with ``token`` (embedded runner), or,
+# when ``token`` is None (Inngest, which runs each step once), by no one and not finished. A
+# write that records progress (a step's result) also clears the run's count of failed passes.
 _FENCE = """
 with fence as (
     update workflow_runs
-       set lease_expires_at = case when lease_owner is null then null
+       set lease_expires_at = case when lease_token is null then null
                                    else greatest(lease_expires_at,
                                                  now() + make_interval(secs => %(lease)s)) end,
-           status = 'running', updated_at = now()
+           status = 'running', updated_at = now() {progress}
      where id = %(run_id)s
-       and ((lease_owner = %(owner)s and status = 'running')
-            or (%(owner)s::text is null and lease_owner is null
+       and ((lease_token = %(token)s and status = 'running')
+            or (%(token)s::uuid is null and lease_token is null
                 and status in ('queued', 'running', 'waiting')))
     returning id)
 """
+_PROGRESS_FENCE = _FENCE.format(progress=", pass_failures = 0")
+_FENCE = _FENCE.format(progress="")
+
+
+def _lease(run_id: UUID, lease: Lease | None) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "token": None if lease is None else lease.token,
+        "lease": 0 if lease is None else lease.seconds,
+    }
+
 
 _LOG_COLUMNS = (
     "run_id, node_id, step_id, status, attempt, input, output, error,"
@@ -139,18 +165,16 @@ _LOG_VALUES = (
 )
 
 
-def _params(run_id: UUID, owner: str | None, lease: float, log: LogRow) -> dict[str, Any]:
+def _params(run_id: UUID, lease: Lease | None, log: LogRow) -> dict[str, Any]:
     return {
-        "run_id": run_id,
-        "owner": owner,
-        "lease": lease,
+        **_lease(run_id, lease),
         "node_id": log.node_id,
         "step_id": log.step_id,
         "log_status": log.status,
         "attempt": log.attempt,
-        "input": jsonb(log.input),
+        "input": jsonb(scrub(log.input)),
         "output": jsonb(log.output),
-        "error": jsonb(log.error),
+        "error": jsonb(scrub(log.error)),
         "started_at": log.started_at,
         "finished_at": log.finished_at,
         "duration_ms": log.duration_ms,
@@ -158,13 +182,7 @@ def _params(run_id: UUID, owner: str | None, lease: float, log: LogRow) -> dict[
 
 
 async def record(
-    conn: Conn,
-    run_id: UUID,
-    owner: str | None,
-    lease: float,
-    *,
-    checkpoint_status: str,
-    log: LogRow,
+    conn: Conn, run_id: UUID, lease: Lease | None, *, checkpoint_status: str, log: LogRow
 ) -> bool:
     """Write a step's checkpoint and its log row in one statement.
 
@@ -172,14 +190,15 @@ async def record(
         False when the step was already checkpointed (by an earlier replay).
 
     Raises:
-        LeaseLost: the run is no longer held by ``owner``.
+        LeaseLost: the run is no longer held by this claim.
     """
     cur = await conn.execute(
-        _FENCE
+        _PROGRESS_FENCE
         + """,
         ck as (
             insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
-            select id, %(step_id)s, %(node_id)s, %(ck_status)s, %(output)s, %(error)s from fence
+            select id, %(step_id)s, %(node_id)s, %(ck_status)s, %(output)s, %(error)s
+              from fence
             on conflict do nothing
             returning run_id)
         insert into workflow_logs ("""
@@ -188,22 +207,43 @@ async def record(
         + _LOG_VALUES
         + """ from ck
         returning 1""",
-        {**_params(run_id, owner, lease, log), "ck_status": checkpoint_status},
+        {**_params(run_id, lease, log), "ck_status": checkpoint_status},
     )
     row = await cur.fetchone()
     if row is not None:
         return True
-    await _check_fence(conn, run_id, owner)
+    await _check_fence(conn, run_id, lease)
     return False
 
 
-async def log_attempt(
-    conn: Conn, run_id: UUID, owner: str | None, lease: float, log: LogRow
-) -> None:
+async def start_attempt(conn: Conn, run_id: UUID, lease: Lease, step_id: str) -> int:
+    """Count a step attempt as started, before it runs. Returns its number (1, 2, …).
+
+    Raises:
+        LeaseLost: the run is no longer held by this claim (so the attempt must not run).
+    """
+    cur = await conn.execute(
+        _FENCE
+        + """
+        insert into step_attempts (run_id, step_id, started)
+        select id, %(step_id)s, 1 from fence
+        on conflict (run_id, step_id)
+        do update set started = step_attempts.started + 1, updated_at = now()
+        returning started""",
+        {**_lease(run_id, lease), "step_id": step_id},
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LeaseLost(str(run_id))
+    started: int = row["started"]
+    return started
+
+
+async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow) -> None:
     """Write a log row without a checkpoint (a failed attempt that will be retried, a wait start).
 
     Raises:
-        LeaseLost: the run is no longer held by ``owner``.
+        LeaseLost: the run is no longer held by this claim.
     """
     cur = await conn.execute(
         _FENCE
@@ -212,34 +252,34 @@ async def log_attempt(
         + ") select id, "
         + _LOG_VALUES
         + " from fence returning id",
-        _params(run_id, owner, lease, log),
+        _params(run_id, lease, log),
     )
     if await cur.fetchone() is None:
         raise LeaseLost(str(run_id))
 
 
-async def _check_fence(conn: Conn, run_id: UUID, owner: str | None) -> None:
+async def _check_fence(conn: Conn, run_id: UUID, lease: Lease | None) -> None:
     cur = await conn.execute(
-        "select 1 from workflow_runs where id = %(run_id)s and ((lease_owner = %(owner)s"
-        " and status = 'running') or (%(owner)s::text is null and lease_owner is null"
+        "select 1 from workflow_runs where id = %(run_id)s and ((lease_token = %(token)s"
+        " and status = 'running') or (%(token)s::uuid is null and lease_token is null"
         " and status in ('queued', 'running', 'waiting')))",
-        {"run_id": run_id, "owner": owner},
+        _lease(run_id, lease),
     )
     if await cur.fetchone() is None:
         raise LeaseLost(str(run_id))
 
 
 async def record_skipped(
-    conn: Conn, run_id: UUID, owner: str | None, lease: float, node_ids: list[str], at: datetime
+    conn: Conn, run_id: UUID, lease: Lease | None, node_ids: list[str], at: datetime
 ) -> None:
     """Checkpoint and log nodes that will not run (branch not taken), once each. Nodes all
     recorded already (a replay) make it a no-op, whatever the run's state.
 
     Raises:
-        LeaseLost: the run is no longer held by ``owner`` and there was something to record.
+        LeaseLost: the run is no longer held by this claim and there was something to record.
     """
     cur = await conn.execute(
-        _FENCE
+        _PROGRESS_FENCE
         + """,
         ck as (
             insert into step_checkpoints (run_id, step_id, node_id, status)
@@ -250,10 +290,10 @@ async def record_skipped(
                                    finished_at, duration_ms)
         select run_id, node_id, node_id, 'skipped', 0, %(at)s, %(at)s, 0 from ck
         returning 1""",
-        {"run_id": run_id, "owner": owner, "lease": lease, "nodes": node_ids, "at": at},
+        {**_lease(run_id, lease), "nodes": node_ids, "at": at},
     )
     if await cur.fetchone() is None and not await _all_checkpointed(conn, run_id, node_ids):
-        await _check_fence(conn, run_id, owner)
+        await _check_fence(conn, run_id, lease)
 
 
 async def _all_checkpointed(conn: Conn, run_id: UUID, step_ids: list[str]) -> bool:
@@ -268,8 +308,7 @@ async def _all_checkpointed(conn: Conn, run_id: UUID, step_ids: list[str]) -> bo
 async def open_wait(
     conn: Conn,
     run_id: UUID,
-    owner: str | None,
-    lease: float,
+    lease: Lease | None,
     *,
     step_id: str,
     kind: str,
@@ -284,7 +323,7 @@ async def open_wait(
     Idempotent: an existing wait for the step is kept and its wake-up time returned.
 
     Raises:
-        LeaseLost: the run is no longer held by ``owner``.
+        LeaseLost: the run is no longer held by this claim.
     """
     now = datetime.now(UTC)
     waiting: dict[str, Any] = {"seconds": seconds}
@@ -292,7 +331,7 @@ async def open_wait(
         waiting.update(event_name=event_name, match=match)
     log = LogRow(step_id, step_id, "waiting", 1, now, now, input=waiting)
     async with conn.transaction():
-        await log_attempt(conn, run_id, owner, lease, log)
+        await log_attempt(conn, run_id, lease, log)
         cur = await conn.execute(
             "insert into run_waits (run_id, step_id, node_id, kind, event_name, match, context,"
             " wake_at) values (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"

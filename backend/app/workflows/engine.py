@@ -15,6 +15,11 @@ Semantics:
 - A failing action is retried by the port per its retry policy; when attempts run out the run
   fails with that node's error, unless ``on_error: "continue"`` (then ``{"error": ...}`` is its
   output). After a failure no new node starts; steps already running finish and are recorded.
+- Whatever a step does wrong fails that step, never the runner: any error in a template is a
+  non-retryable ``expression_error``; resolved params that are not valid for the task are
+  ``invalid_params``; an output PostgreSQL cannot store (NUL, invalid Unicode, NaN, too large,
+  too deep: :mod:`~backend.app.store.storable`) is a non-retryable ``output_not_storable``, and
+  nothing of it is written.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from pydantic import ValidationError
 
 from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
+from backend.app.store import storable
 from backend.app.workflows import expressions
 from backend.app.workflows.graph import Graph
 from backend.app.workflows.schema import (
@@ -118,9 +124,10 @@ StepFn = Callable[[int], Awaitable[StepOutcome]]
 class StepPort(Protocol):
     """What a runner provides to the engine. Step ids are stable across replays."""
 
-    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
+    async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Return the checkpointed output, or call ``fn(attempt)`` (retrying per ``retry``),
-        record the result and return its output.
+        record the result and return its output. ``pure``: ``fn`` has no side effect (trigger,
+        router, end), so a port need not count its attempts durably before running it.
 
         Raises:
             StepFailed: the step failed for good (now or in an earlier replay).
@@ -304,11 +311,12 @@ class Engine:
     async def _run_node(self, node_id: str, port: StepPort) -> _NodeResult:
         node = self.graph.nodes[node_id]
         if isinstance(node, TriggerNode):
-            return _NodeResult(await port.run(node_id, self._trigger_step, NO_RETRY))
+            return _NodeResult(await port.run(node_id, self._trigger_step, NO_RETRY, pure=True))
         if isinstance(node, ActionNode):
             return await self._action(node, port)
         if isinstance(node, RouterNode):
-            output = await port.run(node_id, _bind(self._router_step, node), NO_RETRY)
+            step = _bind(self._router_step, node)
+            output = await port.run(node_id, step, NO_RETRY, pure=True)
             return _NodeResult(output, branch=output["branch"])
         if isinstance(node, DelayNode):
             await port.sleep(node_id, node.duration)
@@ -316,7 +324,8 @@ class Engine:
         if isinstance(node, WaitForEventNode):
             return await self._wait(node, port)
         if isinstance(node, EndNode):
-            return _NodeResult(await port.run(node_id, _bind(self._end_step, node), NO_RETRY))
+            step = _bind(self._end_step, node)
+            return _NodeResult(await port.run(node_id, step, NO_RETRY, pure=True))
         raise TypeError(f"unknown node type {node!r}")
 
     async def _trigger_step(self, attempt: int) -> StepOutcome:
@@ -338,6 +347,15 @@ class Engine:
             resolved = expressions.render(node.params, self._context())
         except expressions.ExpressionError as exc:
             raise StepError("expression_error", str(exc), retryable=False) from None
+        try:
+            storable.check(resolved)
+        except storable.Unstorable as exc:
+            raise StepError(
+                "invalid_params",
+                exc.describe("params"),
+                retryable=False,
+                details={"errors": [{"loc": ["params", *exc.path], "message": exc.reason}]},
+            ) from None
         try:
             params = task.params.model_validate(resolved)
         except ValidationError as exc:
@@ -366,7 +384,7 @@ class Engine:
             raise StepError(
                 "tool_crashed", f"{type(exc).__name__}: {exc}", retryable=True, input=resolved
             ) from exc
-        return StepOutcome(input=resolved, output=output)
+        return _storable(StepOutcome(input=resolved, output=output))
 
     def _retry(self, node: ActionNode) -> Retry:
         s = self.settings
@@ -415,7 +433,7 @@ class Engine:
             output = expressions.render(node.output, self._context())
         except expressions.ExpressionError as exc:
             raise StepError("expression_error", str(exc), retryable=False) from None
-        return StepOutcome(input=None, output=output)
+        return _storable(StepOutcome(input=None, output=output))
 
     def _run_output(self, status: dict[str, NodeStatus]) -> Any:
         graph = self.graph
@@ -435,6 +453,25 @@ class Engine:
             for node_id in graph.nodes
             if not graph.outgoing[node_id] and status.get(node_id) in ("succeeded", "failed")
         }
+
+
+def _storable(outcome: StepOutcome) -> StepOutcome:
+    """The outcome, if PostgreSQL can store its output.
+
+    Raises:
+        StepError: ``output_not_storable`` (not retryable: the same call gives the same data).
+    """
+    try:
+        storable.check(outcome.output)
+    except storable.Unstorable as exc:
+        raise StepError(
+            "output_not_storable",
+            f"the step's output cannot be stored: {exc.describe('output')}",
+            retryable=False,
+            input=outcome.input,
+            details={"loc": ["output", *exc.path], "reason": exc.reason},
+        ) from None
+    return outcome
 
 
 def _bind(fn: Callable[[Any, int], Awaitable[StepOutcome]], node: Any) -> StepFn:

@@ -31,7 +31,7 @@ class DryRunPort:
         self.events = events
         self.nodes: dict[str, dict[str, Any]] = {}
 
-    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
+    async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Run once; a failure is recorded and raised as final."""
         try:
             outcome = await fn(1)

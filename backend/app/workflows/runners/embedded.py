@@ -1,8 +1,13 @@
 """The embedded runner: durable execution on PostgreSQL inside the API (or CLI) process.
 
-- Claims runs with ``FOR UPDATE SKIP LOCKED`` under a lease; a heartbeat extends leases of the
-  runs in hand, and every step write is fenced on the lease, so two processes never record the
-  same step and a worker that lost its run stops.
+- Claims runs with ``FOR UPDATE SKIP LOCKED`` under a lease with a fresh token per claim; a
+  heartbeat extends the leases in hand, and every write of a pass is fenced on its token, so two
+  passes never record the same step and a pass that lost its run stops — at the latest before
+  its next action, whose attempt is counted (fenced) before it runs.
+- Bounded: an action runs at most ``max_attempts`` times, crashes included (attempts are counted
+  durably before they run); a pass that ends in an unexpected error is retried with a growing
+  back-off, and after ``RUN_MAX_PASS_FAILURES`` such passes in a row (or lost workers) without
+  progress the run fails with ``engine_error``; ``POST /runs/{id}/retry`` resumes it.
 - Each step's checkpoint and ``workflow_logs`` row are committed in one transaction.
 - A run is replayed from the start on every pass: recorded steps return their checkpoint, so a
   restart never repeats a finished step (side effects are at-least-once only for the step that
@@ -29,6 +34,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg_pool import PoolTimeout
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -43,7 +49,7 @@ from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
-from backend.app.store.steps import LeaseLost, LogRow
+from backend.app.store.steps import Lease, LeaseLost, LogRow
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -120,15 +126,13 @@ class EmbeddedPort:
         self,
         pool: Pool,
         run_id: UUID,
-        owner: str,
-        settings: Settings,
+        lease: Lease,
         state: steps_store.ReplayState,
         observer: StepObserver | None = None,
     ) -> None:
         self.pool = pool
         self.run_id = run_id
-        self.owner = owner
-        self.lease = settings.run_lease_seconds
+        self.lease = lease
         self.state = state
         self.observer = observer
 
@@ -140,12 +144,7 @@ class EmbeddedPort:
         """Checkpoint a step; returns the checkpoint that stands (an earlier one wins)."""
         async with self.pool.connection() as conn:
             recorded = await steps_store.record(
-                conn,
-                self.run_id,
-                self.owner,
-                self.lease,
-                checkpoint_status=checkpoint_status,
-                log=log_row,
+                conn, self.run_id, self.lease, checkpoint_status=checkpoint_status, log=log_row
             )
             if not recorded:
                 existing = await steps_store.get_checkpoint(conn, self.run_id, log_row.step_id)
@@ -153,25 +152,37 @@ class EmbeddedPort:
                     return existing
         return steps_store.Checkpoint(checkpoint_status, log_row.output, log_row.error)
 
-    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
-        """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt."""
+    async def _start_attempt(self, step_id: str) -> int:
+        async with self.pool.connection() as conn:
+            return await steps_store.start_attempt(conn, self.run_id, self.lease, step_id)
+
+    async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
+        """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
+
+        Unless ``pure``, each attempt is counted (fenced on the lease) before it runs, so
+        attempts whose process died count too, and a pass that lost its lease stops here.
+        """
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
             return _result(checkpoint)
-        done_before = self.state.attempts.get(step_id, 0)
-        remaining = max(1, retry.max_attempts - done_before)
-        current = _Attempt(done_before + 1, _now())
+        started_before = self.state.attempts.get(step_id, 0)
+        if started_before >= retry.max_attempts:
+            return await self._attempts_lost(step_id, started_before)
+        current = _Attempt(started_before + 1, _now())
 
         async def attempt(number: int) -> StepOutcome:
+            if not pure:
+                number = await self._start_attempt(step_id)
             current.number, current.started = number, _now()
             self._notify(step_id, "started", attempt=number)
             try:
                 return await fn(number)
             except StepError as exc:
-                if exc.retryable and number < done_before + remaining:
+                if exc.retryable and number < retry.max_attempts:
                     await self._log_retry(step_id, number, current.started, exc)
                 raise
 
+        remaining = retry.max_attempts - started_before
         try:
             try:  # the common case, kept free of retry machinery
                 outcome = await attempt(current.number)
@@ -220,6 +231,22 @@ class EmbeddedPort:
         )
         return _result(standing)
 
+    async def _attempts_lost(self, step_id: str, started: int) -> Any:
+        """Every allowed attempt was started and the last never finished (its process died or
+        lost the run): fail the step rather than run it once more than allowed."""
+        error = {
+            "code": "attempt_lost",
+            "message": f"attempt {started} was interrupted before it finished (its worker "
+            "stopped or lost the run) and no attempts are left",
+            "attempts": started,
+        }
+        now = _now()
+        standing = await self._record(
+            "failed", LogRow(step_id, step_id, "failed", started, now, now, error=error)
+        )
+        self._notify(step_id, "failed", attempt=started, error=error)
+        return _result(standing)
+
     async def _log_retry(
         self, step_id: str, attempt: int, started: datetime, exc: StepError
     ) -> None:
@@ -234,7 +261,7 @@ class EmbeddedPort:
             error=exc.to_error(),
         )
         async with self.pool.connection() as conn:
-            await steps_store.log_attempt(conn, self.run_id, self.owner, self.lease, row)
+            await steps_store.log_attempt(conn, self.run_id, self.lease, row)
         self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
 
     async def sleep(self, step_id: str, seconds: float) -> None:
@@ -295,7 +322,6 @@ class EmbeddedPort:
             wake_at = await steps_store.open_wait(
                 conn,
                 self.run_id,
-                self.owner,
                 self.lease,
                 step_id=step_id,
                 kind=kind,
@@ -308,18 +334,25 @@ class EmbeddedPort:
     async def skip(self, node_ids: list[str]) -> None:
         """Record skipped nodes (idempotent)."""
         async with self.pool.connection() as conn:
-            await steps_store.record_skipped(
-                conn, self.run_id, self.owner, self.lease, node_ids, _now()
-            )
+            await steps_store.record_skipped(conn, self.run_id, self.lease, node_ids, _now())
         for node_id in node_ids:
             self._notify(node_id, "skipped")
+
+
+@dataclass
+class _Pass:
+    """A claimed run being executed in this process."""
+
+    lease: Lease
+    task: asyncio.Task[RunOutcome | None] | None = None
 
 
 class EmbeddedRunner:
     """Claims and executes runs in this process with bounded concurrency.
 
     Use ``await start()`` / ``await stop()`` around the process's life (the API lifespan does),
-    or :meth:`drain` to execute until no run is claimable (CLI).
+    :meth:`drain` to execute until no run is claimable (``wf worker --drain``), or
+    :meth:`run_once` to advance one given run (``wf run``).
     """
 
     def __init__(
@@ -337,7 +370,7 @@ class EmbeddedRunner:
         self.worker_id = (
             settings.worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         )
-        self._active: dict[UUID, asyncio.Task[None]] = {}
+        self._active: dict[UUID, _Pass] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -365,22 +398,26 @@ class EmbeddedRunner:
             asyncio.create_task(self._listen_loop(), name="runner-listen"),
         ]
 
+    def _running(self) -> dict[UUID, asyncio.Task[RunOutcome | None]]:
+        return {run_id: p.task for run_id, p in self._active.items() if p.task is not None}
+
     async def stop(self) -> None:
         """Stop claiming, let in-flight runs finish for ``SHUTDOWN_GRACE_SECONDS``, then cancel
         the rest and hand their runs back to the queue for another process."""
         self._stopping = True
         self._wakeup.set()
-        if self._active:
-            await asyncio.wait(
-                list(self._active.values()), timeout=self.settings.shutdown_grace_seconds
-            )
-        leftover = list(self._active)
-        for task in list(self._active.values()):
+        running = self._running()
+        if running:
+            await asyncio.wait(running.values(), timeout=self.settings.shutdown_grace_seconds)
+        leftover = {run_id: p.lease.token for run_id, p in self._active.items()}
+        running = self._running()
+        for task in running.values():
             task.cancel()
-        await asyncio.gather(*self._active.values(), return_exceptions=True)
+        await asyncio.gather(*running.values(), return_exceptions=True)
         if leftover:
-            async with self.pool.connection() as conn:
-                await runs_store.release(conn, leftover, self.worker_id)
+            with contextlib.suppress(psycopg.Error, OSError, PoolTimeout):
+                async with self.pool.connection() as conn:
+                    await runs_store.release(conn, leftover)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -394,16 +431,53 @@ class EmbeddedRunner:
         await self.recover()
         while not (until and until()):
             claimed = await self._claim()
-            if not claimed and not self._active:
+            running = self._running()
+            if not claimed and not running:
                 return
-            if self._active:
+            if running:
                 await asyncio.wait(
-                    list(self._active.values()),
+                    running.values(),
                     return_when=asyncio.FIRST_COMPLETED,
                     timeout=self.settings.worker_poll_seconds,
                 )
 
+    async def run_once(self, run_id: UUID, *, sandbox: bool = False) -> RunOutcome | None:
+        """Claim ``run_id`` if it is runnable now and advance it one pass, in this task.
+
+        Returns:
+            Where the pass left the run; None when it was not runnable now, or the pass failed
+            unexpectedly (the run was handed back with a back-off, or failed for good).
+        """
+        async with self.pool.connection() as conn:
+            rows = await runs_store.claim(
+                conn, self.worker_id, 1, self.settings.run_lease_seconds, run_id=run_id
+            )
+        if not rows:
+            return None
+        claimed = await self._admit(rows[0])
+        return None if claimed is None else await self._execute(rows[0], claimed, sandbox)
+
     # -- claiming ------------------------------------------------------------------------
+
+    async def _admit(self, row: dict[str, Any]) -> _Pass | None:
+        """A claimed row as a pass of this process, unless its failed passes are used up (then
+        the run fails with ``engine_error``)."""
+        lease = Lease(row["lease_token"], self.settings.run_lease_seconds)
+        failures = row["pass_failures"]
+        if failures < self.settings.run_max_pass_failures:
+            claimed = _Pass(lease)
+            self._active[row["id"]] = claimed
+            return claimed
+        error = {
+            "code": "engine_error",
+            "message": f"the run's worker was lost {failures} times in a row without progress "
+            "(crashed, restarted or cut off from the database); retry the run when the cause "
+            "is fixed",
+        }
+        async with self.pool.connection() as conn:
+            await runs_store.fail(conn, row["id"], error, lease=lease)
+        log.warning("run %s: failed (%s)", row["id"], error["message"])
+        return None
 
     async def _claim(self) -> int:
         free = self.settings.worker_concurrency - len(self._active)
@@ -411,19 +485,26 @@ class EmbeddedRunner:
             return 0
         async with self.pool.connection() as conn:
             rows = await runs_store.claim(
-                conn, self.worker_id, free, self.settings.run_lease_seconds
+                conn,
+                self.worker_id,
+                free,
+                self.settings.run_lease_seconds,
+                exclude=list(self._active),
             )
         for row in rows:
-            run_id = row["id"]
-            self._active[run_id] = asyncio.create_task(self._execute(row), name=f"run-{run_id}")
+            claimed = await self._admit(row)
+            if claimed is not None:
+                claimed.task = asyncio.create_task(
+                    self._execute(row, claimed, self.settings.sandbox), name=f"run-{row['id']}"
+                )
         return len(rows)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
             try:
                 claimed = await self._claim()
-            except (psycopg.Error, OSError):
-                log.exception("claiming runs failed; retrying")
+            except (psycopg.Error, OSError, PoolTimeout):
+                log.warning("claiming runs failed (database unavailable?); retrying")
                 claimed = 0
             if claimed and len(self._active) < self.settings.worker_concurrency:
                 continue
@@ -437,28 +518,29 @@ class EmbeddedRunner:
             await asyncio.sleep(interval)
             if not self._active:
                 continue
-            ids = list(self._active)
+            leases = {run_id: p.lease.token for run_id, p in self._active.items()}
             try:
                 async with self.pool.connection() as conn:
-                    held = await runs_store.heartbeat(
-                        conn, self.worker_id, ids, self.settings.run_lease_seconds
-                    )
-            except (psycopg.Error, OSError):
-                log.exception("heartbeat failed")
+                    held = await runs_store.heartbeat(conn, leases, self.settings.run_lease_seconds)
+            except (psycopg.Error, OSError, PoolTimeout):
+                log.warning("heartbeat failed (database unavailable?)")
                 continue
-            for run_id in ids:
-                if run_id not in held and run_id in self._active:
+            for run_id, token in leases.items():
+                claimed = self._active.get(run_id)
+                if run_id not in held and claimed is not None and claimed.lease.token == token:
                     log.warning("run %s: lease lost or run cancelled; stopping it here", run_id)
-                    self._active[run_id].cancel()
+                    if claimed.task is not None:
+                        claimed.task.cancel()
 
     async def _listen_loop(self) -> None:
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.settings.database_url, autocommit=True
+                    self.settings.database_url, autocommit=True, connect_timeout=5
                 )
                 async with conn:
                     await conn.execute("listen workflow_runs_queued")
+                    self._wakeup.set()  # whatever was queued while we were not listening
                     async for _ in conn.notifies():
                         self._wakeup.set()
             except (psycopg.Error, OSError):
@@ -475,14 +557,17 @@ class EmbeddedRunner:
             return cached
         async with self.pool.connection() as conn:
             row = await workflows_store.get_version(conn, workflow_id, version)
-        assert row is not None, f"run references missing version {key}"
+        if row is None:
+            raise LookupError(f"the run's workflow version {workflow_id}@{version} is gone")
         blueprint = Blueprint.model_validate(row["blueprint"])
         self._blueprints[key] = blueprint
         if len(self._blueprints) > _BLUEPRINT_CACHE_SIZE:  # ad-hoc runs add a version each
             self._blueprints.popitem(last=False)
         return blueprint
 
-    async def execute_pass(self, run: dict[str, Any], *, sandbox: bool = False) -> RunOutcome:
+    async def execute_pass(
+        self, run: dict[str, Any], lease: Lease, *, sandbox: bool = False
+    ) -> RunOutcome:
         """Advance one claimed run as far as it goes and record the outcome.
 
         Raises:
@@ -492,7 +577,7 @@ class EmbeddedRunner:
         blueprint = await self._blueprint(run["workflow_id"], run["version"])
         async with self.pool.connection() as conn:
             state = await steps_store.load(conn, run_id)
-        port = EmbeddedPort(self.pool, run_id, self.worker_id, self.settings, state, self.observer)
+        port = EmbeddedPort(self.pool, run_id, lease, state, self.observer)
         engine = Engine(
             blueprint,
             registry=self.registry,
@@ -506,7 +591,7 @@ class EmbeddedRunner:
             held = await runs_store.finish(
                 conn,
                 run_id,
-                self.worker_id,
+                lease,
                 status=outcome.status,
                 output=outcome.output,
                 error=outcome.error,
@@ -516,20 +601,49 @@ class EmbeddedRunner:
             raise LeaseLost(str(run_id))
         return outcome
 
-    async def _execute(self, run: dict[str, Any]) -> None:
+    async def _execute(
+        self, run: dict[str, Any], claimed: _Pass, sandbox: bool
+    ) -> RunOutcome | None:
         run_id: UUID = run["id"]
         try:
-            outcome = await self.execute_pass(run, sandbox=self.settings.sandbox)
+            outcome = await self.execute_pass(run, claimed.lease, sandbox=sandbox)
             log.info("run %s: %s", run_id, outcome.status)
+            return outcome
         except LeaseLost:
             log.info("run %s: no longer ours (cancelled or taken over)", run_id)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("run %s: unexpected error; handing it back to the queue", run_id)
-            with contextlib.suppress(psycopg.Error, OSError):
-                async with self.pool.connection() as conn:
-                    await runs_store.release(conn, [run_id], self.worker_id, delay_seconds=5)
+        except Exception as exc:
+            log.exception("run %s: unexpected error in a pass", run_id)
+            await self._pass_failed(run_id, claimed.lease, exc)
         finally:
-            self._active.pop(run_id, None)
+            if self._active.get(run_id) is claimed:
+                del self._active[run_id]
             self._wakeup.set()
+        return None
+
+    async def _pass_failed(self, run_id: UUID, lease: Lease, exc: Exception) -> None:
+        """Hand the run back with a back-off, or fail it after too many failed passes. When
+        the database is unreachable nothing can be written: the lease expires instead, and the
+        next claim counts the failed pass."""
+        settings = self.settings
+        cause = f"{type(exc).__name__}: {exc}"
+        error = {
+            "code": "engine_error",
+            "message": f"{settings.run_max_pass_failures} passes in a row failed; the last with "
+            f"{cause[:500]}",
+        }
+        try:
+            async with self.pool.connection() as conn:
+                status = await runs_store.record_pass_failure(
+                    conn,
+                    run_id,
+                    lease,
+                    error,
+                    max_failures=settings.run_max_pass_failures,
+                    backoff_seconds=settings.run_pass_backoff_seconds,
+                )
+        except (psycopg.Error, OSError, PoolTimeout):
+            log.warning("run %s: cannot record the failed pass; its lease will expire", run_id)
+            return
+        log.warning("run %s: pass failed (%s); run is now %s", run_id, cause[:200], status)

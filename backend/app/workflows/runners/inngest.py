@@ -121,7 +121,7 @@ class InngestPort:
 
     async def _record(self, checkpoint_status: str, row: LogRow) -> dict[str, Any]:
         recorded = await steps_store.record(
-            self.conn, self.run_id, None, 0, checkpoint_status=checkpoint_status, log=row
+            self.conn, self.run_id, None, checkpoint_status=checkpoint_status, log=row
         )
         if not recorded:  # Inngest re-ran a finished step: the first result stands
             existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
@@ -133,8 +133,9 @@ class InngestPort:
                 }
         return {"status": checkpoint_status, "output": row.output, "error": row.error}
 
-    async def run(self, step_id: str, fn: StepFn, retry: Retry) -> Any:
-        """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``."""
+    async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
+        """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``.
+        Inngest counts attempts itself (``ctx.attempt``), so ``pure`` changes nothing here."""
         attempts = min(retry.max_attempts, self.settings.inngest_retries + 1)
 
         async def handler() -> dict[str, Any]:
@@ -160,7 +161,7 @@ class InngestPort:
                         input=exc.input,
                         error=exc.to_error(),
                     )
-                    await steps_store.log_attempt(self.conn, self.run_id, None, 0, row)
+                    await steps_store.log_attempt(self.conn, self.run_id, None, row)
                     raise RuntimeError(f"{exc.code}: {exc.message}") from None  # Inngest retries
                 error = {**exc.to_error(), "attempts": attempt}
                 return await self._record(
@@ -204,7 +205,6 @@ class InngestPort:
                 self.conn,
                 self.run_id,
                 None,
-                0,
                 step_id=step_id,
                 kind=kind,
                 seconds=seconds,
@@ -274,7 +274,7 @@ class InngestPort:
 
     async def skip(self, node_ids: list[str]) -> None:
         """Idempotent bookkeeping, repeated on every replay, so no step is needed."""
-        await steps_store.record_skipped(self.conn, self.run_id, None, 0, node_ids, _now())
+        await steps_store.record_skipped(self.conn, self.run_id, None, node_ids, _now())
 
 
 class InngestRunner:
