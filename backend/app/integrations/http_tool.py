@@ -1,16 +1,16 @@
 """Generic HTTP requests with httpx, guarded against server-side request forgery.
 
-Destinations that resolve to private, loopback, link-local, multicast or reserved addresses are
-refused unless their host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects are not
-followed (a redirect could point inside the network); a 3xx is returned as the result.
+Requests go through :mod:`backend.app.integrations.outbound`: the host is resolved once and the
+connection made to that vetted address; a destination that is not a public address (private,
+loopback, link-local, shared 100.64.0.0/10, IPv4-mapped, NAT64 to such an address, ...) is refused
+unless its host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects are not followed;
+a 3xx is returned as the result.
 Every request carries ``Idempotency-Key: <run_id>:<node_id>`` (IETF httpapi draft) unless the
 params set that header.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ import httpx
 from pydantic import Field, HttpUrl
 
 from backend.app.config import Settings
+from backend.app.integrations import outbound
 from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
 
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
@@ -32,50 +33,6 @@ class Request(TaskParams):
     query: dict[str, str | int | float | bool] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json", description="JSON body (any value).")
     timeout_seconds: float | None = Field(default=None, gt=0, le=300)
-
-
-def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-def _allowed(host: str, addresses: list[str], allow: list[str]) -> bool:
-    if host in allow:
-        return True
-    networks = []
-    for entry in allow:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue
-    return all(any(ipaddress.ip_address(a) in net for net in networks) for a in addresses)
-
-
-async def check_destination(host: str, port: int, settings: Settings) -> None:
-    """Refuse hosts that resolve to internal addresses unless allow-listed.
-
-    Raises:
-        ToolError: ``destination_blocked`` (not retryable) or ``dns_error`` (retryable).
-    """
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-    except OSError as exc:
-        raise ToolError(f"cannot resolve {host}: {exc}", code="dns_error", retryable=True) from None
-    addresses = sorted({str(info[4][0]) for info in infos})
-    internal = [a for a in addresses if _blocked(ipaddress.ip_address(a))]
-    if internal and not _allowed(host, internal, settings.http_allow_hosts):
-        raise ToolError(
-            f"{host} resolves to a private/loopback/link-local address ({', '.join(internal)}); "
-            "add it to HTTP_ALLOW_HOSTS to allow it",
-            code="destination_blocked",
-            retryable=False,
-        )
 
 
 class HttpTool(BaseTool):
@@ -115,18 +72,17 @@ class HttpTool(BaseTool):
         return request
 
     async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Send the request after the destination check.
+        """Send the request through the outbound guard.
 
         Raises:
-            ToolError: blocked destination, network failure, or a non-2xx/3xx status.
+            ToolError: ``destination_blocked`` (not retryable), ``dns_error``, ``timeout``,
+                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx.
         """
         settings = context.settings
         url: HttpUrl = params.url
-        host = url.host or ""
-        await check_destination(host, url.port or 443, settings)
         timeout = params.timeout_seconds or settings.http_timeout_seconds
         try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+            async with outbound.guarded_client(settings, timeout=timeout) as client:
                 response = await client.request(
                     params.method,
                     str(url),
@@ -134,6 +90,10 @@ class HttpTool(BaseTool):
                     headers=self._headers(params, context),
                     json=params.json_body,
                 )
+        except outbound.DestinationBlocked as exc:
+            raise ToolError(str(exc), code="destination_blocked", retryable=False) from None
+        except outbound.ResolutionFailed as exc:
+            raise ToolError(str(exc), code="dns_error", retryable=True) from None
         except httpx.TimeoutException as exc:
             raise ToolError(
                 f"{params.method} {url} timed out",
