@@ -135,7 +135,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
     vetted one (the first that answers, in resolver order).
 
     ``timeout`` (httpx's connect timeout) bounds the lookup and all connection attempts
-    together. Unix sockets are refused.
+    together; each address gets an equal share of what is left. Unix sockets are refused.
     """
 
     def __init__(self, allow: AllowList, backend: httpcore.AsyncNetworkBackend | None = None):
@@ -181,11 +181,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None,
     ) -> httpcore.AsyncNetworkStream:
         failures = []
-        for address in addresses:
+        for left, address in zip(range(len(addresses), 0, -1), addresses, strict=True):
+            # Each address gets an equal share of the time that is left, so one that never
+            # answers does not starve the others.
+            share = (anyio.current_effective_deadline() - anyio.current_time()) / left
             try:
-                return await self._backend.connect_tcp(
-                    str(address), port, local_address=local_address, socket_options=socket_options
-                )
+                with anyio.move_on_after(share):
+                    return await self._backend.connect_tcp(
+                        str(address),
+                        port,
+                        local_address=local_address,
+                        socket_options=socket_options,
+                    )
+                failures.append(f"{address}: no answer within {share:.1f} s")
             except httpcore.ConnectError as exc:
                 failures.append(f"{address}: {exc}")
         raise httpcore.ConnectError(f"cannot connect to {host}:{port} ({'; '.join(failures)})")
