@@ -3,7 +3,8 @@
 Twilio's ``MediaUrl0`` points at the Media resource on ``api.twilio.com``
 (https://www.twilio.com/docs/messaging/api/media-resource), which answers with a redirect to
 short-lived storage: ``mms.twiliocdn.com`` when "Enforce HTTP Auth on Media URLs" is on, else
-``s3-external-1.amazonaws.com`` (https://help.twilio.com/articles/223183748). So:
+``s3-external-1.amazonaws.com`` (https://support.twilio.com/hc/en-us/articles/223183748, now on
+help.twilio.com). So:
 
 - every hop, the first and each redirect, must be on ``TWILIO_MEDIA_HOSTS``, at most
   ``MAX_REDIRECTS`` redirects, and each goes through the outbound SSRF guard;
@@ -34,7 +35,7 @@ class MediaUnavailable(Exception):
 
 
 def _hosts(entries: list[str]) -> set[str]:
-    return {entry.strip().lower().rstrip(".") for entry in entries}
+    return {e.strip().lower().rstrip(".").removeprefix("[").removesuffix("]") for e in entries}
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
@@ -46,8 +47,8 @@ async def download(url: str, settings: Settings) -> bytes:
 
     Raises:
         MediaUnavailable: a hop's host is not allowed or its address is refused, too many
-            redirects, HTTP 4xx/5xx, a network failure, the time limit, an empty body, or more
-            than ``MAX_AUDIO_BYTES``.
+            redirects, a status that is neither 2xx nor a redirect, a network failure, the time
+            limit, an empty body, or more than ``MAX_AUDIO_BYTES``.
     """
     seconds = settings.twilio_media_timeout_seconds
     try:
@@ -81,7 +82,7 @@ async def _follow(client: httpx.AsyncClient, url: str, settings: Settings) -> by
             if response.is_redirect:
                 target = target.join(response.headers["location"])
                 continue
-            if response.status_code >= 400:
+            if not response.is_success:
                 raise MediaUnavailable(f"{target.host} answered HTTP {response.status_code}")
             return await _read(response, settings.max_audio_bytes)
     raise MediaUnavailable(f"more than {MAX_REDIRECTS} redirects")
