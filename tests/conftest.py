@@ -7,6 +7,7 @@ recreated and migrated once per session, truncated before each test.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from psycopg import conninfo, sql
 from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.store import migrations
-from tests.support import Peer
+from tests.support import FakeDNS, Peer
 
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -124,3 +125,11 @@ def peer() -> Iterator[Peer]:
     server = Peer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
+    """Made-up host names for this test (see ``FakeDNS``)."""
+    fake = FakeDNS()
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return fake

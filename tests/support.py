@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import ssl
 import threading
 import time
 from collections import Counter, defaultdict
@@ -67,20 +69,22 @@ def execute(
 
 
 class Peer:
-    """A threaded HTTP server on 127.0.0.1 that counts requests per path.
+    """A threaded HTTP server on 127.0.0.1 (or ``host``, e.g. ``::1``; HTTPS with ``tls``) that
+    counts requests per path.
 
     ``script[path]`` is a list of statuses to answer in turn (the last one repeats);
     ``handlers[path]`` overrides with a function ``(body) -> (status, json or bytes)`` or
-    ``(body) -> (status, bytes, content_type)``; the body is parsed JSON, or raw bytes when it
-    is not JSON.
+    ``(status, json or bytes, headers)``, where a header set to None is left out (no
+    content-length: the body ends when the connection closes); the body is parsed JSON, or raw
+    bytes when it is not JSON.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> None:
         self.hits: Counter[str] = Counter()
         self.bodies: dict[str, list[Any]] = defaultdict(list)
         self.headers: dict[str, list[dict[str, str]]] = defaultdict(list)
         self.script: dict[str, list[int]] = {}
-        self.handlers: dict[str, Callable[[Any], tuple[Any, ...]]] = {}
+        self.handlers: dict[str, Callable[[Any], tuple[int, Any]]] = {}
         self.lock = threading.Lock()
         peer = self
 
@@ -98,23 +102,25 @@ class Peer:
                     count = peer.hits[path]
                     peer.bodies[path].append(body)
                     peer.headers[path].append(dict(self.headers))
-                content_type = None
+                extra: dict[str, str | None] = {}
                 if path in peer.handlers:
-                    status, payload, *typed = peer.handlers[path](body)
-                    content_type = typed[0] if typed else None
+                    status, payload, *more = peer.handlers[path](body)
+                    extra = more[0] if more else {}
                 else:
                     statuses = peer.script.get(path, [200])
                     status = statuses[min(count, len(statuses)) - 1]
                     payload = {"path": path, "hit": count}
                 raw_reply = isinstance(payload, bytes)
                 data = payload if raw_reply else json.dumps(payload).encode()
+                headers: dict[str, str | None] = {
+                    "content-type": "application/octet-stream" if raw_reply else "application/json",
+                    "content-length": str(len(data)),
+                    **extra,
+                }
                 self.send_response(status)
-                self.send_header(
-                    "content-type",
-                    content_type
-                    or ("application/octet-stream" if raw_reply else "application/json"),
-                )
-                self.send_header("content-length", str(len(data)))
+                for name, value in headers.items():
+                    if value is not None:
+                        self.send_header(name, value)
                 self.end_headers()
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
@@ -124,12 +130,46 @@ class Peer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+        self.server = server_class((host, 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class FakeDNS:
+    """Stands in for ``socket.getaddrinfo`` (install with monkeypatch): made-up names in
+    ``answers`` resolve to a list of addresses per lookup, in turn (the last one repeats), and
+    ``lookups`` counts them; every other name resolves for real."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, list[list[str]]] = {}
+        self.lookups: Counter[str] = Counter()
+        self._real = socket.getaddrinfo
+
+    def __call__(self, host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in self.answers:
+            return self._real(host, port, *args, **kwargs)
+        self.lookups[name] += 1
+        turns = self.answers[name]
+        addresses = turns[min(self.lookups[name], len(turns)) - 1]
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", (a, int(port or 0), 0, 0))
+            if ":" in a
+            else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port or 0)))
+            for a in addresses
+        ]

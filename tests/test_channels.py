@@ -105,6 +105,7 @@ def _settings(database_url: str, llm: FakeOpenAI, **extra: Any) -> Any:
     values: dict[str, Any] = {
         "openai_base_url": llm.url,
         "openai_api_key": "sk-test",
+        "twilio_media_hosts": ["127.0.0.1"],  # the peer stands in for api.twilio.com
         "llm_backoff_seconds": 0,
         "twilio_auth_token": TOKEN,
         "public_base_url": PUBLIC,

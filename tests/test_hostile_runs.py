@@ -147,7 +147,7 @@ def test_a_response_postgres_cannot_store_fails_the_step_without_repeating_it(
     """A remote server's answer that PostgreSQL cannot hold fails the step as
     ``output_not_storable`` after one call (before: the run re-sent the request ~40 times a
     second, forever, ignoring max_attempts)."""
-    peer.handlers["/odd"] = lambda _: (200, body, "application/json")
+    peer.handlers["/odd"] = lambda _: (200, body, {"content-type": "application/json"})
     blueprint = _http_call(f"{peer.url}/odd", retry={"max_attempts": 3})
     run = wait_for_run(client, execute(client, blueprint))
     assert run["status"] == "failed", run
@@ -160,7 +160,11 @@ def test_a_response_postgres_cannot_store_fails_the_step_without_repeating_it(
 
 def test_huge_numbers_from_a_server_are_kept_as_text(client: TestClient, peer: Peer) -> None:
     """JSON numbers Python will not parse (over 4300 digits) leave the body as text."""
-    peer.handlers["/big"] = lambda _: (200, b'{"n": ' + b"9" * 5000 + b"}", "application/json")
+    peer.handlers["/big"] = lambda _: (
+        200,
+        b'{"n": ' + b"9" * 5000 + b"}",
+        {"content-type": "application/json"},
+    )
     blueprint = _http_call(f"{peer.url}/big")
     run = wait_for_run(client, execute(client, blueprint))
     assert run["status"] == "succeeded", run
@@ -218,3 +222,13 @@ def test_a_pass_that_keeps_failing_backs_off_then_fails_the_run(database_url: st
         # The runner caches parsed versions; the broken one never parsed, so nothing is stale.
         assert client.post(f"/runs/{run_id}/retry").status_code == 200
         assert wait_for_run(client, run_id)["status"] == "succeeded"
+
+
+def test_a_response_too_large_to_keep_is_not_read_whole(client: TestClient, peer: Peer) -> None:
+    """A body over the 4 MB a step may keep fails the step at once (not retried): it could
+    never be stored, and reading it whole would let any server exhaust the worker's memory."""
+    peer.handlers["/huge"] = lambda _: (200, b"x" * (5 * 1024 * 1024), {"content-length": None})
+    run = wait_for_run(client, execute(client, _http_call(f"{peer.url}/huge")))
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "response_too_large", run["error"]
+    assert peer.hits["/huge"] == 1

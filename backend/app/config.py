@@ -132,6 +132,21 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_whatsapp_from: str | None = None
+    twilio_media_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "api.twilio.com",
+            "mms.twiliocdn.com",
+            "s3-external-1.amazonaws.com",
+        ],
+        description="Hosts WhatsApp voice notes are fetched from; every redirect hop must be one.",
+    )
+    twilio_media_auth_hosts: list[str] = Field(
+        default_factory=lambda: ["api.twilio.com"],
+        description="Those of TWILIO_MEDIA_HOSTS that get the Twilio credentials (basic auth).",
+    )
+    twilio_media_timeout_seconds: float = Field(
+        default=10, gt=0, description="Limit for a whole voice-note download, redirects included."
+    )
     razorpay_key_id: str | None = None
     razorpay_key_secret: SecretStr | None = None
     razorpay_webhook_secret: SecretStr | None = None

@@ -1,23 +1,26 @@
 """Generic HTTP requests with httpx, guarded against server-side request forgery.
 
-Destinations that resolve to private, loopback, link-local, multicast or reserved addresses are
-refused unless their host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects are not
-followed (a redirect could point inside the network); a 3xx is returned as the result.
+Requests go through :mod:`backend.app.integrations.outbound`: the host is resolved once and the
+connection made to that vetted address; a destination that is not a public address (private,
+loopback, link-local, shared 100.64.0.0/10, IPv4-mapped, NAT64 to such an address, ...) is refused
+unless its host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects are not followed;
+a 3xx is returned as the result.
 Every request carries ``Idempotency-Key: <run_id>:<node_id>`` (IETF httpapi draft) unless the
 params set that header.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
+import json
 from typing import Any, Literal
 
 import httpx
 from pydantic import Field, HttpUrl
 
 from backend.app.config import Settings
+from backend.app.integrations import outbound
 from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from backend.app.store import storable
 
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
@@ -31,50 +34,6 @@ class Request(TaskParams):
     query: dict[str, str | int | float | bool] = Field(default_factory=dict)
     json_body: Any = Field(default=None, alias="json", description="JSON body (any value).")
     timeout_seconds: float | None = Field(default=None, gt=0, le=300)
-
-
-def _blocked(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    return (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
-
-
-def _allowed(host: str, addresses: list[str], allow: list[str]) -> bool:
-    if host in allow:
-        return True
-    networks = []
-    for entry in allow:
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            continue
-    return all(any(ipaddress.ip_address(a) in net for net in networks) for a in addresses)
-
-
-async def check_destination(host: str, port: int, settings: Settings) -> None:
-    """Refuse hosts that resolve to internal addresses unless allow-listed.
-
-    Raises:
-        ToolError: ``destination_blocked`` (not retryable) or ``dns_error`` (retryable).
-    """
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-    except OSError as exc:
-        raise ToolError(f"cannot resolve {host}: {exc}", code="dns_error", retryable=True) from None
-    addresses = sorted({str(info[4][0]) for info in infos})
-    internal = [a for a in addresses if _blocked(ipaddress.ip_address(a))]
-    if internal and not _allowed(host, internal, settings.http_allow_hosts):
-        raise ToolError(
-            f"{host} resolves to a private/loopback/link-local address ({', '.join(internal)}); "
-            "add it to HTTP_ALLOW_HOSTS to allow it",
-            code="destination_blocked",
-            retryable=False,
-        )
 
 
 class HttpTool(BaseTool):
@@ -114,25 +73,31 @@ class HttpTool(BaseTool):
         return request
 
     async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Send the request after the destination check.
+        """Send the request through the outbound guard.
 
         Raises:
-            ToolError: blocked destination, network failure, or a non-2xx/3xx status.
+            ToolError: ``destination_blocked`` (not retryable), ``dns_error``, ``timeout``,
+                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx.
         """
         settings = context.settings
         url: HttpUrl = params.url
-        host = url.host or ""
-        await check_destination(host, url.port or 443, settings)
         timeout = params.timeout_seconds or settings.http_timeout_seconds
         try:
-            async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-                response = await client.request(
+            async with (
+                outbound.guarded_client(settings, timeout=timeout) as client,
+                client.stream(
                     params.method,
                     str(url),
                     params=params.query or None,
                     headers=self._headers(params, context),
                     json=params.json_body,
-                )
+                ) as response,
+            ):
+                content = await _read_at_most(response, storable.MAX_BYTES)
+        except outbound.DestinationBlocked as exc:
+            raise ToolError(str(exc), code="destination_blocked", retryable=False) from None
+        except outbound.ResolutionFailed as exc:
+            raise ToolError(str(exc), code="dns_error", retryable=True) from None
         except httpx.TimeoutException as exc:
             raise ToolError(
                 f"{params.method} {url} timed out",
@@ -144,7 +109,15 @@ class HttpTool(BaseTool):
             raise ToolError(
                 f"{params.method} {url} failed: {exc}", code="network_error", retryable=True
             ) from None
-        body = _decode(response)
+        if content is None:
+            raise ToolError(
+                f"{params.method} {url} answered with more than "
+                f"{storable.MAX_BYTES // (1024 * 1024)} MB",
+                code="response_too_large",
+                retryable=False,
+                details={"status_code": response.status_code},
+            )
+        body = _decode(response, content)
         if response.status_code >= 400:
             raise ToolError(
                 f"{params.method} {url} returned HTTP {response.status_code}",
@@ -159,10 +132,25 @@ class HttpTool(BaseTool):
         }
 
 
-def _decode(response: httpx.Response) -> Any:
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
+    """The body, or None as soon as it is longer than ``limit`` bytes (the rest is not read)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdecimal() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _decode(response: httpx.Response, content: bytes) -> Any:
     if "json" in response.headers.get("content-type", ""):
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError:  # not JSON, or numbers Python will not parse (over 4300 digits)
             pass
-    return response.text
+    return content.decode(response.encoding or "utf-8", errors="replace")

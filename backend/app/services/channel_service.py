@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from backend.app.config import Settings
 from backend.app.errors import AppError, NotConfigured, SignatureRejected, ValidationFailed
-from backend.app.services import conversation_service, speech_service
+from backend.app.integrations import twilio_media
+from backend.app.services import conversation_service, session_service, speech_service
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
@@ -19,6 +19,10 @@ from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
+
+VOICE_NOTE_UNAVAILABLE = (
+    "Sorry, I couldn't download your voice note — could you send it again or type your message?"
+)
 
 
 def turn_body(turn: Turn) -> dict[str, Any]:
@@ -95,16 +99,6 @@ def verify_twilio(settings: Settings, url: str, params: dict[str, str], signatur
         raise SignatureRejected("X-Twilio-Signature does not match this request")
 
 
-async def _download(url: str, settings: Settings) -> bytes:
-    auth = None
-    if settings.twilio_account_sid and settings.twilio_auth_token:
-        auth = (settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
-    async with httpx.AsyncClient(auth=auth, follow_redirects=True, timeout=30) as client:
-        response = await client.get(url)
-        response.raise_for_status()
-        return response.content
-
-
 def twiml(text: str | None) -> str:
     """A TwiML ``<Response>``, with one message when ``text`` is given."""
     response = MessagingResponse()
@@ -123,9 +117,11 @@ async def whatsapp(
     """Handle a verified Twilio WhatsApp webhook; returns TwiML.
 
     Idempotent on ``MessageSid`` (Twilio retries): a repeat gets an empty response. A voice note
-    (``MediaContentType0`` audio/*) is downloaded with Twilio auth and transcribed. If handling
-    crashes, the delivery is forgotten so Twilio's retry is processed; a known error (model not
-    configured, engine down) is answered with an apology instead.
+    (``MediaContentType0`` audio/*) is downloaded (``twilio_media``) and transcribed; one that
+    cannot be downloaded is recorded in the session and answered with a request to send it
+    again or type. If handling crashes, the delivery is forgotten so Twilio's retry is
+    processed; a known error (model not configured, engine down) is answered with an apology
+    instead.
     """
     sid = params.get("MessageSid") or params.get("SmsMessageSid") or ""
     sender = params.get("From", "")
@@ -146,7 +142,21 @@ async def whatsapp(
             kind = params.get("MediaContentType0", "")
             media = {"url": params.get("MediaUrl0"), "content_type": kind}
             if kind.startswith("audio/") and params.get("MediaUrl0"):
-                data = await _download(params["MediaUrl0"], settings)
+                try:
+                    data = await twilio_media.download(params["MediaUrl0"], settings)
+                except twilio_media.MediaUnavailable as exc:
+                    log.warning("whatsapp message %s: voice note not downloaded: %s", sid, exc)
+                    await session_service.record_unread(
+                        pool,
+                        dispatcher,
+                        settings,
+                        channel="whatsapp",
+                        user_ref=sender,
+                        media={**media, "error": exc.reason},
+                        reply=VOICE_NOTE_UNAVAILABLE,
+                        provider_message_id=sid,
+                    )
+                    return twiml(VOICE_NOTE_UNAVAILABLE)
                 transcript = await speech_service.transcribe(
                     data, settings, filename=None, content_type=kind
                 )

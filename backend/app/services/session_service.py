@@ -104,6 +104,31 @@ async def schedule_timeout(
     return run_id
 
 
+async def record_unread(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    *,
+    channel: str,
+    user_ref: str,
+    media: Any,
+    reply: str,
+    provider_message_id: str | None = None,
+) -> UUID:
+    """Record, in the user's open session, a message that could not be read (``media`` says
+    why, e.g. a voice note that did not download) and the ``reply`` it got; restarts the
+    session's inactivity timer as any message does. Returns the session id."""
+    async with pool.connection() as conn, conn.transaction():
+        session = await store.open_for(conn, channel, user_ref)
+        inbound_id = await store.add_message(
+            conn, session["id"], "in", media=media, provider_message_id=provider_message_id
+        )
+        await store.add_message(conn, session["id"], "out", text=reply, delivery="inline")
+    session_id: UUID = session["id"]
+    await schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
+    return session_id
+
+
 async def get(pool: Pool, session_id: UUID) -> dict[str, Any]:
     """A session with its state, pending slots, messages and summary.
 
