@@ -11,7 +11,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from backend.app.config import Settings
 from backend.app.errors import AppError, NotConfigured, SignatureRejected, ValidationFailed
-from backend.app.services import conversation_service, speech_service
+from backend.app.services import conversation_service, replies, speech_service
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
@@ -46,9 +46,13 @@ async def voice_or_text(
 ) -> dict[str, Any]:
     """Handle an ``/intent-parser`` request: transcribe audio if given, then one turn.
 
+    A model that cannot read the message gives a ``failed`` turn with an apology (see
+    :func:`conversation_service.handle`).
+
     Raises:
         UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
-        LLM*/EngineUnavailable as the conversation does.
+        LLMNotConfigured: 503. LLMTimeout, LLMUnavailable: transcribing the audio failed.
+        EngineUnavailable: 503.
     """
     transcript = None
     media = None
@@ -169,7 +173,7 @@ async def whatsapp(
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)
-        return twiml(f"Sorry, I can't handle that right now ({exc.message}).")
+        return twiml(replies.apology(exc))
     except Exception:
         async with pool.connection() as conn:
             await conn.execute(

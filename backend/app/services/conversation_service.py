@@ -4,10 +4,15 @@ State per session (``sessions.state.pending``): the intent being filled, its slo
 turn by turn, never replaced wholesale), its trace id, and whether the assistant is waiting for
 details or for a yes/no. "cancel" / "never mind" abandons it; anything that moves money asks for
 confirmation first; a "no" does nothing.
+
+When the model cannot read a message (it times out, is unavailable or answers unusably), the
+user gets an apology in plain words (:mod:`replies`), the detail goes to the server log, and the
+pending request stays for the next message.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +23,15 @@ from uuid import UUID
 import psycopg
 
 from backend.app.config import Settings
-from backend.app.services import action_service, intent_service, session_service
+from backend.app.errors import AppError, LLMBadOutput, LLMTimeout, LLMUnavailable
+from backend.app.services import action_service, intent_service, replies, session_service
 from backend.app.services.action_service import LateReply
 from backend.app.services.intent_service import Analysis, Intent, IntentService
 from backend.app.store import sessions as store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,8 +110,11 @@ async def handle(
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
     run itself sends the answer to that number.
 
+    A model that fails (times out, is unavailable, answers unusably) is answered with a
+    ``failed`` turn whose reply is an apology in plain words.
+
     Raises:
-        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502. EngineUnavailable: 503.
+        LLMNotConfigured: 503 (a deployment without a model). EngineUnavailable: 503.
     """
     async with _one_turn_at_a_time(settings, channel, user_ref):
         async with pool.connection() as conn, conn.transaction():
@@ -121,10 +132,15 @@ async def handle(
         state: dict[str, Any] = dict(session["state"] or {})
         pending: dict[str, Any] | None = state.get("pending")
         intents = await intent_service.catalog(pool)
-        analysis = await intents_reader.analyze(text, intents, pending)
-        turn = await _decide(
-            pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
-        )
+        try:
+            analysis = await intents_reader.analyze(text, intents, pending)
+        except (LLMBadOutput, LLMTimeout, LLMUnavailable) as exc:
+            log.warning("session %s: the model could not read a message: %s", session_id, exc)
+            turn = _unread(exc, session_id, pending)
+        else:
+            turn = await _decide(
+                pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
+            )
         turn.analysis["transcript"] = transcript
 
         async with pool.connection() as conn, conn.transaction():
@@ -149,6 +165,17 @@ async def handle(
             await store.save_state(conn, session_id, state)
         await session_service.schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
         return turn
+
+
+def _unread(exc: AppError, session_id: UUID, pending: dict[str, Any] | None) -> Turn:
+    """The answer when the model could not read the message; the pending request stays."""
+    return Turn(
+        "failed",
+        replies.apology(exc),
+        session_id,
+        (pending or {}).get("trace_id") or uuid.uuid4().hex,
+        {"intent": None, "entities": {}, "missing_slots": [], "confidence": None},
+    )
 
 
 async def _decide(

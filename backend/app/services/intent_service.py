@@ -285,11 +285,7 @@ class IntentService:
 
     def __init__(self, model: BaseChatModel | None, settings: Settings) -> None:
         self.settings = settings
-        self.structured = (
-            None
-            if model is None
-            else model.with_structured_output(Extraction, method="json_schema", strict=True)
-        )
+        self.model = None if model is None else llm.StructuredModel(model, Extraction, settings)
 
     async def analyze(
         self, text: str, intents: dict[str, Intent], pending: dict[str, Any] | None
@@ -297,15 +293,15 @@ class IntentService:
         """Extract intent and entities from ``text`` and normalise them.
 
         Raises:
-            LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+            LLMNotConfigured: 503. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
         """
-        if self.structured is None:
+        if self.model is None:
             raise LLMNotConfigured(
                 "no language model is configured: set OPENAI_API_KEY "
                 "(or OPENAI_BASE_URL) to understand messages"
             )
         messages = [SystemMessage(_prompt(intents, pending)), HumanMessage(text)]
-        extraction = await self._invoke(messages)
+        extraction = await self.model.ainvoke(messages)
         analysis = Analysis(
             intent=extraction.intent if extraction.intent in intents else None,
             confidence=extraction.confidence,
@@ -324,9 +320,3 @@ class IntentService:
                 except SlotValueError as exc:
                     analysis.problems[slot.name] = str(exc)
         return analysis
-
-    async def _invoke(self, messages: list[Any]) -> Extraction:
-        assert self.structured is not None
-        result = await llm.invoke(self.structured, messages, self.settings)
-        assert isinstance(result, Extraction)
-        return result
