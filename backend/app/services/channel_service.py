@@ -10,7 +10,14 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from backend.app.config import Settings
-from backend.app.errors import AppError, NotConfigured, SignatureRejected, ValidationFailed
+from backend.app.errors import (
+    AppError,
+    LLMTimeout,
+    LLMUnavailable,
+    NotConfigured,
+    SignatureRejected,
+    ValidationFailed,
+)
 from backend.app.services import conversation_service, replies, speech_service
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
@@ -46,13 +53,13 @@ async def voice_or_text(
 ) -> dict[str, Any]:
     """Handle an ``/intent-parser`` request: transcribe audio if given, then one turn.
 
-    A model that cannot read the message gives a ``failed`` turn with an apology (see
-    :func:`conversation_service.handle`).
+    A failed model, action or engine is a ``failed`` turn with an apology (see
+    :func:`conversation_service.handle`); if the spoken reply cannot be made, the answer comes
+    without ``reply_audio``.
 
     Raises:
         UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
         LLMNotConfigured: 503. LLMTimeout, LLMUnavailable: transcribing the audio failed.
-        EngineUnavailable: 503.
     """
     transcript = None
     media = None
@@ -78,7 +85,10 @@ async def voice_or_text(
     )
     body = turn_body(turn)
     if reply_audio:
-        body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+        try:
+            body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+        except (LLMTimeout, LLMUnavailable) as exc:  # the turn happened: its text reply stands
+            log.warning("session %s: no spoken reply: %s", turn.session_id, exc)
     return body
 
 
