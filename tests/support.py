@@ -38,8 +38,9 @@ def node_status(run: dict[str, Any]) -> dict[str, str]:
     return {node["id"]: node["status"] for node in run["nodes"]}
 
 
-def chat_completion(content: str) -> dict[str, Any]:
-    """An OpenAI chat.completion body whose assistant message is ``content``."""
+def chat_completion(content: str | None, finish_reason: str = "stop") -> dict[str, Any]:
+    """An OpenAI chat.completion body whose assistant message is ``content``, stopped for
+    ``finish_reason`` (``stop``, ``length``, ``content_filter``)."""
     return {
         "id": "chatcmpl-test",
         "object": "chat.completion",
@@ -48,7 +49,7 @@ def chat_completion(content: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
                 "logprobs": None,
                 "message": {"role": "assistant", "content": content, "refusal": None},
             }
@@ -173,3 +174,30 @@ class FakeDNS:
             else (socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port or 0)))
             for a in addresses
         ]
+
+
+#: What a reply to a person must never contain: regexes, templates, validator or exception
+#: vocabulary, machine error codes.
+TECHNICAL = (
+    "^",
+    "\\w",
+    "{{",
+    "{%",
+    "Error",
+    "error",
+    "pattern",
+    "pydantic",
+    "JSON",
+    "schema",
+    "params",
+    "Traceback",
+    "llm_",
+    "validation",
+    "http",
+)
+
+
+def assert_plain_words(text: str) -> None:
+    """Fail when ``text`` (a reply to a WhatsApp or voice user) shows technical detail."""
+    leaked = [word for word in TECHNICAL if word in text]
+    assert not leaked, f"technical detail {leaked} in a reply to a person: {text!r}"

@@ -126,6 +126,14 @@ class LLMUnavailable(AppError):
     code = "llm_unavailable"
 
 
+class LLMBadOutput(AppError):
+    """The language model answered, but not in the requested shape (502): not JSON, fields
+    missing, cut off at its length limit, stopped by its content filter, refused, or empty."""
+
+    status_code = 502
+    code = "llm_bad_output"
+
+
 class PayloadTooLarge(AppError):
     """The request body is over ``MAX_BODY_BYTES`` (413)."""
 

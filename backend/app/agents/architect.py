@@ -3,7 +3,8 @@
 The model answers with structured output (OpenAI ``json_schema``, strict) in a flat, strict-mode
 friendly shape (:class:`DraftBlueprint`: params and outputs travel as JSON strings). The draft is
 converted to a blueprint and checked by the same validator as execution; errors go back to the
-model for a bounded number of repairs. Nothing invalid is ever returned.
+model for a bounded number of repairs, and so does an answer that does not fit the draft schema
+at all (prose, fields missing, cut off at the length limit). Nothing invalid is ever returned.
 
 The system prompt is generated from ``TOOL_REGISTRY`` (services, tasks, param schemas, result
 fields) and the blueprint rules, so adding a tool needs no prompt edit.
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from backend.app.agents import llm
 from backend.app.config import Settings
-from backend.app.errors import AppError, InvalidBlueprint
+from backend.app.errors import AppError, InvalidBlueprint, LLMBadOutput
 from backend.app.integrations import BaseTool, ToolContext, public_tools
 from backend.app.workflows.layout import layered_layout
 from backend.app.workflows.schema import validate_blueprint
@@ -255,15 +256,14 @@ class WorkflowArchitect:
     ) -> None:
         self.registry = registry if registry is not None else public_tools()
         self.settings = settings
-        self.structured = model.with_structured_output(
-            DraftBlueprint, method="json_schema", strict=True, include_raw=True
-        )
+        self.model = llm.StructuredModel(model, DraftBlueprint, settings)
 
     async def draft(self, prompt: str) -> Draft:
         """Draft a blueprint for ``prompt``.
 
         Raises:
             DraftInvalid: 422 after ``ARCHITECT_MAX_REPAIRS`` repairs.
+            LLMBadOutput: 502 when no attempt gave an answer that fits the draft schema.
             LLMTimeout: 504. LLMUnavailable: 502.
         """
         messages: list[BaseMessage] = [
@@ -279,7 +279,7 @@ class WorkflowArchitect:
         positions (new nodes get a layered position).
 
         Raises:
-            DraftInvalid: 422. LLMTimeout: 504. LLMUnavailable: 502.
+            DraftInvalid: 422. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
         """
         messages: list[BaseMessage] = [
             SystemMessage(system_prompt(self.registry)),
@@ -297,50 +297,55 @@ class WorkflowArchitect:
         return draft
 
     async def _generate(self, messages: list[BaseMessage]) -> Draft:
+        """Ask, validate, and send every problem back, ``1 + ARCHITECT_MAX_REPAIRS`` times at
+        most. An answer that does not fit the draft schema counts as a failed attempt too."""
         last: dict[str, Any] | None = None
         issues: list[dict[str, Any]] = []
+        unusable: LLMBadOutput | None = None
         budget = 1 + self.settings.architect_max_repairs
         for attempt in range(1, budget + 1):
-            result = await self._invoke(messages)
-            raw: AIMessage = result["raw"]
-            parsed: DraftBlueprint | None = result["parsed"]
-            if parsed is None:
-                issues = [
-                    {
-                        "loc": [],
-                        "node_id": None,
-                        "message": "the answer did not match the schema: "
-                        f"{result['parsing_error']}",
-                    }
+            try:
+                parsed = await self.model.ainvoke(messages)
+            except LLMBadOutput as exc:
+                unusable = exc
+                log.info("draft attempt %d unusable: %s", attempt, exc.message)
+                messages = [
+                    *messages,
+                    HumanMessage(
+                        f"Your answer could not be used: {exc.message.rstrip('.')}. Answer "
+                        "again with the whole blueprint as one JSON object that matches the "
+                        "schema; keep it short enough to finish."
+                    ),
                 ]
-            else:
-                last, issues = to_blueprint(parsed)
-                if not issues:
-                    try:
-                        validate_blueprint(last, self.registry)
-                    except InvalidBlueprint as exc:
-                        issues = exc.details
-                    else:
-                        return Draft(last, self._warnings(last), attempt)
+                continue
+            last, issues = to_blueprint(parsed)
+            if not issues:
+                try:
+                    validate_blueprint(last, self.registry)
+                except InvalidBlueprint as exc:
+                    issues = exc.details
+                else:
+                    return Draft(last, self._warnings(last), attempt)
             log.info("draft attempt %d invalid: %d issue(s)", attempt, len(issues))
             messages = [
                 *messages,
-                AIMessage(content=str(raw.content or "")),
+                AIMessage(content=parsed.model_dump_json()),
                 HumanMessage(
                     "That blueprint is invalid:\n"
                     + _format_issues(issues)
                     + "\nFix every problem and return the whole corrected blueprint."
                 ),
             ]
+        if last is None and unusable is not None:
+            raise LLMBadOutput(
+                f"the language model gave no usable answer in {budget} attempt(s); the last: "
+                f"{unusable.message}",
+                details={"attempts": budget, "problem": unusable.message},
+            )
         raise DraftInvalid(
             f"the model did not produce a valid blueprint in {budget} attempt(s)",
             details={"errors": issues, "last_draft": last},
         )
-
-    async def _invoke(self, messages: list[BaseMessage]) -> dict[str, Any]:
-        result = await llm.invoke(self.structured, messages, self.settings)
-        assert isinstance(result, dict)
-        return result
 
     def _warnings(self, blueprint: dict[str, Any]) -> list[str]:
         warnings = []

@@ -40,6 +40,13 @@ class Slot:
         type: how the value is normalised (money -> minor units + currency, phone -> E.164,
             date -> ISO 8601).
         question: what to ask when it is missing.
+        param: where the command's ``build_params`` puts the value in the task's params (a
+            dotted path: ``payment_id``, ``customer.email``, ``line_items.0.amount``), so a
+            value the params model refuses is traced back to this slot and asked for again.
+        hint: said, in plain words, when the params model refuses the value ("That doesn't
+            look like a Razorpay payment id — they start with pay_"); without one the reason
+            is derived from the kind of validation error ("That's too long — at most 1600
+            characters").
     """
 
     name: str
@@ -47,6 +54,8 @@ class Slot:
     required: bool
     question: str
     description: str = ""
+    param: str | None = None
+    hint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -139,8 +139,14 @@ def _refund_params(slots: dict[str, Any]) -> dict[str, Any]:
 
 
 _CUSTOMER_SLOTS = (
-    Slot("customer_phone", "phone", False, "What is the customer's phone number?"),
-    Slot("customer_email", "email", False, "What is the customer's email?"),
+    Slot(
+        "customer_phone",
+        "phone",
+        False,
+        "What is the customer's phone number?",
+        param="customer.contact",
+    ),
+    Slot("customer_email", "email", False, "What is the customer's email?", param="customer.email"),
 )
 
 
@@ -163,9 +169,15 @@ class RazorpayTool(BaseTool):
                 intent="CREATE_PAYMENT_LINK",
                 description="Create a payment link for an amount, optionally for a customer.",
                 slots=(
-                    Slot("amount", "money", True, "How much should the payment link be for?"),
-                    Slot("customer_name", "text", False, "Who is it for?"),
-                    Slot("description", "text", False, "What is it for?"),
+                    Slot(
+                        "amount",
+                        "money",
+                        True,
+                        "How much should the payment link be for?",
+                        param="amount",
+                    ),
+                    Slot("customer_name", "text", False, "Who is it for?", param="customer.name"),
+                    Slot("description", "text", False, "What is it for?", param="description"),
                     *_CUSTOMER_SLOTS,
                 ),
                 build_params=_link_params,
@@ -188,9 +200,27 @@ class RazorpayTool(BaseTool):
                 intent="CREATE_INVOICE",
                 description="Create and issue an invoice to a customer for an amount.",
                 slots=(
-                    Slot("customer_name", "text", True, "Who should the invoice be for?"),
-                    Slot("amount", "money", True, "How much should the invoice be for?"),
-                    Slot("description", "text", False, "What is the invoice for?"),
+                    Slot(
+                        "customer_name",
+                        "text",
+                        True,
+                        "Who should the invoice be for?",
+                        param="customer.name",
+                    ),
+                    Slot(
+                        "amount",
+                        "money",
+                        True,
+                        "How much should the invoice be for?",
+                        param="line_items",
+                    ),
+                    Slot(
+                        "description",
+                        "text",
+                        False,
+                        "What is the invoice for?",
+                        param="description",
+                    ),
                     *_CUSTOMER_SLOTS,
                 ),
                 build_params=_invoice_params,
@@ -224,8 +254,15 @@ class RazorpayTool(BaseTool):
                 intent="REFUND_PAYMENT",
                 description="Refund a payment by its id, fully or a given amount.",
                 slots=(
-                    Slot("payment_id", "text", True, "Which payment should I refund (pay_…)?"),
-                    Slot("amount", "money", False, "How much should I refund?"),
+                    Slot(
+                        "payment_id",
+                        "text",
+                        True,
+                        "Which payment should I refund (pay_…)?",
+                        param="payment_id",
+                        hint="That doesn't look like a Razorpay payment id — they start with pay_",
+                    ),
+                    Slot("amount", "money", False, "How much should I refund?", param="amount"),
                 ),
                 build_params=_refund_params,
                 reply="Refund {{ steps.act.output.id }} for payment {{ trigger_data.payment_id }}"

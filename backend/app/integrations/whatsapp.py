@@ -73,8 +73,10 @@ class WhatsAppTool(BaseTool):
                 intent="SEND_WHATSAPP",
                 description="Send a WhatsApp message to a phone number.",
                 slots=(
-                    Slot("to", "phone", True, "Who should I send it to (phone number)?"),
-                    Slot("message", "text", True, "What should the message say?"),
+                    Slot(
+                        "to", "phone", True, "Who should I send it to (phone number)?", param="to"
+                    ),
+                    Slot("message", "text", True, "What should the message say?", param="body"),
                 ),
                 build_params=lambda slots: {"to": slots["to"], "body": slots["message"]},
                 reply="Sent your WhatsApp message to {{ trigger_data.to }}.",

@@ -10,17 +10,20 @@ answer only if the webhook could not (see ``integrations/channel_tool.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from backend.app.config import Settings
-from backend.app.services import run_service
+from backend.app.services import replies, run_service
 from backend.app.services.intent_service import Intent
 from backend.app.store.db import Pool
 from backend.app.workflows import expressions
 from backend.app.workflows.runners import Dispatcher
+
+log = logging.getLogger(__name__)
 
 ACT = "act"
 
@@ -35,17 +38,13 @@ class LateReply:
 
 @dataclass
 class ActionOutcome:
-    """Result of carrying out a command. ``done`` False: still running, answered later."""
+    """Result of carrying out a command. ``done`` False: still running, answered later.
+    ``run_id`` is None when no run was started."""
 
     status: str  # completed | failed
     reply: str
-    run_id: UUID
+    run_id: UUID | None
     done: bool
-
-
-def _failure_text(error: dict[str, Any] | None) -> str:
-    message = (error or {}).get("message", "unknown error")
-    return f"Sorry, that didn't work: {message}"
 
 
 def command_blueprint(
@@ -68,8 +67,11 @@ def command_blueprint(
     if late is not None:
         nodes[1]["on_error"] = "continue"  # a failure is still reported to the user
         text = (
-            "{% if steps.act.output.error is defined %}Sorry, that didn't work: "
-            "{{ steps.act.output.error.message }}{% else %}" + intent.command.reply + "{% endif %}"
+            "{% if steps.act.output.error is defined %}"
+            + replies.failed_template("steps.act.output.error.code")
+            + "{% else %}"
+            + intent.command.reply
+            + "{% endif %}"
         )
         nodes += [
             {"id": "hold", "type": "delay", "duration": settings.channel_reply_wait_seconds + 2},
@@ -131,7 +133,10 @@ async def execute(
         if run["status"] == "succeeded":
             return ActionOutcome("completed", f"Done: {intent.description}", run_id, True)
         if run["status"] == "failed":
-            return ActionOutcome("failed", _failure_text(run["error"]), run_id, True)
+            log.warning("run %s (%s) failed: %s", run_id, intent.name, run["error"])
+            return ActionOutcome(
+                "failed", replies.failed((run["error"] or {}).get("code")), run_id, True
+            )
         return ActionOutcome(
             "completed",
             f"Started: {intent.description}. It carries on in the background (run {run_id}).",
@@ -161,8 +166,9 @@ async def execute(
             reply = f"Done: {intent.description}"
         return ActionOutcome("completed", reply, run_id, True)
     if act["status"] == "failed" or run["status"] == "failed":
-        error = act.get("error") or run["error"]
-        return ActionOutcome("failed", _failure_text(error), run_id, True)
+        error = act.get("error") or run["error"] or {}
+        log.warning("run %s (%s) failed: %s", run_id, intent.name, error.get("message"))
+        return ActionOutcome("failed", replies.failed(error.get("code")), run_id, True)
     return ActionOutcome(
         "completed", "I'm working on it and will message you when it's done.", run_id, False
     )

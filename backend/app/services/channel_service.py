@@ -9,9 +9,16 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from backend.app.config import Settings
-from backend.app.errors import AppError, NotConfigured, SignatureRejected, ValidationFailed
+from backend.app.errors import (
+    AppError,
+    LLMTimeout,
+    LLMUnavailable,
+    NotConfigured,
+    SignatureRejected,
+    ValidationFailed,
+)
 from backend.app.integrations import twilio_media
-from backend.app.services import conversation_service, session_service, speech_service
+from backend.app.services import conversation_service, replies, session_service, speech_service
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
@@ -50,9 +57,13 @@ async def voice_or_text(
 ) -> dict[str, Any]:
     """Handle an ``/intent-parser`` request: transcribe audio if given, then one turn.
 
+    A failed model, action or engine is a ``failed`` turn with an apology (see
+    :func:`conversation_service.handle`); if the spoken reply cannot be made, the answer comes
+    without ``reply_audio``.
+
     Raises:
         UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
-        LLM*/EngineUnavailable as the conversation does.
+        LLMNotConfigured: 503. LLMTimeout, LLMUnavailable: transcribing the audio failed.
     """
     transcript = None
     media = None
@@ -78,7 +89,10 @@ async def voice_or_text(
     )
     body = turn_body(turn)
     if reply_audio:
-        body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+        try:
+            body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+        except (LLMTimeout, LLMUnavailable) as exc:  # the turn happened: its text reply stands
+            log.warning("session %s: no spoken reply: %s", turn.session_id, exc)
     return body
 
 
@@ -138,7 +152,7 @@ async def whatsapp(
         text = params.get("Body", "")
         transcript = None
         media: dict[str, Any] | None = None
-        if int(params.get("NumMedia", "0") or 0) > 0:
+        if params.get("NumMedia", "0").strip() not in ("", "0"):
             kind = params.get("MediaContentType0", "")
             media = {"url": params.get("MediaUrl0"), "content_type": kind}
             if kind.startswith("audio/") and params.get("MediaUrl0"):
@@ -179,7 +193,7 @@ async def whatsapp(
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)
-        return twiml(f"Sorry, I can't handle that right now ({exc.message}).")
+        return twiml(replies.apology(exc))
     except Exception:
         async with pool.connection() as conn:
             await conn.execute(

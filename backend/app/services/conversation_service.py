@@ -4,10 +4,19 @@ State per session (``sessions.state.pending``): the intent being filled, its slo
 turn by turn, never replaced wholesale), its trace id, and whether the assistant is waiting for
 details or for a yes/no. "cancel" / "never mind" abandons it; anything that moves money asks for
 confirmation first; a "no" does nothing.
+
+A value is checked when it is given: normalised for its slot type, then, once the details are
+complete, against the task's params model; a refused value is dropped and asked for again in
+plain words, so a confirmation is only ever asked for details that can run. When the model or
+the engine fails, or the action fails, the user is told so in plain words (:mod:`replies`) and
+the technical detail goes to the server log and the run; the state is left so that the next
+message can succeed (a model failure keeps the pending request; an attempted action never stays
+pending).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +27,16 @@ from uuid import UUID
 import psycopg
 
 from backend.app.config import Settings
-from backend.app.services import action_service, intent_service, session_service
-from backend.app.services.action_service import LateReply
+from backend.app.errors import AppError, EngineUnavailable, LLMBadOutput, LLMTimeout, LLMUnavailable
+from backend.app.integrations import Slot
+from backend.app.services import action_service, intent_service, replies, session_service
+from backend.app.services.action_service import ActionOutcome, LateReply
 from backend.app.services.intent_service import Analysis, Intent, IntentService
 from backend.app.store import sessions as store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +73,12 @@ def _confirmation(intent: Intent, slots: dict[str, Any]) -> str:
         f"Please confirm — {intent.description[0].lower()}{intent.description[1:]} "
         f"({details}). Reply yes to go ahead or no to cancel."
     )
+
+
+def _question(slot: Slot, problem: str | None) -> str:
+    if not problem:
+        return slot.question
+    return f"{problem[0].upper()}{problem[1:]}. {slot.question}"
 
 
 def _help(intents: dict[str, Intent]) -> str:
@@ -102,8 +121,11 @@ async def handle(
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
     run itself sends the answer to that number.
 
+    A model that fails (times out, is unavailable, answers unusably) or an action that cannot
+    start or fails is answered with a ``failed`` turn whose reply is an apology in plain words.
+
     Raises:
-        LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502. EngineUnavailable: 503.
+        LLMNotConfigured: 503 (a deployment without a model).
     """
     async with _one_turn_at_a_time(settings, channel, user_ref):
         async with pool.connection() as conn, conn.transaction():
@@ -121,10 +143,15 @@ async def handle(
         state: dict[str, Any] = dict(session["state"] or {})
         pending: dict[str, Any] | None = state.get("pending")
         intents = await intent_service.catalog(pool)
-        analysis = await intents_reader.analyze(text, intents, pending)
-        turn = await _decide(
-            pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
-        )
+        try:
+            analysis = await intents_reader.analyze(text, intents, pending)
+        except (LLMBadOutput, LLMTimeout, LLMUnavailable) as exc:
+            log.warning("session %s: the model could not read a message: %s", session_id, exc)
+            turn = _unread(exc, session_id, pending)
+        else:
+            turn = await _decide(
+                pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
+            )
         turn.analysis["transcript"] = transcript
 
         async with pool.connection() as conn, conn.transaction():
@@ -147,8 +174,24 @@ async def handle(
                 )
                 turn.outbound_id = turn.outbound_id or ack
             await store.save_state(conn, session_id, state)
-        await session_service.schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
+        try:
+            await session_service.schedule_timeout(
+                pool, dispatcher, settings, session_id, inbound_id
+            )
+        except EngineUnavailable as exc:  # the answer stands; a later message starts a timer
+            log.warning("session %s: no inactivity timer: %s", session_id, exc)
         return turn
+
+
+def _unread(exc: AppError, session_id: UUID, pending: dict[str, Any] | None) -> Turn:
+    """The answer when the model could not read the message; the pending request stays."""
+    return Turn(
+        "failed",
+        replies.apology(exc),
+        session_id,
+        (pending or {}).get("trace_id") or uuid.uuid4().hex,
+        {"intent": None, "entities": {}, "missing_slots": [], "confidence": None},
+    )
 
 
 async def _decide(
@@ -230,18 +273,19 @@ async def _decide(
     if intent is None:  # the workflow behind a pending intent was deactivated meanwhile
         state.pop("pending", None)
         return turn("no_action", _help(intents), None, {}, [])
+    problems = {**analysis.problems, **intent_service.refused_slots(intent, slots)}
+    slots = {key: value for key, value in slots.items() if key not in problems}
     missing = [s.name for s in intent.required if s.name not in slots]
-    if missing:
-        slot = next(s for s in intent.slots if s.name == missing[0])
-        problem = analysis.problems.get(slot.name)
-        question = f"Hmm, {problem}. {slot.question}" if problem else slot.question
+    ask = next((s for s in intent.slots if s.name in problems or s.name in missing), None)
+    if ask is not None:
         state["pending"] = {
             "intent": name,
             "slots": slots,
             "trace_id": trace_id,
             "awaiting": "slots",
         }
-        return turn("needs_input", question, name, slots, missing)
+        asking = missing if ask.name in missing else [ask.name, *missing]
+        return turn("needs_input", _question(ask, problems.get(ask.name)), name, slots, asking)
     if intent.confirm:
         state["pending"] = {
             "intent": name,
@@ -274,9 +318,13 @@ async def _act(
         async with pool.connection() as conn:
             outbound_id = await store.add_message(conn, session_id, "out", trace_id=trace_id)
         late = LateReply(outbound_id, reply_to)
-    outcome = await action_service.execute(
-        pool, dispatcher, settings, intent, slots, trace_id, late=late
-    )
+    try:
+        outcome = await action_service.execute(
+            pool, dispatcher, settings, intent, slots, trace_id, late=late
+        )
+    except AppError as exc:  # the engine refused the run, or the params did not validate
+        log.warning("trace %s: %s not carried out: %s", trace_id, intent.name, exc)
+        outcome = ActionOutcome("failed", replies.failed(exc.code), None, True)
     result = Turn(
         outcome.status,
         outcome.reply,

@@ -23,12 +23,13 @@ import phonenumbers
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from backend.app.agents import llm
 from backend.app.config import Settings
 from backend.app.errors import LLMNotConfigured
-from backend.app.integrations import Command, Slot, public_tools
+from backend.app.integrations import Command, Slot, TaskParams, public_tools
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
 from backend.app.workflows.schema import Blueprint, TriggerNode
@@ -45,6 +46,7 @@ class Intent:
     command: Command | None = None
     service: str | None = None
     task: str | None = None
+    params: type[TaskParams] | None = None
     workflow_id: UUID | None = None
     version: int | None = None
     owner: str | None = None
@@ -70,6 +72,7 @@ async def catalog(pool: Pool) -> dict[str, Intent]:
                     command=c,
                     service=tool.service,
                     task=task_name,
+                    params=task.params,
                 )
     async with pool.connection() as conn:
         rows = await workflows_store.active_with_intent_triggers(conn)
@@ -210,6 +213,43 @@ def normalize(slot: Slot, value: str, settings: Settings) -> Any:
     return text
 
 
+def _plain(error: ErrorDetails) -> str:
+    """A validation error of a slot's value, in plain words."""
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "string_too_long":
+        return f"That's too long — at most {ctx['max_length']} characters"
+    if kind in ("greater_than", "greater_than_equal"):
+        return "That's too small"
+    if kind in ("less_than", "less_than_equal"):
+        return "That's too large"
+    return "That doesn't look right"
+
+
+def refused_slots(intent: Intent, slots: dict[str, Any]) -> dict[str, str]:
+    """Slots whose values the task's params model refuses -> why, in plain words.
+
+    Checked as soon as every required slot is filled (the command's ``build_params`` needs
+    them), so before any confirmation: the params go through the same Pydantic model the
+    engine validates with, and each error is traced back through :attr:`Slot.param`. Errors
+    no slot explains are left for the run to report; intents without a params model (intent
+    workflows) have nothing to check here.
+    """
+    command, model = intent.command, intent.params
+    if command is None or model is None or any(s.name not in slots for s in intent.required):
+        return {}
+    try:
+        model.model_validate(command.build_params(slots))
+    except ValidationError as exc:
+        refused: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            where = ".".join(map(str, error["loc"]))
+            for slot in intent.slots:
+                if slot.param and slot.name in slots and f"{where}.".startswith(f"{slot.param}."):
+                    refused.setdefault(slot.name, slot.hint or _plain(error))
+        return refused
+    return {}
+
+
 # -- extraction ----------------------------------------------------------------------------
 
 
@@ -285,11 +325,7 @@ class IntentService:
 
     def __init__(self, model: BaseChatModel | None, settings: Settings) -> None:
         self.settings = settings
-        self.structured = (
-            None
-            if model is None
-            else model.with_structured_output(Extraction, method="json_schema", strict=True)
-        )
+        self.model = None if model is None else llm.StructuredModel(model, Extraction, settings)
 
     async def analyze(
         self, text: str, intents: dict[str, Intent], pending: dict[str, Any] | None
@@ -297,15 +333,15 @@ class IntentService:
         """Extract intent and entities from ``text`` and normalise them.
 
         Raises:
-            LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
+            LLMNotConfigured: 503. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
         """
-        if self.structured is None:
+        if self.model is None:
             raise LLMNotConfigured(
                 "no language model is configured: set OPENAI_API_KEY "
                 "(or OPENAI_BASE_URL) to understand messages"
             )
         messages = [SystemMessage(_prompt(intents, pending)), HumanMessage(text)]
-        extraction = await self._invoke(messages)
+        extraction = await self.model.ainvoke(messages)
         analysis = Analysis(
             intent=extraction.intent if extraction.intent in intents else None,
             confidence=extraction.confidence,
@@ -324,9 +360,3 @@ class IntentService:
                 except SlotValueError as exc:
                     analysis.problems[slot.name] = str(exc)
         return analysis
-
-    async def _invoke(self, messages: list[Any]) -> Extraction:
-        assert self.structured is not None
-        result = await llm.invoke(self.structured, messages, self.settings)
-        assert isinstance(result, Extraction)
-        return result
