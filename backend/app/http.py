@@ -1,19 +1,24 @@
-"""HTTP plumbing shared by routers: error rendering, body limit, dependencies."""
+"""HTTP plumbing shared by routers: the input boundary's route class, error rendering, body
+limit, dependencies."""
 
 from __future__ import annotations
 
 import json
 import logging
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app import boundary
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, PayloadTooLarge, Unauthorized
@@ -79,6 +84,78 @@ DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
+class CheckedRequest(Request):
+    """A request whose JSON body is parsed by the input boundary (:func:`boundary.loads`)."""
+
+    _checked_json: Any
+
+    async def json(self) -> Any:
+        """The body as JSON, checked; parsed once however often it is asked for.
+
+        Raises:
+            MalformedJson: 400. ValidationFailed: 422, with the path of each bad value.
+        """
+        if not hasattr(self, "_checked_json"):
+            self._checked_json = boundary.loads(await self.body())
+        return self._checked_json
+
+
+class CheckedRoute(APIRoute):
+    """A route whose input passes the input boundary (:mod:`backend.app.boundary`) before
+    FastAPI converts it: path and query parameters, the headers the route declares (its own
+    and its dependencies'), and a JSON body. The body is parsed once, by the boundary; FastAPI
+    and the endpoint read that parse (:class:`CheckedRequest`). An endpoint that parses a form
+    itself calls :func:`boundary.check_form`. Every router uses this class except the signed
+    webhooks', which must check their signature before anything else."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap FastAPI's handler with the boundary's checks."""
+        handle = super().get_route_handler()
+        headers = _declared_headers(self.dependant)
+        takes_body = self.body_field is not None
+
+        async def checked(request: Request) -> Response:
+            request = CheckedRequest(request.scope, request.receive)
+            boundary.reject(
+                boundary.check_pairs("path", request.path_params.items())
+                + boundary.check_pairs("query", request.query_params.multi_items())
+            )
+            for name in headers:
+                if (value := request.headers.get(name)) is not None:
+                    boundary.check_header(name, value)
+            is_json = _is_json(request.headers.get("content-type", ""))
+            if takes_body and is_json and await request.body():
+                await request.json()  # boundary errors surface here, not as FastAPI's 400
+            return await handle(request)
+
+        return checked
+
+
+def _declared_headers(dependant: Dependant) -> set[str]:
+    """Lower-case names of the headers an endpoint and its dependencies declare (FastAPI reads
+    ``x_api_key`` as ``x-api-key`` unless ``convert_underscores=False``)."""
+    names = {
+        (
+            field.alias.replace("_", "-")
+            if getattr(field.field_info, "convert_underscores", True)
+            else field.alias
+        ).lower()
+        for field in dependant.header_params
+    }
+    for sub in dependant.dependencies:
+        names |= _declared_headers(sub)
+    return names
+
+
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (``application/json``,
+    ``application/*+json``)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     """A JSON error body: ``{"error": {"code", "message", "details"?}}``."""
     body: dict[str, Any] = {"code": code, "message": message}
@@ -96,19 +173,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
-        if bad_json is not None:
-            ctx = bad_json.get("ctx", {})
-            return error_response(
-                400,
-                "malformed_json",
-                f"request body is not valid JSON: {ctx.get('error', 'parse error')}",
-                [{"loc": list(bad_json["loc"]), "message": bad_json["msg"]}],
-            )
-        details = [{"loc": list(e["loc"]), "message": e["msg"]} for e in errors]
+        details = [{"loc": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         first = details[0]
         where = ".".join(str(p) for p in first["loc"])
+        if all(d["loc"][0] == "header" for d in details):  # e.g. a Last-Event-ID that is no int
+            return error_response(400, "invalid_header", f"{where}: {first['message']}", details)
         return error_response(422, "validation_error", f"{where}: {first['message']}", details)
 
     @app.exception_handler(StarletteHTTPException)
