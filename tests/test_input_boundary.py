@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import importlib
 import json
 import pkgutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +23,13 @@ from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from backend.app import routers
 from backend.app.app import create_app
+from backend.app.config import Settings
 from backend.app.http import CheckedRoute
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
@@ -362,3 +368,41 @@ def test_every_router_but_the_signed_webhooks_applies_the_boundary() -> None:
             continue
         for route in router.routes:
             assert isinstance(route, CheckedRoute), f"{info.name}: {route}"
+
+
+# --- an oversize body over a real socket -----------------------------------------------------
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[int]:
+    """The API under uvicorn on a free port (the reset only shows on a real connection)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    api = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    thread = threading.Thread(target=api.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not api.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    api.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_oversize_body_sent_whole_gets_its_413(server: int, chunked: bool) -> None:
+    """8 MiB to a 1 MiB limit, the whole body sent before the answer is read, on a connection
+    the client closes after it (as urllib does): the 413 arrives, not a reset."""
+    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=30)
+    body = b"x" * (8 << 20)
+    headers = {"content-type": "application/json", "connection": "close"}
+    if chunked:
+        conn.request("POST", "/events", body=iter([body]), headers=headers, encode_chunked=True)
+    else:
+        conn.request("POST", "/events", body=body, headers=headers)
+    response = conn.getresponse()
+    assert response.status == 413
+    assert json.loads(response.read())["error"]["code"] == "payload_too_large"
+    conn.close()

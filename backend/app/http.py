@@ -196,7 +196,15 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodyLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 413 (by header, or while reading a
     chunked body, which is buffered up to the limit and then handed on). ``overrides`` gives
-    path prefixes their own limit (None: unlimited)."""
+    path prefixes their own limit (None: unlimited).
+
+    The rest of a refused body is read and thrown away (up to ``DRAIN_BYTES``) before the
+    answer: a server that closes a connection with unread data makes the kernel reset it, and
+    a client still sending its body then sees the reset instead of the 413. A client that sent
+    ``Expect: 100-continue`` has sent no body yet and is answered at once.
+    """
+
+    DRAIN_BYTES = 64 * 1024 * 1024  # past this a client has had its chance; it may see a reset
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, overrides: dict[str, int | None] | None = None
@@ -217,9 +225,11 @@ class BodyLimitMiddleware:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            await self._reject(receive, send, limit, more_body=not waiting)
             return
         chunks: list[bytes] = []
         size = 0
@@ -230,7 +240,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._reject(send, limit)
+                await self._reject(receive, send, limit, message.get("more_body", False))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -242,7 +252,14 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send, limit: int) -> None:
+    async def _reject(self, receive: Receive, send: Send, limit: int, more_body: bool) -> None:
+        drained = 0
+        while more_body and drained <= self.DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            more_body = message.get("more_body", False)
         error = PayloadTooLarge(f"request body is over the {limit}-byte limit")
         body = json.dumps(error.to_body()).encode()
         await send(
