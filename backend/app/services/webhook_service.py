@@ -33,8 +33,15 @@ async def receive_razorpay(
     The signature (``X-Razorpay-Signature``: hex HMAC-SHA256 of the raw body with the webhook
     secret; https://razorpay.com/docs/webhooks/validate-test/#validate-webhooks) is checked
     before anything else. The payload then passes the input boundary and becomes the event
-    ``razorpay/<event>``, recorded in the same transaction as the delivery. Deliveries are
-    deduped on ``x-razorpay-event-id`` (sha256 of the body when absent).
+    ``razorpay/<event>``, recorded in the same transaction as the delivery.
+
+    Dedupe: Razorpay delivers at least once, and a retry carries the same body and the same
+    ``x-razorpay-event-id``, whose value "is unique per event"
+    (https://razorpay.com/docs/webhooks/validate-test/#idempotency,
+    https://razorpay.com/docs/webhooks/best-practices/#handle-duplicate-events). The signature
+    covers only the body, so the header alone is no key: anyone holding one signed delivery
+    could send it again under a new event id. A delivery is therefore a duplicate when its
+    event id or the sha256 of its body was seen before; a genuine retry matches both.
 
     Returns:
         ``{"duplicate": bool, "event": name, "event_id"?, "started_run_ids", "resumed_run_ids"}``.
@@ -74,9 +81,12 @@ async def receive_razorpay(
     if event_id and len(boundary.check_header("x-razorpay-event-id", event_id)) > _MAX_ID_CHARS:
         raise InvalidHeader("x-razorpay-event-id", f"longer than {_MAX_ID_CHARS} characters")
     name = f"razorpay/{event_type}"
-    delivery = event_id or "sha256:" + hashlib.sha256(raw_body).hexdigest()
+    body_sha256 = hashlib.sha256(raw_body).hexdigest()
+    delivery = event_id or f"sha256:{body_sha256}"
     async with pool.connection() as conn, conn.transaction():
-        if not await store.record_delivery(conn, "razorpay", delivery, name):
+        if not await store.record_delivery(
+            conn, "razorpay", delivery, name, body_sha256=body_sha256
+        ):
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
         result = await event_service.emit_in(
             conn, name, payload, source="razorpay", engine=dispatcher.engine
