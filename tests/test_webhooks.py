@@ -1,4 +1,5 @@
-"""Razorpay webhooks: signature first, dedupe on the event id, events start and resume runs."""
+"""Razorpay webhooks: signature first, dedupe on the event id and the signed body, events start
+and resume runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.config import Settings
@@ -26,7 +28,7 @@ def _post(
     client: TestClient,
     payload: Any,
     *,
-    event_id: str,
+    event_id: str | None,
     secret: str = WEBHOOK_SECRET,
     signature: str | None = None,
 ) -> Any:
@@ -34,9 +36,10 @@ def _post(
     digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     headers = {
         "content-type": "application/json",
-        "x-razorpay-event-id": event_id,
         "x-razorpay-signature": signature if signature is not None else digest,
     }
+    if event_id is not None:
+        headers["x-razorpay-event-id"] = event_id
     return client.post("/webhooks/razorpay", content=body, headers=headers)
 
 
@@ -86,6 +89,32 @@ def test_duplicate_delivery_starts_exactly_one_run(client: TestClient, settings:
     assert second.json()["duplicate"] is True and second.json()["started_run_ids"] == []
     assert _count(settings, "workflow_runs") == 1
     assert _count(settings, "webhook_deliveries") == 1
+
+
+@pytest.mark.parametrize(
+    "first_id, replay_id",
+    [("evt_1", "evt_forged"), (None, "evt_forged"), ("evt_1", None)],
+    ids=["new-event-id", "event-id-added", "event-id-dropped"],
+)
+def test_a_signed_body_replayed_under_other_headers_runs_once(
+    client: TestClient, settings: Settings, first_id: str | None, replay_id: str | None
+) -> None:
+    """Razorpay signs only the body; the event id header is not covered. Whoever holds one
+    signed delivery must not start its runs again by changing the header (the body's hash
+    is deduped as well as the event id). Another event still runs."""
+    _activate_receipt_workflow(client)
+    payload = _example("payment_receipt", "payload.json")
+    first = _post(client, payload, event_id=first_id)
+    replay = _post(client, payload, event_id=replay_id)
+    assert first.status_code == 200 and first.json()["duplicate"] is False
+    assert replay.status_code == 200, replay.text
+    assert replay.json()["duplicate"] is True and replay.json()["started_run_ids"] == []
+    assert _count(settings, "workflow_runs") == 1
+    assert _count(settings, "events") == 1
+    other = json.loads(json.dumps(payload))
+    other["payload"]["payment"]["entity"]["id"] = "pay_other"
+    assert _post(client, other, event_id="evt_2").json()["duplicate"] is False
+    assert _count(settings, "workflow_runs") == 2
 
 
 def test_bad_signature_is_400_and_stores_nothing(client: TestClient, settings: Settings) -> None:

@@ -6,7 +6,10 @@ Every 4xx/5xx body is ``{"error": {"code", "message", "details"?}}``; validation
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+Loc = list[str | int]
 
 
 class AppError(Exception):
@@ -55,14 +58,49 @@ class Conflict(AppError):
 
 
 class ValidationFailed(AppError):
-    """Request data is well-formed JSON but not acceptable (422); details name the field."""
+    """Request data is well-formed JSON but not acceptable (422); details name the field.
+
+    ``more``: further problems, each ``{"loc", "message"}``, listed after the first.
+    """
 
     status_code = 422
     code = "validation_error"
 
-    def __init__(self, loc: list[str | int], message: str) -> None:
+    def __init__(self, loc: Loc, message: str, *, more: Sequence[dict[str, Any]] = ()) -> None:
         where = ".".join(str(part) for part in loc)
-        super().__init__(f"{where}: {message}", details=[{"loc": loc, "message": message}])
+        extra = f" (and {len(more)} more)" if more else ""
+        super().__init__(
+            f"{where}: {message}{extra}", details=[{"loc": loc, "message": message}, *more]
+        )
+
+
+class MalformedJson(AppError):
+    """The request body is not JSON, or not UTF-8 (400)."""
+
+    code = "malformed_json"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"request body is not valid JSON: {reason}",
+            details=[{"loc": ["body"], "message": reason}],
+        )
+
+
+class InvalidHeader(AppError):
+    """A request header the API reads is malformed (400); details name the header."""
+
+    code = "invalid_header"
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(
+            f"header {name}: {message}", details=[{"loc": ["header", name], "message": message}]
+        )
+
+
+class InvalidPayload(AppError):
+    """A verified webhook's payload is not one the API can accept (400); details name the field."""
+
+    code = "invalid_payload"
 
 
 class InvalidBlueprint(AppError):

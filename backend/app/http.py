@@ -1,19 +1,24 @@
-"""HTTP plumbing shared by routers: error rendering, body limit, dependencies."""
+"""HTTP plumbing shared by routers: the input boundary's route class, error rendering, body
+limit, dependencies."""
 
 from __future__ import annotations
 
 import json
 import logging
 import secrets
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.app import boundary
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, PayloadTooLarge, Unauthorized
@@ -79,6 +84,78 @@ DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 
 
+class CheckedRequest(Request):
+    """A request whose JSON body is parsed by the input boundary (:func:`boundary.loads`)."""
+
+    _checked_json: Any
+
+    async def json(self) -> Any:
+        """The body as JSON, checked; parsed once however often it is asked for.
+
+        Raises:
+            MalformedJson: 400. ValidationFailed: 422, with the path of each bad value.
+        """
+        if not hasattr(self, "_checked_json"):
+            self._checked_json = boundary.loads(await self.body())
+        return self._checked_json
+
+
+class CheckedRoute(APIRoute):
+    """A route whose input passes the input boundary (:mod:`backend.app.boundary`) before
+    FastAPI converts it: path and query parameters, the headers the route declares (its own
+    and its dependencies'), and a JSON body. The body is parsed once, by the boundary; FastAPI
+    and the endpoint read that parse (:class:`CheckedRequest`). An endpoint that parses a form
+    itself calls :func:`boundary.check_form`. Every router uses this class except the signed
+    webhooks', which must check their signature before anything else."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """Wrap FastAPI's handler with the boundary's checks."""
+        handle = super().get_route_handler()
+        headers = _declared_headers(self.dependant)
+        takes_body = self.body_field is not None
+
+        async def checked(request: Request) -> Response:
+            request = CheckedRequest(request.scope, request.receive)
+            boundary.reject(
+                boundary.check_pairs("path", request.path_params.items())
+                + boundary.check_pairs("query", request.query_params.multi_items())
+            )
+            for name in headers:
+                if (value := request.headers.get(name)) is not None:
+                    boundary.check_header(name, value)
+            is_json = _is_json(request.headers.get("content-type", ""))
+            if takes_body and is_json and await request.body():
+                await request.json()  # boundary errors surface here, not as FastAPI's 400
+            return await handle(request)
+
+        return checked
+
+
+def _declared_headers(dependant: Dependant) -> set[str]:
+    """Lower-case names of the headers an endpoint and its dependencies declare (FastAPI reads
+    ``x_api_key`` as ``x-api-key`` unless ``convert_underscores=False``)."""
+    names = {
+        (
+            field.alias.replace("_", "-")
+            if getattr(field.field_info, "convert_underscores", True)
+            else field.alias
+        ).lower()
+        for field in dependant.header_params
+    }
+    for sub in dependant.dependencies:
+        names |= _declared_headers(sub)
+    return names
+
+
+def _is_json(content_type: str) -> bool:
+    """Whether FastAPI would parse a body of this type as JSON (``application/json``,
+    ``application/*+json``)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
     """A JSON error body: ``{"error": {"code", "message", "details"?}}``."""
     body: dict[str, Any] = {"code": code, "message": message}
@@ -96,19 +173,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
-        if bad_json is not None:
-            ctx = bad_json.get("ctx", {})
-            return error_response(
-                400,
-                "malformed_json",
-                f"request body is not valid JSON: {ctx.get('error', 'parse error')}",
-                [{"loc": list(bad_json["loc"]), "message": bad_json["msg"]}],
-            )
-        details = [{"loc": list(e["loc"]), "message": e["msg"]} for e in errors]
+        details = [{"loc": list(e["loc"]), "message": e["msg"]} for e in exc.errors()]
         first = details[0]
         where = ".".join(str(p) for p in first["loc"])
+        if all(d["loc"][0] == "header" for d in details):  # e.g. a Last-Event-ID that is no int
+            return error_response(400, "invalid_header", f"{where}: {first['message']}", details)
         return error_response(422, "validation_error", f"{where}: {first['message']}", details)
 
     @app.exception_handler(StarletteHTTPException)
@@ -127,7 +196,15 @@ def install_error_handlers(app: FastAPI) -> None:
 class BodyLimitMiddleware:
     """Reject request bodies over ``max_bytes`` with 413 (by header, or while reading a
     chunked body, which is buffered up to the limit and then handed on). ``overrides`` gives
-    path prefixes their own limit (None: unlimited)."""
+    path prefixes their own limit (None: unlimited).
+
+    The rest of a refused body is read and thrown away (up to ``DRAIN_BYTES``) before the
+    answer: a server that closes a connection with unread data makes the kernel reset it, and
+    a client still sending its body then sees the reset instead of the 413. A client that sent
+    ``Expect: 100-continue`` has sent no body yet and is answered at once.
+    """
+
+    DRAIN_BYTES = 64 * 1024 * 1024  # past this a client has had its chance; it may see a reset
 
     def __init__(
         self, app: ASGIApp, max_bytes: int, overrides: dict[str, int | None] | None = None
@@ -148,9 +225,11 @@ class BodyLimitMiddleware:
         if limit is None:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await self._reject(send, limit)
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            await self._reject(receive, send, limit, more_body=not waiting)
             return
         chunks: list[bytes] = []
         size = 0
@@ -161,7 +240,7 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self._reject(send, limit)
+                await self._reject(receive, send, limit, message.get("more_body", False))
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -173,7 +252,14 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send, limit: int) -> None:
+    async def _reject(self, receive: Receive, send: Send, limit: int, more_body: bool) -> None:
+        drained = 0
+        while more_body and drained <= self.DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            drained += len(message.get("body", b""))
+            more_body = message.get("more_body", False)
         error = PayloadTooLarge(f"request body is over the {limit}-byte limit")
         body = json.dumps(error.to_body()).encode()
         await send(

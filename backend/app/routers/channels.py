@@ -1,20 +1,27 @@
-"""Conversational entry points: ``POST /intent-parser`` (text or voice) and ``POST /whatsapp``."""
+"""Conversational entry point ``POST /intent-parser`` (text or voice). The WhatsApp webhook is
+in ``webhooks``, with the other signed endpoints."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from backend.app.errors import AppError, ValidationFailed
-from backend.app.http import ApiKey, DispatcherDep, IntentsDep, PoolDep, SettingsDep
+from backend.app import boundary
+from backend.app.errors import ValidationFailed
+from backend.app.http import (
+    ApiKey,
+    CheckedRoute,
+    DispatcherDep,
+    IntentsDep,
+    PoolDep,
+    SettingsDep,
+)
 from backend.app.routers.schemas import TurnOut
 from backend.app.services import channel_service
 
-router = APIRouter(tags=["channels"])
+router = APIRouter(route_class=CheckedRoute, tags=["channels"])
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -38,19 +45,13 @@ async def intent_parser(
     audio = None
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         form = await request.form(max_part_size=settings.max_audio_bytes + 1)
+        boundary.check_form(form)
         fields: dict[str, Any] = {k: v for k, v in form.items() if not isinstance(v, UploadFile)}
         upload = form.get("audio_file")
         if isinstance(upload, UploadFile):
             audio = (await upload.read(), upload.filename, upload.content_type)
     elif kind == "application/json":
-        try:
-            fields = json.loads(await request.body())
-        except json.JSONDecodeError as exc:
-            raise AppError(
-                f"request body is not valid JSON: {exc.msg}",
-                code="malformed_json",
-                details=[{"loc": ["body"], "message": exc.msg}],
-            ) from None
+        fields = await request.json()  # the boundary's parse (CheckedRoute)
         if not isinstance(fields, dict):
             raise ValidationFailed(["body"], "must be a JSON object")
     else:
@@ -77,25 +78,3 @@ async def intent_parser(
         audio=audio,
         reply_audio=reply_audio,
     )
-
-
-@router.post("/whatsapp")
-async def whatsapp_webhook(
-    request: Request,
-    pool: PoolDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
-    intents: IntentsDep,
-) -> Response:
-    """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
-    nothing stored, on mismatch); answers in TwiML."""
-    form = await request.form()
-    params = {key: str(value) for key, value in form.items()}
-    url = settings.public_base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    channel_service.verify_twilio(
-        settings, url, params, request.headers.get("X-Twilio-Signature", "")
-    )
-    body = await channel_service.whatsapp(pool, dispatcher, settings, intents, params)
-    return Response(content=body, media_type="application/xml")

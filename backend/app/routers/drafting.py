@@ -8,11 +8,11 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from backend.app.http import ApiKey, ArchitectDep, PoolDep, SettingsDep
+from backend.app.http import ApiKey, ArchitectDep, CheckedRoute, PoolDep, SettingsDep
 from backend.app.routers.schemas import DraftOut, DryRunOut
 from backend.app.services import drafting_service
 
-router = APIRouter(tags=["drafting"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["drafting"], dependencies=[ApiKey])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 
@@ -34,7 +34,7 @@ class ReviseIn(BaseModel):
 class DryRunIn(BaseModel):
     """Body of POST /workflows/{id}/dry-run."""
 
-    payload: Any = Field(default_factory=dict, description="Trigger data to try.")
+    payload: dict[str, Any] = Field(default_factory=dict, description="Trigger data to try.")
     version: int | None = Field(default=None, ge=1, description="Default: latest.")
     events: dict[str, Any] = Field(
         default_factory=dict,

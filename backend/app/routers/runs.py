@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from backend.app.http import ApiKey, DispatcherDep, PoolDep
+from backend.app.http import ApiKey, CheckedRoute, DispatcherDep, PoolDep
 from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
 from backend.app.services import run_service
 
-router = APIRouter(tags=["runs"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["runs"], dependencies=[ApiKey])
 RunID = Annotated[UUID, Path(description="Run id")]
 
 
@@ -26,7 +26,9 @@ class ExecuteIn(BaseModel):
     workflow_id: UUID | None = None
     version: int | None = Field(default=None, ge=1, description="Default: latest version.")
     blueprint: dict[str, Any] | None = Field(default=None, description="Run an unsaved blueprint.")
-    payload: Any = Field(default_factory=dict, description="Trigger data ({{trigger_data...}}).")
+    payload: dict[str, Any] = Field(
+        default_factory=dict, description="Trigger data, a JSON object ({{trigger_data...}})."
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=255)
 
 
@@ -91,12 +93,13 @@ async def stream_run(
     run_id: RunID,
     pool: PoolDep,
     after_id: Annotated[int, Query(ge=0, description="Resume after this log id")] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, description="The last SSE id seen")] = None,
 ) -> EventSourceResponse:
     """Server-sent events: ``log`` (a ``workflow_logs`` row; the SSE id is the row id) and
     ``run`` (status changes). Reconnecting clients resume with ``Last-Event-ID`` (or
-    ``after_id``); a keep-alive ping every 15 s. The stream ends when the run has finished."""
-    start = int(last_event_id) if last_event_id and last_event_id.isdigit() else after_id
+    ``after_id``; 400 ``invalid_header`` if it is not a log id); a keep-alive ping every 15 s.
+    The stream ends when the run has finished."""
+    start = after_id if last_event_id is None else last_event_id
     events = run_service.stream(pool, run_id, after_id=start)
     first = await anext(events, None)  # a missing run fails here, as a JSON 404
 

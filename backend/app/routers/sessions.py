@@ -7,11 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path
 
-from backend.app.http import ApiKey, PoolDep
+from backend.app.http import ApiKey, CheckedRoute, PoolDep
 from backend.app.routers.schemas import SessionOut
 from backend.app.services import session_service
 
-router = APIRouter(tags=["sessions"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["sessions"], dependencies=[ApiKey])
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)

@@ -1,13 +1,17 @@
-"""Provider webhooks. Signatures are checked before anything is parsed or stored."""
+"""Provider webhooks. Signatures are checked before anything is parsed or stored; then the
+payload passes the input boundary (as 400 ``invalid_payload``), so these routes are plain
+``APIRoute``s rather than ``CheckedRoute``s."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
 
-from backend.app.http import DispatcherDep, PoolDep, SettingsDep
-from backend.app.services import webhook_service
+from backend.app import boundary
+from backend.app.http import DispatcherDep, IntentsDep, PoolDep, SettingsDep
+from backend.app.services import channel_service, webhook_service
 
 router = APIRouter(tags=["webhooks"])
 
@@ -26,3 +30,27 @@ async def razorpay_webhook(
     return await webhook_service.receive_razorpay(
         pool, settings, dispatcher, raw, x_razorpay_signature, x_razorpay_event_id
     )
+
+
+@router.post("/whatsapp", tags=["channels"])
+async def whatsapp_webhook(
+    request: Request,
+    pool: PoolDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    intents: IntentsDep,
+) -> Response:
+    """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
+    nothing stored, on mismatch); answers in TwiML."""
+    form = await request.form()
+    params = {key: str(value) for key, value in form.items()}
+    url = settings.public_base_url.rstrip("/") + request.url.path
+    if request.url.query:
+        url += "?" + request.url.query
+    channel_service.verify_twilio(
+        settings, url, params, request.headers.get("X-Twilio-Signature", "")
+    )
+    with boundary.webhook_payload():
+        boundary.check_form(form)
+    body = await channel_service.whatsapp(pool, dispatcher, settings, intents, params)
+    return Response(content=body, media_type="application/xml")

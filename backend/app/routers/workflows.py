@@ -8,11 +8,11 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
-from backend.app.http import ApiKey, PoolDep
+from backend.app.http import ApiKey, CheckedRoute, PoolDep
 from backend.app.routers.schemas import RunPageOut, WorkflowOut
 from backend.app.services import run_service, workflow_service
 
-router = APIRouter(tags=["workflows"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["workflows"], dependencies=[ApiKey])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 

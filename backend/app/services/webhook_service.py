@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 import razorpay
 from razorpay.errors import SignatureVerificationError
 
+from backend.app import boundary
 from backend.app.config import Settings
-from backend.app.errors import AppError, NotConfigured, SignatureInvalid
+from backend.app.errors import InvalidHeader, InvalidPayload, NotConfigured, SignatureInvalid
 from backend.app.services import event_service
 from backend.app.store import events as store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
+
+_MAX_EVENT_CHARS = 200  # as POST /events allows; Razorpay's names are like "payment.captured"
+_MAX_ID_CHARS = 200  # Razorpay's look like "Gb5kMCdcAZ8jJ8"; the id is a unique-index key
 
 
 async def receive_razorpay(
@@ -23,21 +26,31 @@ async def receive_razorpay(
     dispatcher: Dispatcher,
     raw_body: bytes,
     signature: str | None,
-    delivery_id: str | None,
+    event_id: str | None,
 ) -> dict[str, Any]:
-    """Handle a Razorpay webhook delivery.
+    """Handle a Razorpay webhook delivery: signature, then payload, then dedupe.
 
     The signature (``X-Razorpay-Signature``: hex HMAC-SHA256 of the raw body with the webhook
-    secret; https://razorpay.com/docs/webhooks/validate-test/) is checked before anything else.
-    Deliveries are deduped on ``x-razorpay-event-id`` (sha256 of the body when absent), and the
-    payload becomes the event ``razorpay/<event>`` in the same transaction.
+    secret; https://razorpay.com/docs/webhooks/validate-test/#validate-webhooks) is checked
+    before anything else. The payload then passes the input boundary and becomes the event
+    ``razorpay/<event>``, recorded in the same transaction as the delivery.
+
+    Dedupe: Razorpay delivers at least once, and a retry carries the same body and the same
+    ``x-razorpay-event-id``, whose value "is unique per event"
+    (https://razorpay.com/docs/webhooks/validate-test/#idempotency,
+    https://razorpay.com/docs/webhooks/best-practices/#handle-duplicate-events). The signature
+    covers only the body, so the header alone is no key: anyone holding one signed delivery
+    could send it again under a new event id. A delivery is therefore a duplicate when its
+    event id or the sha256 of its body was seen before; a genuine retry matches both.
 
     Returns:
         ``{"duplicate": bool, "event": name, "event_id"?, "started_run_ids", "resumed_run_ids"}``.
 
     Raises:
         NotConfigured: 503 when ``RAZORPAY_WEBHOOK_SECRET`` is unset.
-        SignatureInvalid: 400, nothing stored. AppError(400): body is not a Razorpay event.
+        SignatureInvalid: 400, nothing stored (missing, not ASCII, or not the body's HMAC).
+        InvalidPayload: 400, a signed body that is not a Razorpay event or that the boundary
+            refuses (details name the field). InvalidHeader: 400, a malformed event id.
         EngineUnavailable: 503 after the delivery was stored and its runs marked failed
             (retry them with POST /runs/{id}/retry once the engine is back).
     """
@@ -49,28 +62,31 @@ async def receive_razorpay(
         )
     if not signature:
         raise SignatureInvalid("missing X-Razorpay-Signature header")
-    try:
-        body_text = raw_body.decode("utf-8")
-        razorpay.Utility(None).verify_webhook_signature(
-            body_text, signature, secret.get_secret_value()
+    try:  # the SDK's hmac.compare_digest raises TypeError on a non-ASCII str: never pass one
+        valid = signature.isascii() and razorpay.Utility(None).verify_webhook_signature(
+            raw_body.decode("utf-8"), signature, secret.get_secret_value()
         )
     except (SignatureVerificationError, UnicodeDecodeError):
-        raise SignatureInvalid("X-Razorpay-Signature does not match the body") from None
-    try:
-        payload = json.loads(body_text)
-        event_type = payload["event"]
-        if not isinstance(event_type, str) or not event_type:
-            raise TypeError
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise AppError(
+        valid = False
+    if not valid:
+        raise SignatureInvalid("X-Razorpay-Signature does not match the body")
+    with boundary.webhook_payload():
+        payload = boundary.loads(raw_body)
+    event_type = payload.get("event") if isinstance(payload, dict) else None
+    if not isinstance(event_type, str) or not 0 < len(event_type) <= _MAX_EVENT_CHARS:
+        raise InvalidPayload(
             "body is not a Razorpay event (JSON with an 'event' field)",
-            code="invalid_payload",
             details=[{"loc": ["body", "event"], "message": "required"}],
-        ) from None
+        )
+    if event_id and len(boundary.check_header("x-razorpay-event-id", event_id)) > _MAX_ID_CHARS:
+        raise InvalidHeader("x-razorpay-event-id", f"longer than {_MAX_ID_CHARS} characters")
     name = f"razorpay/{event_type}"
-    delivery = delivery_id or "sha256:" + hashlib.sha256(raw_body).hexdigest()
+    body_sha256 = hashlib.sha256(raw_body).hexdigest()
+    delivery = event_id or f"sha256:{body_sha256}"
     async with pool.connection() as conn, conn.transaction():
-        if not await store.record_delivery(conn, "razorpay", delivery, name):
+        if not await store.record_delivery(
+            conn, "razorpay", delivery, name, body_sha256=body_sha256
+        ):
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
         result = await event_service.emit_in(
             conn, name, payload, source="razorpay", engine=dispatcher.engine

@@ -21,12 +21,15 @@ async def insert(conn: Conn, name: str, data: Any, source: str) -> UUID:
     return UUID(str(row["id"]))
 
 
-async def record_delivery(conn: Conn, provider: str, delivery_id: str, event_name: str) -> bool:
-    """Remember a webhook delivery. Returns False when it was seen before (a provider retry)."""
+async def record_delivery(
+    conn: Conn, provider: str, delivery_id: str, event_name: str, *, body_sha256: str | None = None
+) -> bool:
+    """Remember a webhook delivery. Returns False when it was seen before: the same
+    ``delivery_id``, or the same ``body_sha256`` (when given) from this provider."""
     cur = await conn.execute(
-        "insert into webhook_deliveries (provider, delivery_id, event_name) values (%s, %s, %s)"
-        " on conflict (provider, delivery_id) do nothing returning id",
-        (provider, delivery_id, event_name),
+        "insert into webhook_deliveries (provider, delivery_id, event_name, body_sha256)"
+        " values (%s, %s, %s, %s) on conflict do nothing returning id",
+        (provider, delivery_id, event_name, body_sha256),
     )
     return await cur.fetchone() is not None
 
