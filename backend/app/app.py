@@ -47,7 +47,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(migrations.ensure_database, settings.database_url)
             await asyncio.to_thread(migrations.migrate, settings.database_url)
         pool = await open_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.database_url,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         runner = EmbeddedRunner(pool, settings)
         app.state.pool = pool

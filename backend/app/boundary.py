@@ -43,8 +43,8 @@ from backend.app.errors import (
     MalformedJson,
     ValidationFailed,
 )
+from backend.app.store.storable import MAX_DEPTH, text_problem
 
-MAX_DEPTH = 64
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 _MAX_ISSUES = 20  # a hostile body could hold millions; the first few say enough
 _INT_CHARS = len(str(INT_MIN))  # 20: no in-range integer literal is longer (JSON has no 0-padding)
@@ -94,7 +94,7 @@ def check_pairs(where: str, pairs: Iterable[tuple[str, Any]]) -> list[Issue]:
     """Check named text parameters (query, path): key and value, located ``[where, key]``."""
     issues: list[Issue] = []
     for key, value in pairs:
-        if problem := _text_problem(key):
+        if problem := text_problem(key):
             issues.append({"loc": [where, _escaped(key)], "message": f"name {problem}"})
         else:
             issues.extend(check(value, [where, key]))
@@ -169,7 +169,7 @@ def _walk(container: dict[Any, Any] | list[Any], loc: Loc, level: int, issues: l
     for key, item in pairs:
         if len(issues) >= _MAX_ISSUES:
             return
-        if type(key) is str and (problem := _text_problem(key)):
+        if type(key) is str and (problem := text_problem(key)):
             issues.append({"loc": [*loc, _escaped(key)], "message": f"key {problem}"})
         elif type(item) is dict or type(item) is list:
             _walk(item, [*loc, key], level + 1, issues)
@@ -180,22 +180,11 @@ def _walk(container: dict[Any, Any] | list[Any], loc: Loc, level: int, issues: l
 def _problem(value: Any) -> str | None:
     """What is wrong with a scalar, if anything."""
     if type(value) is str:
-        return _text_problem(value)
+        return text_problem(value)
     if type(value) is float and not math.isfinite(value):
         return "must be a finite number (no NaN, Infinity or 1e400)"
     if value is _OUT_OF_RANGE or (type(value) is int and not INT_MIN <= value <= INT_MAX):
         return "integer outside the signed 64-bit range"
-    return None
-
-
-def _text_problem(text: str) -> str | None:
-    if "\x00" in text:
-        return "contains NUL (\\u0000), which PostgreSQL cannot store"
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
     return None
 
 

@@ -170,7 +170,12 @@ async def _run(
 ) -> dict[str, Any]:
     blueprint = validate_blueprint(blueprint_data)
     progress = _Progress(blueprint)
-    pool: Pool = await open_pool(settings.database_url, min_size=1, max_size=8)
+    pool: Pool = await open_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=8,
+        acquire_timeout=settings.db_acquire_timeout_seconds,
+    )
     try:
         runner = EmbeddedRunner(pool, settings, observer=progress.observe)
         run_id, _ = await run_service.start(
@@ -284,7 +289,12 @@ def worker(
 
 
 async def _work(settings: Settings, drain: bool) -> None:
-    pool = await open_pool(settings.database_url, min_size=1, max_size=settings.db_pool_max)
+    pool = await open_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=settings.db_pool_max,
+        acquire_timeout=settings.db_acquire_timeout_seconds,
+    )
     runner = EmbeddedRunner(pool, settings)
     console.print(f"worker {runner.worker_id} started")
     try:

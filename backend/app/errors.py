@@ -136,6 +136,14 @@ class NotConfigured(AppError):
     code = "not_configured"
 
 
+class DatabaseUnavailable(AppError):
+    """The database did not answer (down, restarting, or no free connection in time): 503,
+    fast, so clients retry instead of waiting out a long timeout."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+
 class EngineUnavailable(AppError):
     """The workflow engine could not be reached; the run was marked failed, not left queued."""
 

@@ -9,6 +9,7 @@ import secrets
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -21,9 +22,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from backend.app import boundary
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
-from backend.app.errors import AppError, PayloadTooLarge, Unauthorized
+from backend.app.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
 from backend.app.services.intent_service import IntentService
-from backend.app.store.db import Pool
+from backend.app.store.db import Pool, check_soon
 from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        check_soon(request.app.state.pool)
+        error = DatabaseUnavailable("the database is unavailable; try again in a few seconds")
+        return JSONResponse(error.to_body(), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -81,6 +81,6 @@ class Scheduler:
         while True:
             try:
                 await tick(self.pool, self.dispatcher)
-            except (psycopg.Error, OSError):
-                log.exception("scheduler tick failed; retrying")
+            except (psycopg.Error, OSError) as exc:
+                log.warning("scheduler tick failed (%s); retrying", exc)
             await asyncio.sleep(self.interval)

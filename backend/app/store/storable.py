@@ -49,13 +49,14 @@ class Unstorable(ValueError):
         return self.describe()
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why PostgreSQL cannot store ``text``, or None when it can."""
     bad = _BAD_TEXT.search(text)
     if bad is None:
         return None
     if bad.group() == "\x00":
-        return "contains a NUL character (\\u0000)"
-    return "contains an unpaired surrogate (invalid Unicode)"
+        return "contains NUL (\\u0000), which PostgreSQL cannot store"
+    return "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
 
 
 def _problems(value: Any, max_bytes: int) -> Iterator[Unstorable]:
@@ -66,7 +67,7 @@ def _problems(value: Any, max_bytes: int) -> Iterator[Unstorable]:
         item, path = stack.pop()
         if isinstance(item, str):
             size += len(item) + 2
-            reason = _text_problem(item)
+            reason = text_problem(item)
             if reason:
                 yield Unstorable(path, reason)
         elif isinstance(item, bool) or item is None:
@@ -88,7 +89,7 @@ def _problems(value: Any, max_bytes: int) -> Iterator[Unstorable]:
                 for key, child in item.items():
                     key_text = str(key)
                     size += len(key_text) + 4
-                    reason = _text_problem(key_text)
+                    reason = text_problem(key_text)
                     if reason:
                         yield Unstorable((*path, key_text), f"key {reason}")
                     stack.append((child, (*path, key_text)))
