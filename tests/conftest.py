@@ -21,19 +21,23 @@ from backend.app.config import Settings
 from backend.app.store import migrations
 from tests.support import FakeDNS, Peer
 
+#: Lines for the end of pytest's report (figures a test measured, e.g. the API fuzzing).
+SUMMARY: list[str] = []
+
 BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
 TERMINAL = {"succeeded", "failed", "cancelled"}
 WEBHOOK_SECRET = "whsec_test_secret"
 
 
-def _test_database_url() -> str:
+def suite_database_url() -> str:
+    """The suite's own database: ``<DATABASE_URL's name>_test``."""
     name = conninfo.conninfo_to_dict(BASE_URL).get("dbname") or "blueprints"
     return conninfo.make_conninfo(BASE_URL, dbname=f"{name}_test")
 
 
 @pytest.fixture(scope="session")
 def database_url() -> str:
-    url = _test_database_url()
+    url = suite_database_url()
     dbname = conninfo.conninfo_to_dict(url)["dbname"]
     admin = conninfo.make_conninfo(url, dbname="postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -133,3 +137,9 @@ def dns(monkeypatch: pytest.MonkeyPatch) -> FakeDNS:
     fake = FakeDNS()
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     return fake
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures tests recorded in :data:`SUMMARY`."""
+    for line in SUMMARY:
+        terminalreporter.write_line(line)
