@@ -127,7 +127,7 @@ def signed_client(database_url: str) -> Iterator[TestClient]:
 
 def _expect_handled(response: Any, what: str) -> None:
     FIGURES["signed webhooks"] += 1
-    FIGURES[f"{response.status_code}"] += 1
+    FIGURES[f"signed webhook {response.status_code}"] += 1
     assert response.status_code < 500 or (
         response.status_code == 503 and response.json()["error"]["code"] in DOCUMENTED_503
     ), f"{what} -> {response.status_code} {response.text}"
