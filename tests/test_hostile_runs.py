@@ -172,6 +172,31 @@ def test_huge_numbers_from_a_server_are_kept_as_text(client: TestClient, peer: P
     assert node["output"]["body"].startswith('{"n": 999')
 
 
+UNDECODABLE_BODIES = {
+    "json_deeper_than_the_parser": (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    "non_text_charset": (b"hello", "text/plain; charset=rot13"),
+    "binary_charset": (b"hello", "text/plain; charset=hex"),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"), UNDECODABLE_BODIES.values(), ids=UNDECODABLE_BODIES.keys()
+)
+def test_an_answer_that_cannot_be_decoded_is_kept_as_text_after_one_call(
+    client: TestClient, peer: Peer, body: bytes, content_type: str
+) -> None:
+    """JSON nested past the parser's recursion limit, or a charset that names a codec that is
+    not a text encoding, is the server's answer, not a crash of the tool (before:
+    ``tool_crashed``, retried: the request was sent max_attempts times)."""
+    peer.handlers["/odd"] = lambda _: (200, body, {"content-type": content_type})
+    blueprint = _http_call(f"{peer.url}/odd", retry={"max_attempts": 3})
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "succeeded", run
+    node = next(n for n in run["nodes"] if n["id"] == "call")
+    assert node["output"]["body"] == body.decode()
+    assert peer.hits["/odd"] == 1
+
+
 @pytest.mark.parametrize(
     ("template", "loc"),
     [("{{ '\\u0000' }}", "params.fields.x"), ("{{ 'a' ~ '\\udc00' }}", "params.fields.x")],
