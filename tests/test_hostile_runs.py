@@ -6,6 +6,7 @@ often than its ``max_attempts``. Through the HTTP API, against real PostgreSQL."
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
 import psycopg
@@ -50,6 +51,7 @@ HOSTILE_TEMPLATES = {
     "int_to_bytes": "{{ (5).to_bytes(10**9, 'big') }}",
     "list_mutation": "{{ trigger_data.items.append(1) }}",
     "unicode_error": "{{ '\\ud800'|urlencode }}",
+    "select_each_character": "{{ ('a' * 1000000)|select('string')|join }}",
 }
 
 
@@ -65,6 +67,62 @@ def test_a_hostile_template_fails_its_node_once(client: TestClient, template: st
     assert run["error"]["attempts"] == 1
     logs = client.get(f"/runs/{run['id']}/logs").json()["logs"]
     assert [row["status"] for row in logs if row["node_id"] == "build"] == ["failed"]
+
+
+#: One operation of each that loops in Python over every word, line, tag or character of a
+#: long text (each took 0.2-3 s, blocking the event loop, before the clock was next read).
+LONG_SINGLE_OPERATIONS = {
+    "wordwrap_each_word": "{{ ('a ' * 400000)|wordwrap(1) }}",
+    "title_each_word": "{{ ('a ' * 400000)|title }}",
+    "striptags_each_tag": "{{ ('<a>' * 300000)|striptags }}",
+    "indent_each_line": "{{ ('a\\n' * 400000)|indent(1) }}",
+}
+
+
+@pytest.mark.parametrize(
+    "template", LONG_SINGLE_OPERATIONS.values(), ids=LONG_SINGLE_OPERATIONS.keys()
+)
+def test_a_long_single_operation_is_counted_before_it_runs(
+    client: TestClient, template: str
+) -> None:
+    """The CPU-time budget is read between operations, so an operation that walks a long text
+    in Python is counted (words, lines, tags, characters) before it starts and refused by
+    the operations budget; before, it ran to the end (or was refused only afterwards)."""
+    run = wait_for_run(client, execute(client, _one_action({"x": template})))
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "expression_error", run["error"]
+    assert "operations" in run["error"]["message"], run["error"]
+
+
+#: Templates whose result is far larger than anything they produced step by step: one long
+#: string held many times by a list, or expanded many times by a format or a separator. Each
+#: is about 100 MB (the unbounded forms, ten thousand times longer, exhausted memory).
+AMPLIFIERS = {
+    "list_as_text": "x{{ [('a' * 100000)] * 1000 }}",
+    "list_as_json": "{{ ([('a' * 100000)] * 1000)|tojson }}",
+    "format_by_key": "{{ ('%(a)s' * 100) % {'a': 'x' * 1000000} }}",
+    "join_separator": "{{ (['a'] * 101)|join('x' * 1000000) }}",
+    "indent_blank_lines": "{{ ('\\n' * 100000)|indent(1000, blank=true) }}",
+    "batch_of_characters": "{{ ('a' * 1000000)|batch(1)|list }}",
+}
+
+
+@pytest.mark.parametrize("template", AMPLIFIERS.values(), ids=AMPLIFIERS.keys())
+def test_an_amplifying_template_is_refused_before_it_allocates(
+    client: TestClient, template: str
+) -> None:
+    """The size of text made from a list, of ``%`` with a mapping, of a join's separators and
+    of indented lines is known before it is built (peak allocation measured while the run
+    executes; before, each allocated its ~100 MB and only then was refused, or not at all)."""
+    tracemalloc.start()
+    try:
+        run = wait_for_run(client, execute(client, _one_action({"x": template})))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "expression_error", run["error"]
+    assert peak < 40 * 1024 * 1024, f"peak {peak / 2**20:.0f} MB"
 
 
 @pytest.mark.parametrize(
