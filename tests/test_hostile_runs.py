@@ -315,3 +315,38 @@ def test_a_response_too_large_to_keep_is_not_read_whole(client: TestClient, peer
     assert run["status"] == "failed", run
     assert run["error"]["code"] == "response_too_large", run["error"]
     assert peer.hits["/huge"] == 1
+
+
+def test_a_step_output_is_what_a_replay_will_read(client: TestClient) -> None:
+    """Later steps see a step's output as it was stored, not the Python value the step
+    returned: a template's ``range`` is kept as its text, and a run that resumed from the
+    checkpoint would see exactly that (before: ``use`` saw ``[0, 1, 2]`` in this pass but
+    would have seen the characters of ``"range(0, 3)"`` after a restart)."""
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {"id": "make", "type": "action", "service": "transform", "task": "build",
+             "params": {"fields": {"x": "{{ range(3) }}", "k": "{{ {1: 'a'} }}"}}},
+            {"id": "use", "type": "action", "service": "transform", "task": "build",
+             "params": {"fields": {"x": "{{ steps.make.output.x|list|length }}",
+                                   "k": "{{ steps.make.output.k.keys()|list }}"}}},
+        ],
+        "edges": [{"source": "start", "target": "make"}, {"source": "make", "target": "use"}],
+    }  # fmt: skip
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "succeeded", run
+    outputs = {node["id"]: node["output"] for node in run["nodes"]}
+    assert outputs["make"] == {"x": "range(0, 3)", "k": {"1": "a"}}
+    assert outputs["use"] == {"x": len("range(0, 3)"), "k": ["1"]}
+
+
+def test_keys_json_cannot_hold_fail_the_step_once(client: TestClient) -> None:
+    """An object key that is neither text nor a number (a template's tuple) cannot be
+    stored: the resolved params are ``invalid_params`` at once (before: every pass failed
+    writing the step, and the run ended, passes later, as ``attempt_lost``)."""
+    blueprint = _one_action({"x": "{{ {(1, 2): 3} }}"}, retry={"max_attempts": 3})
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "invalid_params", run["error"]
+    assert run["error"]["message"] == "params.fields.x.(1, 2): key is not text or a number"
+    assert run["error"]["attempts"] == 1
