@@ -6,6 +6,7 @@ often than its ``max_attempts``. Through the HTTP API, against real PostgreSQL."
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
 import psycopg
@@ -50,6 +51,7 @@ HOSTILE_TEMPLATES = {
     "int_to_bytes": "{{ (5).to_bytes(10**9, 'big') }}",
     "list_mutation": "{{ trigger_data.items.append(1) }}",
     "unicode_error": "{{ '\\ud800'|urlencode }}",
+    "select_each_character": "{{ ('a' * 1000000)|select('string')|join }}",
 }
 
 
@@ -65,6 +67,62 @@ def test_a_hostile_template_fails_its_node_once(client: TestClient, template: st
     assert run["error"]["attempts"] == 1
     logs = client.get(f"/runs/{run['id']}/logs").json()["logs"]
     assert [row["status"] for row in logs if row["node_id"] == "build"] == ["failed"]
+
+
+#: One operation of each that loops in Python over every word, line, tag or character of a
+#: long text (each took 0.2-3 s, blocking the event loop, before the clock was next read).
+LONG_SINGLE_OPERATIONS = {
+    "wordwrap_each_word": "{{ ('a ' * 400000)|wordwrap(1) }}",
+    "title_each_word": "{{ ('a ' * 400000)|title }}",
+    "striptags_each_tag": "{{ ('<a>' * 300000)|striptags }}",
+    "indent_each_line": "{{ ('a\\n' * 400000)|indent(1) }}",
+}
+
+
+@pytest.mark.parametrize(
+    "template", LONG_SINGLE_OPERATIONS.values(), ids=LONG_SINGLE_OPERATIONS.keys()
+)
+def test_a_long_single_operation_is_counted_before_it_runs(
+    client: TestClient, template: str
+) -> None:
+    """The CPU-time budget is read between operations, so an operation that walks a long text
+    in Python is counted (words, lines, tags, characters) before it starts and refused by
+    the operations budget; before, it ran to the end (or was refused only afterwards)."""
+    run = wait_for_run(client, execute(client, _one_action({"x": template})))
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "expression_error", run["error"]
+    assert "operations" in run["error"]["message"], run["error"]
+
+
+#: Templates whose result is far larger than anything they produced step by step: one long
+#: string held many times by a list, or expanded many times by a format or a separator. Each
+#: is about 100 MB (the unbounded forms, ten thousand times longer, exhausted memory).
+AMPLIFIERS = {
+    "list_as_text": "x{{ [('a' * 100000)] * 1000 }}",
+    "list_as_json": "{{ ([('a' * 100000)] * 1000)|tojson }}",
+    "format_by_key": "{{ ('%(a)s' * 100) % {'a': 'x' * 1000000} }}",
+    "join_separator": "{{ (['a'] * 101)|join('x' * 1000000) }}",
+    "indent_blank_lines": "{{ ('\\n' * 100000)|indent(1000, blank=true) }}",
+    "batch_of_characters": "{{ ('a' * 1000000)|batch(1)|list }}",
+}
+
+
+@pytest.mark.parametrize("template", AMPLIFIERS.values(), ids=AMPLIFIERS.keys())
+def test_an_amplifying_template_is_refused_before_it_allocates(
+    client: TestClient, template: str
+) -> None:
+    """The size of text made from a list, of ``%`` with a mapping, of a join's separators and
+    of indented lines is known before it is built (peak allocation measured while the run
+    executes; before, each allocated its ~100 MB and only then was refused, or not at all)."""
+    tracemalloc.start()
+    try:
+        run = wait_for_run(client, execute(client, _one_action({"x": template})))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "expression_error", run["error"]
+    assert peak < 40 * 1024 * 1024, f"peak {peak / 2**20:.0f} MB"
 
 
 @pytest.mark.parametrize(
@@ -172,6 +230,31 @@ def test_huge_numbers_from_a_server_are_kept_as_text(client: TestClient, peer: P
     assert node["output"]["body"].startswith('{"n": 999')
 
 
+UNDECODABLE_BODIES = {
+    "json_deeper_than_the_parser": (b"[" * 100_000 + b"]" * 100_000, "application/json"),
+    "non_text_charset": (b"hello", "text/plain; charset=rot13"),
+    "binary_charset": (b"hello", "text/plain; charset=hex"),
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"), UNDECODABLE_BODIES.values(), ids=UNDECODABLE_BODIES.keys()
+)
+def test_an_answer_that_cannot_be_decoded_is_kept_as_text_after_one_call(
+    client: TestClient, peer: Peer, body: bytes, content_type: str
+) -> None:
+    """JSON nested past the parser's recursion limit, or a charset that names a codec that is
+    not a text encoding, is the server's answer, not a crash of the tool (before:
+    ``tool_crashed``, retried: the request was sent max_attempts times)."""
+    peer.handlers["/odd"] = lambda _: (200, body, {"content-type": content_type})
+    blueprint = _http_call(f"{peer.url}/odd", retry={"max_attempts": 3})
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "succeeded", run
+    node = next(n for n in run["nodes"] if n["id"] == "call")
+    assert node["output"]["body"] == body.decode()
+    assert peer.hits["/odd"] == 1
+
+
 @pytest.mark.parametrize(
     ("template", "loc"),
     [("{{ '\\u0000' }}", "params.fields.x"), ("{{ 'a' ~ '\\udc00' }}", "params.fields.x")],
@@ -232,3 +315,38 @@ def test_a_response_too_large_to_keep_is_not_read_whole(client: TestClient, peer
     assert run["status"] == "failed", run
     assert run["error"]["code"] == "response_too_large", run["error"]
     assert peer.hits["/huge"] == 1
+
+
+def test_a_step_output_is_what_a_replay_will_read(client: TestClient) -> None:
+    """Later steps see a step's output as it was stored, not the Python value the step
+    returned: a template's ``range`` is kept as its text, and a run that resumed from the
+    checkpoint would see exactly that (before: ``use`` saw ``[0, 1, 2]`` in this pass but
+    would have seen the characters of ``"range(0, 3)"`` after a restart)."""
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {"id": "make", "type": "action", "service": "transform", "task": "build",
+             "params": {"fields": {"x": "{{ range(3) }}", "k": "{{ {1: 'a'} }}"}}},
+            {"id": "use", "type": "action", "service": "transform", "task": "build",
+             "params": {"fields": {"x": "{{ steps.make.output.x|list|length }}",
+                                   "k": "{{ steps.make.output.k.keys()|list }}"}}},
+        ],
+        "edges": [{"source": "start", "target": "make"}, {"source": "make", "target": "use"}],
+    }  # fmt: skip
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "succeeded", run
+    outputs = {node["id"]: node["output"] for node in run["nodes"]}
+    assert outputs["make"] == {"x": "range(0, 3)", "k": {"1": "a"}}
+    assert outputs["use"] == {"x": len("range(0, 3)"), "k": ["1"]}
+
+
+def test_keys_json_cannot_hold_fail_the_step_once(client: TestClient) -> None:
+    """An object key that is neither text nor a number (a template's tuple) cannot be
+    stored: the resolved params are ``invalid_params`` at once (before: every pass failed
+    writing the step, and the run ended, passes later, as ``attempt_lost``)."""
+    blueprint = _one_action({"x": "{{ {(1, 2): 3} }}"}, retry={"max_attempts": 3})
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "failed", run
+    assert run["error"]["code"] == "invalid_params", run["error"]
+    assert run["error"]["message"] == "params.fields.x.(1, 2): key is not text or a number"
+    assert run["error"]["attempts"] == 1

@@ -148,9 +148,15 @@ async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:
 
 
 def _decode(response: httpx.Response, content: bytes) -> Any:
+    """The body as JSON when it says so and parses, else as text. Whatever the server sends
+    decodes to something: it is the server's answer, not a crash of the tool (which would be
+    retried, sending the request again for the same answer)."""
     if "json" in response.headers.get("content-type", ""):
         try:
             return json.loads(content)
-        except ValueError:  # not JSON, or numbers Python will not parse (over 4300 digits)
+        except (ValueError, RecursionError):  # not JSON, ints over 4300 digits, too deep
             pass
-    return content.decode(response.encoding or "utf-8", errors="replace")
+    try:
+        return content.decode(response.encoding or "utf-8", errors="replace")
+    except LookupError:  # a charset naming a codec that is not a text encoding ("hex")
+        return content.decode("utf-8", errors="replace")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from functools import partial
 from typing import Any
 from weakref import WeakKeyDictionary
 
@@ -18,8 +16,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_dumps
 from psycopg_pool import AsyncConnectionPool
 
+from backend.app.store import storable
+
 # Vendor SDK results may hold datetimes or decimals: store them as strings, never fail a step.
-set_json_dumps(partial(json.dumps, default=str))
+set_json_dumps(storable.dumps)
 
 Conn = AsyncConnection[DictRow]
 Pool = AsyncConnectionPool[Conn]

@@ -7,12 +7,15 @@ deeper than its recursion limit. A value with any of these, written anyway, fail
 — or worse, is stored and then cannot be loaded again.
 
 :func:`check` finds the first such problem and its path (for data that must be stored exactly:
-step outputs); :func:`scrub` replaces every problem with something printable (for diagnostics
-such as error details, where a readable approximation beats losing the record).
+step outputs); :func:`as_stored` is a checked value as it reads back (what a run continues
+with, so a replay sees the same); :func:`scrub` replaces every problem with something printable
+(for diagnostics such as error details, where a readable approximation beats losing the
+record).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ MAX_INT_BITS = 4_096
 MAX_BYTES = 4 * 1024 * 1024
 
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+_JSON_KEYS = (str, int, float, bool, type(None))  # what json.dumps turns into an object key
 _REPLACEMENT = "\ufffd"
 
 Path = tuple[str | int, ...]
@@ -92,6 +96,8 @@ def _problems(value: Any, max_bytes: int) -> Iterator[Unstorable]:
                     reason = text_problem(key_text)
                     if reason:
                         yield Unstorable((*path, key_text), f"key {reason}")
+                    elif not isinstance(key, _JSON_KEYS):
+                        yield Unstorable((*path, key_text), "key is not text or a number")
                     stack.append((child, (*path, key_text)))
             else:
                 stack.extend((child, (*path, i)) for i, child in enumerate(item))
@@ -110,6 +116,27 @@ def check(value: Any, *, max_bytes: int = MAX_BYTES) -> None:
     """
     for problem in _problems(value, max_bytes):
         raise problem
+
+
+def dumps(value: Any) -> str:
+    """The JSON text a value is stored as: anything JSON has no type for (datetimes and
+    decimals from vendor SDKs, a template's ``range``) as its ``str()``; object keys that are
+    numbers as text.
+
+    Raises:
+        TypeError, ValueError: on what :func:`check` refuses.
+    """
+    return json.dumps(value, default=str)
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as it reads back from the database, for a value :func:`check` accepted.
+
+    A run continues with this rather than with the value a step returned, so that a step's
+    output is the same whether it was just computed or replayed from its checkpoint (a tuple
+    is a list, ``{1: "a"}`` is ``{"1": "a"}``, a datetime is its text).
+    """
+    return json.loads(dumps(value))
 
 
 def scrub(value: Any, *, depth: int = 0) -> Any:

@@ -456,7 +456,8 @@ class Engine:
 
 
 def _storable(outcome: StepOutcome) -> StepOutcome:
-    """The outcome, if PostgreSQL can store its output.
+    """The outcome with its output as PostgreSQL stores it (:func:`storable.as_stored`: the
+    run goes on with exactly what a replay of the checkpoint gives), if it can store it.
 
     Raises:
         StepError: ``output_not_storable`` (not retryable: the same call gives the same data).
@@ -471,7 +472,7 @@ def _storable(outcome: StepOutcome) -> StepOutcome:
             input=outcome.input,
             details={"loc": ["output", *exc.path], "reason": exc.reason},
         ) from None
-    return outcome
+    return dataclasses.replace(outcome, output=storable.as_stored(outcome.output))
 
 
 def _bind(fn: Callable[[Any, int], Awaitable[StepOutcome]], node: Any) -> StepFn:

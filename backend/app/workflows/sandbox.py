@@ -12,10 +12,17 @@ and external servers, so every one of them is hostile until proven otherwise. On
   operator and item access ticks one :class:`Budget` per evaluation (one step's params, one
   condition), limited to :data:`MAX_OPERATIONS` and :data:`MAX_CPU_SECONDS` of thread CPU time;
 - **bounds sizes before allocating**: ``*`` and ``+`` on strings and lists, ``**`` and ``*`` on
-  integers, ``%`` formatting widths, ``~`` concatenation, and the amplifying filters
-  (``center``, ``indent``, ``format``, ``replace``, ``batch``, ``slice``, ``tojson``, ``join``)
-  are checked against :data:`MAX_VALUE_CHARS` / :data:`MAX_ITEMS` / :data:`MAX_INT_BITS`, and
-  everything produced counts against :data:`MAX_TOTAL_CHARS` (rendered text included);
+  integers, ``%`` formatting (widths, and what the arguments expand to), ``~`` concatenation,
+  and the amplifying filters (``center``, ``indent``, ``format``, ``replace``, ``batch``,
+  ``slice``, ``tojson``, ``join``) are checked against :data:`MAX_VALUE_CHARS` /
+  :data:`MAX_ITEMS` / :data:`MAX_INT_BITS`, and everything produced counts against
+  :data:`MAX_TOTAL_CHARS` (rendered text included). Turning a list or object into text is
+  sized first (:func:`_text_size`): a list can hold one long string ten thousand times;
+- **bounds the time of one operation**: a filter that walks a string or an iterator item by
+  item (``list``, ``select``, ``join``, ``batch``…) counts every item as an operation, and the
+  text filters that loop in Python (``wordwrap``, ``title``, ``indent``, ``striptags``) count
+  the words, lines or tags they will visit before they run — the clock is only read between
+  operations, so no single operation may be long;
 - **allows only listed methods** (``str.upper``, ``dict.get``…; no ``str.format``, no list
   mutation) and globals (``range`` up to :data:`MAX_OPERATIONS`, ``dict``); ``random`` is gone
   because a replayed template must give the same result.
@@ -27,11 +34,12 @@ failure of a template, as an ``expression_error`` of the node.
 from __future__ import annotations
 
 import gc
+import itertools
 import math
 import re
 import time
 import types
-from collections.abc import Callable, Iterable, Iterator, Sized
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import wraps
@@ -69,6 +77,9 @@ MAX_ITEMS = 10_000
 MAX_INT_BITS = 4_096
 #: Widths in ``center``/``indent``/``%`` formatting and ``tojson`` indents.
 MAX_WIDTH = 1_000
+#: Deepest value a template may turn into text (data is at most 64 deep, templates 40 more).
+_MAX_TEXT_DEPTH = 128
+_SCALARS = frozenset({float, bool, type(None)})
 
 _BRACKETS = {TOKEN_LPAREN: 1, TOKEN_LBRACKET: 1, TOKEN_LBRACE: 1}
 _CLOSERS = {TOKEN_RPAREN, TOKEN_RBRACKET, TOKEN_RBRACE}
@@ -137,8 +148,8 @@ class Budget:
         self.wall_deadline = time.perf_counter() + MAX_CPU_SECONDS
         self.gc_seconds = _GarbageCollectorClock.seconds
 
-    def tick(self) -> None:
-        """Count one operation.
+    def tick(self, count: int = 1) -> None:
+        """Count ``count`` operations (default one).
 
         The clock is read every time, cheaply: CPU time never runs ahead of wall time, so the
         (costly) thread CPU clock is read only once the wall clock says the time may be up.
@@ -146,7 +157,7 @@ class Budget:
         Raises:
             BudgetExceeded: too many operations, or out of CPU time.
         """
-        self.ops += 1
+        self.ops += count
         if self.ops > MAX_OPERATIONS:
             raise BudgetExceeded(f"the template does more than {MAX_OPERATIONS} operations")
         now = time.perf_counter()
@@ -201,6 +212,61 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, str | list | tuple | dict) else 0
 
 
+def _text_size(value: Any) -> int:
+    """A lower bound of ``len(str(value))``, found without building the text and without
+    walking past :data:`MAX_VALUE_CHARS`: a container may hold one long string many times
+    (``[s] * 10000``), so its text can be far larger than anything the template produced.
+    A container met again is not walked again (its size is remembered)."""
+    sizes: dict[int, int] = {}
+
+    def size_of(item: Any, depth: int) -> int:
+        kind = type(item)
+        if kind is str or isinstance(item, str):
+            return len(item)
+        if kind is int:
+            return int(item.bit_length()) * 3 // 10 + 1  # decimal digits: log10(2) > 0.3
+        if kind in _SCALARS or not isinstance(item, Collection):
+            return 1
+        if (known := sizes.get(id(item))) is not None:
+            return known
+        if depth > _MAX_TEXT_DEPTH:
+            raise BudgetExceeded(f"the template turns into text a value nested over {depth} deep")
+        total = 2 + 2 * len(item)  # brackets, and ", " or ": " per item
+        children = (
+            itertools.chain.from_iterable(item.items()) if isinstance(item, Mapping) else item
+        )
+        for child in children:
+            kind = type(child)  # scalars inline: a list of 10 000 numbers is common data
+            if kind is str:
+                total += len(child)
+            elif kind is int:
+                total += child.bit_length() * 3 // 10 + 1
+            elif kind in _SCALARS:
+                total += 1
+            else:
+                total += size_of(child, depth + 1)
+            if total > MAX_VALUE_CHARS:
+                break
+        sizes[id(item)] = total  # the item is alive (value holds it): its id is not reused
+        return total
+
+    return size_of(value, 0)
+
+
+def _check_text(value: Any, what: str = "text") -> int:
+    """Refuse a value whose text would be over :data:`MAX_VALUE_CHARS`, before ``str()``.
+
+    Returns:
+        the (lower bound of the) text's length.
+    """
+    size = _text_size(value)
+    if size > MAX_VALUE_CHARS:
+        raise BudgetExceeded(
+            f"the template turns into {what} a value of over {MAX_VALUE_CHARS} characters"
+        )
+    return size
+
+
 def _items(size: int, what: str) -> None:
     if size > MAX_ITEMS:
         raise BudgetExceeded(f"{what} of {size} items is over the limit of {MAX_ITEMS}")
@@ -212,15 +278,17 @@ def _width(value: Any, what: str) -> None:
         raise BudgetExceeded(f"{what} {width} is over the limit of {MAX_WIDTH}")
 
 
-def _printf_widths(fmt: Any) -> None:
-    if not isinstance(fmt, str):
-        return
+def _printf_widths(fmt: str) -> int:
+    """Check the widths of ``%`` conversions in ``fmt``; return how many conversions it has."""
+    specs = 0
     for match in _PRINTF_SPEC.finditer(fmt):
+        specs += 1
         for number in match.groups():
             if number == "*":
                 raise BudgetExceeded("'*' widths are not allowed in % formatting")
             if number is not None:
                 _width(int(number), "a formatting width of")
+    return specs
 
 
 def _int_bits(bits: int) -> None:
@@ -263,7 +331,17 @@ def _check_add(left: Any, right: Any) -> None:
 
 
 def _check_mod(left: Any, right: Any) -> None:
-    _printf_widths(left)
+    if isinstance(left, str):
+        _check_printf(left, right)
+
+
+def _check_printf(fmt: str, args: Any) -> None:
+    """``fmt % args``: widths are bounded, and the result's size is known before it is built
+    (with a mapping, every ``%(key)s`` may expand the same long value again)."""
+    specs = _printf_widths(fmt)
+    arg_chars = _check_text(args, "formatted text")
+    repeats = specs if isinstance(args, Mapping) else 1
+    _current().produce(len(fmt) + repeats * arg_chars + specs * MAX_WIDTH)
 
 
 _BINOP_CHECKS: dict[str, Callable[[Any, Any], None]] = {
@@ -283,10 +361,11 @@ def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, name: str) -
     return args[index] if len(args) > index else None
 
 
-def _pre_join(items: Any) -> None:
+def _pre_join(items: Any, separator: Any) -> None:
     if isinstance(items, list | tuple):
         _items(len(items), "joining a list")
-        _current().produce(sum(len(item) for item in items if isinstance(item, str)))
+        gaps = max(len(items) - 1, 0) * _text_size(separator)
+        _current().produce(sum(map(_check_text, items)) + gaps)
 
 
 def _take(iterable: Iterable[Any]) -> Iterator[Any]:
@@ -320,12 +399,12 @@ _FILTER_CHECKS: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], None] | No
     "filesizeformat": None,
     "first": None,
     "float": None,
-    "format": lambda a, k: _printf_widths(a[0] if a else None),
+    "format": lambda a, k: _check_printf(str(a[0]), k or a[1:]) if a else None,
     "groupby": None,
-    "indent": lambda a, k: _width(_arg(a, k, 1, "width"), "an indent of"),
+    "indent": lambda a, k: _pre_indent(a[0] if a else "", _arg(a, k, 1, "width")),
     "int": None,
     "items": None,
-    "join": lambda a, k: _pre_join(a[0] if a else None),
+    "join": lambda a, k: _pre_join(a[0] if a else None, _arg(a, k, 1, "d") or ""),
     "last": None,
     "length": None,
     "list": None,
@@ -345,18 +424,39 @@ _FILTER_CHECKS: dict[str, Callable[[tuple[Any, ...], dict[str, Any]], None] | No
     "slice": lambda a, k: _items(_arg(a, k, 1, "slices") or 0, "slicing into a number"),
     "sort": None,
     "string": None,
-    "striptags": None,
+    "striptags": lambda a, k: _lines_of_work(a[0] if a else "", "<&"),
     "sum": lambda a, k: _sum_numbers(_arg(a, k, 2, "start")),
-    "title": None,
-    "tojson": lambda a, k: _width(_arg(a, k, 1, "indent"), "a JSON indent of"),
+    "title": lambda a, k: _lines_of_work(a[0] if a else "", " \t\n-([{<"),
+    "tojson": lambda a, k: _pre_tojson(a[0] if a else None, _arg(a, k, 1, "indent")),
     "trim": None,
     "truncate": None,
     "unique": None,
     "upper": None,
     "urlencode": None,
     "wordcount": None,
-    "wordwrap": None,
+    "wordwrap": lambda a, k: _lines_of_work(a[0] if a else "", " \t\n-"),
 }
+
+
+def _pre_indent(text: Any, width: Any) -> None:
+    _width(width, "an indent of")
+    if isinstance(text, str):
+        lines = text.count("\n") + 1
+        _current().tick(lines)
+        pad = len(width) if isinstance(width, str) else width if _is_int(width) else 0
+        _current().produce(len(text) + lines * max(pad, 0))
+
+
+def _pre_tojson(value: Any, indent: Any) -> None:
+    _width(indent, "a JSON indent of")
+    _check_text(value, "JSON")
+
+
+def _lines_of_work(text: Any, separators: str) -> None:
+    """Count the pieces a filter that loops in Python over words or tags will visit (one
+    per separator in ``text``) as operations, before it runs."""
+    if isinstance(text, str):
+        _current().tick(sum(map(text.count, separators)))
 
 
 def _sum_numbers(start: Any) -> None:
@@ -366,6 +466,28 @@ def _sum_numbers(start: Any) -> None:
 
 #: Filters that do not walk their input, so any size of collection is fine.
 _CONSTANT_TIME = frozenset({"attr", "count", "d", "default", "first", "last", "length"})
+#: Filters that walk their input item by item (a string is a sequence of characters to them).
+# fmt: off
+_SEQUENCE_FILTERS = frozenset({
+    "batch", "groupby", "join", "list", "map", "max", "min", "reject", "rejectattr", "select",
+    "selectattr", "slice", "sort", "sum", "unique",
+})
+#: Filters that turn their input into text (a list or object first goes through ``str()``).
+_TEXT_FILTERS = frozenset({
+    "capitalize", "center", "e", "escape", "format", "indent", "lower", "replace", "string",
+    "striptags",
+    "title", "trim", "truncate", "upper", "urlencode", "wordcount", "wordwrap",
+})
+# fmt: on
+
+
+def _counted(iterable: Iterable[Any], what: str) -> Iterator[Any]:
+    """Walk ``iterable`` counting each item as an operation, up to :data:`MAX_ITEMS` items."""
+    budget = _current()
+    for count, item in enumerate(iterable, 1):
+        _items(count, what)
+        budget.tick()
+        yield item
 
 
 def _budgeted_filter(
@@ -373,16 +495,27 @@ def _budgeted_filter(
     fn: Callable[..., Any],
     check: Callable[[tuple[Any, ...], dict[str, Any]], None] | None,
 ) -> Callable[..., Any]:
-    passes_first = getattr(fn, "jinja_pass_arg", None) is not None
+    first = 1 if getattr(fn, "jinja_pass_arg", None) is not None else 0
     walks = name not in _CONSTANT_TIME
+    what = f"the '{name}' filter on a collection"
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         budget = _current()
         budget.tick()
-        values = args[1:] if passes_first else args
-        if walks and values and isinstance(values[0], Sized) and not isinstance(values[0], str):
-            _items(len(values[0]), f"the '{name}' filter on a collection")
+        if walks and len(args) > first:
+            value = args[first]
+            if isinstance(value, Sized) and not isinstance(value, str):
+                _items(len(value), what)
+            if name in _TEXT_FILTERS and not isinstance(value, str):
+                _check_text(value)
+            elif (
+                name in _SEQUENCE_FILTERS
+                and isinstance(value, Iterable)
+                and (isinstance(value, str) or not isinstance(value, Sized))
+            ):
+                args = (*args[:first], _counted(value, what), *args[first + 1 :])
+        values = args[first:]
         if check is not None:
             check(values, kwargs)
         result = fn(*args, **kwargs)
@@ -417,9 +550,8 @@ class _BudgetHooks(Extension):
 
     def concat(self, parts: list[Any]) -> str:
         """``a ~ b ~ c``, with the result's size checked before it is built."""
-        texts = [part if isinstance(part, str) else str(part) for part in parts]
-        _current().produce(sum(map(len, texts)))
-        return "".join(texts)
+        _current().produce(sum(map(_check_text, parts)))
+        return "".join(part if isinstance(part, str) else str(part) for part in parts)
 
 
 class _Rewrite(NodeTransformer):
@@ -473,9 +605,8 @@ class BudgetedEnvironment(SandboxedEnvironment):
 
     @staticmethod
     def _finalize(value: Any) -> str:
-        text = value if isinstance(value, str) else str(value)
-        _current().produce(len(text))
-        return text
+        _current().produce(_check_text(value))
+        return value if isinstance(value, str) else str(value)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         """Check the operands of ``* ** + %`` before the operator runs."""
@@ -490,7 +621,7 @@ class BudgetedEnvironment(SandboxedEnvironment):
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(__obj.__self__, str):
             if __obj.__name__ == "join" and args:
                 items = args[0] if isinstance(args[0], list | tuple) else list(_take(args[0]))
-                _pre_join(items)
+                _pre_join(items, __obj.__self__)
                 args = (items, *args[1:])
             elif __obj.__name__ == "replace":
                 _pre_replace(__obj.__self__, *args[:3])
