@@ -11,7 +11,7 @@ from backend.app.errors import LLMNotConfigured, ValidationFailed
 from backend.app.services import workflow_service
 from backend.app.store.db import Pool
 from backend.app.workflows.runners.dry_run import dry_run as dry_run_blueprint
-from backend.app.workflows.schema import Blueprint, validate_blueprint
+from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
 
 def _check_text(text: str, field: str, settings: Settings) -> str:
@@ -63,7 +63,7 @@ async def draft(
     """
     text = _check_text(prompt, "prompt", settings)
     result = await _require(architect).draft(text)
-    blueprint = validate_blueprint(result.blueprint)
+    blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
             conn, blueprint, name=None, description=None, user_id=user_id, origin="draft"

@@ -16,7 +16,7 @@ from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher, QueuedRun
-from backend.app.workflows.schema import validate_blueprint
+from backend.app.workflows.schema import validate_blueprint_async
 
 
 async def dispatch(pool: Pool, dispatcher: Dispatcher, runs: list[QueuedRun]) -> None:
@@ -67,9 +67,9 @@ async def start(
             existing = await store.find_by_idempotency_key(conn, idempotency_key)
         if existing is not None:
             return existing, False
+    parsed = None if blueprint is None else await validate_blueprint_async(blueprint)
     async with pool.connection() as conn, conn.transaction():
-        if blueprint is not None:
-            parsed = validate_blueprint(blueprint)
+        if parsed is not None:
             row = await workflow_service.create_in(
                 conn, parsed, name=None, description=None, user_id=user_id, origin=origin
             )

@@ -11,7 +11,7 @@ from backend.app.store import schedules as schedules_store
 from backend.app.store import workflows as store
 from backend.app.store.db import Conn, Pool
 from backend.app.workflows.schedule import next_fire_time
-from backend.app.workflows.schema import Blueprint, TriggerNode, validate_blueprint
+from backend.app.workflows.schema import Blueprint, TriggerNode, validate_blueprint_async
 
 
 def stored_form(blueprint: Blueprint) -> dict[str, Any]:
@@ -55,7 +55,7 @@ async def create(
     Raises:
         InvalidBlueprint: 422 with every problem, naming node and field.
     """
-    blueprint = validate_blueprint(data)
+    blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
         row = await create_in(
             conn, blueprint, name=name, description=description, user_id=user_id, origin="api"
@@ -71,7 +71,7 @@ async def update(
     Raises:
         InvalidBlueprint: 422. NotFound: 404.
     """
-    blueprint = validate_blueprint(data)
+    blueprint = await validate_blueprint_async(data)
     trigger = _trigger(blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await store.add_version(

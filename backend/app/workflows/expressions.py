@@ -65,7 +65,7 @@ def _parse(source: str, expression: str | None = None) -> nodes.Template:
     """Parse after the shape checks; deep input never reaches the recursive parser.
     ``expression``: the bare expression ``source`` wraps (for messages)."""
     try:
-        sandbox.check_shape(source)
+        sandbox.measure(source)
         tree = ENV.parse(source)
         sandbox.check_tree(tree)
     except (TemplateSyntaxError, BudgetExceeded, RecursionError) as exc:
@@ -176,6 +176,20 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             _compile_template(source)
     with sandbox.budgeted():
         return _render(value, context)
+
+
+@lru_cache(maxsize=4096)
+def cost(source: str, *, expression: bool = False) -> int:
+    """How much compiling a template string (or a bare ``expression``) costs, in lexer tokens,
+    checked against the per-template limits first.
+
+    Raises:
+        ExpressionError: too long, too many tokens, or brackets nested too deep.
+    """
+    try:
+        return sandbox.measure("{{ " + source + " }}" if expression else source)
+    except (TemplateSyntaxError, BudgetExceeded) as exc:
+        raise _failure(source, exc, "expression" if expression else "template") from None
 
 
 def check_template(source: str, *, allowed: Iterable[str] = CONTEXT_NAMES) -> set[str]:

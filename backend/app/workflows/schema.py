@@ -22,6 +22,7 @@ node id and the field path.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -44,6 +45,9 @@ from backend.app.workflows.graph import Graph
 
 SCHEMA_VERSION: Literal[1] = 1
 MAX_NODES = 500
+#: Most template tokens in one blueprint: compiling them all takes about a second of CPU, in
+#: a worker thread (:func:`validate_blueprint_async`).
+MAX_TEMPLATE_TOKENS = 20_000
 MAX_DURATION_SECONDS = 366 * 86400
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -248,6 +252,18 @@ def validate_blueprint(data: Any, registry: dict[str, BaseTool] | None = None) -
     return blueprint
 
 
+async def validate_blueprint_async(
+    data: Any, registry: dict[str, BaseTool] | None = None
+) -> Blueprint:
+    """:func:`validate_blueprint` in a worker thread: compiling a large blueprint's templates
+    takes up to about a second of CPU, which must not stall the event loop.
+
+    Raises:
+        InvalidBlueprint: as :func:`validate_blueprint`.
+    """
+    return await asyncio.to_thread(validate_blueprint, data, registry)
+
+
 def _model_issues(exc: ValidationError, data: Any) -> list[dict[str, Any]]:
     raw_nodes = data.get("nodes") if isinstance(data, dict) else None
     issues = []
@@ -275,6 +291,7 @@ class _GraphChecker:
         self.bp = blueprint
         self.registry = registry
         self.issues: list[dict[str, Any]] = []
+        self.template_tokens = 0
 
     def add(self, loc: list[str | int], message: str, node_id: str | None = None) -> None:
         self.issues.append({"loc": loc, "node_id": node_id, "message": message})
@@ -438,6 +455,16 @@ class _GraphChecker:
     ) -> None:
         allowed = expressions.CONTEXT_NAMES | set(extra_names)
         try:
+            if self.template_tokens > MAX_TEMPLATE_TOKENS:
+                return  # reported once, below; compiling more would only cost time
+            self.template_tokens += expressions.cost(text, expression=expr)
+            if self.template_tokens > MAX_TEMPLATE_TOKENS:
+                self.add(
+                    ["nodes"],
+                    f"the blueprint's templates have more than {MAX_TEMPLATE_TOKENS} tokens in "
+                    "all; make them shorter or split the workflow",
+                )
+                return
             if expr:
                 refs = expressions.check_expression(text, allowed=allowed)
             else:

@@ -44,6 +44,7 @@ from tenacity import (
 )
 
 from backend.app.config import Settings
+from backend.app.errors import InvalidBlueprint
 from backend.app.integrations import TOOL_REGISTRY, BaseTool
 from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
@@ -60,7 +61,7 @@ from backend.app.workflows.engine import (
     StepOutcome,
     Suspended,
 )
-from backend.app.workflows.schema import Blueprint
+from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
 log = logging.getLogger(__name__)
 
@@ -559,7 +560,10 @@ class EmbeddedRunner:
             row = await workflows_store.get_version(conn, workflow_id, version)
         if row is None:
             raise LookupError(f"the run's workflow version {workflow_id}@{version} is gone")
-        blueprint = Blueprint.model_validate(row["blueprint"])
+        try:  # in a thread: this compiles every template once, off the event loop
+            blueprint = await validate_blueprint_async(row["blueprint"], self.registry)
+        except InvalidBlueprint:  # saved under older rules: its steps report what is wrong
+            blueprint = Blueprint.model_validate(row["blueprint"])
         self._blueprints[key] = blueprint
         if len(self._blueprints) > _BLUEPRINT_CACHE_SIZE:  # ad-hoc runs add a version each
             self._blueprints.popitem(last=False)
