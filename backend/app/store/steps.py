@@ -219,25 +219,25 @@ async def record(
 async def start_attempt(conn: Conn, run_id: UUID, lease: Lease, step_id: str) -> int:
     """Count a step attempt as started, before it runs. Returns its number (1, 2, …).
 
-    Committed without waiting for the WAL flush (``synchronous_commit`` off for this one
-    transaction: half the cost of a step's extra statement). A worker that dies right after
-    still has its attempt counted; only a crash of the database server itself within a few
-    hundred milliseconds could forget it, and then one more attempt than ``max_attempts``
-    could run.
+    Cheap on purpose, as every action pays it: the lease is read, not extended (the step's
+    ``record`` fences and extends it), and the commit does not wait for the WAL flush
+    (``synchronous_commit`` off for this one transaction). A worker that dies right after still
+    has its attempt counted; only a crash of the database server itself within a few hundred
+    milliseconds could forget it, and then one more attempt than ``max_attempts`` could run.
 
     Raises:
         LeaseLost: the run is no longer held by this claim (so the attempt must not run).
     """
     cur = await conn.execute(
-        _FENCE
-        + """,
-        unflushed as (select set_config('synchronous_commit', 'off', true))
+        """
+        with unflushed as (select set_config('synchronous_commit', 'off', true))
         insert into step_attempts (run_id, step_id, started)
-        select id, %(step_id)s, 1 from fence, unflushed
+        select r.id, %(step_id)s, 1 from workflow_runs r, unflushed
+         where r.id = %(run_id)s and r.lease_token = %(token)s and r.status = 'running'
         on conflict (run_id, step_id)
         do update set started = step_attempts.started + 1, updated_at = now()
         returning started""",
-        {**_lease(run_id, lease), "step_id": step_id},
+        {"run_id": run_id, "token": lease.token, "step_id": step_id},
     )
     row = await cur.fetchone()
     if row is None:
