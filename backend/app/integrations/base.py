@@ -141,6 +141,9 @@ class BaseTool(ABC):
     #: Internal tools serve the system's own blueprints (session timeouts, channel replies):
     #: hidden from the architect, the intent catalog and ``GET /tools``.
     internal: ClassVar[bool] = False
+    #: False for tools whose calls change nothing outside the run (``transform``): the engine
+    #: need not count their attempts durably before they run, since repeating one is harmless.
+    side_effects: ClassVar[bool] = True
 
     @abstractmethod
     def has_credentials(self, settings: Settings) -> bool:

@@ -21,6 +21,7 @@ class TransformTool(BaseTool):
 
     service = "transform"
     description = "Reshape data: output an object whose values are built from templates."
+    side_effects = False
     tasks = {
         "build": Task(
             params=Build,

@@ -333,7 +333,12 @@ class Engine:
 
     async def _action(self, node: ActionNode, port: StepPort) -> _NodeResult:
         try:
-            output = await port.run(node.id, _bind(self._action_step, node), self._retry(node))
+            output = await port.run(
+                node.id,
+                _bind(self._action_step, node),
+                self._retry(node),
+                pure=not self.registry[node.service].side_effects,
+            )
         except StepFailed as failed:
             if node.on_error != "continue":
                 raise
