@@ -83,8 +83,8 @@ MAX_WIDTH = 1_000
 _MAX_TEXT_DEPTH = 128
 _SCALARS = frozenset({float, bool, type(None)})
 
-_BRACKETS = {TOKEN_LPAREN: 1, TOKEN_LBRACKET: 1, TOKEN_LBRACE: 1}
-_CLOSERS = {TOKEN_RPAREN, TOKEN_RBRACKET, TOKEN_RBRACE}
+_OPENERS = frozenset({TOKEN_LPAREN, TOKEN_LBRACKET, TOKEN_LBRACE})
+_CLOSERS = frozenset({TOKEN_RPAREN, TOKEN_RBRACKET, TOKEN_RBRACE})
 _FORBIDDEN_STATEMENTS: dict[type[nodes.Node], str] = {
     nodes.Macro: "macros",
     nodes.CallBlock: "call blocks",
@@ -370,12 +370,6 @@ def _pre_join(items: Any, separator: Any) -> None:
         _current().produce(sum(map(_check_text, items)) + gaps)
 
 
-def _take(iterable: Iterable[Any]) -> Iterator[Any]:
-    for count, item in enumerate(iterable, 1):
-        _items(count, "joining a sequence")
-        yield item
-
-
 def _pre_replace(text: Any, old: Any, new: Any, count: Any = None) -> None:
     if isinstance(text, str) and isinstance(old, str) and isinstance(new, str):
         hits = text.count(old) if old else len(text) + 1
@@ -477,8 +471,7 @@ _SEQUENCE_FILTERS = frozenset({
 #: Filters that turn their input into text (a list or object first goes through ``str()``).
 _TEXT_FILTERS = frozenset({
     "capitalize", "center", "e", "escape", "format", "indent", "lower", "replace", "string",
-    "striptags",
-    "title", "trim", "truncate", "upper", "urlencode", "wordcount", "wordwrap",
+    "striptags", "title", "trim", "truncate", "upper", "urlencode", "wordcount", "wordwrap",
 })
 # fmt: on
 
@@ -622,7 +615,9 @@ class BudgetedEnvironment(SandboxedEnvironment):
         budget.tick()
         if isinstance(__obj, types.BuiltinMethodType) and isinstance(__obj.__self__, str):
             if __obj.__name__ == "join" and args:
-                items = args[0] if isinstance(args[0], list | tuple) else list(_take(args[0]))
+                items = args[0]
+                if not isinstance(items, list | tuple):
+                    items = list(_counted(items, "joining a sequence"))
                 _pre_join(items, __obj.__self__)
                 args = (items, *args[1:])
             elif __obj.__name__ == "replace":
@@ -678,7 +673,7 @@ def measure(source: str) -> int:
         tokens += 1
         if tokens > MAX_TEMPLATE_TOKENS:
             raise BudgetExceeded(f"the template has more than {MAX_TEMPLATE_TOKENS} tokens")
-        if kind in _BRACKETS:
+        if kind in _OPENERS:
             depth += 1
             if depth > MAX_NESTING:
                 raise BudgetExceeded(f"brackets nest more than {MAX_NESTING} deep")
