@@ -31,7 +31,7 @@ def _refusal() -> dict[str, Any]:
 
 
 #: Unusable answers, and a phrase the architect's repair message must say about each.
-UNUSABLE: dict[str, tuple[dict[str, Any], str]] = {
+UNUSABLE: dict[str, tuple[Any, str]] = {
     "prose": (chat_completion("Sure! Here is a workflow that sends a receipt."), "not JSON"),
     "missing_fields": (chat_completion(json.dumps({"name": "Receipt"})), "description"),
     "cut_off": (
@@ -41,6 +41,8 @@ UNUSABLE: dict[str, tuple[dict[str, Any], str]] = {
     "content_filter": (chat_completion(None, finish_reason="content_filter"), "content filter"),
     "refusal": (_refusal(), "refused"),
     "empty": (chat_completion(""), "empty"),
+    "no_choices": ({**chat_completion("{}"), "choices": []}, "not a chat completion"),
+    "not_a_completion": (b"<html>502 Bad Gateway</html>", "not a chat completion"),
 }
 
 
@@ -50,7 +52,7 @@ class Model(FakeOpenAI):
 
     def __init__(self, peer: Peer) -> None:
         super().__init__(peer)
-        self.unusable: list[dict[str, Any]] = []
+        self.unusable: list[Any] = []
         self.chats: list[dict[str, Any]] = []
         peer.handlers["/v1/chat/completions"] = self._next
 

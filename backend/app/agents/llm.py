@@ -8,6 +8,7 @@ that does not fit the schema (however it fails) -> ``LLMBadOutput``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
@@ -20,6 +21,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from backend.app.config import Settings
 from backend.app.errors import LLMBadOutput, LLMTimeout, LLMUnavailable
+
+log = logging.getLogger(__name__)
 
 #: Failures worth another try: timeouts, connection errors, rate limits, 5xx.
 TRANSIENT = (
@@ -125,7 +128,8 @@ async def _call(
     (``LLM_MAX_ATTEMPTS``, ``LLM_BACKOFF_SECONDS``).
 
     Raises:
-        LLMBadOutput: 502 when the SDK could not parse the answer into the schema.
+        LLMBadOutput: 502 when the SDK could not parse the answer into the schema, or the
+            server's answer is not a chat completion at all.
         LLMTimeout: 504 after the attempts timed out.
         LLMUnavailable: 502 when rate limited after the attempts, or on any other API error.
     """
@@ -157,4 +161,8 @@ async def _call(
         ValidationError,
     ) as exc:
         raise LLMBadOutput(_bad_output(exc)) from None
+    except (IndexError, KeyError, AttributeError, TypeError, ValueError) as exc:
+        # A server that is not quite OpenAI-compatible: a 200 with no choices, an HTML page.
+        log.warning("unreadable answer from the model server: %s: %s", type(exc).__name__, exc)
+        raise LLMBadOutput("the model server's answer is not a chat completion") from None
     raise AssertionError("unreachable: tenacity reraises the last error")
