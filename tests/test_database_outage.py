@@ -28,7 +28,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import SUMMARY, make_settings
 from tests.support import Peer, execute, wait_for_run
 
 LEASE = 2.0
@@ -168,6 +168,10 @@ def test_outage_while_a_step_is_in_flight_runs_nothing_twice(
             lambda: client.get("/health").status_code == 200, 15, "/health to recover"
         )
         assert recovered < 5, f"/health took {recovered:.1f}s to recover"
+        SUMMARY.append(
+            f"database outage: a request while down took {took:.2f}s (503); "
+            f"/health was 200 again {recovered:.2f}s after the restart"
+        )
         time.sleep(LEASE)  # claim loops run with the lease expired: nobody may take the run
         release.set()
         run = wait_for_run(client, run_id, timeout=30)
