@@ -31,6 +31,7 @@ from backend.app.integrations import TOOL_REGISTRY, BaseTool, Task, TaskParams, 
 from backend.app.services import workflow_service
 from backend.app.store import migrations
 from backend.app.store import runs as runs_store
+from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
 from backend.app.store.steps import Lease
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -77,7 +78,12 @@ async def _workflow(pool: Pool, steps: int) -> UUID:
     blueprint = validate_blueprint(chain(steps), REGISTRY)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
-            conn, blueprint, name=f"bench-{steps}", description=None, user_id=None, origin="api"
+            conn,
+            blueprint,
+            name=f"bench-{steps}",
+            description=None,
+            owner=LOCAL_USER_ID,
+            origin="api",
         )
     workflow_id: UUID = row["id"]
     return workflow_id
@@ -87,7 +93,12 @@ async def _queue(pool: Pool, workflow_id: UUID, count: int) -> None:
     async with pool.connection() as conn, conn.transaction():
         for _ in range(count):
             await runs_store.create(
-                conn, workflow_id=workflow_id, version=1, trigger_data={}, idempotency_key=None
+                conn,
+                owner=LOCAL_USER_ID,
+                workflow_id=workflow_id,
+                version=1,
+                trigger_data={},
+                idempotency_key=None,
             )
 
 

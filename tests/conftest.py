@@ -19,6 +19,7 @@ from psycopg import conninfo, sql
 from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.store import migrations
+from backend.app.store.accounts import LOCAL_USER_ID
 from tests.support import FakeDNS, Peer
 
 #: Lines for the end of pytest's report (figures a test measured, e.g. the API fuzzing).
@@ -56,8 +57,9 @@ def clean_db(database_url: str) -> None:
         conn.execute(
             "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
             " workflow_logs, events, webhook_deliveries, sessions, session_messages,"
-            " workflow_schedules cascade"
+            " workflow_schedules, api_keys cascade"
         )
+        conn.execute("delete from users where id <> %s", (LOCAL_USER_ID,))
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -35,7 +35,7 @@ def _error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 def test_workflow_versions_and_activation(client: TestClient) -> None:
-    created = client.post("/workflows", json={"blueprint": EXAMPLE, "user_id": "u1"})
+    created = client.post("/workflows", json={"blueprint": EXAMPLE})
     assert created.status_code == 201, created.text
     wf = created.json()
     assert wf["version"] == 1 and wf["active"] is False and wf["name"] == "Say hi"

@@ -121,13 +121,18 @@ def api(database_url: str, model: Model) -> Iterator[TestClient]:
         yield client
 
 
+#: The user a draft is made for (``user_id``: spec 004; without identity configured, anyone may
+#: act for any user, as a service key may).
+DRAFTER = "6f1c2a4e-9d3b-4c5e-8f7a-1b2c3d4e5f60"
+
+
 def test_draft_is_validated_laid_out_and_saved(api: TestClient, model: Model) -> None:
     model.answers = [RECEIPT]
     response = api.post(
         "/workflow/draft",
         json={
             "prompt": "When a Razorpay payment succeeds, WhatsApp the customer a receipt",
-            "user_id": "u-1",
+            "user_id": DRAFTER,
         },
     )
     assert response.status_code == 201, response.text
@@ -139,8 +144,10 @@ def test_draft_is_validated_laid_out_and_saved(api: TestClient, model: Model) ->
     assert nodes["send_receipt"]["position"] == {"x": 0.0, "y": 150.0}
     assert any("whatsapp has no credentials" in w for w in body["warnings"])
 
-    saved = api.get(f"/workflows/{body['workflow_id']}").json()
-    assert saved["origin"] == "draft" and saved["active"] is False and saved["user_id"] == "u-1"
+    assert api.get(f"/workflows/{body['workflow_id']}").status_code == 404, "not the caller's"
+    saved = api.get(f"/workflows/{body['workflow_id']}", headers={"X-User-Id": DRAFTER}).json()
+    assert saved["origin"] == "draft" and saved["active"] is False
+    assert saved["owner_id"] == DRAFTER
 
     request = model.requests[0]
     assert request["model"] == "gpt-4o"

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.services import run_service
+from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -168,6 +169,7 @@ def test_two_workers_never_run_the_same_step(settings: Settings, peer: Peer) -> 
                             blueprint=blueprint,
                             payload={"peer": peer.url},
                             idempotency_key=None,
+                            owner=LOCAL_USER_ID,
                         )
                     )[0]
                 )

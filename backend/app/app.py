@@ -15,6 +15,7 @@ from backend.app.agents.llm import build_chat_model
 from backend.app.config import Settings, get_settings
 from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (
+    accounts,
     channels,
     drafting,
     events,
@@ -25,6 +26,7 @@ from backend.app.routers import (
     webhooks,
     workflows,
 )
+from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
@@ -38,8 +40,12 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API. ``settings`` defaults to the environment's."""
     settings = settings or get_settings()
-    if not settings.api_keys:
-        log.warning("API_KEYS is not set: the API is open to anyone who can reach it")
+    auth = Authenticator(settings)
+    if auth.open:
+        log.warning(
+            "no identity is configured (SUPABASE_URL, SUPABASE_JWT_SECRET, API_KEYS): every "
+            "request without credentials acts as the local user, who owns everything"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.auth = auth
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
@@ -90,7 +97,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         overrides={"/api/inngest": None, "/intent-parser": settings.max_audio_bytes + 65536},
     )
     install_error_handlers(app)
-    for module in (health, tools, workflows, drafting, runs, events, webhooks, channels, sessions):
+    for module in (
+        health,
+        accounts,
+        tools,
+        workflows,
+        drafting,
+        runs,
+        events,
+        webhooks,
+        channels,
+        sessions,
+    ):
         app.include_router(module.router)
     app.state.dispatcher = _serve_engine(app, settings)
     model = build_chat_model(settings)

@@ -30,6 +30,7 @@ from backend.app.services import run_service
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
 from backend.app.store import runs as runs_store
+from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
 from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -186,6 +187,7 @@ async def _run(
             blueprint=blueprint_data,
             payload=payload,
             idempotency_key=None,
+            owner=LOCAL_USER_ID,  # the CLI acts as the local user
         )
         progress.run_id = run_id
         deadline = time.monotonic() + max_wait
@@ -197,7 +199,7 @@ async def _run(
                     if outcome is not None and outcome.status != "waiting":
                         break
                     if outcome is None:
-                        status, _ = await run_service.progress(pool, run_id)
+                        status, _ = await run_service.progress(pool, run_id, owner=LOCAL_USER_ID)
                         if status in runs_store.TERMINAL:
                             break
                         if time.monotonic() > deadline:
@@ -213,7 +215,7 @@ async def _run(
                 refresher.cancel()
                 live.update(progress.render())
         console.print()
-        return await run_service.get(pool, run_id)
+        return await run_service.get(pool, run_id, owner=LOCAL_USER_ID)
     finally:
         await pool.close()
 

@@ -39,10 +39,20 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(
         default_factory=list,
         description=(
-            'API_KEYS=["key1","key2"]: when set, every endpoint except /health and the signed '
-            "webhooks (/webhooks/*, /whatsapp, /api/inngest) needs one, as X-API-Key or "
-            "Authorization: Bearer. Unset: the API is open (development)."
+            'API_KEYS=["key1","key2"]: service keys of the deployment. A request with one acts '
+            "for the user named by X-User-Id (or a body's user_id), else for the local user."
         ),
+    )
+    supabase_url: str | None = Field(
+        default=None,
+        description="https://<project>.supabase.co: accept the project's Supabase Auth access "
+        "tokens, verified with the keys of its JWKS (and their issuer).",
+    )
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="The project's JWT secret: accept HS256-signed Supabase Auth tokens. With "
+        "none of SUPABASE_URL, SUPABASE_JWT_SECRET and API_KEYS set, every request acts as "
+        "the local user (development).",
     )
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -15,7 +14,6 @@ from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,6 +21,7 @@ from backend.app import boundary
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from backend.app.services.auth_service import Authenticator, Caller
 from backend.app.services.intent_service import IntentService
 from backend.app.store.db import Pool, check_soon
 from backend.app.workflows.runners import Dispatcher
@@ -55,30 +54,35 @@ def _intents(request: Request) -> IntentService:
     return intents
 
 
-def require_api_key(
+async def current_caller(
     request: Request,
-    x_api_key: Annotated[str | None, Header()] = None,
     authorization: Annotated[str | None, Header()] = None,
-) -> None:
-    """Check ``X-API-Key`` or ``Authorization: Bearer`` against ``API_KEYS`` (no keys: open).
+    x_api_key: Annotated[str | None, Header()] = None,
+    x_user_id: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The user a request acts for (:mod:`backend.app.services.auth_service`): a Supabase
+    access token or an API key as ``Authorization: Bearer``, or an API key as ``X-API-Key``;
+    service keys may add ``X-User-Id``.
 
     Raises:
-        Unauthorized: 401.
+        Unauthorized: 401. InvalidHeader: 400 (a malformed or unauthorised ``X-User-Id``).
     """
-    keys: list[SecretStr] = request.app.state.settings.api_keys
-    if not keys:
-        return
-    presented = x_api_key
-    if presented is None and authorization and authorization.lower().startswith("bearer "):
-        presented = authorization[7:].strip()
-    if not presented or not any(
-        secrets.compare_digest(presented.encode(), key.get_secret_value().encode()) for key in keys
-    ):
-        raise Unauthorized("send a valid API key as X-API-Key or Authorization: Bearer <key>")
+    bearer = None
+    if authorization is not None:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Unauthorized("the Authorization header must be 'Bearer <token or API key>'")
+        bearer = value.strip()
+    authenticator: Authenticator = request.app.state.auth
+    return await authenticator.authenticate(
+        request.app.state.pool, bearer=bearer, api_key=x_api_key, act_for=x_user_id
+    )
 
 
 PoolDep = Annotated[Pool, Depends(_pool)]
-ApiKey = Depends(require_api_key)
+CallerDep = Annotated[Caller, Depends(current_caller)]
+#: For routes that need a caller but not which one (the tool catalog).
+Authenticated = Depends(current_caller)
 IntentsDep = Annotated[IntentService, Depends(_intents)]
 ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]

@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 from backend.app import boundary
 from backend.app.errors import ValidationFailed
 from backend.app.http import (
-    ApiKey,
+    CallerDep,
     CheckedRoute,
     DispatcherDep,
     IntentsDep,
@@ -25,15 +25,17 @@ router = APIRouter(route_class=CheckedRoute, tags=["channels"])
 _TRUE = ("1", "true", "yes", "on")
 
 
-@router.post("/intent-parser", dependencies=[ApiKey], response_model=TurnOut)
+@router.post("/intent-parser", response_model=TurnOut)
 async def intent_parser(
     request: Request,
+    caller: CallerDep,
     pool: PoolDep,
     dispatcher: DispatcherDep,
     settings: SettingsDep,
     intents: IntentsDep,
 ) -> dict[str, Any]:
-    """One conversational turn from text or audio.
+    """One conversational turn from text or audio, in your session ``session_id`` (the same id
+    from another user is their own, separate session).
 
     Multipart (``audio_file`` and/or ``text``) or form or JSON (``text``); ``session_id``
     required; ``reply_audio`` true adds a spoken reply (base64 mp3). Response: ``{status:
@@ -74,6 +76,7 @@ async def intent_parser(
         settings,
         intents,
         session_ref=session_ref,
+        owner=caller.user_id,
         text=text if isinstance(text, str) else None,
         audio=audio,
         reply_audio=reply_audio,

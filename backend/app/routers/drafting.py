@@ -8,11 +8,19 @@ from uuid import UUID
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from backend.app.http import ApiKey, ArchitectDep, CheckedRoute, PoolDep, SettingsDep
+from backend.app.http import (
+    ArchitectDep,
+    Authenticated,
+    CallerDep,
+    CheckedRoute,
+    PoolDep,
+    SettingsDep,
+)
 from backend.app.routers.schemas import DraftOut, DryRunOut
 from backend.app.services import drafting_service
+from backend.app.services.auth_service import owner_for
 
-router = APIRouter(route_class=CheckedRoute, tags=["drafting"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["drafting"], dependencies=[Authenticated])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 
@@ -22,7 +30,9 @@ class DraftIn(BaseModel):
     prompt: str = Field(
         examples=["When a Razorpay payment succeeds, WhatsApp the customer a receipt"]
     )
-    user_id: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(
+        default=None, max_length=64, description="Service keys only: the user to draft for."
+    )
 
 
 class ReviseIn(BaseModel):
@@ -44,13 +54,17 @@ class DryRunIn(BaseModel):
 
 @router.post("/workflow/draft", status_code=201, response_model=DraftOut)
 async def draft_workflow(
-    body: DraftIn, pool: PoolDep, architect: ArchitectDep, settings: SettingsDep
+    body: DraftIn,
+    pool: PoolDep,
+    architect: ArchitectDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
-    """Draft a blueprint from a sentence; saved as an inactive draft. 422 ``draft_invalid`` if
-    the model never produced a valid one (details: errors and last draft)."""
-    return await drafting_service.draft(
-        pool, architect, settings, prompt=body.prompt, user_id=body.user_id
-    )
+    """Draft a blueprint from a sentence; saved as an inactive draft of yours. 422
+    ``draft_invalid`` if the model never produced a valid one (details: errors and last
+    draft)."""
+    owner = await owner_for(pool, caller, body.user_id, ["body", "user_id"])
+    return await drafting_service.draft(pool, architect, settings, prompt=body.prompt, owner=owner)
 
 
 @router.post("/workflows/{workflow_id}/revise", status_code=201, response_model=DraftOut)
@@ -60,16 +74,26 @@ async def revise_workflow(
     pool: PoolDep,
     architect: ArchitectDep,
     settings: SettingsDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Apply an edit instruction; the result is a new version (unchanged nodes keep their ids)."""
     return await drafting_service.revise(
-        pool, architect, settings, workflow_id=workflow_id, instruction=body.instruction
+        pool,
+        architect,
+        settings,
+        workflow_id=workflow_id,
+        instruction=body.instruction,
+        owner=caller.user_id,
     )
 
 
 @router.post("/workflows/{workflow_id}/dry-run", response_model=DryRunOut)
 async def dry_run_workflow(
-    workflow_id: WorkflowID, body: DryRunIn, pool: PoolDep, settings: SettingsDep
+    workflow_id: WorkflowID,
+    body: DryRunIn,
+    pool: PoolDep,
+    settings: SettingsDep,
+    caller: CallerDep,
 ) -> dict[str, Any]:
     """Run a version with every tool sandboxed and delays/waits short-circuited; nothing is
     stored. Shows each node's resolved input and output."""
@@ -80,4 +104,5 @@ async def dry_run_workflow(
         version=body.version,
         payload=body.payload,
         events=body.events,
+        owner=caller.user_id,
     )

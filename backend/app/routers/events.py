@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from backend.app.http import ApiKey, CheckedRoute, DispatcherDep, PoolDep
+from backend.app.http import Authenticated, CallerDep, CheckedRoute, DispatcherDep, PoolDep
 from backend.app.routers.schemas import EventOut
 from backend.app.services import event_service
 
-router = APIRouter(route_class=CheckedRoute, tags=["events"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["events"], dependencies=[Authenticated])
 
 
 class EventIn(BaseModel):
@@ -26,9 +26,12 @@ class EventIn(BaseModel):
 
 
 @router.post("/events", status_code=202, response_model=EventOut)
-async def post_event(body: EventIn, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
-    """Deliver an event: ``{"event_id", "resumed_run_ids", "started_run_ids"}``."""
-    result = await event_service.emit(pool, dispatcher, body.name, body.data)
+async def post_event(
+    body: EventIn, pool: PoolDep, dispatcher: DispatcherDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Deliver an event to your waits and your active workflows: ``{"event_id",
+    "resumed_run_ids", "started_run_ids"}``."""
+    result = await event_service.emit(pool, dispatcher, body.name, body.data, owner=caller.user_id)
     return {
         "event_id": result.event_id,
         "resumed_run_ids": result.resumed_run_ids,

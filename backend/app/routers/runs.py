@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from backend.app.http import ApiKey, CheckedRoute, DispatcherDep, PoolDep
+from backend.app.http import Authenticated, CallerDep, CheckedRoute, DispatcherDep, PoolDep
 from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
 from backend.app.services import run_service
 
-router = APIRouter(route_class=CheckedRoute, tags=["runs"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["runs"], dependencies=[Authenticated])
 RunID = Annotated[UUID, Path(description="Run id")]
 
 
@@ -38,7 +38,9 @@ class ExecuteIn(BaseModel):
     response_model=ExecuteOut,
     responses={200: {"model": ExecuteOut, "description": "Idempotency key matched a run"}},
 )
-async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> JSONResponse:
+async def execute(
+    body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep, caller: CallerDep
+) -> JSONResponse:
     """Queue a run. 202 ``{"run_id", "created"}``; a repeated idempotency key returns the first
     run with ``created: false`` (200)."""
     run_id, created = await run_service.start(
@@ -49,6 +51,7 @@ async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> 
         blueprint=body.blueprint,
         payload=body.payload,
         idempotency_key=body.idempotency_key,
+        owner=caller.user_id,
     )
     return JSONResponse(
         {"run_id": str(run_id), "created": created, "status_url": f"/runs/{run_id}"},
@@ -59,27 +62,33 @@ async def execute(body: ExecuteIn, pool: PoolDep, dispatcher: DispatcherDep) -> 
 @router.get("/runs", response_model=TraceRunsOut)
 async def list_runs(
     pool: PoolDep,
+    caller: CallerDep,
     trace_id: Annotated[str, Query(min_length=1, max_length=100, description="A command's trace")],
 ) -> dict[str, Any]:
-    """Runs started by one command: ``trace_id`` links message -> intent -> run."""
-    return {"runs": await run_service.list_by_trace(pool, trace_id)}
+    """Your runs started by one command: ``trace_id`` links message -> intent -> run."""
+    return {"runs": await run_service.list_by_trace(pool, trace_id, owner=caller.user_id)}
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
-async def get_run(run_id: RunID, pool: PoolDep) -> dict[str, Any]:
-    """Run status, trigger data, output/error and every node's state in blueprint order."""
-    return await run_service.get(pool, run_id)
+async def get_run(run_id: RunID, pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    """Run status, trigger data, output/error and every node's state in blueprint order (404
+    for another user's run)."""
+    return await run_service.get(pool, run_id, owner=caller.user_id)
 
 
 @router.get("/runs/{run_id}/logs", response_model=LogsOut)
 async def get_run_logs(
     run_id: RunID,
     pool: PoolDep,
+    caller: CallerDep,
     after_id: Annotated[int, Query(ge=0, description="Return rows with a larger id")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """``workflow_logs`` rows of the run in write order (poll with ``after_id``)."""
-    return {"logs": await run_service.logs(pool, run_id, after_id=after_id, limit=limit)}
+    logs = await run_service.logs(
+        pool, run_id, after_id=after_id, limit=limit, owner=caller.user_id
+    )
+    return {"logs": logs}
 
 
 def _sse(kind: str, event_id: int | None, data: dict[str, Any]) -> ServerSentEvent:
@@ -92,6 +101,7 @@ def _sse(kind: str, event_id: int | None, data: dict[str, Any]) -> ServerSentEve
 async def stream_run(
     run_id: RunID,
     pool: PoolDep,
+    caller: CallerDep,
     after_id: Annotated[int, Query(ge=0, description="Resume after this log id")] = 0,
     last_event_id: Annotated[int | None, Header(ge=0, description="The last SSE id seen")] = None,
 ) -> EventSourceResponse:
@@ -100,7 +110,7 @@ async def stream_run(
     ``after_id``; 400 ``invalid_header`` if it is not a log id); a keep-alive ping every 15 s.
     The stream ends when the run has finished."""
     start = after_id if last_event_id is None else last_event_id
-    events = run_service.stream(pool, run_id, after_id=start)
+    events = run_service.stream(pool, run_id, after_id=start, owner=caller.user_id)
     first = await anext(events, None)  # a missing run fails here, as a JSON 404
 
     async def sse() -> AsyncIterator[ServerSentEvent]:
@@ -113,12 +123,16 @@ async def stream_run(
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)
-async def cancel_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
+async def cancel_run(
+    run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep, caller: CallerDep
+) -> dict[str, Any]:
     """Cancel a run that has not finished (409 if it has)."""
-    return await run_service.cancel(pool, dispatcher, run_id)
+    return await run_service.cancel(pool, dispatcher, run_id, owner=caller.user_id)
 
 
 @router.post("/runs/{run_id}/retry", response_model=RunOut)
-async def retry_run(run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep) -> dict[str, Any]:
+async def retry_run(
+    run_id: RunID, pool: PoolDep, dispatcher: DispatcherDep, caller: CallerDep
+) -> dict[str, Any]:
     """Resume a failed run from the step that failed (409 unless failed)."""
-    return await run_service.retry(pool, dispatcher, run_id)
+    return await run_service.retry(pool, dispatcher, run_id, owner=caller.user_id)

@@ -32,6 +32,7 @@ class RunOut(BaseModel):
     """A run with every node's state, in blueprint order."""
 
     id: UUID
+    owner_id: UUID
     workflow_id: UUID
     version: int
     status: RunStatus
@@ -118,7 +119,7 @@ class WorkflowOut(BaseModel):
     """A workflow with one version's blueprint (default the latest) and its version list."""
 
     id: UUID
-    user_id: str | None = None
+    owner_id: UUID
     name: str
     description: str | None = None
     origin: Literal["api", "adhoc", "draft", "system", "channel"]
@@ -218,6 +219,7 @@ class SessionOut(BaseModel):
     """A conversation session."""
 
     id: UUID
+    owner_id: UUID
     channel: Literal["whatsapp", "voice"]
     user_ref: str
     status: Literal["open", "closed"]
@@ -229,3 +231,38 @@ class SessionOut(BaseModel):
     summary_source: str | None = None
     created_at: datetime
     messages: list[MessageOut]
+
+
+class ProfileOut(BaseModel):
+    """A user's profile: what templates see as ``owner`` (``{{ owner.phone }}``)."""
+
+    id: UUID
+    display_name: str | None = None
+    email: str | None = None
+    phone: str | None = Field(default=None, description="E.164, e.g. +919876543210.")
+
+
+class ApiKeyOut(BaseModel):
+    """A personal API key, without the key itself (shown once, at creation)."""
+
+    id: UUID
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart.")
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+
+class NewApiKeyOut(ApiKeyOut):
+    """A key just created: ``key`` is shown this once and stored only as a hash."""
+
+    key: str
+
+
+class MeOut(BaseModel):
+    """Who the caller is."""
+
+    user: ProfileOut
+    via: Literal["token", "api_key", "service_key", "local"] = Field(
+        description="How the request was authenticated ('local': no identity is configured)."
+    )
+    api_keys: list[ApiKeyOut]

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from backend.app.http import ApiKey, CheckedRoute, SettingsDep
+from backend.app.http import Authenticated, CheckedRoute, SettingsDep
 from backend.app.integrations import ToolContext, public_tools
 from backend.app.workflows.schema import blueprint_json_schema
 
-router = APIRouter(route_class=CheckedRoute, tags=["catalog"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["catalog"], dependencies=[Authenticated])
 
 
 @router.get("/blueprint/schema")

@@ -8,11 +8,12 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
 
-from backend.app.http import ApiKey, CheckedRoute, PoolDep
+from backend.app.http import Authenticated, CallerDep, CheckedRoute, PoolDep
 from backend.app.routers.schemas import RunPageOut, WorkflowOut
 from backend.app.services import run_service, workflow_service
+from backend.app.services.auth_service import owner_for
 
-router = APIRouter(route_class=CheckedRoute, tags=["workflows"], dependencies=[ApiKey])
+router = APIRouter(route_class=CheckedRoute, tags=["workflows"], dependencies=[Authenticated])
 WorkflowID = Annotated[UUID, Path(description="Workflow id")]
 
 
@@ -22,7 +23,9 @@ class WorkflowIn(BaseModel):
     blueprint: dict[str, Any] = Field(description="The blueprint (see GET /blueprint/schema).")
     name: str | None = Field(default=None, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
-    user_id: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(
+        default=None, max_length=64, description="Service keys only: the user to act for."
+    )
 
 
 class ActivateIn(BaseModel):
@@ -32,52 +35,73 @@ class ActivateIn(BaseModel):
 
 
 @router.post("/workflows", status_code=201, response_model=WorkflowOut)
-async def create_workflow(body: WorkflowIn, pool: PoolDep) -> dict[str, Any]:
-    """Validate and save a blueprint as a new workflow (version 1, inactive). 422 names node
-    and field of every problem."""
+async def create_workflow(body: WorkflowIn, pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    """Validate and save a blueprint as a new workflow of yours (version 1, inactive). 422
+    names node and field of every problem."""
     return await workflow_service.create(
-        pool, body.blueprint, name=body.name, description=body.description, user_id=body.user_id
+        pool,
+        body.blueprint,
+        name=body.name,
+        description=body.description,
+        owner=await owner_for(pool, caller, body.user_id, ["body", "user_id"]),
     )
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowOut)
 async def get_workflow(
-    workflow_id: WorkflowID, pool: PoolDep, version: Annotated[int | None, Query(ge=1)] = None
+    workflow_id: WorkflowID,
+    pool: PoolDep,
+    caller: CallerDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """The workflow with a version's blueprint (default latest) and its version list."""
-    return await workflow_service.get(pool, workflow_id, version)
+    return await workflow_service.get(pool, workflow_id, version, owner=caller.user_id)
 
 
 @router.put("/workflows/{workflow_id}", response_model=WorkflowOut)
 async def update_workflow(
-    workflow_id: WorkflowID, body: WorkflowIn, pool: PoolDep
+    workflow_id: WorkflowID, body: WorkflowIn, pool: PoolDep, caller: CallerDep
 ) -> dict[str, Any]:
     """Save the blueprint as a new immutable version."""
     return await workflow_service.update(
-        pool, workflow_id, body.blueprint, name=body.name, description=body.description
+        pool,
+        workflow_id,
+        body.blueprint,
+        name=body.name,
+        description=body.description,
+        owner=await owner_for(pool, caller, body.user_id, ["body", "user_id"]),
     )
 
 
 @router.post("/workflows/{workflow_id}/activate", response_model=WorkflowOut)
 async def activate_workflow(
-    workflow_id: WorkflowID, pool: PoolDep, body: Annotated[ActivateIn | None, Body()] = None
+    workflow_id: WorkflowID,
+    pool: PoolDep,
+    caller: CallerDep,
+    body: Annotated[ActivateIn | None, Body()] = None,
 ) -> dict[str, Any]:
     """Make a version live: its event/webhook trigger now starts runs."""
-    return await workflow_service.activate(pool, workflow_id, body.version if body else None)
+    version = body.version if body else None
+    return await workflow_service.activate(pool, workflow_id, version, owner=caller.user_id)
 
 
 @router.post("/workflows/{workflow_id}/deactivate", response_model=WorkflowOut)
-async def deactivate_workflow(workflow_id: WorkflowID, pool: PoolDep) -> dict[str, Any]:
+async def deactivate_workflow(
+    workflow_id: WorkflowID, pool: PoolDep, caller: CallerDep
+) -> dict[str, Any]:
     """Stop starting runs from events (runs in progress continue)."""
-    return await workflow_service.deactivate(pool, workflow_id)
+    return await workflow_service.deactivate(pool, workflow_id, owner=caller.user_id)
 
 
 @router.get("/workflows/{workflow_id}/runs", response_model=RunPageOut)
 async def list_workflow_runs(
     workflow_id: WorkflowID,
     pool: PoolDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Runs newest first: ``{"runs": [...], "next_cursor"}``."""
-    return await run_service.list_for_workflow(pool, workflow_id, limit=limit, cursor=cursor)
+    return await run_service.list_for_workflow(
+        pool, workflow_id, limit=limit, cursor=cursor, owner=caller.user_id
+    )

@@ -87,12 +87,14 @@ def command_blueprint(
     return {"name": f"command {intent.name}", "nodes": nodes, "edges": edges}
 
 
-async def _wait(pool: Pool, run_id: UUID, settings: Settings, node: str | None) -> dict[str, Any]:
+async def _wait(
+    pool: Pool, run_id: UUID, settings: Settings, node: str | None, owner: UUID
+) -> dict[str, Any]:
     """Poll the run until ``node`` (or the whole run) finished, or the inline wait is over;
     then return the full run once."""
     deadline = time.monotonic() + settings.channel_reply_wait_seconds
     while True:
-        status, states = await run_service.progress(pool, run_id)
+        status, states = await run_service.progress(pool, run_id, owner=owner)
         if status in ("succeeded", "failed", "cancelled"):
             break
         if node is not None and states.get(node) in ("succeeded", "failed"):
@@ -100,7 +102,7 @@ async def _wait(pool: Pool, run_id: UUID, settings: Settings, node: str | None) 
         if time.monotonic() >= deadline:
             break
         await asyncio.sleep(0.05)
-    return await run_service.get(pool, run_id)
+    return await run_service.get(pool, run_id, owner=owner)
 
 
 async def execute(
@@ -111,9 +113,11 @@ async def execute(
     slots: dict[str, Any],
     trace_id: str,
     *,
+    owner: UUID,
     late: LateReply | None = None,
 ) -> ActionOutcome:
-    """Start the command's run and answer within the inline wait if it finishes in time.
+    """Start the command's run, for ``owner``, and answer within the inline wait if it finishes
+    in time.
 
     Raises:
         EngineUnavailable: the engine did not take the run (503).
@@ -128,8 +132,9 @@ async def execute(
             payload=slots,
             idempotency_key=f"command:{trace_id}",
             trace_id=trace_id,
+            owner=owner,
         )
-        run = await _wait(pool, run_id, settings, None)
+        run = await _wait(pool, run_id, settings, None, owner)
         if run["status"] == "succeeded":
             return ActionOutcome("completed", f"Done: {intent.description}", run_id, True)
         if run["status"] == "failed":
@@ -154,8 +159,10 @@ async def execute(
         idempotency_key=f"command:{trace_id}",
         trace_id=trace_id,
         origin="channel",
+        owner=owner,
+        system=True,
     )
-    run = await _wait(pool, run_id, settings, ACT)
+    run = await _wait(pool, run_id, settings, ACT, owner)
     act = next(n for n in run["nodes"] if n["id"] == ACT)
     if act["status"] == "succeeded":
         assert intent.command is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from uuid import UUID
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
@@ -22,6 +23,7 @@ from backend.app.services import conversation_service, replies, session_service,
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
+from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
@@ -51,11 +53,13 @@ async def voice_or_text(
     intents: IntentService,
     *,
     session_ref: str,
+    owner: UUID,
     text: str | None,
     audio: tuple[bytes, str | None, str | None] | None,
     reply_audio: bool,
 ) -> dict[str, Any]:
-    """Handle an ``/intent-parser`` request: transcribe audio if given, then one turn.
+    """Handle an ``/intent-parser`` request of ``owner``: transcribe audio if given, then one
+    turn in their voice session ``session_ref``.
 
     A failed model, action or engine is a ``failed`` turn with an apology (see
     :func:`conversation_service.handle`); if the spoken reply cannot be made, the answer comes
@@ -83,6 +87,7 @@ async def voice_or_text(
         intents,
         channel="voice",
         user_ref=session_ref,
+        owner=owner,
         text=text.strip(),
         transcript=transcript,
         media=media,
@@ -145,8 +150,11 @@ async def whatsapp(
             code="invalid_payload",
             details=[{"loc": ["body", "MessageSid"], "message": "required"}],
         )
+    owner = LOCAL_USER_ID  # the deployment's Twilio number serves its own account
     async with pool.connection() as conn:
-        if not await events_store.record_delivery(conn, "twilio", sid, "twilio/message"):
+        if not await events_store.record_delivery(
+            conn, "twilio", sid, "twilio/message", owner=owner
+        ):
             return twiml(None)
     try:
         text = params.get("Body", "")
@@ -166,6 +174,7 @@ async def whatsapp(
                         settings,
                         channel="whatsapp",
                         user_ref=sender,
+                        owner=owner,
                         media={**media, "error": exc.reason},
                         reply=VOICE_NOTE_UNAVAILABLE,
                         provider_message_id=sid,
@@ -185,6 +194,7 @@ async def whatsapp(
             intents,
             channel="whatsapp",
             user_ref=sender,
+            owner=owner,
             text=text.strip(),
             transcript=transcript,
             media=media,

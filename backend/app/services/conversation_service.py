@@ -86,14 +86,21 @@ def _help(intents: dict[str, Intent]) -> str:
     return f"Sorry, I didn't catch what you need. I can: {things}."
 
 
+@dataclass(frozen=True)
+class _Thread:
+    """Whose conversation a turn belongs to, and where a late answer goes (WhatsApp)."""
+
+    session_id: UUID
+    owner: UUID
+    reply_to: str | None
+
+
 @asynccontextmanager
-async def _one_turn_at_a_time(
-    settings: Settings, channel: str, user_ref: str
-) -> AsyncIterator[None]:
-    """Serialise turns of one (channel, user) across processes with a Postgres advisory lock,
-    held on a connection of its own (so waiting turns never starve the pool); closing the
-    connection releases it."""
-    key = f"conversation:{channel}:{user_ref}"
+async def _one_turn_at_a_time(settings: Settings, conversation: str) -> AsyncIterator[None]:
+    """Serialise turns of one conversation (owner, channel, user) across processes with a
+    Postgres advisory lock, held on a connection of its own (so waiting turns never starve the
+    pool); closing the connection releases it."""
+    key = f"conversation:{conversation}"
     async with await psycopg.AsyncConnection.connect(
         settings.database_url, autocommit=True
     ) as conn:
@@ -109,13 +116,15 @@ async def handle(
     *,
     channel: str,
     user_ref: str,
+    owner: UUID,
     text: str,
     transcript: str | None = None,
     media: Any = None,
     provider_message_id: str | None = None,
     reply_to: str | None = None,
 ) -> Turn:
-    """Process one inbound message of (``channel``, ``user_ref``) and produce the answer.
+    """Process one inbound message of (``channel``, ``user_ref``) in ``owner``'s conversation
+    and produce the answer.
     Messages of one user are handled one at a time, in arrival order of the lock.
 
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
@@ -127,9 +136,9 @@ async def handle(
     Raises:
         LLMNotConfigured: 503 (a deployment without a model).
     """
-    async with _one_turn_at_a_time(settings, channel, user_ref):
+    async with _one_turn_at_a_time(settings, f"{owner}:{channel}:{user_ref}"):
         async with pool.connection() as conn, conn.transaction():
-            session = await store.open_for(conn, channel, user_ref)
+            session = await store.open_for(conn, channel, user_ref, owner)
             inbound_id = await store.add_message(
                 conn,
                 session["id"],
@@ -142,15 +151,16 @@ async def handle(
         session_id: UUID = session["id"]
         state: dict[str, Any] = dict(session["state"] or {})
         pending: dict[str, Any] | None = state.get("pending")
-        intents = await intent_service.catalog(pool)
+        intents = await intent_service.catalog(pool, owner)
         try:
             analysis = await intents_reader.analyze(text, intents, pending)
         except (LLMBadOutput, LLMTimeout, LLMUnavailable) as exc:
             log.warning("session %s: the model could not read a message: %s", session_id, exc)
             turn = _unread(exc, session_id, pending)
         else:
+            thread = _Thread(session_id, owner, reply_to)
             turn = await _decide(
-                pool, dispatcher, settings, intents, analysis, pending, session_id, reply_to, state
+                pool, dispatcher, settings, intents, analysis, pending, thread, state
             )
         turn.analysis["transcript"] = transcript
 
@@ -176,7 +186,7 @@ async def handle(
             await store.save_state(conn, session_id, state)
         try:
             await session_service.schedule_timeout(
-                pool, dispatcher, settings, session_id, inbound_id
+                pool, dispatcher, settings, session_id, inbound_id, owner=owner
             )
         except EngineUnavailable as exc:  # the answer stands; a later message starts a timer
             log.warning("session %s: no inactivity timer: %s", session_id, exc)
@@ -201,8 +211,7 @@ async def _decide(
     intents: dict[str, Intent],
     analysis: Analysis,
     pending: dict[str, Any] | None,
-    session_id: UUID,
-    reply_to: str | None,
+    thread: _Thread,
     state: dict[str, Any],
 ) -> Turn:
     trace_id = (pending or {}).get("trace_id") or uuid.uuid4().hex
@@ -213,7 +222,7 @@ async def _decide(
         return Turn(
             status,
             reply,
-            session_id,
+            thread.session_id,
             trace_id,
             {
                 "intent": intent,
@@ -254,8 +263,7 @@ async def _decide(
             intent,
             pending["slots"],
             trace_id,
-            session_id,
-            reply_to,
+            thread,
             state,
             analysis,
         )
@@ -294,9 +302,7 @@ async def _decide(
             "awaiting": "confirmation",
         }
         return turn("needs_input", _confirmation(intent, slots), name, slots, [])
-    return await _act(
-        pool, dispatcher, settings, intent, slots, trace_id, session_id, reply_to, state, analysis
-    )
+    return await _act(pool, dispatcher, settings, intent, slots, trace_id, thread, state, analysis)
 
 
 async def _act(
@@ -306,21 +312,20 @@ async def _act(
     intent: Intent,
     slots: dict[str, Any],
     trace_id: str,
-    session_id: UUID,
-    reply_to: str | None,
+    thread: _Thread,
     state: dict[str, Any],
     analysis: Analysis,
 ) -> Turn:
     state.pop("pending", None)
     late = None
     outbound_id = None
-    if reply_to is not None and intent.command is not None:
+    if thread.reply_to is not None and intent.command is not None:
         async with pool.connection() as conn:
-            outbound_id = await store.add_message(conn, session_id, "out", trace_id=trace_id)
-        late = LateReply(outbound_id, reply_to)
+            outbound_id = await store.add_message(conn, thread.session_id, "out", trace_id=trace_id)
+        late = LateReply(outbound_id, thread.reply_to)
     try:
         outcome = await action_service.execute(
-            pool, dispatcher, settings, intent, slots, trace_id, late=late
+            pool, dispatcher, settings, intent, slots, trace_id, owner=thread.owner, late=late
         )
     except AppError as exc:  # the engine refused the run, or the params did not validate
         log.warning("trace %s: %s not carried out: %s", trace_id, intent.name, exc)
@@ -328,7 +333,7 @@ async def _act(
     result = Turn(
         outcome.status,
         outcome.reply,
-        session_id,
+        thread.session_id,
         trace_id,
         {
             "intent": intent.name,

@@ -50,9 +50,10 @@ async def draft(
     settings: Settings,
     *,
     prompt: str,
-    user_id: str | None,
+    owner: UUID,
 ) -> dict[str, Any]:
-    """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow.
+    """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow of
+    ``owner``.
 
     Returns:
         ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
@@ -66,9 +67,9 @@ async def draft(
     blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
-            conn, blueprint, name=None, description=None, user_id=user_id, origin="draft"
+            conn, blueprint, name=None, description=None, owner=owner, origin="draft"
         )
-    return _response(await workflow_service.get(pool, row["id"]), result)
+    return _response(await workflow_service.get(pool, row["id"], owner=owner), result)
 
 
 async def revise(
@@ -78,18 +79,20 @@ async def revise(
     *,
     workflow_id: UUID,
     instruction: str,
+    owner: UUID,
 ) -> dict[str, Any]:
-    """Apply an edit instruction to the latest version and save the result as a new version.
+    """Apply an edit instruction to the latest version of the owner's workflow and save the
+    result as a new version.
 
     Raises:
-        NotFound: 404. ValidationFailed, LLMNotConfigured, DraftInvalid, LLMTimeout,
-        LLMUnavailable: as for :func:`draft`.
+        NotFound: 404 (also another user's). ValidationFailed, LLMNotConfigured, DraftInvalid,
+        LLMTimeout, LLMUnavailable: as for :func:`draft`.
     """
     text = _check_text(instruction, "instruction", settings)
-    current = await workflow_service.get(pool, workflow_id)
+    current = await workflow_service.get(pool, workflow_id, owner=owner)
     result = await _require(architect).revise(current["blueprint"], text)
     updated = await workflow_service.update(
-        pool, workflow_id, result.blueprint, name=None, description=None
+        pool, workflow_id, result.blueprint, name=None, description=None, owner=owner
     )
     return _response(updated, result)
 
@@ -102,13 +105,16 @@ async def dry_run(
     version: int | None,
     payload: Any,
     events: dict[str, Any],
+    owner: UUID,
 ) -> dict[str, Any]:
-    """Run a saved version in sandbox mode, in memory, and report every node.
+    """Run a saved version of the owner's workflow in sandbox mode, in memory, and report
+    every node.
 
     Raises:
-        NotFound: 404. ValidationFailed: ``events`` names a node that is not a wait.
+        NotFound: 404 (also another user's). ValidationFailed: ``events`` names a node that is
+            not a wait.
     """
-    current = await workflow_service.get(pool, workflow_id, version)
+    current = await workflow_service.get(pool, workflow_id, version, owner=owner)
     blueprint = Blueprint.model_validate(current["blueprint"])
     waits = {n.id for n in blueprint.nodes if n.type == "wait_for_event"}
     for node_id in events:

@@ -37,15 +37,19 @@ class EmitResult:
         return [run_id for run_id, _, _ in self.resolved]
 
 
-async def emit(pool: Pool, dispatcher: Dispatcher, name: str, data: Any) -> EmitResult:
-    """Record and deliver an event in one transaction (see :func:`emit_in`), then hand the
-    started and resumed runs to the engine (:func:`dispatch`).
+async def emit(
+    pool: Pool, dispatcher: Dispatcher, name: str, data: Any, *, owner: UUID
+) -> EmitResult:
+    """Record and deliver the owner's event in one transaction (see :func:`emit_in`), then
+    hand the started and resumed runs to the engine (:func:`dispatch`).
 
     Raises:
         EngineUnavailable: 503; started runs were marked failed.
     """
     async with pool.connection() as conn, conn.transaction():
-        result = await emit_in(conn, name, data, source="api", engine=dispatcher.engine)
+        result = await emit_in(
+            conn, name, data, source="api", engine=dispatcher.engine, owner=owner
+        )
     await dispatch(pool, dispatcher, result)
     return result
 
@@ -61,32 +65,37 @@ async def dispatch(pool: Pool, dispatcher: Dispatcher, result: EmitResult) -> No
     await run_service.dispatch(pool, dispatcher, result.started)
 
 
-async def emit_in(conn: Conn, name: str, data: Any, *, source: str, engine: str) -> EmitResult:
-    """Deliver an event inside the caller's transaction.
+async def emit_in(
+    conn: Conn, name: str, data: Any, *, source: str, engine: str, owner: UUID
+) -> EmitResult:
+    """Deliver the owner's event inside the caller's transaction; other users' waits and
+    workflows never see it.
 
-    Every open wait for ``name`` whose ``match`` holds (evaluated with ``event`` = ``{name, data,
-    id}`` plus the trigger data and step outputs captured when the wait began) is resolved and its
-    run queued. Every active workflow whose trigger is ``name`` gets a run with ``data`` as trigger
-    data, keyed ``event:<event_id>:<workflow_id>`` so the event starts it exactly once.
+    Every open wait of the owner for ``name`` whose ``match`` holds (evaluated with ``event`` =
+    ``{name, data, id}`` plus the trigger data and step outputs captured when the wait began) is
+    resolved and its run queued. Every active workflow of the owner whose trigger is ``name``
+    gets a run with ``data`` as trigger data, keyed ``event:<event_id>:<workflow_id>`` so the
+    event starts it exactly once.
     """
-    event_id = await store.insert(conn, name, data, source)
+    event_id = await store.insert(conn, name, data, source, owner)
     event = {"id": str(event_id), "name": name, "data": data}
     result = EmitResult(event_id)
-    for wait in await store.open_waits_for(conn, name):
+    for wait in await store.open_waits_for(conn, name, owner):
         if wait["match"] and not _matches(wait["match"], event, wait["context"] or {}):
             continue
         await store.resolve_wait(conn, wait["run_id"], wait["step_id"], event)
         result.resolved.append((wait["run_id"], wait["step_id"], event))
-    for wf in await workflows_store.active_for_event(conn, name):
+    for wf in await workflows_store.active_for_event(conn, name, owner):
         run_id, _ = await runs_store.create(
             conn,
+            owner=owner,
             workflow_id=wf["workflow_id"],
             version=wf["version"],
             trigger_data=data,
             idempotency_key=f"event:{event_id}:{wf['workflow_id']}",
             engine=engine,
         )
-        result.started.append(QueuedRun(run_id, wf["workflow_id"], wf["version"], wf["user_id"]))
+        result.started.append(QueuedRun(run_id, wf["workflow_id"], wf["version"], owner))
     return result
 
 

@@ -49,7 +49,6 @@ class Intent:
     params: type[TaskParams] | None = None
     workflow_id: UUID | None = None
     version: int | None = None
-    owner: str | None = None
 
     @property
     def required(self) -> list[Slot]:
@@ -57,8 +56,9 @@ class Intent:
         return [s for s in self.slots if s.required]
 
 
-async def catalog(pool: Pool) -> dict[str, Intent]:
-    """Every intent available now (tool commands, then active intent workflows)."""
+async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
+    """Every intent available to ``owner`` now: the tool commands, then their own active
+    intent workflows."""
     intents: dict[str, Intent] = {}
     for tool in public_tools().values():
         for task_name, task in tool.tasks.items():
@@ -75,7 +75,7 @@ async def catalog(pool: Pool) -> dict[str, Intent]:
                     params=task.params,
                 )
     async with pool.connection() as conn:
-        rows = await workflows_store.active_with_intent_triggers(conn)
+        rows = await workflows_store.active_with_intent_triggers(conn, owner)
     for row in rows:
         blueprint = Blueprint.model_validate(row["blueprint"])
         trigger = next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
@@ -92,7 +92,6 @@ async def catalog(pool: Pool) -> dict[str, Intent]:
             trigger.confirm,
             workflow_id=row["workflow_id"],
             version=row["version"],
-            owner=row["user_id"],
         )
     return intents
 
@@ -183,6 +182,18 @@ def normalize_phone(text: str, region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def normalize_email(text: str) -> str:
+    """An email address, lower-cased.
+
+    Raises:
+        SlotValueError: not an email address.
+    """
+    text = text.strip()
+    if len(text) > 254 or not _EMAIL.match(text):
+        raise SlotValueError("that doesn't look like an email address")
+    return text.lower()
+
+
 def normalize(slot: Slot, value: str, settings: Settings) -> Any:
     """Normalise one extracted value for ``slot``.
 
@@ -197,9 +208,7 @@ def normalize(slot: Slot, value: str, settings: Settings) -> Any:
     if slot.type == "phone":
         return normalize_phone(text, settings.default_phone_region)
     if slot.type == "email":
-        if not _EMAIL.match(text):
-            raise SlotValueError("that doesn't look like an email address")
-        return text.lower()
+        return normalize_email(text)
     if slot.type == "date":
         try:
             return date.fromisoformat(text[:10]).isoformat()

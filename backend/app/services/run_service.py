@@ -11,6 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
+from backend.app.integrations import TOOL_REGISTRY
 from backend.app.services import workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
@@ -44,11 +45,16 @@ async def start(
     blueprint: Any,
     payload: Any,
     idempotency_key: str | None,
-    user_id: str | None = None,
+    owner: UUID,
     trace_id: str | None = None,
     origin: str = "adhoc",
+    system: bool = False,
 ) -> tuple[UUID, bool]:
-    """Queue a run of a saved workflow (``version`` default: latest) or of an ad-hoc blueprint.
+    """Queue a run, for ``owner``, of their saved workflow (``version`` default: latest) or of
+    an ad-hoc blueprint (saved as their workflow).
+
+    ``system``: the blueprint is the system's own (a channel command's), which may use the
+    internal tools.
 
     Returns:
         ``(run_id, created)``: a repeated ``idempotency_key`` returns the first run, created=False.
@@ -64,27 +70,28 @@ async def start(
         )
     if idempotency_key is not None:
         async with pool.connection() as conn:
-            existing = await store.find_by_idempotency_key(conn, idempotency_key)
+            existing = await store.find_by_idempotency_key(conn, idempotency_key, owner)
         if existing is not None:
             return existing, False
-    parsed = None if blueprint is None else await validate_blueprint_async(blueprint)
+    registry = TOOL_REGISTRY if system else None  # only the system's blueprints: internal tools
+    parsed = None if blueprint is None else await validate_blueprint_async(blueprint, registry)
     async with pool.connection() as conn, conn.transaction():
         if parsed is not None:
             row = await workflow_service.create_in(
-                conn, parsed, name=None, description=None, user_id=user_id, origin=origin
+                conn, parsed, name=None, description=None, owner=owner, origin=origin
             )
-            workflow_id, version, owner = row["id"], 1, user_id
+            workflow_id, version = row["id"], 1
         else:
             assert workflow_id is not None
-            wf = await workflows_store.get(conn, workflow_id)
+            wf = await workflows_store.get(conn, workflow_id, owner)
             if wf is None:
                 raise NotFound("workflow", workflow_id)
             version = version or wf["latest_version"]
-            owner = wf["user_id"]
             if await workflows_store.get_version(conn, workflow_id, version) is None:
                 raise NotFound("workflow version", f"{workflow_id}@{version}")
         run_id, created = await store.create(
             conn,
+            owner=owner,
             workflow_id=workflow_id,
             version=version,
             trigger_data=payload,
@@ -97,13 +104,13 @@ async def start(
     return run_id, created
 
 
-async def list_by_trace(pool: Pool, trace_id: str) -> list[dict[str, Any]]:
-    """Runs a command (trace id) started."""
+async def list_by_trace(pool: Pool, trace_id: str, *, owner: UUID) -> list[dict[str, Any]]:
+    """The owner's runs a command (trace id) started."""
     async with pool.connection() as conn:
-        return [dict(r) for r in await store.list_by_trace(conn, trace_id)]
+        return [dict(r) for r in await store.list_by_trace(conn, trace_id, owner)]
 
 
-async def progress(pool: Pool, run_id: UUID) -> tuple[str, dict[str, str]]:
+async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[str, str]]:
     """The run's status and the status of each node that has a log row: a cheap poll (no
     blueprint is loaded).
 
@@ -111,21 +118,22 @@ async def progress(pool: Pool, run_id: UUID) -> tuple[str, dict[str, str]]:
         NotFound: unknown run.
     """
     async with pool.connection() as conn:
-        run = await store.get(conn, run_id)
+        run = await store.get(conn, run_id, owner=owner)
         if run is None:
             raise NotFound("run", run_id)
         states = {row["node_id"]: row["status"] for row in await store.node_states(conn, run_id)}
     return run["status"], states
 
 
-async def get(pool: Pool, run_id: UUID) -> dict[str, Any]:
-    """The run with every node's state (``pending`` until it has a log row), in blueprint order.
+async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
+    """The owner's run with every node's state (``pending`` until it has a log row), in
+    blueprint order.
 
     Raises:
-        NotFound: unknown run.
+        NotFound: unknown run, or another user's.
     """
     async with pool.connection() as conn:
-        run = await store.get(conn, run_id)
+        run = await store.get(conn, run_id, owner=owner)
         if run is None:
             raise NotFound("run", run_id)
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
@@ -164,16 +172,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 async def list_for_workflow(
-    pool: Pool, workflow_id: UUID, *, limit: int, cursor: str | None
+    pool: Pool, workflow_id: UUID, *, limit: int, cursor: str | None, owner: UUID
 ) -> dict[str, Any]:
-    """A page of a workflow's runs, newest first: ``{"runs": [...], "next_cursor": str | None}``.
+    """A page of the owner's workflow's runs, newest first: ``{"runs": [...], "next_cursor":
+    str | None}``.
 
     Raises:
-        NotFound: unknown workflow. ValidationFailed: bad cursor.
+        NotFound: unknown workflow, or another user's. ValidationFailed: bad cursor.
     """
     before = _decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:
-        if await workflows_store.get(conn, workflow_id) is None:
+        if await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
         rows = await store.list_for_workflow(conn, workflow_id, limit=limit + 1, before=before)
     page = rows[:limit]
@@ -183,35 +192,37 @@ async def list_for_workflow(
     return {"runs": page, "next_cursor": next_cursor}
 
 
-async def logs(pool: Pool, run_id: UUID, *, after_id: int, limit: int) -> list[dict[str, Any]]:
-    """Log rows after ``after_id`` (poll with the last id you saw).
+async def logs(
+    pool: Pool, run_id: UUID, *, after_id: int, limit: int, owner: UUID
+) -> list[dict[str, Any]]:
+    """The owner's run's log rows after ``after_id`` (poll with the last id you saw).
 
     Raises:
-        NotFound: unknown run.
+        NotFound: unknown run, or another user's.
     """
     async with pool.connection() as conn:
-        if await store.get(conn, run_id) is None:
+        if await store.get(conn, run_id, owner=owner) is None:
             raise NotFound("run", run_id)
         return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
 
 
 async def stream(
-    pool: Pool, run_id: UUID, *, after_id: int, poll_seconds: float = 0.25
+    pool: Pool, run_id: UUID, *, after_id: int, owner: UUID, poll_seconds: float = 0.25
 ) -> AsyncIterator[tuple[str, int | None, dict[str, Any]]]:
     """Live progress of a run: ``("log", id, row)`` for every ``workflow_logs`` row after
     ``after_id`` in write order, ``("run", None, {status, …})`` whenever the run's status
     changes; ends after the run finished and its last rows were sent.
 
     Raises:
-        NotFound: unknown run (before anything is yielded).
+        NotFound: unknown run, or another user's (before anything is yielded).
     """
     async with pool.connection() as conn:
-        if await store.get(conn, run_id) is None:
+        if await store.get(conn, run_id, owner=owner) is None:
             raise NotFound("run", run_id)
     status = None
     while True:
         async with pool.connection() as conn:
-            run = await store.get(conn, run_id)
+            run = await store.get(conn, run_id, owner=owner)
             rows = await store.logs(conn, run_id, after_id=after_id, limit=500)
         for row in rows:
             after_id = row["id"]
@@ -235,44 +246,43 @@ async def stream(
             await asyncio.sleep(poll_seconds)
 
 
-async def cancel(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, Any]:
-    """Cancel a queued, running or waiting run; a step in flight finishes but nothing follows.
+async def cancel(
+    pool: Pool, dispatcher: Dispatcher, run_id: UUID, *, owner: UUID
+) -> dict[str, Any]:
+    """Cancel the owner's queued, running or waiting run; a step in flight finishes but
+    nothing follows.
 
     Raises:
-        NotFound: unknown run. Conflict: the run already finished.
+        NotFound: unknown run, or another user's. Conflict: the run already finished.
     """
     async with pool.connection() as conn:
-        if await store.cancel(conn, run_id) is None:
-            run = await store.get(conn, run_id)
+        if await store.cancel(conn, run_id, owner) is None:
+            run = await store.get(conn, run_id, owner=owner)
             if run is None:
                 raise NotFound("run", run_id)
             raise Conflict(f"run {run_id} already {run['status']}", code="run_finished")
     await dispatcher.run_cancelled(run_id)
-    return await get(pool, run_id)
+    return await get(pool, run_id, owner=owner)
 
 
-async def retry(pool: Pool, dispatcher: Dispatcher, run_id: UUID) -> dict[str, Any]:
-    """Resume a failed run from its failed step; finished steps are not run again.
+async def retry(pool: Pool, dispatcher: Dispatcher, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
+    """Resume the owner's failed run from its failed step; finished steps are not run again.
 
     Raises:
-        NotFound: unknown run. Conflict: the run is not failed.
+        NotFound: unknown run, or another user's. Conflict: the run is not failed.
     """
     async with pool.connection() as conn:
         async with conn.transaction():
-            requeued = await store.requeue_failed(conn, run_id)
+            requeued = await store.requeue_failed(conn, run_id, owner)
+        run = await store.get(conn, run_id, owner=owner)
+        if run is None:
+            raise NotFound("run", run_id)
         if not requeued:
-            run = await store.get(conn, run_id)
-            if run is None:
-                raise NotFound("run", run_id)
             raise Conflict(
                 f"only failed runs can be retried; run {run_id} is {run['status']}",
                 code="run_not_failed",
             )
-        run = await store.get(conn, run_id)
-        assert run is not None
-        wf = await workflows_store.get(conn, run["workflow_id"])
-    owner = wf["user_id"] if wf else None
     retry_no = int(time.time() * 1000)  # unique per retry request, increasing
     queued = QueuedRun(run_id, run["workflow_id"], run["version"], owner, dispatch=retry_no)
     await dispatch(pool, dispatcher, [queued])
-    return await get(pool, run_id)
+    return await get(pool, run_id, owner=owner)

@@ -35,6 +35,7 @@ async def tick(pool: Pool, dispatcher: Dispatcher, *, limit: int = 50) -> int:
             fire_at: datetime = row["next_fire_at"]
             run_id, created = await runs_store.create(
                 conn,
+                owner=row["owner_id"],
                 workflow_id=row["workflow_id"],
                 version=row["version"],
                 trigger_data={
@@ -46,7 +47,9 @@ async def tick(pool: Pool, dispatcher: Dispatcher, *, limit: int = 50) -> int:
                 engine=dispatcher.engine,
             )
             if created:
-                queued.append(QueuedRun(run_id, row["workflow_id"], row["version"], row["user_id"]))
+                queued.append(
+                    QueuedRun(run_id, row["workflow_id"], row["version"], row["owner_id"])
+                )
             following = next_fire_time(row["cron"], row["timezone"], max(now, fire_at))
             await store.advance(conn, row["workflow_id"], fire_at, following)
     if queued:

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from backend.app.config import Settings
 from backend.app.errors import NotFound
+from backend.app.integrations import TOOL_REGISTRY
 from backend.app.services import run_service, workflow_service
 from backend.app.store import sessions as store
 from backend.app.store import workflows as workflows_store
@@ -71,27 +72,35 @@ def timeout_blueprint(seconds: float) -> dict[str, Any]:
     }
 
 
-async def _timeout_workflow(pool: Pool, seconds: float) -> UUID:
+async def _timeout_workflow(pool: Pool, seconds: float, owner: UUID) -> UUID:
+    """The owner's copy of the system blueprint (its runs are the owner's, like the session)."""
     blueprint = timeout_blueprint(seconds)
     async with pool.connection() as conn:
-        existing = await workflows_store.find_system(conn, blueprint["name"])
+        existing = await workflows_store.find_system(conn, blueprint["name"], owner)
     if existing is not None:
         workflow_id: UUID = existing["id"]
         return workflow_id
-    parsed = validate_blueprint(blueprint)
+    parsed = validate_blueprint(blueprint, TOOL_REGISTRY)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
-            conn, parsed, name=None, description=None, user_id=None, origin="system"
+            conn, parsed, name=None, description=None, owner=owner, origin="system"
         )
     created: UUID = row["id"]
     return created
 
 
 async def schedule_timeout(
-    pool: Pool, dispatcher: Dispatcher, settings: Settings, session_id: UUID, message_id: int
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    session_id: UUID,
+    message_id: int,
+    *,
+    owner: UUID,
 ) -> UUID:
-    """Start the inactivity timer for the message ``message_id`` (idempotent per message)."""
-    workflow_id = await _timeout_workflow(pool, settings.session_timeout_seconds)
+    """Start the inactivity timer of the owner's session for the message ``message_id``
+    (idempotent per message)."""
+    workflow_id = await _timeout_workflow(pool, settings.session_timeout_seconds, owner)
     run_id, _ = await run_service.start(
         pool,
         dispatcher,
@@ -100,6 +109,7 @@ async def schedule_timeout(
         blueprint=None,
         payload={"session_id": str(session_id)},
         idempotency_key=f"session-timeout:{message_id}",
+        owner=owner,
     )
     return run_id
 
@@ -111,6 +121,7 @@ async def record_unread(
     *,
     channel: str,
     user_ref: str,
+    owner: UUID,
     media: Any,
     reply: str,
     provider_message_id: str | None = None,
@@ -119,24 +130,24 @@ async def record_unread(
     why, e.g. a voice note that did not download) and the ``reply`` it got; restarts the
     session's inactivity timer as any message does. Returns the session id."""
     async with pool.connection() as conn, conn.transaction():
-        session = await store.open_for(conn, channel, user_ref)
+        session = await store.open_for(conn, channel, user_ref, owner)
         inbound_id = await store.add_message(
             conn, session["id"], "in", media=media, provider_message_id=provider_message_id
         )
         await store.add_message(conn, session["id"], "out", text=reply, delivery="inline")
     session_id: UUID = session["id"]
-    await schedule_timeout(pool, dispatcher, settings, session_id, inbound_id)
+    await schedule_timeout(pool, dispatcher, settings, session_id, inbound_id, owner=owner)
     return session_id
 
 
-async def get(pool: Pool, session_id: UUID) -> dict[str, Any]:
-    """A session with its state, pending slots, messages and summary.
+async def get(pool: Pool, session_id: UUID, *, owner: UUID) -> dict[str, Any]:
+    """The owner's session with its state, pending slots, messages and summary.
 
     Raises:
-        NotFound: 404.
+        NotFound: 404, unknown or another user's.
     """
     async with pool.connection() as conn:
-        session = await store.get(conn, session_id)
+        session = await store.get(conn, session_id, owner=owner)
         if session is None:
             raise NotFound("session", session_id)
         messages = await store.messages(conn, session_id)

@@ -13,6 +13,7 @@ from backend.app.config import Settings
 from backend.app.errors import InvalidHeader, InvalidPayload, NotConfigured, SignatureInvalid
 from backend.app.services import event_service
 from backend.app.store import events as store
+from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
@@ -42,6 +43,10 @@ async def receive_razorpay(
     covers only the body, so the header alone is no key: anyone holding one signed delivery
     could send it again under a new event id. A delivery is therefore a duplicate when its
     event id or the sha256 of its body was seen before; a genuine retry matches both.
+
+    Owner: ``RAZORPAY_WEBHOOK_SECRET`` is the deployment's, so its events belong to the local
+    user (the deployment's own account): they start that user's workflows and resume that
+    user's waits.
 
     Returns:
         ``{"duplicate": bool, "event": name, "event_id"?, "started_run_ids", "resumed_run_ids"}``.
@@ -85,11 +90,11 @@ async def receive_razorpay(
     delivery = event_id or f"sha256:{body_sha256}"
     async with pool.connection() as conn, conn.transaction():
         if not await store.record_delivery(
-            conn, "razorpay", delivery, name, body_sha256=body_sha256
+            conn, "razorpay", delivery, name, owner=LOCAL_USER_ID, body_sha256=body_sha256
         ):
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
         result = await event_service.emit_in(
-            conn, name, payload, source="razorpay", engine=dispatcher.engine
+            conn, name, payload, source="razorpay", engine=dispatcher.engine, owner=LOCAL_USER_ID
         )
         await store.link_delivery(conn, "razorpay", delivery, result.event_id)
     await event_service.dispatch(pool, dispatcher, result)

@@ -29,16 +29,17 @@ async def create_in(
     *,
     name: str | None,
     description: str | None,
-    user_id: str | None,
+    owner: UUID,
     origin: str,
 ) -> dict[str, Any]:
-    """Insert a workflow + version 1 for an already validated blueprint (inside a transaction)."""
+    """Insert the owner's workflow + version 1 for an already validated blueprint (inside a
+    transaction)."""
     trigger = _trigger(blueprint)
     row = await store.create(
         conn,
+        owner=owner,
         name=name or blueprint.name or "Untitled workflow",
         description=description or blueprint.description,
-        user_id=user_id,
         origin=origin,
         blueprint=stored_form(blueprint),
         trigger_kind=trigger.trigger,
@@ -48,9 +49,9 @@ async def create_in(
 
 
 async def create(
-    pool: Pool, data: Any, *, name: str | None, description: str | None, user_id: str | None
+    pool: Pool, data: Any, *, name: str | None, description: str | None, owner: UUID
 ) -> dict[str, Any]:
-    """Validate and save a blueprint as a new workflow (version 1, inactive).
+    """Validate and save a blueprint as a new workflow of ``owner`` (version 1, inactive).
 
     Raises:
         InvalidBlueprint: 422 with every problem, naming node and field.
@@ -58,13 +59,19 @@ async def create(
     blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
         row = await create_in(
-            conn, blueprint, name=name, description=description, user_id=user_id, origin="api"
+            conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
-    return await get(pool, row["id"])
+    return await get(pool, row["id"], owner=owner)
 
 
 async def update(
-    pool: Pool, workflow_id: UUID, data: Any, *, name: str | None, description: str | None
+    pool: Pool,
+    workflow_id: UUID,
+    data: Any,
+    *,
+    name: str | None,
+    description: str | None,
+    owner: UUID,
 ) -> dict[str, Any]:
     """Save a new version. The active version stays pinned until activated again.
 
@@ -77,6 +84,7 @@ async def update(
         row = await store.add_version(
             conn,
             workflow_id,
+            owner=owner,
             blueprint=stored_form(blueprint),
             trigger_kind=trigger.trigger,
             trigger_event=trigger.event,
@@ -85,17 +93,20 @@ async def update(
         )
     if row is None:
         raise NotFound("workflow", workflow_id)
-    return await get(pool, workflow_id)
+    return await get(pool, workflow_id, owner=owner)
 
 
-async def get(pool: Pool, workflow_id: UUID, version: int | None = None) -> dict[str, Any]:
-    """The workflow with one version's blueprint (default: latest) and the version list.
+async def get(
+    pool: Pool, workflow_id: UUID, version: int | None = None, *, owner: UUID
+) -> dict[str, Any]:
+    """The owner's workflow with one version's blueprint (default: latest) and the version
+    list.
 
     Raises:
-        NotFound: unknown workflow or version.
+        NotFound: unknown workflow or version, or another user's.
     """
     async with pool.connection() as conn:
-        row = await store.get(conn, workflow_id)
+        row = await store.get(conn, workflow_id, owner)
         if row is None:
             raise NotFound("workflow", workflow_id)
         wanted = version or row["latest_version"]
@@ -112,17 +123,19 @@ async def get(pool: Pool, workflow_id: UUID, version: int | None = None) -> dict
     }
 
 
-async def activate(pool: Pool, workflow_id: UUID, version: int | None) -> dict[str, Any]:
+async def activate(
+    pool: Pool, workflow_id: UUID, version: int | None, *, owner: UUID
+) -> dict[str, Any]:
     """Make ``version`` (default: latest) the live version: events and intents start it, and a
     schedule trigger starts firing (next time after now).
 
     Raises:
         NotFound: unknown workflow or version.
     """
-    current = await get(pool, workflow_id, version)
+    current = await get(pool, workflow_id, version, owner=owner)
     trigger = _trigger(Blueprint.model_validate(current["blueprint"]))
     async with pool.connection() as conn, conn.transaction():
-        await store.set_active_version(conn, workflow_id, current["version"])
+        await store.set_active_version(conn, workflow_id, current["version"], owner)
         if trigger.trigger == "schedule" and trigger.cron:
             first = next_fire_time(trigger.cron, trigger.timezone, datetime.now(UTC))
             await schedules_store.upsert(
@@ -130,17 +143,17 @@ async def activate(pool: Pool, workflow_id: UUID, version: int | None) -> dict[s
             )
         else:
             await schedules_store.delete(conn, workflow_id)
-    return await get(pool, workflow_id)
+    return await get(pool, workflow_id, owner=owner)
 
 
-async def deactivate(pool: Pool, workflow_id: UUID) -> dict[str, Any]:
+async def deactivate(pool: Pool, workflow_id: UUID, *, owner: UUID) -> dict[str, Any]:
     """Stop starting runs from events, intents and schedules; running runs continue.
 
     Raises:
         NotFound: unknown workflow.
     """
     async with pool.connection() as conn, conn.transaction():
-        if await store.set_active_version(conn, workflow_id, None) is None:
+        if await store.set_active_version(conn, workflow_id, None, owner) is None:
             raise NotFound("workflow", workflow_id)
         await schedules_store.delete(conn, workflow_id)
-    return await get(pool, workflow_id)
+    return await get(pool, workflow_id, owner=owner)

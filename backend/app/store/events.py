@@ -1,4 +1,5 @@
-"""Events, webhook deliveries and the event waits they resolve."""
+"""Events, webhook deliveries and the event waits they resolve, each owned by a user: an event
+resolves only its owner's waits."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from psycopg.rows import DictRow
 from backend.app.store.db import Conn, jsonb
 
 
-async def insert(conn: Conn, name: str, data: Any, source: str) -> UUID:
-    """Record an event; returns its id."""
+async def insert(conn: Conn, name: str, data: Any, source: str, owner: UUID) -> UUID:
+    """Record the owner's event; returns its id."""
     cur = await conn.execute(
-        "insert into events (name, data, source) values (%s, %s, %s) returning id",
-        (name, jsonb(data), source),
+        "insert into events (owner_id, name, data, source) values (%s, %s, %s, %s) returning id",
+        (owner, name, jsonb(data), source),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -22,14 +23,20 @@ async def insert(conn: Conn, name: str, data: Any, source: str) -> UUID:
 
 
 async def record_delivery(
-    conn: Conn, provider: str, delivery_id: str, event_name: str, *, body_sha256: str | None = None
+    conn: Conn,
+    provider: str,
+    delivery_id: str,
+    event_name: str,
+    *,
+    owner: UUID,
+    body_sha256: str | None = None,
 ) -> bool:
-    """Remember a webhook delivery. Returns False when it was seen before: the same
-    ``delivery_id``, or the same ``body_sha256`` (when given) from this provider."""
+    """Remember a webhook delivery for ``owner``. Returns False when it was seen before: the
+    same ``delivery_id``, or the same ``body_sha256`` (when given) from this provider."""
     cur = await conn.execute(
-        "insert into webhook_deliveries (provider, delivery_id, event_name, body_sha256)"
-        " values (%s, %s, %s, %s) on conflict do nothing returning id",
-        (provider, delivery_id, event_name, body_sha256),
+        "insert into webhook_deliveries (provider, delivery_id, event_name, body_sha256,"
+        " owner_id) values (%s, %s, %s, %s, %s) on conflict do nothing returning id",
+        (provider, delivery_id, event_name, body_sha256, owner),
     )
     return await cur.fetchone() is not None
 
@@ -42,13 +49,14 @@ async def link_delivery(conn: Conn, provider: str, delivery_id: str, event_id: U
     )
 
 
-async def open_waits_for(conn: Conn, event_name: str) -> list[DictRow]:
-    """Unresolved, unexpired waits for ``event_name``, locked for this transaction."""
+async def open_waits_for(conn: Conn, event_name: str, owner: UUID) -> list[DictRow]:
+    """The owner's unresolved, unexpired waits for ``event_name``, locked for this
+    transaction."""
     cur = await conn.execute(
         "select run_id, step_id, match, context from run_waits"
-        " where kind = 'event' and event_name = %s and resolved_at is null and wake_at > now()"
-        " order by created_at for update",
-        (event_name,),
+        " where owner_id = %s and kind = 'event' and event_name = %s and resolved_at is null"
+        " and wake_at > now() order by created_at for update",
+        (owner, event_name),
     )
     return await cur.fetchall()
 

@@ -29,6 +29,7 @@ TERMINAL = ("succeeded", "failed", "cancelled")
 async def create(
     conn: Conn,
     *,
+    owner: UUID,
     workflow_id: UUID,
     version: int,
     trigger_data: Any,
@@ -36,46 +37,50 @@ async def create(
     engine: str = "embedded",
     trace_id: str | None = None,
 ) -> tuple[UUID, bool]:
-    """Queue a run for ``engine``. Returns ``(run_id, created)``; ``created`` is False when a run
-    with the same idempotency key already existed (that run's id is returned)."""
+    """Queue a run for ``engine``. Returns ``(run_id, created)``; ``created`` is False when the
+    owner already has a run with the same idempotency key (that run's id is returned)."""
     cur = await conn.execute(
-        "insert into workflow_runs"
-        " (workflow_id, version, trigger_data, idempotency_key, engine, trace_id)"
-        " values (%s, %s, %s, %s, %s, %s) on conflict (idempotency_key) do nothing returning id",
-        (workflow_id, version, jsonb(trigger_data), idempotency_key, engine, trace_id),
+        "insert into workflow_runs (owner_id, workflow_id, version, trigger_data,"
+        " idempotency_key, engine, trace_id) values (%s, %s, %s, %s, %s, %s, %s)"
+        " on conflict (owner_id, idempotency_key) do nothing returning id",
+        (owner, workflow_id, version, jsonb(trigger_data), idempotency_key, engine, trace_id),
     )
     row = await cur.fetchone()
     if row is not None:
         return row["id"], True
-    existing = await find_by_idempotency_key(conn, idempotency_key or "")
+    existing = await find_by_idempotency_key(conn, idempotency_key or "", owner)
     assert existing is not None
     return existing, False
 
 
-async def find_by_idempotency_key(conn: Conn, key: str) -> UUID | None:
-    """The run created with ``key``, if any."""
-    cur = await conn.execute("select id from workflow_runs where idempotency_key = %s", (key,))
+async def find_by_idempotency_key(conn: Conn, key: str, owner: UUID) -> UUID | None:
+    """The owner's run created with ``key``, if any."""
+    cur = await conn.execute(
+        "select id from workflow_runs where owner_id = %s and idempotency_key = %s", (owner, key)
+    )
     row = await cur.fetchone()
     return None if row is None else UUID(str(row["id"]))
 
 
-async def get(conn: Conn, run_id: UUID) -> DictRow | None:
-    """The run row (without lease columns), or None."""
+async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None:
+    """The owner's run row (without lease columns), or None. ``owner`` None is for the
+    engine's own use (a runner that holds the run): unscoped."""
     cur = await conn.execute(
-        "select id, workflow_id, version, status, engine, trigger_data, output, error,"
+        "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
         " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at"
-        " from workflow_runs where id = %s",
-        (run_id,),
+        " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
+        (run_id, owner, owner),
     )
     return await cur.fetchone()
 
 
-async def list_by_trace(conn: Conn, trace_id: str) -> list[DictRow]:
-    """Runs started for one command (trace id), oldest first."""
+async def list_by_trace(conn: Conn, trace_id: str, owner: UUID) -> list[DictRow]:
+    """The owner's runs started for one command (trace id), oldest first."""
     cur = await conn.execute(
         "select id, workflow_id, version, status, error, output, trace_id, created_at,"
-        " started_at, finished_at from workflow_runs where trace_id = %s order by created_at",
-        (trace_id,),
+        " started_at, finished_at from workflow_runs where owner_id = %s and trace_id = %s"
+        " order by created_at",
+        (owner, trace_id),
     )
     return await cur.fetchall()
 
@@ -122,7 +127,8 @@ update workflow_runs r
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
      for update skip locked)
-returning r.id, r.workflow_id, r.version, r.trigger_data, r.lease_token, r.pass_failures
+returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.lease_token,
+          r.pass_failures
 """
 
 
@@ -288,25 +294,27 @@ async def release(conn: Conn, leases: dict[UUID, UUID]) -> None:
     )
 
 
-async def cancel(conn: Conn, run_id: UUID) -> DictRow | None:
-    """Cancel a run that has not finished. Returns the new row, None if absent or finished."""
+async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
+    """Cancel the owner's run if it has not finished. Returns the new row, None if absent or
+    finished."""
     cur = await conn.execute(
         "update workflow_runs set status = 'cancelled', finished_at = now(), updated_at = now(),"
         " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null"
-        " where id = %s and status in ('queued', 'running', 'waiting') returning id, status",
-        (run_id,),
+        " where id = %s and owner_id = %s and status in ('queued', 'running', 'waiting')"
+        " returning id, status",
+        (run_id, owner),
     )
     return await cur.fetchone()
 
 
-async def requeue_failed(conn: Conn, run_id: UUID) -> bool:
+async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     """Make a failed run resumable: forget its failed checkpoints and attempt counts (each
     unfinished step gets its attempts afresh) and queue it again."""
     cur = await conn.execute(
         "update workflow_runs set status = 'queued', error = null, finished_at = null,"
         " pass_failures = 0, updated_at = now(), wake_at = null"
-        " where id = %s and status = 'failed' returning id",
-        (run_id,),
+        " where id = %s and owner_id = %s and status = 'failed' returning id",
+        (run_id, owner),
     )
     if await cur.fetchone() is None:
         return False

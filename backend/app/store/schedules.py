@@ -13,13 +13,15 @@ from backend.app.store.db import Conn
 async def upsert(
     conn: Conn, workflow_id: UUID, version: int, cron: str, timezone: str, next_fire_at: datetime
 ) -> None:
-    """Create or replace the schedule of a workflow."""
+    """Create or replace the schedule of a workflow (owned by the workflow's owner)."""
     await conn.execute(
-        "insert into workflow_schedules (workflow_id, version, cron, timezone, next_fire_at)"
-        " values (%s, %s, %s, %s, %s) on conflict (workflow_id) do update set"
+        "insert into workflow_schedules"
+        " (workflow_id, owner_id, version, cron, timezone, next_fire_at)"
+        " select id, owner_id, %s, %s, %s, %s from workflows where id = %s"
+        " on conflict (workflow_id) do update set"
         " version = excluded.version, cron = excluded.cron, timezone = excluded.timezone,"
         " next_fire_at = excluded.next_fire_at, updated_at = now()",
-        (workflow_id, version, cron, timezone, next_fire_at),
+        (version, cron, timezone, next_fire_at, workflow_id),
     )
 
 
@@ -39,7 +41,7 @@ async def get(conn: Conn, workflow_id: UUID) -> DictRow | None:
 async def due(conn: Conn, limit: int) -> list[DictRow]:
     """Schedules whose time has come, locked for this transaction (other processes skip them)."""
     cur = await conn.execute(
-        "select s.*, w.user_id from workflow_schedules s join workflows w on w.id = s.workflow_id"
+        "select s.* from workflow_schedules s"
         " where s.next_fire_at <= now() order by s.next_fire_at limit %s"
         " for update of s skip locked",
         (limit,),

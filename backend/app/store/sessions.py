@@ -1,4 +1,5 @@
-"""Conversation sessions and their messages."""
+"""Conversation sessions and their messages, each owned by a user. A session is one per
+(owner, channel, user reference): the same reference under another owner is another session."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from psycopg.rows import DictRow
 from backend.app.store.db import Conn, jsonb
 
 
-async def open_for(conn: Conn, channel: str, user_ref: str) -> DictRow:
-    """The open session of (channel, user), created if none; marks activity now."""
+async def open_for(conn: Conn, channel: str, user_ref: str, owner: UUID) -> DictRow:
+    """The owner's open session of (channel, user), created if none; marks activity now."""
     cur = await conn.execute(
-        "insert into sessions (channel, user_ref) values (%s, %s)"
-        " on conflict (channel, user_ref) where status = 'open'"
+        "insert into sessions (owner_id, channel, user_ref) values (%s, %s, %s)"
+        " on conflict (owner_id, channel, user_ref) where status = 'open'"
         " do update set last_activity_at = now() returning *",
-        (channel, user_ref),
+        (owner, channel, user_ref),
     )
     row = await cur.fetchone()
     assert row is not None
@@ -29,9 +30,13 @@ async def lock(conn: Conn, session_id: UUID) -> DictRow | None:
     return await cur.fetchone()
 
 
-async def get(conn: Conn, session_id: UUID) -> DictRow | None:
-    """A session row, or None."""
-    cur = await conn.execute("select * from sessions where id = %s", (session_id,))
+async def get(conn: Conn, session_id: UUID, *, owner: UUID | None) -> DictRow | None:
+    """The owner's session row, or None. ``owner`` None is for the system's own blueprints
+    (session timeouts, channel replies), which hold the session's id: unscoped."""
+    cur = await conn.execute(
+        "select * from sessions where id = %s and (%s::uuid is null or owner_id = %s)",
+        (session_id, owner, owner),
+    )
     return await cur.fetchone()
 
 
@@ -59,9 +64,10 @@ async def add_message(
 ) -> int:
     """Persist one message; returns its id."""
     cur = await conn.execute(
-        "insert into session_messages (session_id, direction, text, transcript, media, intent,"
-        " entities, trace_id, provider_message_id, delivery)"
-        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) returning id",
+        "insert into session_messages (owner_id, session_id, direction, text, transcript,"
+        " media, intent, entities, trace_id, provider_message_id, delivery)"
+        " select owner_id, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s from sessions where id = %s"
+        " returning id",
         (
             session_id,
             direction,
@@ -73,6 +79,7 @@ async def add_message(
             trace_id,
             provider_message_id,
             delivery,
+            session_id,
         ),
     )
     row = await cur.fetchone()

@@ -141,7 +141,7 @@ with fence as (
        and ((lease_token = %(token)s and status = 'running')
             or (%(token)s::uuid is null and lease_token is null
                 and status in ('queued', 'running', 'waiting')))
-    returning id)
+    returning id, owner_id)
 """
 _PROGRESS_FENCE = _FENCE.format(progress=", pass_failures = 0")
 _FENCE = _FENCE.format(progress="")
@@ -156,7 +156,7 @@ def _lease(run_id: UUID, lease: Lease | None) -> dict[str, Any]:
 
 
 _LOG_COLUMNS = (
-    "run_id, node_id, step_id, status, attempt, input, output, error,"
+    "run_id, owner_id, node_id, step_id, status, attempt, input, output, error,"
     " started_at, finished_at, duration_ms"
 )
 _LOG_VALUES = (
@@ -203,9 +203,9 @@ async def record(
             returning run_id)
         insert into workflow_logs ("""
         + _LOG_COLUMNS
-        + ") select run_id, "
+        + ") select ck.run_id, fence.owner_id, "
         + _LOG_VALUES
-        + """ from ck
+        + """ from ck, fence
         returning 1""",
         {**_params(run_id, lease, log), "ck_status": checkpoint_status},
     )
@@ -255,7 +255,7 @@ async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow
         _FENCE
         + "insert into workflow_logs ("
         + _LOG_COLUMNS
-        + ") select id, "
+        + ") select id, owner_id, "
         + _LOG_VALUES
         + " from fence returning id",
         _params(run_id, lease, log),
@@ -292,9 +292,10 @@ async def record_skipped(
             select fence.id, n, n, 'skipped' from fence, unnest(%(nodes)s::text[]) as n
             on conflict do nothing
             returning run_id, node_id)
-        insert into workflow_logs (run_id, node_id, step_id, status, attempt, started_at,
-                                   finished_at, duration_ms)
-        select run_id, node_id, node_id, 'skipped', 0, %(at)s, %(at)s, 0 from ck
+        insert into workflow_logs (run_id, owner_id, node_id, step_id, status, attempt,
+                                   started_at, finished_at, duration_ms)
+        select ck.run_id, fence.owner_id, ck.node_id, ck.node_id, 'skipped', 0, %(at)s, %(at)s, 0
+          from ck, fence
         returning 1""",
         {**_lease(run_id, lease), "nodes": node_ids, "at": at},
     )
@@ -339,11 +340,12 @@ async def open_wait(
     async with conn.transaction():
         await log_attempt(conn, run_id, lease, log)
         cur = await conn.execute(
-            "insert into run_waits (run_id, step_id, node_id, kind, event_name, match, context,"
-            " wake_at) values (%s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
+            "insert into run_waits (run_id, owner_id, step_id, node_id, kind, event_name, match,"
+            " context, wake_at) select id, owner_id, %s, %s, %s, %s, %s, %s,"
+            " now() + make_interval(secs => %s) from workflow_runs where id = %s"
             " on conflict (run_id, step_id) do update set run_id = excluded.run_id"
             " returning wake_at",
-            (run_id, log.step_id, log.node_id, kind, event_name, match, jsonb(context), seconds),
+            (log.step_id, log.node_id, kind, event_name, match, jsonb(context), seconds, run_id),
         )
         row = await cur.fetchone()
     assert row is not None

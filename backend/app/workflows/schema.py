@@ -39,7 +39,7 @@ from pydantic import (
 )
 
 from backend.app.errors import InvalidBlueprint
-from backend.app.integrations import TOOL_REGISTRY, BaseTool
+from backend.app.integrations import BaseTool, public_tools
 from backend.app.workflows import expressions
 from backend.app.workflows.graph import Graph
 
@@ -233,7 +233,9 @@ def validate_blueprint(data: Any, registry: dict[str, BaseTool] | None = None) -
 
     Args:
         data: JSON-like blueprint.
-        registry: tool catalog (defaults to ``TOOL_REGISTRY``).
+        registry: tool catalog; default the public tools: a user's blueprint can never call
+            the internal ones (``channel``, ``sessions``), which act on any user's sessions.
+            The system's own blueprints pass ``TOOL_REGISTRY``.
 
     Returns:
         The parsed :class:`Blueprint`.
@@ -246,7 +248,7 @@ def validate_blueprint(data: Any, registry: dict[str, BaseTool] | None = None) -
         blueprint = Blueprint.model_validate(data)
     except ValidationError as exc:
         raise InvalidBlueprint(_model_issues(exc, data)) from None
-    issues = _GraphChecker(blueprint, registry if registry is not None else TOOL_REGISTRY).run()
+    issues = _GraphChecker(blueprint, registry if registry is not None else public_tools()).run()
     if issues:
         raise InvalidBlueprint(issues)
     return blueprint

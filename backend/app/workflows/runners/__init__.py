@@ -19,7 +19,7 @@ class QueuedRun:
     run_id: UUID
     workflow_id: UUID
     version: int
-    user_id: str | None
+    owner: UUID
     #: 0 for the first start; a retry of a failed run gets a new, larger number, so engines
     #: that dedupe starts (Inngest's idempotency) treat it as a new start of the same run.
     dispatch: int = 0

@@ -336,7 +336,7 @@ class InngestRunner:
         async with await self._connect() as conn:
 
             async def load() -> dict[str, Any]:
-                run = await runs_store.get(conn, run_id)
+                run = await runs_store.get(conn, run_id, owner=None)
                 if run is None:
                     raise inngest.NonRetriableError(f"run {run_id} does not exist")
                 version = await workflows_store.get_version(
@@ -428,7 +428,7 @@ class InngestDispatcher:
                     "run_id": str(run.run_id),
                     "workflow_id": str(run.workflow_id),
                     "version": run.version,
-                    "user_id": run.user_id or "anonymous",
+                    "user_id": str(run.owner),
                     "dispatch": run.dispatch,
                 },
             )

@@ -1,0 +1,69 @@
+"""The caller's account: who am I, my profile, my API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Response
+from pydantic import BaseModel, Field
+
+from backend.app.http import CallerDep, CheckedRoute, PoolDep, SettingsDep
+from backend.app.routers.schemas import ApiKeyOut, MeOut, NewApiKeyOut, ProfileOut
+from backend.app.services import account_service
+
+router = APIRouter(route_class=CheckedRoute, tags=["account"])
+
+
+class ProfileIn(BaseModel):
+    """Body of PATCH /me: the fields to change (null clears one)."""
+
+    display_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+    phone: str | None = Field(default=None, max_length=40, examples=["+919876543210"])
+
+
+class NewKeyIn(BaseModel):
+    """Body of POST /me/api-keys."""
+
+    name: str = Field(min_length=1, max_length=100, examples=["zapier", "my laptop"])
+
+
+@router.get("/me", response_model=MeOut)
+async def get_me(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    """Who you are (``via``: how you authenticated), your profile and your API keys (names
+    and prefixes only)."""
+    return await account_service.me(pool, caller)
+
+
+@router.patch("/me", response_model=ProfileOut)
+async def update_me(
+    body: ProfileIn, pool: PoolDep, settings: SettingsDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Change your display name, email or phone (E.164; used as ``{{ owner.phone }}``)."""
+    changes = body.model_dump(exclude_unset=True)
+    return await account_service.update_profile(pool, settings, caller.user_id, changes)
+
+
+@router.post("/me/api-keys", status_code=201, response_model=NewApiKeyOut)
+async def create_api_key(body: NewKeyIn, pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+    """A new personal API key (``X-API-Key`` or ``Authorization: Bearer``). The key is in this
+    answer only; it is stored as a hash."""
+    return await account_service.create_key(pool, caller.user_id, body.name)
+
+
+@router.get("/me/api-keys", response_model=list[ApiKeyOut])
+async def list_api_keys(pool: PoolDep, caller: CallerDep) -> list[dict[str, Any]]:
+    """Your live API keys (names and prefixes)."""
+    me = await account_service.me(pool, caller)
+    keys: list[dict[str, Any]] = me["api_keys"]
+    return keys
+
+
+@router.delete("/me/api-keys/{key_id}", status_code=204)
+async def revoke_api_key(
+    key_id: Annotated[UUID, Path(description="Key id")], pool: PoolDep, caller: CallerDep
+) -> Response:
+    """Revoke one of your keys; it stops working at once (404 if it is not yours)."""
+    await account_service.revoke_key(pool, caller.user_id, key_id)
+    return Response(status_code=204)
