@@ -20,7 +20,7 @@ from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.store import migrations
 from backend.app.store.accounts import LOCAL_USER_ID
-from tests.support import FakeDNS, Peer
+from tests.support import JWT_SECRET, FakeDNS, Peer
 
 #: Lines for the end of pytest's report (figures a test measured, e.g. the API fuzzing).
 SUMMARY: list[str] = []
@@ -85,6 +85,20 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+#: Two users for cross-user tests (``as_user(ALICE)`` gives her request headers).
+ALICE = "a11ce000-0000-4000-8000-000000000001"
+BOB = "b0b00000-0000-4000-8000-000000000002"
+
+
+@pytest.fixture
+def accounts(database_url: str) -> Iterator[TestClient]:
+    """The API with Supabase Auth configured (HS256, ``support.JWT_SECRET``): requests need
+    a token (``support.as_user``) or an API key."""
+    settings = make_settings(database_url, supabase_jwt_secret=JWT_SECRET)
     with TestClient(create_app(settings)) as test_client:
         yield test_client
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jwt
 from fastapi.testclient import TestClient
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -201,3 +202,25 @@ def assert_plain_words(text: str) -> None:
     """Fail when ``text`` (a reply to a WhatsApp or voice user) shows technical detail."""
     leaked = [word for word in TECHNICAL if word in text]
     assert not leaked, f"technical detail {leaked} in a reply to a person: {text!r}"
+
+
+#: The Supabase JWT secret of the accounts fixtures (``conftest.accounts``).
+JWT_SECRET = "test-supabase-jwt-secret-with-32-bytes-or-more"
+
+
+def token_for(user_id: str, *, secret: str = JWT_SECRET, **claims: Any) -> str:
+    """A Supabase-style access token (HS256) for ``user_id``; ``claims`` override the defaults
+    (``aud`` authenticated, ``exp`` in an hour, ``role`` authenticated)."""
+    payload = {
+        "sub": user_id,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": int(time.time()) + 3600,
+        **claims,
+    }
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def as_user(user_id: str) -> dict[str, str]:
+    """Request headers that authenticate as ``user_id`` (with :data:`JWT_SECRET`)."""
+    return {"Authorization": f"Bearer {token_for(user_id)}"}
