@@ -9,7 +9,9 @@ from backend.app.agents.architect import Draft, WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import LLMNotConfigured, ValidationFailed
 from backend.app.services import workflow_service
+from backend.app.store import accounts as accounts_store
 from backend.app.store.db import Pool
+from backend.app.workflows.expressions import OWNER_FIELDS
 from backend.app.workflows.runners.dry_run import dry_run as dry_run_blueprint
 from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
@@ -32,6 +34,13 @@ def _require(architect: WorkflowArchitect | None) -> WorkflowArchitect:
             "OPENAI_BASE_URL for an OpenAI-compatible server, OPENAI_MODEL)"
         )
     return architect
+
+
+async def _profile(pool: Pool, owner: UUID) -> dict[str, Any]:
+    """The owner's profile as templates see it now: ``{"display_name", "email", "phone"}``."""
+    async with pool.connection() as conn:
+        user = await accounts_store.get_user(conn, owner)
+    return {name: None if user is None else user[name] for name in OWNER_FIELDS}
 
 
 def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
@@ -90,7 +99,9 @@ async def revise(
     """
     text = _check_text(instruction, "instruction", settings)
     current = await workflow_service.get(pool, workflow_id, owner=owner)
-    result = await _require(architect).revise(current["blueprint"], text)
+    result = await _require(architect).revise(
+        current["blueprint"], text, owner=await _profile(pool, owner)
+    )
     updated = await workflow_service.update(
         pool, workflow_id, result.blueprint, name=None, description=None, owner=owner
     )
@@ -108,7 +119,7 @@ async def dry_run(
     owner: UUID,
 ) -> dict[str, Any]:
     """Run a saved version of the owner's workflow in sandbox mode, in memory, and report
-    every node.
+    every node. Templates see the owner's profile as it is now (``owner``).
 
     Raises:
         NotFound: 404 (also another user's). ValidationFailed: ``events`` names a node that is
