@@ -62,7 +62,8 @@ async def draft(
     owner: UUID,
 ) -> dict[str, Any]:
     """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow of
-    ``owner``.
+    ``owner``. "Me" in the prompt is the owner (``{{ owner.phone }}``); the warnings name each
+    ``owner.<field>`` the draft uses and the owner's profile lacks.
 
     Returns:
         ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
@@ -72,7 +73,7 @@ async def draft(
         LLMTimeout: 504. LLMUnavailable: 502.
     """
     text = _check_text(prompt, "prompt", settings)
-    result = await _require(architect).draft(text)
+    result = await _require(architect).draft(text, owner=await _profile(pool, owner))
     blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
@@ -131,5 +132,7 @@ async def dry_run(
     for node_id in events:
         if node_id not in waits:
             raise ValidationFailed(["body", "events", node_id], "not a wait_for_event node")
-    result = await dry_run_blueprint(blueprint, payload, settings, events=events)
+    result = await dry_run_blueprint(
+        blueprint, payload, settings, owner=await _profile(pool, owner), events=events
+    )
     return {"workflow_id": workflow_id, "version": current["version"], **result}
