@@ -45,7 +45,7 @@ class OwnerProfile(dict[str, Any]):
     """The ``owner`` of a template context: the fields of :data:`OWNER_FIELDS` that are set.
 
     A field the profile lacks is *undefined*, not ``None``: ``{{ owner.phone }}`` fails the
-    step with a message that names the field and how to set it (never a message to "None"),
+    step with a message that names the field and how to set it (nothing is sent to "None"),
     while ``owner.phone is defined`` and ``owner.phone | default(...)`` work as in Jinja.
     As JSON (``owner | tojson``, a wait's stored context) it is the fields that are set.
     """
