@@ -60,6 +60,11 @@ def clean_db(database_url: str) -> None:
             " workflow_schedules, api_keys cascade"
         )
         conn.execute("delete from users where id <> %s", (LOCAL_USER_ID,))
+        conn.execute(
+            "update users set display_name = 'Local user', email = null, phone = null"
+            " where id = %s",
+            (LOCAL_USER_ID,),
+        )
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:

@@ -224,3 +224,63 @@ def token_for(user_id: str, *, secret: str = JWT_SECRET, **claims: Any) -> str:
 def as_user(user_id: str) -> dict[str, str]:
     """Request headers that authenticate as ``user_id`` (with :data:`JWT_SECRET`)."""
     return {"Authorization": f"Bearer {token_for(user_id)}"}
+
+
+#: The Inngest function id the API serves (app id + ``run-workflow``).
+FN_ID = "blueprint-engine-run-workflow"
+
+
+class InngestServer:
+    """Plays the Inngest executor against ``POST /api/inngest``: sends the event, the memoized
+    steps (keyed by the hashed step id) and the stack; runs planned steps one request each."""
+
+    def __init__(self, client: TestClient, event: dict[str, Any]) -> None:
+        self.client = client
+        self.event = event
+        self.steps: dict[str, Any] = {}
+        self.stack: list[str] = []
+        self.responses: list[list[dict[str, Any]]] = []
+
+    def call(self, step_id: str = "step") -> Any:
+        body = {
+            "event": self.event,
+            "events": [self.event],
+            "steps": self.steps,
+            "ctx": {
+                "run_id": "01TESTRUN",
+                "attempt": 0,
+                "disable_immediate_execution": False,
+                "stack": {"stack": self.stack},
+            },
+            "use_api": False,
+        }
+        return self.client.post(f"/api/inngest?fnId={FN_ID}&stepId={step_id}", json=body)
+
+    def memo(self, op: dict[str, Any], value: Any) -> None:
+        self.steps[op["id"]] = value
+        self.stack.append(op["id"])
+
+    def drive(self, on_wait: Any = None, limit: int = 60) -> Any:
+        """Run until the function returns 200 (its output) or a wait the caller must answer."""
+        planned: list[str] = []
+        target = "step"
+        for _ in range(limit):
+            response = self.call(target)
+            if response.status_code == 200:
+                return response.json()
+            assert response.status_code == 206, response.text
+            ops = response.json()
+            self.responses.append(ops)
+            for op in ops:
+                if op["op"] == "StepRun":
+                    self.memo(op, {"data": op["data"]})
+                elif op["op"] == "Sleep":
+                    self.memo(op, None)
+                elif op["op"] == "WaitForEvent":
+                    assert on_wait is not None, f"unexpected wait {op}"
+                    self.memo(op, on_wait(op))
+                elif op["op"] == "StepPlanned" and op["id"] not in planned:
+                    planned.append(op["id"])
+            planned = [p for p in planned if p not in self.steps]
+            target = planned.pop(0) if planned else "step"
+        raise AssertionError("function did not finish")

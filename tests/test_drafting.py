@@ -328,3 +328,97 @@ def test_empty_or_oversize_prompt_is_422(api: TestClient, prompt: str, message: 
     response = api.post("/workflow/draft", json={"prompt": prompt})
     assert response.status_code == 422
     assert response.json()["error"]["details"] == [{"loc": ["body", "prompt"], "message": message}]
+
+
+ALERT_ME = {
+    "name": "Big payment alert",
+    "description": "WhatsApp me when a payment of ₹1 lakh or more is captured",
+    "nodes": [
+        node("payment_captured", "trigger", trigger="event", event="razorpay/payment.captured"),
+        node(
+            "check_amount",
+            "router",
+            conditions=[
+                {"branch": "big", "when": "trigger_data.payload.payment.entity.amount >= 10000000"}
+            ],
+            default_branch="small",
+        ),
+        node(
+            "alert_me",
+            "action",
+            service="whatsapp",
+            task="send_message",
+            params_json=json.dumps(
+                {
+                    "to": "{{ owner.phone }}",
+                    "body": "Hi {{ owner.display_name }}, a payment of ₹"
+                    "{{ trigger_data.payload.payment.entity.amount / 100 }} was captured",
+                }
+            ),
+        ),
+    ],
+    "edges": [
+        edge("payment_captured", "check_amount"),
+        edge("check_amount", "alert_me", "big"),
+    ],
+}
+
+
+def test_send_me_an_alert_goes_to_the_owners_phone(api: TestClient, model: Model) -> None:
+    """The prompt tells the model who "me" is (``owner``, never an invented number); a draft
+    that sends to ``{{ owner.phone }}`` while the profile has no phone is saved with a warning
+    naming the field, the node and ``PATCH /me``; once the phone is set, no such warning."""
+    model.answers = [ALERT_ME]
+    prompt = "Send me a WhatsApp alert when a payment of 1 lakh rupees or more is captured"
+    response = api.post("/workflow/draft", json={"prompt": prompt})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    alert = {n["id"]: n for n in body["blueprint"]["nodes"]}["alert_me"]
+    assert alert["params"]["to"] == "{{ owner.phone }}"
+
+    system = model.messages(0)[0]["content"]
+    assert '`to` "{{ owner.phone }}"' in system and '"send me" mean the owner' in system
+    assert "Never invent, guess or use" in system
+
+    [warning] = [w for w in body["warnings"] if "owner." in w]
+    assert "node 'alert_me' uses {{ owner.phone }}" in warning
+    assert 'PATCH /me {"phone": "+919876543210"}' in warning
+    assert "display_name" not in warning, "the profile has a display name"
+
+    assert api.patch("/me", json={"phone": "+919876543210"}).status_code == 200
+    again = api.post("/workflow/draft", json={"prompt": prompt}).json()
+    assert not [w for w in again["warnings"] if "owner." in w], again["warnings"]
+
+
+def test_revise_warns_about_a_missing_profile_field_too(api: TestClient, model: Model) -> None:
+    model.answers = [RECEIPT]
+    first = api.post("/workflow/draft", json={"prompt": "receipt"}).json()
+    assert not [w for w in first["warnings"] if "owner." in w]
+    assert api.patch("/me", json={"display_name": None}).status_code == 200
+    copy_me = node(
+        "copy_me",
+        "action",
+        service="whatsapp",
+        task="send_message",
+        params_json=json.dumps(
+            {"to": "{{ owner.phone }}", "body": "{{ owner.display_name }}: receipt sent"}
+        ),
+    )
+    model.answers = [
+        {
+            **RECEIPT,
+            "nodes": [*RECEIPT["nodes"], copy_me],
+            "edges": [*RECEIPT["edges"], edge("send_receipt", "copy_me")],
+        }
+    ]
+    response = api.post(
+        f"/workflows/{first['workflow_id']}/revise",
+        json={"instruction": "send me a copy on WhatsApp"},
+    )
+    assert response.status_code == 201, response.text
+    warnings = [w for w in response.json()["warnings"] if "owner." in w]
+    assert [w.split(",")[0] for w in warnings] == [
+        "node 'copy_me' uses {{ owner.display_name }}",
+        "node 'copy_me' uses {{ owner.phone }}",
+    ]
+    assert "owner.phone" in model.messages(1)[0]["content"], "revise has the same instructions"

@@ -39,3 +39,12 @@ def test_checks_pass_on_a_matching_blueprint_and_fail_on_another() -> None:
         "missing task whatsapp.send_message"
     ]
     assert check(_example("order_fanout"), _case("fanout_three")["checks"]) == ["fan-out 2 < 3"]
+
+
+def test_a_message_to_me_must_go_to_the_owners_phone() -> None:
+    checks = _case("alert_me")["checks"]
+    receipt = _example("payment_receipt")
+    assert check(receipt, checks) == ["no WhatsApp message to {{ owner.phone }}"]
+    send = next(n for n in receipt["nodes"] if n["type"] == "action")
+    send["params"]["to"] = "{{ owner.phone }}"
+    assert check(receipt, checks) == []

@@ -75,7 +75,16 @@ def check(blueprint: dict[str, Any], checks: dict[str, Any]) -> list[str]:
         failures.append("no on_error: continue")
     if checks.get("end_output") and not any(n["type"] == "end" and n.get("output") for n in nodes):
         failures.append("no end output")
+    if checks.get("to_owner") and not any(_sends_to_owner(n) for n in nodes):
+        failures.append("no WhatsApp message to {{ owner.phone }}")
     return failures
+
+
+def _sends_to_owner(node: dict[str, Any]) -> bool:
+    """A WhatsApp message whose recipient is the owner's phone (not a number the model made
+    up)."""
+    to = node.get("params", {}).get("to") if node["type"] == "action" else None
+    return isinstance(to, str) and to.replace(" ", "") == "{{owner.phone}}"
 
 
 async def main() -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,8 +27,9 @@ from backend.app.agents import llm
 from backend.app.config import Settings
 from backend.app.errors import AppError, InvalidBlueprint, LLMBadOutput
 from backend.app.integrations import BaseTool, ToolContext, public_tools
+from backend.app.workflows import expressions
 from backend.app.workflows.layout import layered_layout
-from backend.app.workflows.schema import validate_blueprint
+from backend.app.workflows.schema import Blueprint, template_sites, validate_blueprint
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +193,7 @@ def system_prompt(registry: dict[str, BaseTool] | None = None) -> str:
     """The architect's instructions, generated from the tool catalog and the blueprint rules."""
     catalog = _tool_catalog(registry if registry is not None else public_tools())
     events = ", ".join(KNOWN_EVENTS)
+    owner_fields = ", ".join(f"{{{{ owner.{name} }}}}" for name in expressions.OWNER_FIELDS)
     return f"""You design automation workflows ("blueprints") for a durable workflow engine.
 Answer with one blueprint: nodes and edges forming a directed acyclic graph.
 
@@ -204,9 +207,16 @@ Rules:
   Payment link events: trigger_data.payload.payment_link.entity.id / .amount / .customer.
 - action: `service` + `task` from the catalog below; `params_json` is a JSON object string that
   satisfies the task's params schema. Values may be templates (Jinja):
-  {{{{ trigger_data.<field> }}}} for the trigger payload and
+  {{{{ trigger_data.<field> }}}} for the trigger payload,
   {{{{ steps.<node_id>.output.<field> }}}} for the output of a node that runs BEFORE this one
-  (an ancestor in the graph). A string that is exactly one template keeps the value's type.
+  (an ancestor in the graph) and {{{{ owner.<field> }}}} for the user who owns the workflow.
+  A string that is exactly one template keeps the value's type.
+- The user asking for the workflow is `owner`; their profile gives {owner_fields}.
+  "Me", "my phone", "alert me", "notify me", "send me" mean the owner: a WhatsApp message to
+  them has `to` "{{{{ owner.phone }}}}" (E.164); use {{{{ owner.email }}}} where their email
+  address is needed and {{{{ owner.display_name }}}} for their name. Never invent, guess or use
+  a placeholder phone number or address for anyone: the owner's come from `owner`, a
+  customer's from the trigger data or an earlier step.
 - router: ordered `conditions` [{{"branch", "when"}}] with Jinja expressions without braces
   (e.g. trigger_data.payload.payment.entity.amount >= 100000), plus `default_branch`. Every edge
   leaving a router has `branch` set to one of its labels.
@@ -258,8 +268,10 @@ class WorkflowArchitect:
         self.settings = settings
         self.model = llm.StructuredModel(model, DraftBlueprint, settings)
 
-    async def draft(self, prompt: str) -> Draft:
-        """Draft a blueprint for ``prompt``.
+    async def draft(self, prompt: str, *, owner: Mapping[str, Any] | None = None) -> Draft:
+        """Draft a blueprint for ``prompt``. ``owner``: the profile of the user it is for
+        (``{"display_name", "email", "phone"}``); a draft that uses an ``owner.<field>`` it
+        lacks gets a warning (None: not known, no such warnings).
 
         Raises:
             DraftInvalid: 422 after ``ARCHITECT_MAX_REPAIRS`` repairs.
@@ -270,13 +282,19 @@ class WorkflowArchitect:
             SystemMessage(system_prompt(self.registry)),
             HumanMessage(f"Design a workflow for: {prompt}"),
         ]
-        draft = await self._generate(messages)
+        draft = await self._generate(messages, owner)
         layered_layout(draft.blueprint)
         return draft
 
-    async def revise(self, current: dict[str, Any], instruction: str) -> Draft:
+    async def revise(
+        self,
+        current: dict[str, Any],
+        instruction: str,
+        *,
+        owner: Mapping[str, Any] | None = None,
+    ) -> Draft:
         """Apply an edit instruction to ``current``; unchanged nodes keep their ids and canvas
-        positions (new nodes get a layered position).
+        positions (new nodes get a layered position). ``owner``: as for :meth:`draft`.
 
         Raises:
             DraftInvalid: 422. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
@@ -291,12 +309,14 @@ class WorkflowArchitect:
                 "change, and keep unchanged nodes exactly as they are."
             ),
         ]
-        draft = await self._generate(messages)
+        draft = await self._generate(messages, owner)
         keep_ids(current, draft.blueprint)
         layered_layout(draft.blueprint, keep=current)
         return draft
 
-    async def _generate(self, messages: list[BaseMessage]) -> Draft:
+    async def _generate(
+        self, messages: list[BaseMessage], owner: Mapping[str, Any] | None
+    ) -> Draft:
         """Ask, validate, and send every problem back, ``1 + ARCHITECT_MAX_REPAIRS`` times at
         most. An answer that does not fit the draft schema counts as a failed attempt too."""
         last: dict[str, Any] | None = None
@@ -321,11 +341,14 @@ class WorkflowArchitect:
             last, issues = to_blueprint(parsed)
             if not issues:
                 try:
-                    validate_blueprint(last, self.registry)
+                    valid = validate_blueprint(last, self.registry)
                 except InvalidBlueprint as exc:
                     issues = exc.details
                 else:
-                    return Draft(last, self._warnings(last), attempt)
+                    warnings = self._warnings(last)
+                    if owner is not None:
+                        warnings += profile_warnings(valid, owner)
+                    return Draft(last, warnings, attempt)
             log.info("draft attempt %d invalid: %d issue(s)", attempt, len(issues))
             messages = [
                 *messages,
@@ -373,6 +396,37 @@ class WorkflowArchitect:
                 for label in sorted(labels - wired):
                     warnings.append(f"router '{node['id']}' branch '{label}' leads nowhere")
         return warnings
+
+
+#: What ``PATCH /me`` takes for each profile field, for the warnings' examples.
+_PROFILE_EXAMPLES = {
+    "display_name": '{"display_name": "Asha"}',
+    "email": '{"email": "asha@example.com"}',
+    "phone": '{"phone": "+919876543210"}',
+}
+
+
+def profile_warnings(blueprint: Blueprint, owner: Mapping[str, Any]) -> list[str]:
+    """One warning for each ``owner.<field>`` that ``blueprint`` (validated) reads and the
+    ``owner`` profile lacks, naming the nodes that read it and how to set it: at run time
+    those steps would fail with ``expression_error``."""
+    readers: dict[str, list[str]] = {}
+    for site in template_sites(blueprint):
+        for name in expressions.fields_read("owner", site.text, expression=site.expression):
+            if owner.get(name) is None:
+                nodes = readers.setdefault(name, [])
+                if site.node_id not in nodes:
+                    nodes.append(site.node_id)
+    warnings = []
+    for name, nodes in sorted(readers.items()):
+        which = ", ".join(f"'{n}'" for n in nodes)
+        one = len(nodes) == 1
+        warnings.append(
+            f"node{'' if one else 's'} {which} use{'s' if one else ''} {{{{ owner.{name} }}}}, "
+            f"but your profile has no {name}: set it with PATCH /me {_PROFILE_EXAMPLES[name]} "
+            f"before the workflow runs (until then {'that step fails' if one else 'they fail'})"
+        )
+    return warnings
 
 
 def _content(node: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ from backend.app.agents.architect import Draft, WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import LLMNotConfigured, ValidationFailed
 from backend.app.services import workflow_service
+from backend.app.store import accounts as accounts_store
 from backend.app.store.db import Pool
+from backend.app.workflows.expressions import OWNER_FIELDS
 from backend.app.workflows.runners.dry_run import dry_run as dry_run_blueprint
 from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
@@ -34,6 +36,13 @@ def _require(architect: WorkflowArchitect | None) -> WorkflowArchitect:
     return architect
 
 
+async def _profile(pool: Pool, owner: UUID) -> dict[str, Any]:
+    """The owner's profile as templates see it now: ``{"display_name", "email", "phone"}``."""
+    async with pool.connection() as conn:
+        user = await accounts_store.get_user(conn, owner)
+    return {name: None if user is None else user[name] for name in OWNER_FIELDS}
+
+
 def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
     return {
         "workflow_id": workflow["id"],
@@ -53,7 +62,8 @@ async def draft(
     owner: UUID,
 ) -> dict[str, Any]:
     """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow of
-    ``owner``.
+    ``owner``. "Me" in the prompt is the owner (``{{ owner.phone }}``); the warnings name each
+    ``owner.<field>`` the draft uses and the owner's profile lacks.
 
     Returns:
         ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
@@ -63,7 +73,7 @@ async def draft(
         LLMTimeout: 504. LLMUnavailable: 502.
     """
     text = _check_text(prompt, "prompt", settings)
-    result = await _require(architect).draft(text)
+    result = await _require(architect).draft(text, owner=await _profile(pool, owner))
     blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
@@ -90,7 +100,9 @@ async def revise(
     """
     text = _check_text(instruction, "instruction", settings)
     current = await workflow_service.get(pool, workflow_id, owner=owner)
-    result = await _require(architect).revise(current["blueprint"], text)
+    result = await _require(architect).revise(
+        current["blueprint"], text, owner=await _profile(pool, owner)
+    )
     updated = await workflow_service.update(
         pool, workflow_id, result.blueprint, name=None, description=None, owner=owner
     )
@@ -108,7 +120,7 @@ async def dry_run(
     owner: UUID,
 ) -> dict[str, Any]:
     """Run a saved version of the owner's workflow in sandbox mode, in memory, and report
-    every node.
+    every node. Templates see the owner's profile as it is now (``owner``).
 
     Raises:
         NotFound: 404 (also another user's). ValidationFailed: ``events`` names a node that is
@@ -120,5 +132,7 @@ async def dry_run(
     for node_id in events:
         if node_id not in waits:
             raise ValidationFailed(["body", "events", node_id], "not a wait_for_event node")
-    result = await dry_run_blueprint(blueprint, payload, settings, events=events)
+    result = await dry_run_blueprint(
+        blueprint, payload, settings, owner=await _profile(pool, owner), events=events
+    )
     return {"workflow_id": workflow_id, "version": current["version"], **result}

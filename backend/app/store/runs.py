@@ -25,6 +25,12 @@ from backend.app.store.storable import scrub
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
+#: The owner's profile as stored on a run (``owner_profile``): what templates see as ``owner``.
+_PROFILE_OF = (
+    "(select jsonb_build_object('display_name', u.display_name, 'email', u.email,"
+    " 'phone', u.phone) from users u where u.id = {owner})"
+)
+
 
 async def create(
     conn: Conn,
@@ -37,13 +43,25 @@ async def create(
     engine: str = "embedded",
     trace_id: str | None = None,
 ) -> tuple[UUID, bool]:
-    """Queue a run for ``engine``. Returns ``(run_id, created)``; ``created`` is False when the
-    owner already has a run with the same idempotency key (that run's id is returned)."""
+    """Queue a run for ``engine``, with a snapshot of the owner's profile (``owner_profile``,
+    see :class:`~backend.app.workflows.engine.Engine`). Returns ``(run_id, created)``;
+    ``created`` is False when the owner already has a run with the same idempotency key (that
+    run's id is returned)."""
     cur = await conn.execute(
         "insert into workflow_runs (owner_id, workflow_id, version, trigger_data,"
-        " idempotency_key, engine, trace_id) values (%s, %s, %s, %s, %s, %s, %s)"
+        " idempotency_key, engine, trace_id, owner_profile)"
+        " values (%(owner)s, %(workflow_id)s, %(version)s, %(trigger_data)s,"
+        f" %(key)s, %(engine)s, %(trace_id)s, {_PROFILE_OF.format(owner='%(owner)s')})"
         " on conflict (owner_id, idempotency_key) do nothing returning id",
-        (owner, workflow_id, version, jsonb(trigger_data), idempotency_key, engine, trace_id),
+        {
+            "owner": owner,
+            "workflow_id": workflow_id,
+            "version": version,
+            "trigger_data": jsonb(trigger_data),
+            "key": idempotency_key,
+            "engine": engine,
+            "trace_id": trace_id,
+        },
     )
     row = await cur.fetchone()
     if row is not None:
@@ -67,7 +85,8 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     engine's own use (a runner that holds the run): unscoped."""
     cur = await conn.execute(
         "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
-        " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at"
+        " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at,"
+        " owner_profile"
         " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
         (run_id, owner, owner),
     )
@@ -127,8 +146,8 @@ update workflow_runs r
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
      for update skip locked)
-returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.lease_token,
-          r.pass_failures
+returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
+          r.lease_token, r.pass_failures
 """
 
 
@@ -309,10 +328,13 @@ async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
 
 async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     """Make a failed run resumable: forget its failed checkpoints and attempt counts (each
-    unfinished step gets its attempts afresh) and queue it again."""
+    unfinished step gets its attempts afresh), take a fresh snapshot of the owner's profile
+    (a step that failed on a missing ``owner.phone`` works once the user set it; finished
+    steps keep what they recorded) and queue it again."""
     cur = await conn.execute(
         "update workflow_runs set status = 'queued', error = null, finished_at = null,"
-        " pass_failures = 0, updated_at = now(), wake_at = null"
+        " pass_failures = 0, updated_at = now(), wake_at = null,"
+        f" owner_profile = {_PROFILE_OF.format(owner='workflow_runs.owner_id')}"
         " where id = %s and owner_id = %s and status = 'failed' returning id",
         (run_id, owner),
     )

@@ -3,7 +3,8 @@
 The engine walks the graph and does all side effects through a :class:`StepPort` (the runner):
 ``run`` (replay a checkpoint, else execute and record), ``sleep``, ``wait_for_event`` and
 ``skip``. Step ids are the node ids, so a replay finds its checkpoints; everything outside a step
-is a pure function of the blueprint, the trigger data and the recorded step results.
+is a pure function of the blueprint, the trigger data, the owner's profile (a snapshot taken
+when the run was queued, see :class:`Engine`) and the recorded step results.
 
 Semantics:
 - A node runs once all its incoming edges are resolved and at least one is live (a join waits
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -193,7 +194,18 @@ class Engine:
         settings: retry defaults and tool credentials.
         run_id, workflow_id: exposed to templates as ``run.id`` / ``run.workflow_id``; the tool
             idempotency key is ``<run_id>:<node_id>``.
+        owner: the profile of the run's owner, ``{"display_name", "email", "phone"}`` (values
+            text or null), exposed to templates as ``owner.<field>``; a field that is null is
+            undefined there, so a step that uses it fails with ``expression_error`` naming the
+            field and ``PATCH /me`` (:class:`~backend.app.workflows.expressions.OwnerProfile`).
         sandbox: force every tool into sandbox mode.
+
+    The runners pass the snapshot stored on the run when it was queued (``workflow_runs
+    .owner_profile``), never the live profile: a run parked for days on a delay or a wait
+    replays on every pass, and each pass must see what the first one saw — a step retried
+    after a crash must not send to a number the user changed meanwhile, and every step of one
+    run addresses the same person. ``POST /runs/{id}/retry`` takes a fresh snapshot (a user who
+    fixed a missing phone retries the run); finished steps keep what they recorded.
     """
 
     def __init__(
@@ -204,6 +216,7 @@ class Engine:
         settings: Settings,
         run_id: UUID,
         workflow_id: UUID,
+        owner: Mapping[str, Any] | None,
         sandbox: bool = False,
     ) -> None:
         self.graph = Graph(blueprint)
@@ -211,6 +224,7 @@ class Engine:
         self.settings = settings
         self.run_id = run_id
         self.run_info = {"id": str(run_id), "workflow_id": str(workflow_id)}
+        self.owner = expressions.owner_profile(owner)
         self.sandbox = sandbox
 
     async def execute(self, trigger_data: Any, port: StepPort) -> RunOutcome:
@@ -306,7 +320,12 @@ class Engine:
         self._steps[node_id] = {"output": output}
 
     def _context(self) -> dict[str, Any]:
-        return {"trigger_data": self._trigger_data, "steps": self._steps, "run": self.run_info}
+        return {
+            "trigger_data": self._trigger_data,
+            "steps": self._steps,
+            "run": self.run_info,
+            "owner": self.owner,
+        }
 
     async def _run_node(self, node_id: str, port: StepPort) -> _NodeResult:
         node = self.graph.nodes[node_id]
@@ -423,11 +442,7 @@ class Engine:
         return StepOutcome(input=None, output={"branch": node.default})
 
     async def _wait(self, node: WaitForEventNode, port: StepPort) -> _NodeResult:
-        snapshot = {
-            "trigger_data": self._trigger_data,
-            "steps": dict(self._steps),
-            "run": self.run_info,
-        }
+        snapshot = {**self._context(), "steps": dict(self._steps)}
         event = await port.wait_for_event(node.id, node.event, node.match, snapshot, node.timeout)
         if event is not None:
             return _NodeResult({"event": event, "timed_out": False})

@@ -1,8 +1,9 @@
 """Templates and conditions, evaluated by Jinja2's sandbox with budgets (never ``eval``).
 
-Params may hold references such as ``{{trigger_data.amount}}`` or
-``{{steps.send.output.sid}}``. A string that is *only* one reference keeps the referenced
-value's type (``"{{trigger_data.amount}}"`` -> ``50000``); any other string is rendered as text.
+Params may hold references such as ``{{trigger_data.amount}}``, ``{{steps.send.output.sid}}``
+or ``{{owner.phone}}`` (the run owner's profile: :class:`OwnerProfile`). A string that is
+*only* one reference keeps the referenced value's type (``"{{trigger_data.amount}}"`` ->
+``50000``); any other string is rendered as text.
 Conditions (router ``when``, wait ``match``) are bare Jinja expressions such as
 ``trigger_data.amount >= 100000``.
 
@@ -20,14 +21,17 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import TemplateSyntaxError, Undefined, nodes
+from jinja2 import TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.environment import Template, TemplateExpression
 
 from backend.app.workflows import sandbox
 from backend.app.workflows.sandbox import ENV, BudgetExceeded
 
 #: Names a template may start from. ``event`` exists only inside a wait's ``match``.
-CONTEXT_NAMES = frozenset({"trigger_data", "steps", "run"})
+CONTEXT_NAMES = frozenset({"trigger_data", "steps", "run", "owner"})
+
+#: What ``owner`` holds: the profile of the user who owns the run (``PATCH /me``).
+OWNER_FIELDS = ("display_name", "email", "phone")
 
 _PURE_REFERENCE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 _MAX_MESSAGE = 300
@@ -35,6 +39,34 @@ _MAX_MESSAGE = 300
 
 class ExpressionError(ValueError):
     """A template or condition failed to parse or evaluate; ``str()`` says why."""
+
+
+class OwnerProfile(dict[str, Any]):
+    """The ``owner`` of a template context: the fields of :data:`OWNER_FIELDS` that are set.
+
+    A field the profile lacks is *undefined*, not ``None``: ``{{ owner.phone }}`` fails the
+    step with a message that names the field and how to set it (nothing is sent to "None"),
+    while ``owner.phone is defined`` and ``owner.phone | default(...)`` work as in Jinja.
+    As JSON (``owner | tojson``, a wait's stored context) it is the fields that are set.
+    """
+
+    def __missing__(self, key: str) -> Any:
+        if key not in OWNER_FIELDS:
+            raise KeyError(key)
+        return ENV.undefined(
+            hint=f"owner.{key} is not set: the workflow owner's profile has no {key} (set it "
+            "with PATCH /me, then retry the run)",
+            obj=self,
+            name=key,
+        )
+
+
+def owner_profile(profile: Mapping[str, Any] | None) -> OwnerProfile:
+    """The ``owner`` template variable for a stored profile ``{"display_name", "email",
+    "phone"}`` (values text or null; other keys are ignored)."""
+    return OwnerProfile(
+        {k: v for k, v in (profile or {}).items() if k in OWNER_FIELDS and v is not None}
+    )
 
 
 def is_template(value: str) -> bool:
@@ -54,7 +86,9 @@ def _failure(source: str, exc: BaseException, kind: str = "template") -> Express
         reason = "the template nests too deeply"
     else:
         reason = str(exc) or type(exc).__name__
-        if not isinstance(exc, BudgetExceeded | LookupError | TypeError | ValueError):
+        if not isinstance(
+            exc, BudgetExceeded | UndefinedError | LookupError | TypeError | ValueError
+        ):
             reason = f"{type(exc).__name__}: {reason}"
     if len(reason) > _MAX_MESSAGE:
         reason = reason[: _MAX_MESSAGE - 3] + "..."
@@ -197,7 +231,8 @@ def check_template(source: str, *, allowed: Iterable[str] = CONTEXT_NAMES) -> se
 
     Raises:
         ExpressionError: syntax error, unknown filter, too long or too deep, a statement
-            templates may not use, or a top-level name outside ``allowed``.
+            templates may not use, a top-level name outside ``allowed``, or a field of
+            ``owner`` that a profile does not have (:data:`OWNER_FIELDS`).
     """
     pure = _PURE_REFERENCE.match(source)
     if pure:
@@ -234,8 +269,42 @@ def template_strings(value: Any) -> Iterable[tuple[tuple[str | int, ...], str]]:
                 yield (index, *path), text
 
 
+def fields_read(name: str, source: str, *, expression: bool = False) -> set[str]:
+    """The fields a template (or a bare ``expression``) reads from the top-level ``name`` by a
+    constant: ``owner.phone`` and ``owner['phone']`` give ``{"phone"}``; none when the
+    template assigns ``name`` itself.
+
+    Raises:
+        ExpressionError: the template does not parse.
+    """
+    tree = _expression_tree(source)[0] if expression else _parse(source)
+    if name in _assigned(tree):
+        return set()
+    return _fields(tree, name)
+
+
+def _assigned(tree: nodes.Template) -> set[str]:
+    return {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+
+
+def _fields(tree: nodes.Template, name: str) -> set[str]:
+    """Constant fields read from the top-level ``name`` (``name.x``, ``name['x']``)."""
+    fields: set[str] = set()
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == name:
+            fields.add(attr.attr)
+    for item in tree.find_all(nodes.Getitem):
+        if (
+            isinstance(item.node, nodes.Name)
+            and item.node.name == name
+            and isinstance(item.arg, nodes.Const)
+        ):
+            fields.add(str(item.arg.value))
+    return fields
+
+
 def _inspect(tree: nodes.Template, source: str, allowed: set[str]) -> set[str]:
-    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    assigned = _assigned(tree)
     for name in tree.find_all(nodes.Name):
         if name.ctx == "load" and name.name not in allowed and name.name not in assigned:
             if name.name in ENV.globals:
@@ -244,15 +313,11 @@ def _inspect(tree: nodes.Template, source: str, allowed: set[str]) -> set[str]:
             raise ExpressionError(
                 f"{source!r} uses unknown name '{name.name}' (use one of: {names})"
             )
-    referenced: set[str] = set()
-    for attr in tree.find_all(nodes.Getattr):
-        if isinstance(attr.node, nodes.Name) and attr.node.name == "steps":
-            referenced.add(attr.attr)
-    for item in tree.find_all(nodes.Getitem):
-        if (
-            isinstance(item.node, nodes.Name)
-            and item.node.name == "steps"
-            and isinstance(item.arg, nodes.Const)
-        ):
-            referenced.add(str(item.arg.value))
-    return referenced
+    if "owner" in allowed and "owner" not in assigned:
+        unknown = _fields(tree, "owner") - set(OWNER_FIELDS)
+        if unknown:
+            raise ExpressionError(
+                f"{source!r} uses owner.{min(unknown)}, which a profile does not have (use one "
+                f"of: {', '.join(f'owner.{f}' for f in OWNER_FIELDS)})"
+            )
+    return _fields(tree, "steps")

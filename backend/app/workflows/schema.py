@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -223,6 +225,50 @@ class Blueprint(_Model):
     edges: list[Edge] = Field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TemplateSite:
+    """One template (or bare condition, ``expression``) of a blueprint and where it is.
+
+    ``extra_names``: top-level names it may use besides :data:`expressions.CONTEXT_NAMES`
+    (a wait's ``match`` sees ``event``).
+    """
+
+    node_id: str
+    loc: list[str | int]
+    text: str
+    expression: bool = False
+    extra_names: tuple[str, ...] = ()
+
+
+def template_sites(blueprint: Blueprint) -> Iterator[TemplateSite]:
+    """Every template and condition of ``blueprint``, in node order (see
+    :func:`node_template_sites`)."""
+    for i, node in enumerate(blueprint.nodes):
+        yield from node_template_sites(i, node)
+
+
+def node_template_sites(index: int, node: Node) -> Iterator[TemplateSite]:
+    """The templates of the node at ``nodes[index]``: an action's ``params`` and an end's
+    ``output`` (template strings at any depth), a router's ``conditions[].when`` and a wait's
+    ``match`` (bare expressions)."""
+    loc: list[str | int] = ["nodes", index]
+    if isinstance(node, ActionNode):
+        for path, text in expressions.template_strings(node.params):
+            yield TemplateSite(node.id, [*loc, "params", *path], text)
+    elif isinstance(node, EndNode):
+        for path, text in expressions.template_strings(node.output):
+            yield TemplateSite(node.id, [*loc, "output", *path], text)
+    elif isinstance(node, RouterNode):
+        for j, condition in enumerate(node.conditions):
+            yield TemplateSite(
+                node.id, [*loc, "conditions", j, "when"], condition.when, expression=True
+            )
+    elif isinstance(node, WaitForEventNode) and node.match:
+        yield TemplateSite(
+            node.id, [*loc, "match"], node.match, expression=True, extra_names=("event",)
+        )
+
+
 def blueprint_json_schema() -> dict[str, Any]:
     """The JSON Schema of a blueprint (served at ``GET /blueprint/schema``)."""
     return Blueprint.model_json_schema()
@@ -318,6 +364,8 @@ class _GraphChecker:
             return self.issues
         for i, node in enumerate(self.bp.nodes):
             self._check_node(graph, i, node)
+            for site in node_template_sites(i, node):
+                self._check_refs(graph, site)
         return self.issues
 
     def _check_edges(self, index: dict[str, int]) -> None:
@@ -368,10 +416,6 @@ class _GraphChecker:
                         f"{sorted(allowed)}; got {edge.branch!r}",
                         node.id,
                     )
-            for j, cond in enumerate(node.conditions):
-                self._check_refs(
-                    graph, [*loc, "conditions", j, "when"], node.id, cond.when, expr=True
-                )
         elif isinstance(node, WaitForEventNode):
             for edge in outgoing:
                 if edge.branch not in (None, TIMEOUT_BRANCH):
@@ -380,10 +424,6 @@ class _GraphChecker:
                         f"edges from wait_for_event '{node.id}' are unlabelled or 'timeout'",
                         node.id,
                     )
-            if node.match:
-                self._check_refs(
-                    graph, [*loc, "match"], node.id, node.match, expr=True, extra_names=("event",)
-                )
         elif labels - {None}:
             self.add(
                 ["edges"], "only router and wait_for_event edges carry a branch label", node.id
@@ -396,12 +436,9 @@ class _GraphChecker:
             if node.trigger == "intent" and not node.intent:
                 self.add([*loc, "intent"], "an intent trigger needs an intent name", node.id)
         elif isinstance(node, ActionNode):
-            self._check_action(graph, loc, node)
-        elif isinstance(node, EndNode):
-            if outgoing:
-                self.add(loc, "an end node cannot have outgoing edges", node.id)
-            for path, text in expressions.template_strings(node.output):
-                self._check_refs(graph, [*loc, "output", *path], node.id, text)
+            self._check_action(loc, node)
+        elif isinstance(node, EndNode) and outgoing:
+            self.add(loc, "an end node cannot have outgoing edges", node.id)
 
     def _check_schedule(self, loc: list[str | int], node: TriggerNode) -> None:
         if not node.cron:
@@ -417,7 +454,7 @@ class _GraphChecker:
         except (ZoneInfoNotFoundError, ValueError):
             self.add([*loc, "timezone"], f"unknown time zone {node.timezone!r}", node.id)
 
-    def _check_action(self, graph: Graph, loc: list[str | int], node: ActionNode) -> None:
+    def _check_action(self, loc: list[str | int], node: ActionNode) -> None:
         tool = self.registry.get(node.service)
         if tool is None:
             known = ", ".join(sorted(self.registry))
@@ -442,24 +479,14 @@ class _GraphChecker:
                 if isinstance(value, str) and expressions.is_template(value):
                     continue  # resolved at run time, validated again then
                 self.add([*loc, "params", *err["loc"]], err["msg"], node.id)
-        for path, text in expressions.template_strings(node.params):
-            self._check_refs(graph, [*loc, "params", *path], node.id, text)
 
-    def _check_refs(
-        self,
-        graph: Graph,
-        loc: list[str | int],
-        node_id: str,
-        text: str,
-        *,
-        expr: bool = False,
-        extra_names: tuple[str, ...] = (),
-    ) -> None:
-        allowed = expressions.CONTEXT_NAMES | set(extra_names)
+    def _check_refs(self, graph: Graph, site: TemplateSite) -> None:
+        loc, node_id, text = site.loc, site.node_id, site.text
+        allowed = expressions.CONTEXT_NAMES | set(site.extra_names)
         try:
             if self.template_tokens > MAX_TEMPLATE_TOKENS:
                 return  # reported once, below; compiling more would only cost time
-            self.template_tokens += expressions.cost(text, expression=expr)
+            self.template_tokens += expressions.cost(text, expression=site.expression)
             if self.template_tokens > MAX_TEMPLATE_TOKENS:
                 self.add(
                     ["nodes"],
@@ -467,7 +494,7 @@ class _GraphChecker:
                     "all; make them shorter or split the workflow",
                 )
                 return
-            if expr:
+            if site.expression:
                 refs = expressions.check_expression(text, allowed=allowed)
             else:
                 refs = expressions.check_template(text, allowed=allowed)

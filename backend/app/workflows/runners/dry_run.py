@@ -3,13 +3,15 @@
 Nothing is persisted and nothing leaves the process (tools return the request they would send;
 ``transform`` runs for real since it has no side effects). Delays are skipped; a wait returns
 the sample event given for it, else times out. Retries are not attempted: the first failure is
-reported. The result shows each node's resolved input and output, so a user sees what a run
-would do before activating.
+reported. Templates see the owner's profile as it is now (``owner``), as a run started now
+would. The result shows each node's resolved input and output, so a user sees what a run would
+do before activating.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from backend.app.config import Settings
@@ -83,10 +85,12 @@ async def dry_run(
     payload: Any,
     settings: Settings,
     *,
+    owner: Mapping[str, Any] | None,
     events: dict[str, Any] | None = None,
     registry: dict[str, BaseTool] | None = None,
 ) -> dict[str, Any]:
-    """Execute ``blueprint`` in sandbox mode and report every node.
+    """Execute ``blueprint`` in sandbox mode and report every node. ``owner``: the profile
+    templates see as ``owner`` (``{"display_name", "email", "phone"}``).
 
     Returns:
         ``{"status", "output", "error", "sandbox": True, "nodes": [{"id", "type", "name",
@@ -99,6 +103,7 @@ async def dry_run(
         settings=settings,
         run_id=uuid.uuid4(),
         workflow_id=uuid.uuid4(),
+        owner=owner,
         sandbox=True,
     )
     outcome = await engine.execute(payload, port)

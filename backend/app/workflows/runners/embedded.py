@@ -572,7 +572,9 @@ class EmbeddedRunner:
     async def execute_pass(
         self, run: dict[str, Any], lease: Lease, *, sandbox: bool = False
     ) -> RunOutcome:
-        """Advance one claimed run as far as it goes and record the outcome.
+        """Advance one claimed run (a row of :func:`runs_store.claim`) as far as it goes and
+        record the outcome. Templates see the owner's profile stored on the run when it was
+        queued (``owner_profile``), the same on every pass.
 
         Raises:
             LeaseLost: the run was taken over or cancelled meanwhile.
@@ -588,6 +590,7 @@ class EmbeddedRunner:
             settings=self.settings,
             run_id=run_id,
             workflow_id=run["workflow_id"],
+            owner=run["owner_profile"],
             sandbox=sandbox,
         )
         outcome = await engine.execute(run["trigger_data"], port)

@@ -347,10 +347,12 @@ class InngestRunner:
                     "workflow_id": str(run["workflow_id"]),
                     "blueprint": version["blueprint"],
                     "trigger_data": run["trigger_data"],
+                    "owner_profile": run["owner_profile"],
                     "status": run["status"],
                 }
 
-            # Inside a step, so every replay sees the version the run started with.
+            # Inside a step, so every replay sees the version the run started with, and the
+            # owner's profile as it was when the run was queued.
             loaded = await ctx.step.run("load", load)
             if loaded["status"] in runs_store.TERMINAL:
                 return {"skipped": f"run already {loaded['status']}"}
@@ -360,6 +362,7 @@ class InngestRunner:
                 settings=self.settings,
                 run_id=run_id,
                 workflow_id=UUID(loaded["workflow_id"]),
+                owner=loaded["owner_profile"],
                 sandbox=self.settings.sandbox,
             )
             try:
