@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     default_currency: str = "INR"
     default_phone_region: str = Field(default="IN", description="For numbers without +code.")
     session_timeout_seconds: float = Field(default=1800, gt=0)
+    link_code_ttl_seconds: float = Field(
+        default=600, gt=0, le=86400, description="How long a WhatsApp link code works."
+    )
+    link_hint_interval_seconds: float = Field(
+        default=3600, ge=0, description="Tell an unlinked WhatsApp sender how to link this often."
+    )
     channel_reply_wait_seconds: float = Field(
         default=10, ge=0, description="Wait this long to answer inline (Twilio allows 15 s)."
     )

@@ -1,4 +1,4 @@
-"""The caller's account: who am I, my profile, my API keys."""
+"""The caller's account: who am I, my profile, my API keys, my linked WhatsApp numbers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,14 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from backend.app.http import CallerDep, CheckedRoute, PoolDep, SettingsDep
-from backend.app.routers.schemas import ApiKeyOut, MeOut, NewApiKeyOut, ProfileOut
-from backend.app.services import account_service
+from backend.app.routers.schemas import (
+    ApiKeyOut,
+    LinkCodeOut,
+    MeOut,
+    NewApiKeyOut,
+    ProfileOut,
+)
+from backend.app.services import account_service, link_service
 
 router = APIRouter(route_class=CheckedRoute, tags=["account"])
 
@@ -23,6 +29,17 @@ class ProfileIn(BaseModel):
     phone: str | None = Field(default=None, max_length=40, examples=["+919876543210"])
 
 
+class LinkWhatsAppIn(BaseModel):
+    """Body of POST /me/channels/whatsapp (may be empty: your profile phone)."""
+
+    number: str | None = Field(
+        default=None,
+        max_length=40,
+        description="The WhatsApp number to link, any common format; default your profile phone.",
+        examples=["+919876543210"],
+    )
+
+
 class NewKeyIn(BaseModel):
     """Body of POST /me/api-keys."""
 
@@ -31,8 +48,8 @@ class NewKeyIn(BaseModel):
 
 @router.get("/me", response_model=MeOut)
 async def get_me(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
-    """Who you are (``via``: how you authenticated), your profile and your API keys (names
-    and prefixes only)."""
+    """Who you are (``via``: how you authenticated), your profile, your API keys (names
+    and prefixes only) and your linked WhatsApp numbers."""
     return await account_service.me(pool, caller)
 
 
@@ -66,4 +83,31 @@ async def revoke_api_key(
 ) -> Response:
     """Revoke one of your keys; it stops working at once (404 if it is not yours)."""
     await account_service.revoke_key(pool, caller.user_id, key_id)
+    return Response(status_code=204)
+
+
+@router.post("/me/channels/whatsapp", status_code=201, response_model=LinkCodeOut)
+async def link_whatsapp(
+    pool: PoolDep, settings: SettingsDep, caller: CallerDep, body: LinkWhatsAppIn | None = None
+) -> dict[str, Any]:
+    """A one-time code that links a WhatsApp number to you: send ``link <code>`` from that
+    number to the deployment's WhatsApp number within ``LINK_CODE_TTL_SECONDS`` (10 minutes).
+    It works once, only from that number, and stops after 5 wrong codes. Asking again replaces
+    it. 409 ``already_linked`` when the number is yours already."""
+    number = body.number if body is not None else None
+    return await link_service.issue_code(pool, settings, caller.user_id, number)
+
+
+@router.delete("/me/channels/whatsapp/{number}", status_code=204)
+async def unlink_whatsapp(
+    number: Annotated[
+        str, Path(max_length=40, description="The linked number, e.g. +919876543210")
+    ],
+    pool: PoolDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+) -> Response:
+    """Unlink one of your WhatsApp numbers: its messages stop acting for you at once (404 if it
+    is not linked to you)."""
+    await link_service.unlink(pool, settings, caller.user_id, number)
     return Response(status_code=204)

@@ -233,6 +233,36 @@ class SessionOut(BaseModel):
     messages: list[MessageOut]
 
 
+class LastMessageOut(BaseModel):
+    """The latest message of a session (``text``: its text, or a voice note's transcript)."""
+
+    direction: Literal["in", "out"]
+    text: str | None = None
+    created_at: datetime
+
+
+class SessionSummaryOut(BaseModel):
+    """A conversation session in a list."""
+
+    id: UUID
+    channel: Literal["whatsapp", "voice"]
+    user_ref: str = Field(description="whatsapp:+<number>, or a voice client's session_id.")
+    status: Literal["open", "closed"]
+    pending_intent: str | None = Field(default=None, description="The request being filled.")
+    awaiting: Literal["slots", "confirmation"] | None = None
+    last_message: LastMessageOut | None = None
+    last_activity_at: datetime
+    closed_at: datetime | None = None
+    created_at: datetime
+
+
+class SessionPageOut(BaseModel):
+    """A page of sessions, latest activity first; pass ``next_cursor`` back as ``cursor``."""
+
+    sessions: list[SessionSummaryOut]
+    next_cursor: str | None = None
+
+
 class ProfileOut(BaseModel):
     """A user's profile: what templates see as ``owner`` (``{{ owner.phone }}``)."""
 
@@ -258,6 +288,29 @@ class NewApiKeyOut(ApiKeyOut):
     key: str
 
 
+class ChannelLinkOut(BaseModel):
+    """A number linked to the user: its messages act for them."""
+
+    id: UUID
+    channel: Literal["whatsapp"]
+    number: str = Field(description="E.164, e.g. +919876543210.")
+    linked_at: datetime
+
+
+class LinkCodeOut(BaseModel):
+    """A one-time code: send ``text`` from ``number`` to the deployment's WhatsApp number
+    (``send_to``) before ``expires_at``. Shown this once and stored only as a hash."""
+
+    channel: Literal["whatsapp"]
+    number: str = Field(description="The number the code links (E.164); it works only from it.")
+    code: str = Field(examples=["482913"])
+    text: str = Field(description="What to send.", examples=["link 482913"])
+    send_to: str | None = Field(
+        default=None, description="The deployment's WhatsApp number (TWILIO_WHATSAPP_FROM)."
+    )
+    expires_at: datetime
+
+
 class MeOut(BaseModel):
     """Who the caller is."""
 
@@ -266,3 +319,4 @@ class MeOut(BaseModel):
         description="How the request was authenticated ('local': no identity is configured)."
     )
     api_keys: list[ApiKeyOut]
+    channels: list[ChannelLinkOut] = Field(description="Linked WhatsApp numbers.")

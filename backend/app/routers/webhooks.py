@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from backend.app import boundary
 from backend.app.http import DispatcherDep, IntentsDep, PoolDep, SettingsDep
 from backend.app.services import channel_service, webhook_service
+from backend.app.services.auth_service import Authenticator
 
 router = APIRouter(tags=["webhooks"])
 
@@ -41,7 +42,8 @@ async def whatsapp_webhook(
     intents: IntentsDep,
 ) -> Response:
     """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
-    nothing stored, on mismatch); answers in TwiML."""
+    nothing stored, on mismatch); answers in TwiML. A sender acts for the user who linked the
+    number (``link <code>``); unlinked senders are told how to link, and nothing runs."""
     form = await request.form()
     params = {key: str(value) for key, value in form.items()}
     url = settings.public_base_url.rstrip("/") + request.url.path
@@ -52,5 +54,8 @@ async def whatsapp_webhook(
     )
     with boundary.webhook_payload():
         boundary.check_form(form)
-    body = await channel_service.whatsapp(pool, dispatcher, settings, intents, params)
+    authenticator: Authenticator = request.app.state.auth
+    body = await channel_service.whatsapp(
+        pool, dispatcher, settings, intents, params, local=authenticator.open
+    )
     return Response(content=body, media_type="application/xml")

@@ -10,18 +10,21 @@ from backend.app.errors import NotFound, ValidationFailed
 from backend.app.services import auth_service
 from backend.app.services.intent_service import SlotValueError, normalize_email, normalize_phone
 from backend.app.store import accounts as store
+from backend.app.store import channel_links as channel_links_store
 from backend.app.store.db import Pool
 
 MAX_KEYS = 20
 
 
 async def me(pool: Pool, caller: auth_service.Caller) -> dict[str, Any]:
-    """``{"user": profile, "via", "api_keys": [...]}`` for the caller."""
+    """``{"user": profile, "via", "api_keys": [...], "channels": [...]}`` for the caller
+    (channels: the WhatsApp numbers linked to them)."""
     async with pool.connection() as conn:
         await store.ensure_user(conn, caller.user_id)
         user = await store.get_user(conn, caller.user_id)
         keys = await store.list_keys(conn, caller.user_id)
-    return {"user": user, "via": caller.via, "api_keys": keys}
+        channels = await channel_links_store.links_of(conn, caller.user_id)
+    return {"user": user, "via": caller.via, "api_keys": keys, "channels": channels}
 
 
 async def update_profile(

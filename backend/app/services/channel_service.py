@@ -19,7 +19,13 @@ from backend.app.errors import (
     ValidationFailed,
 )
 from backend.app.integrations import twilio_media
-from backend.app.services import conversation_service, replies, session_service, speech_service
+from backend.app.services import (
+    conversation_service,
+    link_service,
+    replies,
+    session_service,
+    speech_service,
+)
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
@@ -132,8 +138,16 @@ async def whatsapp(
     settings: Settings,
     intents: IntentService,
     params: dict[str, str],
+    *,
+    local: bool,
 ) -> str:
     """Handle a verified Twilio WhatsApp webhook; returns TwiML.
+
+    The sender acts for the user their number is linked to (:mod:`link_service`); ``link
+    <code>`` links it. An unlinked sender is told how to link (at most once per
+    ``LINK_HINT_INTERVAL_SECONDS``) and nothing else happens: no session, no command. With
+    ``local`` (no identity configured: development), an unlinked sender acts for the local
+    user, who owns everything anyway.
 
     Idempotent on ``MessageSid`` (Twilio retries): a repeat gets an empty response. A voice note
     (``MediaContentType0`` audio/*) is downloaded (``twilio_media``) and transcribed; one that
@@ -150,14 +164,30 @@ async def whatsapp(
             code="invalid_payload",
             details=[{"loc": ["body", "MessageSid"], "message": "required"}],
         )
-    owner = LOCAL_USER_ID  # the deployment's Twilio number serves its own account
+    number = link_service.sender_number(sender)
+    if number is None:
+        raise AppError(
+            "From is not a WhatsApp number (whatsapp:+<E.164>)",
+            code="invalid_payload",
+            details=[{"loc": ["body", "From"], "message": "not whatsapp:+<country><number>"}],
+        )
+    owner = await link_service.owner_of(pool, number)
+    if owner is None and local:
+        owner = LOCAL_USER_ID
     async with pool.connection() as conn:
+        # An unlinked sender's delivery is the deployment's (the local user's), in no session.
         if not await events_store.record_delivery(
-            conn, "twilio", sid, "twilio/message", owner=owner
+            conn, "twilio", sid, "twilio/message", owner=owner or LOCAL_USER_ID
         ):
             return twiml(None)
     try:
         text = params.get("Body", "")
+        code = link_service.link_code(text)
+        if code is not None:
+            return twiml(await link_service.redeem(pool, settings, number, code))
+        if owner is None:
+            told = await link_service.hint(pool, settings, number)
+            return twiml(link_service.UNLINKED if told else None)
         transcript = None
         media: dict[str, Any] | None = None
         if params.get("NumMedia", "0").strip() not in ("", "0"):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from backend.app.integrations import TOOL_REGISTRY
-from backend.app.services import workflow_service
+from backend.app.services import paging, workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
@@ -159,18 +157,6 @@ def _drawn_nodes(blueprint: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _encode_cursor(created_at: datetime, run_id: UUID) -> str:
-    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{run_id}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, UUID]:
-    try:
-        created, run_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(created), UUID(run_id)
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationFailed(["query", "cursor"], "not a cursor this API returned") from None
-
-
 async def list_for_workflow(
     pool: Pool, workflow_id: UUID, *, limit: int, cursor: str | None, owner: UUID
 ) -> dict[str, Any]:
@@ -180,14 +166,14 @@ async def list_for_workflow(
     Raises:
         NotFound: unknown workflow, or another user's. ValidationFailed: bad cursor.
     """
-    before = _decode_cursor(cursor) if cursor else None
+    before = paging.decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:
         if await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
         rows = await store.list_for_workflow(conn, workflow_id, limit=limit + 1, before=before)
     page = rows[:limit]
     next_cursor = (
-        _encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
+        paging.encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
     )
     return {"runs": page, "next_cursor": next_cursor}
 

@@ -1,4 +1,5 @@
-"""Sessions: reading them, and closing them after inactivity with a durable engine timer.
+"""Sessions: listing and reading them, and closing them after inactivity with a durable engine
+timer.
 
 Every inbound message starts a run of the system blueprint "session timeout": delay
 ``SESSION_TIMEOUT_SECONDS`` -> ``sessions.close_if_idle`` -> (closed?) ``llm.summarize`` ->
@@ -14,7 +15,7 @@ from uuid import UUID
 from backend.app.config import Settings
 from backend.app.errors import NotFound
 from backend.app.integrations import TOOL_REGISTRY
-from backend.app.services import run_service, workflow_service
+from backend.app.services import paging, run_service, workflow_service
 from backend.app.store import sessions as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
@@ -158,3 +159,46 @@ async def get(pool: Pool, session_id: UUID, *, owner: UUID) -> dict[str, Any]:
         "slots": (pending or {}).get("slots", {}),
         "messages": messages,
     }
+
+
+async def page(pool: Pool, *, owner: UUID, limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of the owner's sessions, latest activity first: ``{"sessions": [{id, channel,
+    user_ref, status, pending_intent, awaiting, last_message: {direction, text, created_at} |
+    None, last_activity_at, closed_at, created_at}], "next_cursor": str | None}``. A session
+    that gets a message while you page moves to the front (it may then appear twice or not at
+    all in a later page).
+
+    Raises:
+        ValidationFailed: 422, a cursor this API did not return.
+    """
+    before = paging.decode_cursor(cursor) if cursor else None
+    async with pool.connection() as conn:
+        rows = await store.page_for(conn, owner, limit=limit + 1, before=before)
+    sessions = []
+    for row in rows[:limit]:
+        pending = row["pending"] if isinstance(row["pending"], dict) else {}
+        sessions.append(
+            {
+                "id": row["id"],
+                "channel": row["channel"],
+                "user_ref": row["user_ref"],
+                "status": row["status"],
+                "pending_intent": pending.get("intent"),
+                "awaiting": pending.get("awaiting"),
+                "last_message": None
+                if row["last_at"] is None
+                else {
+                    "direction": row["last_direction"],
+                    "text": row["last_text"],
+                    "created_at": row["last_at"],
+                },
+                "last_activity_at": row["last_activity_at"],
+                "closed_at": row["closed_at"],
+                "created_at": row["created_at"],
+            }
+        )
+    last = sessions[-1] if len(rows) > limit else None
+    next_cursor = (
+        None if last is None else paging.encode_cursor(last["last_activity_at"], last["id"])
+    )
+    return {"sessions": sessions, "next_cursor": next_cursor}

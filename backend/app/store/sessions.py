@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -38,6 +39,37 @@ async def get(conn: Conn, session_id: UUID, *, owner: UUID | None) -> DictRow | 
         (session_id, owner, owner),
     )
     return await cur.fetchone()
+
+
+_PAGE = """
+select s.id, s.channel, s.user_ref, s.status, s.state -> 'pending' as pending,
+       s.last_activity_at, s.closed_at, s.created_at,
+       m.direction as last_direction, coalesce(m.text, m.transcript) as last_text,
+       m.created_at as last_at
+  from sessions s
+  left join lateral (
+      select direction, text, transcript, created_at from session_messages
+       where session_id = s.id order by id desc limit 1
+  ) m on true
+ where s.owner_id = %(owner)s {before}
+ order by s.last_activity_at desc, s.id desc
+ limit %(limit)s
+"""
+
+
+async def page_for(
+    conn: Conn, owner: UUID, *, limit: int, before: tuple[datetime, UUID] | None
+) -> list[DictRow]:
+    """The owner's sessions, latest activity first, keyset-paginated on ``(last_activity_at,
+    id)``, each with its pending request and its last message (``last_direction``,
+    ``last_text``: text or transcript, ``last_at``)."""
+    params: dict[str, Any] = {"owner": owner, "limit": limit}
+    condition = ""
+    if before is not None:
+        condition = "and (s.last_activity_at, s.id) < (%(at)s, %(id)s)"
+        params |= {"at": before[0], "id": before[1]}
+    cur = await conn.execute(_PAGE.format(before=condition), params)
+    return await cur.fetchall()
 
 
 async def save_state(conn: Conn, session_id: UUID, state: dict[str, Any]) -> None:
