@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from backend.app.app import create_app
 from backend.app.services import auth_service
@@ -370,6 +371,35 @@ def test_the_jwks_is_not_fetched_for_refused_algorithms(
     assert project.fetches == 0
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://abcd.supabase.co",
+        "http://10.0.0.5:8000",
+        "ftp://abcd.supabase.co",
+        "abcd.supabase.co",
+    ],
+)
+def test_supabase_url_must_be_https(database_url: str, url: str) -> None:
+    """The JWKS decides who everyone is: fetched over plain HTTP, anyone on the path could
+    swap in their own key and sign in as anyone."""
+    with pytest.raises(ValidationError, match="SUPABASE_URL must be https"):
+        make_settings(database_url, supabase_url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://abcd.supabase.co",
+        "http://127.0.0.1:54321",
+        "http://localhost:54321",
+        "http://[::1]:54321",
+    ],
+)
+def test_supabase_url_https_or_a_local_stack(database_url: str, url: str) -> None:
+    assert make_settings(database_url, supabase_url=url).supabase_url == url
+
+
 # --- Personal API keys -----------------------------------------------------------------------
 
 
@@ -499,6 +529,8 @@ def test_local_mode_needs_no_credentials(client: TestClient) -> None:
     assert me.json()["user"]["id"] == str(LOCAL_USER_ID) and me.json()["via"] == "local"
     created = client.post("/workflows", json={"blueprint": BLUEPRINT})
     assert created.status_code == 201 and created.json()["owner_id"] == str(LOCAL_USER_ID)
+    # Development: anyone may act for anyone, as with a service key.
+    assert client.get("/me", headers={"X-User-Id": ALICE}).json()["user"]["id"] == ALICE
 
 
 def test_local_mode_refuses_credentials_it_cannot_check(client: TestClient) -> None:
