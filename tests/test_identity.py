@@ -275,6 +275,18 @@ def test_a_token_of_another_project_is_refused(jwks_api: TestClient, project: Pr
     assert_refused(jwks_api.get("/me", headers=bearer(wrong_aud)))
 
 
+@pytest.mark.parametrize(
+    "header",
+    [{"alg": "RS256", "kid": ["rsa-1"]}, {"alg": ["RS256"], "kid": "rsa-1"}, {"alg": "RS256"}],
+    ids=["kid a list", "alg a list", "no kid"],
+)
+def test_a_hostile_token_header_is_a_401(
+    jwks_api: TestClient, project: Project, header: dict[str, Any]
+) -> None:
+    token = f"{b64url(header)}.{b64url(claims(iss=project.issuer))}.c2ln"
+    assert_refused(jwks_api.get("/me", headers=bearer(token)))
+
+
 def test_jwks_rotation_and_the_refetch_limit(
     jwks_api: TestClient, project: Project, clock: Clock
 ) -> None:
