@@ -5,10 +5,12 @@ Read once per process with :func:`get_settings`; tests build their own :class:`S
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -175,6 +177,29 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("supabase_url")
+    @classmethod
+    def _supabase_url_is_https(cls, value: str | None) -> str | None:
+        """Its JWKS decides who every caller is, so it is fetched over HTTPS only; plain HTTP
+        just on a loopback host (the Supabase CLI's local stack, ``http://127.0.0.1:54321``).
+
+        Raises:
+            ValueError: any other URL (a forged key set over plain HTTP would let anyone sign
+                in as anyone).
+        """
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        host = parts.hostname or ""
+        if parts.scheme == "https" and host:
+            return value
+        if parts.scheme == "http" and (host == "localhost" or _is_loopback(host)):
+            return value
+        raise ValueError(
+            "SUPABASE_URL must be https://<project-ref>.supabase.co (plain http only for a "
+            "local stack on localhost)"
+        )
+
     @property
     def inngest_dev_mode(self) -> bool:
         """True when INNGEST_DEV is set to anything but a false-like value."""
@@ -185,6 +210,13 @@ class Settings(BaseSettings):
         """The dev server URL when INNGEST_DEV holds one."""
         value = (self.inngest_dev or "").strip()
         return value if value.startswith(("http://", "https://")) else None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -13,10 +13,12 @@ Loc = list[str | int]
 
 
 class AppError(Exception):
-    """An error with a machine-readable ``code``, an HTTP status and optional details."""
+    """An error with a machine-readable ``code``, an HTTP status and optional details;
+    ``retry_after`` (seconds) is sent as ``Retry-After`` when set."""
 
     status_code: int = 400
     code: str = "bad_request"
+    retry_after: int | None = None
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -38,6 +40,16 @@ class Unauthorized(AppError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class IdentityUnavailable(AppError):
+    """The identity provider's signing keys (the Supabase project's JWKS) cannot be fetched, so
+    an access token cannot be checked yet (503): the token may well be valid, and a 401 would
+    tell a dashboard to sign its user out."""
+
+    status_code = 503
+    code = "identity_unavailable"
+    retry_after = 30
 
 
 class NotFound(AppError):

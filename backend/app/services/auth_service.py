@@ -31,7 +31,7 @@ import httpx
 import jwt
 
 from backend.app.config import Settings
-from backend.app.errors import InvalidHeader, Unauthorized, ValidationFailed
+from backend.app.errors import IdentityUnavailable, InvalidHeader, Unauthorized, ValidationFailed
 from backend.app.store import accounts as store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
@@ -98,32 +98,41 @@ def key_hash(key: str) -> str:
 class JwksCache:
     """The project's signing keys, fetched from its JWKS endpoint and kept
     :data:`JWKS_TTL_SECONDS`; an unknown ``kid`` (a rotated key) fetches again, at most every
-    :data:`JWKS_MIN_REFRESH_SECONDS`, so random ``kid`` values cannot make us hammer it."""
+    :data:`JWKS_MIN_REFRESH_SECONDS`, so random ``kid`` values cannot make us hammer it. A
+    failed fetch keeps the keys already known."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at = -JWKS_MIN_REFRESH_SECONDS
+        self._fetched_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
         """The signing key with id ``kid``.
 
         Raises:
-            Unauthorized: no such key, or the JWKS cannot be fetched.
+            Unauthorized: 401, no such key. IdentityUnavailable: 503, no key is known because
+                the JWKS cannot be fetched.
         """
-        expired = time.monotonic() - self._fetched_at > JWKS_TTL_SECONDS
-        if expired or (kid not in self._keys and self._may_refresh()):
+        if self._due(kid):
             async with self._lock:
-                if time.monotonic() - self._fetched_at > JWKS_MIN_REFRESH_SECONDS or expired:
+                if self._due(kid):  # decided again: a request queued here may find it done
                     await self._fetch()
+        if not self._keys:
+            raise IdentityUnavailable("the identity provider's signing keys are unavailable")
         found = self._keys.get(kid or "")
         if found is None:
             raise Unauthorized("the token's signing key is not one of the project's")
         return found
 
-    def _may_refresh(self) -> bool:
-        return time.monotonic() - self._fetched_at > JWKS_MIN_REFRESH_SECONDS
+    def _due(self, kid: str | None) -> bool:
+        """Whether to fetch now: never fetched, cache expired, or an unknown ``kid`` and the
+        last fetch is long enough ago."""
+        if self._fetched_at is None:
+            return True
+        age = time.monotonic() - self._fetched_at
+        unknown = kid is None or kid not in self._keys
+        return age > JWKS_TTL_SECONDS or (unknown and age > JWKS_MIN_REFRESH_SECONDS)
 
     async def _fetch(self) -> None:
         self._fetched_at = time.monotonic()
@@ -131,11 +140,14 @@ class JwksCache:
             async with httpx.AsyncClient(timeout=5) as client:
                 response = await client.get(self.url)
                 response.raise_for_status()
-                keys = jwt.PyJWKSet.from_dict(response.json())
-        except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
+                body = response.json()
+            entries = body.get("keys") if isinstance(body, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError("not a JWK set (no 'keys' list)")
+            # PyJWKSet skips keys it cannot use, but expects each entry to be an object.
+            keys = jwt.PyJWKSet([entry for entry in entries if isinstance(entry, dict)])
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
             log.warning("cannot fetch the JWKS at %s: %s", self.url, exc)
-            if not self._keys:
-                raise Unauthorized("the identity provider's keys are unavailable") from None
             return
         self._keys = {k.key_id: k for k in keys.keys if k.key_id}
 
@@ -167,7 +179,8 @@ class Authenticator:
 
         Raises:
             Unauthorized: 401, missing or invalid credentials. InvalidHeader: 400, a malformed
-                ``X-User-Id``, or one sent without a service key.
+                ``X-User-Id``, or one sent without a service key. IdentityUnavailable: 503,
+                the project's JWKS cannot be fetched to check a token.
         """
         presented = api_key or bearer
         if presented is None:

@@ -17,6 +17,12 @@ from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import validate_blueprint_async
 
+#: Origins of the workflows the system saves for its own blueprints (session timers, channel
+#: commands). They may use the internal tools on ids taken from their trigger data (a session
+#: id), so only the system starts them: a user starting one by hand with someone else's id would
+#: reach that user's session.
+SYSTEM_ORIGINS = ("system", "channel")
+
 
 async def dispatch(pool: Pool, dispatcher: Dispatcher, runs: list[QueuedRun]) -> None:
     """Hand committed runs to the engine; if it refuses, mark them failed (never left queued).
@@ -51,14 +57,15 @@ async def start(
     """Queue a run, for ``owner``, of their saved workflow (``version`` default: latest) or of
     an ad-hoc blueprint (saved as their workflow).
 
-    ``system``: the blueprint is the system's own (a channel command's), which may use the
-    internal tools.
+    ``system``: the system starts it (a channel command, a session timer): the blueprint may
+    use the internal tools, and a saved workflow may be one of :data:`SYSTEM_ORIGINS`.
 
     Returns:
         ``(run_id, created)``: a repeated ``idempotency_key`` returns the first run, created=False.
 
     Raises:
-        ValidationFailed: neither or both of workflow_id and blueprint.
+        ValidationFailed: neither or both of workflow_id and blueprint; a system workflow
+            started by a user.
         InvalidBlueprint: 422. NotFound: unknown workflow or version.
         EngineUnavailable: 503; the run exists, marked failed with code ``engine_unavailable``.
     """
@@ -84,6 +91,12 @@ async def start(
             wf = await workflows_store.get(conn, workflow_id, owner)
             if wf is None:
                 raise NotFound("workflow", workflow_id)
+            if wf["origin"] in SYSTEM_ORIGINS and not system:
+                raise ValidationFailed(
+                    ["body", "workflow_id"],
+                    "a system workflow (a session timer or a channel command): it runs only"
+                    " when the system starts it",
+                )
             version = version or wf["latest_version"]
             if await workflows_store.get_version(conn, workflow_id, version) is None:
                 raise NotFound("workflow version", f"{workflow_id}@{version}")

@@ -111,6 +111,7 @@ async def schedule_timeout(
         payload={"session_id": str(session_id)},
         idempotency_key=f"session-timeout:{message_id}",
         owner=owner,
+        system=True,
     )
     return run_id
 

@@ -1,0 +1,545 @@
+"""Every route of the API, tried across users: Bob never reaches Alice's objects.
+
+Alice and Bob each get the same world through the API: an active event-triggered workflow and a
+run it started, a run parked on an event wait, a voice session with a command run (its trace),
+and a personal API key. Then, route by route over ``app.openapi()["paths"]`` (so a new route
+without a case here fails the test), Bob uses Alice's ids: every route that takes an id answers
+404 ``not_found`` (never 403, never 200), lists show only one's own, creating never lands in
+the other account, and afterwards Alice's objects are exactly as they were.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.app.app import create_app
+from tests.conftest import ALICE, BOB, make_settings
+from tests.support import JWT_SECRET, Peer, as_user
+from tests.test_channels import FakeOpenAI
+
+ORDER = "order-1"  # both users' waits wait for the payment of an order with this same id
+
+
+def event_workflow(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "nodes": [
+            {"id": "placed", "type": "trigger", "trigger": "event", "event": "order/placed"},
+            {
+                "id": "note",
+                "type": "action",
+                "service": "transform",
+                "task": "build",
+                "params": {"fields": {"order": "{{ trigger_data.order }}"}},
+            },
+        ],
+        "edges": [{"source": "placed", "target": "note"}],
+    }
+
+
+def waiting_workflow(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "paid",
+                "type": "wait_for_event",
+                "event": "order/paid",
+                "match": "event.data.order == trigger_data.order",
+                "timeout": "1d",
+            },
+            {
+                "id": "thanks",
+                "type": "action",
+                "service": "transform",
+                "task": "build",
+                "params": {"fields": {"paid": True}},
+            },
+        ],
+        "edges": [
+            {"source": "start", "target": "paid"},
+            {"source": "paid", "target": "thanks"},
+        ],
+    }
+
+
+@dataclass
+class Account:
+    """One user's objects, made through the API."""
+
+    user: str
+    headers: dict[str, str]
+    event_wf: str = ""
+    wait_wf: str = ""
+    event_run: str = ""
+    waiting_run: str = ""
+    command_run: str = ""
+    trace_id: str = ""
+    session_id: str = ""
+    key_id: str = ""
+    key: str = ""
+
+
+@dataclass
+class World:
+    client: TestClient
+    llm: FakeOpenAI
+    database_url: str
+    alice: Account
+    bob: Account
+
+    def as_bob(
+        self, method: str, url: str, headers: dict[str, str] | None = None, **kw: Any
+    ) -> Any:
+        return self.client.request(
+            method, url, headers={**self.bob.headers, **(headers or {})}, **kw
+        )
+
+    def as_alice(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self.client.request(method, url, headers=self.alice.headers, **kwargs)
+
+
+def populate(client: TestClient, llm: FakeOpenAI, user: str, name: str) -> Account:
+    account = Account(user, as_user(user))
+    h = account.headers
+
+    created = client.post("/workflows", json={"blueprint": event_workflow(name)}, headers=h)
+    assert created.status_code == 201, created.text
+    account.event_wf = created.json()["id"]
+    activated = client.post(f"/workflows/{account.event_wf}/activate", headers=h)
+    assert activated.status_code == 200, activated.text
+    emitted = client.post(
+        "/events", json={"name": "order/placed", "data": {"order": ORDER}}, headers=h
+    ).json()
+    [account.event_run] = emitted["started_run_ids"]
+
+    created = client.post("/workflows", json={"blueprint": waiting_workflow(name)}, headers=h)
+    account.wait_wf = created.json()["id"]
+    executed = client.post(
+        "/workflow/execute",
+        json={"workflow_id": account.wait_wf, "payload": {"order": ORDER}},
+        headers=h,
+    )
+    assert executed.status_code == 202, executed.text
+    account.waiting_run = executed.json()["run_id"]
+
+    llm.say("SEND_WHATSAPP", to="+919812345678", message=f"{name}'s secret plan")
+    turn = client.post(
+        "/intent-parser",
+        json={"session_id": "kiosk", "text": f"tell +919812345678 {name}'s secret plan"},
+        headers=h,
+    )
+    assert turn.status_code == 200 and turn.json()["status"] == "completed", turn.text
+    account.command_run = turn.json()["run_id"]
+    account.trace_id = turn.json()["trace_id"]
+    account.session_id = turn.json()["session_id"]
+
+    key = client.post("/me/api-keys", json={"name": f"{name}'s laptop"}, headers=h).json()
+    account.key_id, account.key = key["id"], key["key"]
+    assert client.patch("/me", json={"display_name": name}, headers=h).status_code == 200
+
+    with_client = _Waiter(client, h)
+    with_client.run(account.event_run, {"succeeded"})
+    with_client.run(account.waiting_run, {"waiting"})
+    with_client.run(account.command_run, {"succeeded"})
+    return account
+
+
+class _Waiter:
+    """``wait_for_run`` with a user's headers."""
+
+    def __init__(self, client: TestClient, headers: dict[str, str]) -> None:
+        self.client = client
+        self.headers = headers
+
+    def run(self, run_id: str, statuses: set[str]) -> dict[str, Any]:
+        deadline = time.monotonic() + 15
+        while True:
+            run = self.client.get(f"/runs/{run_id}", headers=self.headers).json()
+            if run["status"] in statuses:
+                return run
+            assert time.monotonic() < deadline, run
+            time.sleep(0.03)
+
+
+@pytest.fixture
+def world(database_url: str, peer: Peer) -> Iterator[World]:
+    llm = FakeOpenAI(peer)
+    settings = make_settings(
+        database_url,
+        supabase_jwt_secret=JWT_SECRET,
+        openai_base_url=llm.url,
+        openai_api_key="sk-test",
+        llm_backoff_seconds=0,
+        session_timeout_seconds=3600,
+        channel_reply_wait_seconds=5,
+        twilio_auth_token="twilio-auth-token",
+    )
+    with TestClient(create_app(settings)) as client:
+        alice = populate(client, llm, ALICE, "Alice")
+        bob = populate(client, llm, BOB, "Bob")
+        with psycopg.connect(database_url, autocommit=True) as conn:  # linking has its own tests
+            conn.execute(
+                "insert into channel_links (owner_id, channel, number) values (%s, 'whatsapp', %s)",
+                (ALICE, ALICES_NUMBER),
+            )
+        yield World(client, llm, database_url, alice, bob)
+
+
+def not_found(response: Any) -> None:
+    assert response.status_code == 404, (response.status_code, response.text)
+    assert response.json()["error"]["code"] == "not_found", response.text
+
+
+def snapshot(w: World) -> dict[str, Any]:
+    """Everything of Alice's that Bob's requests could have touched, as Alice sees it."""
+    a = w.alice
+    keys = w.as_alice("GET", "/me/api-keys").json()
+    return {
+        "me": w.as_alice("GET", "/me").json()["user"],
+        "keys": [{k: v for k, v in key.items() if k != "last_used_at"} for key in keys],
+        "workflows": [
+            w.as_alice("GET", f"/workflows/{wf}").json() for wf in (a.event_wf, a.wait_wf)
+        ],
+        "runs": [
+            w.as_alice("GET", f"/runs/{run}").json()
+            for run in (a.event_run, a.waiting_run, a.command_run)
+        ],
+        "event_wf_runs": w.as_alice("GET", f"/workflows/{a.event_wf}/runs").json(),
+        "session": w.as_alice("GET", f"/sessions/{a.session_id}").json(),
+    }
+
+
+# --- One case per route: what Bob does with Alice's objects, and what he must get -------------
+
+
+def me_is_mine(w: World) -> None:
+    me = w.as_bob("GET", "/me").json()
+    assert me["user"]["id"] == BOB
+    keys = [k["id"] for k in me["api_keys"]]
+    assert w.alice.key_id not in keys and w.bob.key_id in keys
+
+
+def profile_change_is_mine(w: World) -> None:
+    changed = w.as_bob("PATCH", "/me", json={"display_name": "Robert"})
+    assert changed.status_code == 200 and changed.json()["id"] == BOB
+    assert w.as_alice("GET", "/me").json()["user"]["display_name"] == "Alice"
+
+
+def new_key_is_mine(w: World) -> None:
+    created = w.as_bob("POST", "/me/api-keys", json={"name": "bob's phone"})
+    assert created.status_code == 201
+    me = w.client.get("/me", headers={"X-API-Key": created.json()["key"]}).json()
+    assert me["user"]["id"] == BOB
+
+
+def key_list_is_mine(w: World) -> None:
+    ids = [k["id"] for k in w.as_bob("GET", "/me/api-keys").json()]
+    assert w.alice.key_id not in ids and w.bob.key_id in ids
+
+
+def key_revoke(w: World) -> None:
+    not_found(w.as_bob("DELETE", f"/me/api-keys/{w.alice.key_id}"))
+
+
+def catalog_is_the_same_for_everyone(path: str) -> Callable[[World], None]:
+    def check(w: World) -> None:
+        bob = w.as_bob("GET", path)
+        assert bob.status_code == 200 and bob.json() == w.as_alice("GET", path).json()
+
+    return check
+
+
+def create_workflow(w: World) -> None:
+    body = {"blueprint": event_workflow("Bob's, for Alice"), "user_id": ALICE}
+    refused = w.as_bob("POST", "/workflows", json=body)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "user_id"]
+    own = w.as_bob("POST", "/workflows", json={"blueprint": event_workflow("Bob's second")})
+    assert own.status_code == 201 and own.json()["owner_id"] == BOB
+
+
+def get_workflow(w: World) -> None:
+    for wf in (w.alice.event_wf, w.alice.wait_wf):
+        not_found(w.as_bob("GET", f"/workflows/{wf}"))
+        not_found(w.as_bob("GET", f"/workflows/{wf}", params={"version": 1}))
+        assert w.as_alice("GET", f"/workflows/{wf}").status_code == 200
+
+
+def put_workflow(w: World) -> None:
+    body = {"blueprint": event_workflow("hijacked")}
+    not_found(w.as_bob("PUT", f"/workflows/{w.alice.event_wf}", json=body))
+    not_found(w.as_bob("PUT", f"/workflows/{w.alice.event_wf}", json={**body, "user_id": BOB}))
+
+
+def activate(w: World) -> None:
+    not_found(w.as_bob("POST", f"/workflows/{w.alice.wait_wf}/activate"))
+    not_found(w.as_bob("POST", f"/workflows/{w.alice.wait_wf}/activate", json={"version": 1}))
+
+
+def deactivate(w: World) -> None:
+    not_found(w.as_bob("POST", f"/workflows/{w.alice.event_wf}/deactivate"))
+
+
+def workflow_runs(w: World) -> None:
+    not_found(w.as_bob("GET", f"/workflows/{w.alice.event_wf}/runs"))
+    runs = w.as_alice("GET", f"/workflows/{w.alice.event_wf}/runs").json()["runs"]
+    assert [r["id"] for r in runs] == [w.alice.event_run]
+
+
+def draft(w: World) -> None:
+    """Drafting for someone else is refused before the model is asked."""
+    prompts = len(w.llm.prompts)
+    refused = w.as_bob("POST", "/workflow/draft", json={"prompt": "hello", "user_id": ALICE})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"][0]["loc"] == ["body", "user_id"]
+    assert len(w.llm.prompts) == prompts
+
+
+def revise(w: World) -> None:
+    body = {"instruction": "send everything to Bob"}
+    not_found(w.as_bob("POST", f"/workflows/{w.alice.event_wf}/revise", json=body))
+
+
+def dry_run(w: World) -> None:
+    url = f"/workflows/{w.alice.wait_wf}/dry-run"
+    not_found(w.as_bob("POST", url, json={"payload": {"order": ORDER}}))
+    assert w.as_alice("POST", url, json={"payload": {"order": ORDER}}).status_code == 200
+
+
+def execute(w: World) -> None:
+    for wf in (w.alice.event_wf, w.alice.wait_wf):
+        not_found(w.as_bob("POST", "/workflow/execute", json={"workflow_id": wf}))
+        body = {"workflow_id": wf, "idempotency_key": "bob-tries", "version": 1}
+        not_found(w.as_bob("POST", "/workflow/execute", json=body))
+
+
+def runs_by_trace(w: World) -> None:
+    bob = w.as_bob("GET", "/runs", params={"trace_id": w.alice.trace_id})
+    assert bob.status_code == 200 and bob.json() == {"runs": []}
+    alice = w.as_alice("GET", "/runs", params={"trace_id": w.alice.trace_id}).json()["runs"]
+    assert [r["id"] for r in alice] == [w.alice.command_run]
+
+
+def alice_runs(w: World) -> list[str]:
+    return [w.alice.event_run, w.alice.waiting_run, w.alice.command_run]
+
+
+def get_run(w: World) -> None:
+    for run in alice_runs(w):
+        not_found(w.as_bob("GET", f"/runs/{run}"))
+        assert w.as_alice("GET", f"/runs/{run}").status_code == 200
+
+
+def run_logs(w: World) -> None:
+    for run in alice_runs(w):
+        not_found(w.as_bob("GET", f"/runs/{run}/logs"))
+        not_found(w.as_bob("GET", f"/runs/{run}/logs", params={"after_id": 0, "limit": 1000}))
+        assert w.as_alice("GET", f"/runs/{run}/logs").json()["logs"]
+
+
+def run_stream(w: World) -> None:
+    for run in alice_runs(w):
+        not_found(w.as_bob("GET", f"/runs/{run}/stream"))
+        not_found(w.as_bob("GET", f"/runs/{run}/stream", headers={"Last-Event-ID": "0"}))
+    finished = w.as_alice("GET", f"/runs/{w.alice.event_run}/stream")
+    assert finished.status_code == 200 and "event: log" in finished.text
+
+
+def cancel(w: World) -> None:
+    for run in alice_runs(w):
+        not_found(w.as_bob("POST", f"/runs/{run}/cancel"))
+
+
+def retry(w: World) -> None:
+    for run in alice_runs(w):
+        not_found(w.as_bob("POST", f"/runs/{run}/retry"))
+
+
+def events(w: World) -> None:
+    """Bob's event with Alice's event names and her order id resumes only his wait and starts
+    only his workflow."""
+    paid = w.as_bob("POST", "/events", json={"name": "order/paid", "data": {"order": ORDER}})
+    assert paid.status_code == 202 and paid.json()["resumed_run_ids"] == [w.bob.waiting_run]
+    placed = w.as_bob("POST", "/events", json={"name": "order/placed", "data": {"order": ORDER}})
+    started = placed.json()["started_run_ids"]
+    assert len(started) == 1, f"started {started} (Bob has one active workflow for it)"
+    assert w.as_bob("GET", f"/runs/{started[0]}").json()["workflow_id"] == w.bob.event_wf
+    _Waiter(w.client, w.bob.headers).run(w.bob.waiting_run, {"succeeded"})
+    # Alice's run is still parked and her workflow started nothing new: checked by the
+    # snapshot, and once more here so that a failure says why.
+    assert w.as_alice("GET", f"/runs/{w.alice.waiting_run}").json()["status"] == "waiting"
+    runs = w.as_alice("GET", f"/workflows/{w.alice.event_wf}/runs").json()["runs"]
+    assert len(runs) == 1
+
+
+def intent_parser(w: World) -> None:
+    """Alice's session reference, or her session's id, is a fresh session of Bob's."""
+    for ref in ("kiosk", w.alice.session_id):
+        w.llm.say(None)
+        turn = w.as_bob("POST", "/intent-parser", json={"session_id": ref, "text": "hello"})
+        assert turn.status_code == 200, turn.text
+        session_id = turn.json()["session_id"]
+        assert session_id != w.alice.session_id
+        mine = w.as_bob("GET", f"/sessions/{session_id}").json()
+        assert mine["owner_id"] == BOB
+        assert not [m for m in mine["messages"] if "Alice" in (m["text"] or "")]
+        not_found(w.as_alice("GET", f"/sessions/{session_id}"))
+
+
+def get_session(w: World) -> None:
+    not_found(w.as_bob("GET", f"/sessions/{w.alice.session_id}"))
+    assert w.as_alice("GET", f"/sessions/{w.alice.session_id}").status_code == 200
+
+
+def list_sessions(w: World) -> None:
+    bob = {s["id"] for s in w.as_bob("GET", "/sessions").json()["sessions"]}
+    alice = {s["id"] for s in w.as_alice("GET", "/sessions").json()["sessions"]}
+    assert w.alice.session_id in alice and w.alice.session_id not in bob
+    assert not alice & bob
+
+
+ALICES_NUMBER = "+919800000001"
+
+
+def link_code(w: World) -> None:
+    """Bob asking for a code for Alice's linked number gets nothing of hers (the number stays
+    hers; the code he gets could only ever link it after she unlinks)."""
+    asked = w.as_bob("POST", "/me/channels/whatsapp", json={"number": ALICES_NUMBER})
+    assert asked.status_code in (201, 409), asked.text
+    mine = w.as_alice("GET", "/me").json()["channels"]
+    assert [c["number"] for c in mine] == [ALICES_NUMBER]
+
+
+def unlink(w: World) -> None:
+    not_found(w.as_bob("DELETE", f"/me/channels/whatsapp/{ALICES_NUMBER}"))
+
+
+CASES: dict[tuple[str, str], Callable[[World], None]] = {
+    ("GET", "/me"): me_is_mine,
+    ("PATCH", "/me"): profile_change_is_mine,
+    ("POST", "/me/api-keys"): new_key_is_mine,
+    ("GET", "/me/api-keys"): key_list_is_mine,
+    ("DELETE", "/me/api-keys/{key_id}"): key_revoke,
+    ("GET", "/blueprint/schema"): catalog_is_the_same_for_everyone("/blueprint/schema"),
+    ("GET", "/tools"): catalog_is_the_same_for_everyone("/tools"),
+    ("POST", "/workflows"): create_workflow,
+    ("GET", "/workflows/{workflow_id}"): get_workflow,
+    ("PUT", "/workflows/{workflow_id}"): put_workflow,
+    ("POST", "/workflows/{workflow_id}/activate"): activate,
+    ("POST", "/workflows/{workflow_id}/deactivate"): deactivate,
+    ("GET", "/workflows/{workflow_id}/runs"): workflow_runs,
+    ("POST", "/workflow/draft"): draft,
+    ("POST", "/workflows/{workflow_id}/revise"): revise,
+    ("POST", "/workflows/{workflow_id}/dry-run"): dry_run,
+    ("POST", "/workflow/execute"): execute,
+    ("GET", "/runs"): runs_by_trace,
+    ("GET", "/runs/{run_id}"): get_run,
+    ("GET", "/runs/{run_id}/logs"): run_logs,
+    ("GET", "/runs/{run_id}/stream"): run_stream,
+    ("POST", "/runs/{run_id}/cancel"): cancel,
+    ("POST", "/runs/{run_id}/retry"): retry,
+    ("POST", "/events"): events,
+    ("POST", "/intent-parser"): intent_parser,
+    ("GET", "/sessions/{session_id}"): get_session,
+    ("GET", "/sessions"): list_sessions,
+    ("POST", "/me/channels/whatsapp"): link_code,
+    ("DELETE", "/me/channels/whatsapp/{number}"): unlink,
+}
+
+#: Routes without a user's credentials, and why.
+EXEMPT: dict[tuple[str, str], str] = {
+    ("GET", "/health"): "liveness: no user data",
+    ("POST", "/webhooks/razorpay"): "signed with the deployment's RAZORPAY_WEBHOOK_SECRET; its "
+    "events belong to the local user",
+    ("POST", "/whatsapp"): "signed by Twilio (X-Twilio-Signature); the sender's number decides "
+    "the user",
+    ("GET", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
+    ("PUT", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
+    ("POST", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
+    # /docs, /redoc and /openapi.json are not in the schema's paths: API description only.
+}
+
+
+def test_every_route_keeps_users_apart(world: World) -> None:
+    operations = {
+        (method.upper(), path)
+        for path, item in world.client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+        for method in item
+    }
+    missing = sorted(operations - set(CASES) - set(EXEMPT))
+    assert not missing, f"routes without an ownership case in tests/test_ownership.py: {missing}"
+    stale = sorted(set(CASES) - operations)
+    assert not stale, f"cases for routes that no longer exist: {stale}"
+
+    before = snapshot(world)
+    problems = []
+    for operation in sorted(CASES):
+        try:
+            CASES[operation](world)
+        except AssertionError as exc:
+            problems.append(f"{' '.join(operation)}: {exc}")
+    assert not problems, "\n".join(problems)
+    assert snapshot(world) == before, "Bob's requests changed Alice's objects"
+
+
+def test_exempt_routes_take_no_user_credentials(world: World) -> None:
+    """The exempt routes answer without a token (the signed ones check their signature), so
+    they are not a way around the checks above either."""
+    assert world.client.get("/health").status_code == 200
+    razorpay = world.client.post("/webhooks/razorpay", content=b"{}")
+    assert razorpay.json()["error"]["code"] == "invalid_signature"
+    whatsapp = world.client.post("/whatsapp", data={"MessageSid": "SM1", "From": "whatsapp:+1"})
+    assert whatsapp.status_code == 403
+    assert world.client.get("/me").status_code == 401
+
+
+def test_idempotency_keys_are_per_user(world: World) -> None:
+    body = {"blueprint": event_workflow("adhoc"), "payload": {"order": ORDER}}
+    body["idempotency_key"] = "invoice-42"
+    alice = world.as_alice("POST", "/workflow/execute", json=body)
+    bob = world.as_bob("POST", "/workflow/execute", json=body)
+    assert alice.status_code == bob.status_code == 202, (alice.text, bob.text)
+    assert alice.json()["run_id"] != bob.json()["run_id"]
+    again = world.as_alice("POST", "/workflow/execute", json=body)
+    assert again.status_code == 200 and again.json()["run_id"] == alice.json()["run_id"]
+    assert not again.json()["created"]
+    not_found(world.as_bob("GET", f"/runs/{alice.json()['run_id']}"))
+
+
+def test_a_system_workflow_cannot_be_pointed_at_another_users_session(world: World) -> None:
+    """The session-timeout system workflow is Bob's own (its runs are his, like his session),
+    and its blueprint uses the internal ``sessions`` tool on ``trigger_data.session_id``. Run
+    by hand with Alice's session id, it would close her session and put her transcript into
+    Bob's run logs. Its id is no secret: a dashboard lists its user's workflows (on Supabase,
+    directly under row-level security), as the query here does. System workflows run only on
+    their own triggers."""
+    with psycopg.connect(world.database_url) as conn:
+        [(system_wf,)] = conn.execute(
+            "select id from workflows where owner_id = %s and origin = 'system'", (BOB,)
+        ).fetchall()
+        [(command_wf,)] = conn.execute(
+            "select workflow_id from workflow_runs where id = %s", (world.bob.command_run,)
+        ).fetchall()
+    for workflow_id in (system_wf, command_wf):
+        body = {"workflow_id": str(workflow_id), "payload": {"session_id": world.alice.session_id}}
+        refused = world.as_bob("POST", "/workflow/execute", json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["details"][0]["loc"] == ["body", "workflow_id"]
+    with psycopg.connect(world.database_url) as conn:
+        [(count,)] = conn.execute(
+            "select count(*) from workflow_runs where trigger_data->>'session_id' = %s"
+            " and owner_id = %s",
+            (world.alice.session_id, BOB),
+        ).fetchall()
+    assert count == 0
+    session = world.as_alice("GET", f"/sessions/{world.alice.session_id}").json()
+    assert session["status"] == "open" and session["summary"] is None
