@@ -42,6 +42,14 @@ class Unauthorized(AppError):
     code = "unauthorized"
 
 
+class Forbidden(AppError):
+    """The caller is known but their credential may not do this (403), e.g. a personal API
+    key making new credentials. Never used for another user's objects: those are 404."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class IdentityUnavailable(AppError):
     """The identity provider's signing keys (the Supabase project's JWKS) cannot be fetched, so
     an access token cannot be checked yet (503): the token may well be valid, and a 401 would

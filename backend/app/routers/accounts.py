@@ -65,7 +65,9 @@ async def update_me(
 @router.post("/me/api-keys", status_code=201, response_model=NewApiKeyOut)
 async def create_api_key(body: NewKeyIn, pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
     """A new personal API key (``X-API-Key`` or ``Authorization: Bearer``). The key is in this
-    answer only; it is stored as a hash."""
+    answer only; it is stored as a hash. 403 with a personal API key: a leaked key must not
+    mint its successor."""
+    caller.require_not_personal_key("create API keys")
     return await account_service.create_key(pool, caller.user_id, body.name)
 
 
@@ -93,7 +95,9 @@ async def link_whatsapp(
     """A one-time code that links a WhatsApp number to you: send ``link <code>`` from that
     number to the deployment's WhatsApp number within ``LINK_CODE_TTL_SECONDS`` (10 minutes).
     It works once, only from that number, and stops after 5 wrong codes. Asking again replaces
-    it. 409 ``already_linked`` when the number is yours already."""
+    it. 409 ``already_linked`` when the number is yours already; 403 with a personal API key
+    (a linked number acts for you, so it is a credential too)."""
+    caller.require_not_personal_key("link a WhatsApp number")
     number = body.number if body is not None else None
     return await link_service.issue_code(pool, settings, caller.user_id, number)
 

@@ -31,7 +31,13 @@ import httpx
 import jwt
 
 from backend.app.config import Settings
-from backend.app.errors import IdentityUnavailable, InvalidHeader, Unauthorized, ValidationFailed
+from backend.app.errors import (
+    Forbidden,
+    IdentityUnavailable,
+    InvalidHeader,
+    Unauthorized,
+    ValidationFailed,
+)
 from backend.app.store import accounts as store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
@@ -60,6 +66,19 @@ class Caller:
         """A deployment service key, or anyone when no identity is configured (development):
         may act for any user."""
         return self.via in ("service_key", "local")
+
+    def require_not_personal_key(self, what: str) -> None:
+        """Refuse ``what`` (a new credential: an API key, a linked WhatsApp number) to a
+        personal API key, so that a leaked key cannot make itself a successor that outlives
+        its revocation. A signed-in user, a service key and local mode may.
+
+        Raises:
+            Forbidden: 403, the caller authenticated with a personal API key.
+        """
+        if self.via == "api_key":
+            raise Forbidden(
+                f"a personal API key cannot {what}; sign in (a Supabase access token) to do it"
+            )
 
 
 async def owner_for(pool: Pool, caller: Caller, user_id: str | None, loc: list[str | int]) -> UUID:
