@@ -455,18 +455,22 @@ def test_a_personal_key_acts_only_for_its_owner(accounts: TestClient) -> None:
 
 def test_a_personal_key_cannot_make_new_credentials(accounts: TestClient) -> None:
     """A leaked script key must not outlive its revocation: it cannot mint another key, nor
-    link its holder's WhatsApp number (which would then act for Alice, refunds included). Only
-    Alice, signed in, can; the key may still use and revoke keys."""
+    link its holder's WhatsApp number (which would then act for Alice, refunds included), nor
+    change the phone her "send me" alerts go to. Only Alice, signed in, can; the key may still
+    use and revoke keys."""
     created = accounts.post("/me/api-keys", json={"name": "ci"}, headers=as_user(ALICE)).json()
     for headers in ({"X-API-Key": created["key"]}, bearer(created["key"])):
         minted = accounts.post("/me/api-keys", json={"name": "mine now"}, headers=headers)
         assert_refused(minted, 403, "forbidden")
+        redirected = accounts.patch("/me", json={"phone": "+14155550123"}, headers=headers)
+        assert_refused(redirected, 403, "forbidden")
         linked = accounts.post(
             "/me/channels/whatsapp", json={"number": "+14155550123"}, headers=headers
         )
         assert_refused(linked, 403, "forbidden")
     me = accounts.get("/me", headers=as_user(ALICE)).json()
     assert [k["name"] for k in me["api_keys"]] == ["ci"] and me["channels"] == []
+    assert me["user"]["phone"] is None
     signed_in = accounts.post(
         "/me/channels/whatsapp", json={"number": "+14155550123"}, headers=as_user(ALICE)
     )

@@ -57,7 +57,9 @@ async def get_me(pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
 async def update_me(
     body: ProfileIn, pool: PoolDep, settings: SettingsDep, caller: CallerDep
 ) -> dict[str, Any]:
-    """Change your display name, email or phone (E.164; used as ``{{ owner.phone }}``)."""
+    """Change your display name, email or phone (E.164; used as ``{{ owner.phone }}``). Not
+    with a personal API key: a leaked key must not redirect your "send me" alerts."""
+    caller.require_not_personal_key("change the profile")
     changes = body.model_dump(exclude_unset=True)
     return await account_service.update_profile(pool, settings, caller.user_id, changes)
 
