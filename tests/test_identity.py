@@ -89,6 +89,11 @@ HS256_REFUSED: dict[str, tuple[Callable[[int], dict[str, Any]], str]] = {
     "no subject": (lambda now: claims(sub=None), "not valid"),
     "subject is not a user id": (lambda now: claims(sub="alice"), "subject is not a user id"),
     "subject is not a string": (lambda now: claims(sub=12345), "not valid"),
+    # The local user owns every row older than accounts (and the Razorpay events).
+    "subject is the local user": (
+        lambda now: claims(sub="00000000-0000-0000-0000-000000000001"),
+        "reserved",
+    ),
     # Supabase's anon and service_role keys are JWTs signed with the same secret: no sub.
     "the project's anon key": (
         lambda now: {"iss": "supabase", "role": "anon", "iat": now, "exp": now + 3600},

@@ -271,6 +271,8 @@ class Authenticator:
             user_id = UUID(str(claims["sub"]))
         except ValueError:
             raise Unauthorized("the access token's subject is not a user id") from None
+        if user_id == LOCAL_USER_ID:  # owns everything older than accounts: no token may be it
+            raise Unauthorized("the access token's subject is reserved")
         await self._remember(pool, user_id, claims)
         return Caller(user_id, "token")
 
