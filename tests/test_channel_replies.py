@@ -219,3 +219,19 @@ def test_every_command_slot_says_where_it_lands_in_the_params() -> None:
                 assert slot.param, f"{tool.service}.{name}: slot {slot.name} has no param"
                 field = slot.param.split(".")[0]
                 assert field in task.params.model_fields, f"{tool.service}.{name}: {slot.param}"
+
+
+def test_what_a_user_says_is_never_evaluated_as_a_template(
+    api: TestClient, llm: FakeOpenAI
+) -> None:
+    """A command's params come from the user's words: they reach the tool as written, never
+    rendered ("{{ 6*7 }}" stays itself; a stray "{{" does not fail the command)."""
+    for i, words in enumerate(("meet at {{ 6*7 }}", "curly {{ braces")):
+        llm.say("SEND_WHATSAPP", to="+919876543210", message=words)
+        turn = api.post("/intent-parser", json={"session_id": f"kiosk-{i}", "text": words})
+        body = turn.json()
+        assert body["status"] == "completed", body
+        act = next(
+            n for n in api.get(f"/runs/{body['run_id']}").json()["nodes"] if n["id"] == "act"
+        )
+        assert act["output"]["request"]["body"]["Body"] == words, act["output"]

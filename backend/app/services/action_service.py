@@ -26,6 +26,8 @@ from backend.app.workflows.runners import Dispatcher
 log = logging.getLogger(__name__)
 
 ACT = "act"
+#: Where a tool command's params are in its run's trigger data.
+PARAMS = "command_params"
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,11 @@ class ActionOutcome:
 
 
 def command_blueprint(
-    intent: Intent, slots: dict[str, Any], late: LateReply | None, settings: Settings
+    intent: Intent, params: dict[str, Any], late: LateReply | None, settings: Settings
 ) -> dict[str, Any]:
-    """The run a tool command becomes."""
+    """The run a tool command becomes. The task's ``params`` (built from what the user said)
+    travel in the trigger data, under :data:`PARAMS`, and the action refers to them: put in the
+    blueprint itself, a message such as "meet at {{ 6*7 }}" would be evaluated as a template."""
     assert intent.command is not None and intent.service and intent.task
     nodes: list[dict[str, Any]] = [
         {"id": "command", "type": "trigger", "trigger": "manual", "name": intent.name},
@@ -60,7 +64,7 @@ def command_blueprint(
             "service": intent.service,
             "task": intent.task,
             "name": intent.description,
-            "params": intent.command.build_params(slots),
+            "params": {key: f"{{{{ trigger_data.{PARAMS}.{key} }}}}" for key in params},
         },
     ]
     edges = [{"source": "command", "target": ACT}]
@@ -149,13 +153,15 @@ async def execute(
             False,
         )
 
+    assert intent.command is not None
+    params = intent.command.build_params(slots)
     run_id, _ = await run_service.start(
         pool,
         dispatcher,
         workflow_id=None,
         version=None,
-        blueprint=command_blueprint(intent, slots, late, settings),
-        payload=slots,
+        blueprint=command_blueprint(intent, params, late, settings),
+        payload={**slots, PARAMS: params},
         idempotency_key=f"command:{trace_id}",
         trace_id=trace_id,
         origin="channel",
