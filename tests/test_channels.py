@@ -109,6 +109,7 @@ def _settings(database_url: str, llm: FakeOpenAI, **extra: Any) -> Any:
         "llm_backoff_seconds": 0,
         "twilio_auth_token": TOKEN,
         "public_base_url": PUBLIC,
+        "allow_open_access": True,  # local mode (no identity) behind a public URL, on purpose
         "channel_reply_wait_seconds": 5,
         "session_timeout_seconds": 3600,
     }

@@ -591,3 +591,14 @@ def test_local_mode_refuses_credentials_it_cannot_check(client: TestClient) -> N
     key = client.post("/me/api-keys", json={"name": "local"}).json()["key"]
     me = client.get("/me", headers={"X-API-Key": key}).json()
     assert me["user"]["id"] == str(LOCAL_USER_ID) and me["via"] == "api_key"
+
+
+def test_a_public_deployment_without_identity_refuses_to_start(database_url: str) -> None:
+    """An empty SUPABASE_JWT_SECRET= (an unset compose variable) means no identity: behind a
+    public URL that would make anyone the local user, so the API does not start unless told
+    to run open."""
+    public = {"public_base_url": "https://bot.example.com", "supabase_jwt_secret": ""}
+    with pytest.raises(RuntimeError, match="no identity is configured"):
+        create_app(make_settings(database_url, **public))
+    create_app(make_settings(database_url, **public, allow_open_access=True))
+    create_app(make_settings(database_url))  # localhost: development

@@ -336,7 +336,10 @@ def test_a_malformed_razorpay_event_id_is_400_after_the_signature(
 @pytest.fixture
 def twilio_client(database_url: str) -> Iterator[TestClient]:
     settings = make_settings(
-        database_url, twilio_auth_token="twilio-token", public_base_url="https://bot.example.com"
+        database_url,
+        twilio_auth_token="twilio-token",
+        public_base_url="https://bot.example.com",
+        allow_open_access=True,
     )
     with TestClient(create_app(settings)) as client:
         yield client

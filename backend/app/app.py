@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     auth = Authenticator(settings)
     if auth.open:
+        _check_open_access(settings)
         log.warning(
             "no identity is configured (SUPABASE_URL, SUPABASE_JWT_SECRET, API_KEYS): every "
             "request without credentials acts as the local user, who owns everything"
@@ -115,6 +117,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.architect = None if model is None else WorkflowArchitect(model, settings)
     app.state.intents = IntentService(model, settings)
     return app
+
+
+def _check_open_access(settings: Settings) -> None:
+    """Without identity, anyone who reaches the API is the local user. That is development on
+    one's own machine; a deployment with a public ``PUBLIC_BASE_URL`` must configure identity
+    or say ``ALLOW_OPEN_ACCESS=true`` (an empty ``SUPABASE_JWT_SECRET=`` would otherwise open
+    it silently).
+
+    Raises:
+        RuntimeError: open access with a public ``PUBLIC_BASE_URL`` and no opt-in.
+    """
+    host = urlsplit(settings.public_base_url).hostname or ""
+    if settings.allow_open_access or host in ("localhost", "127.0.0.1", "::1"):
+        return
+    raise RuntimeError(
+        f"PUBLIC_BASE_URL is {settings.public_base_url} but no identity is configured, so "
+        "anyone reaching the API would act as the local user: set SUPABASE_URL, "
+        "SUPABASE_JWT_SECRET or API_KEYS, or ALLOW_OPEN_ACCESS=true to run open on purpose"
+    )
 
 
 def _serve_engine(app: FastAPI, settings: Settings) -> Dispatcher:

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="https://<project>.supabase.co: accept the project's Supabase Auth access "
         "tokens, verified with the keys of its JWKS (and their issuer).",
     )
+    allow_open_access: bool = Field(
+        default=False,
+        description="Run without identity although PUBLIC_BASE_URL is not localhost (every "
+        "request acts as the local user). Without it such a deployment refuses to start.",
+    )
     supabase_jwt_secret: SecretStr | None = Field(
         default=None,
         description="The project's JWT secret: accept HS256-signed Supabase Auth tokens. With "
