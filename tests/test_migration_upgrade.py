@@ -1,11 +1,14 @@
-"""Upgrading a database that has data: accounts give everything that existed to the local user
-and lose nothing (plain PostgreSQL; the Supabase variant is in test_migrations)."""
+"""Upgrading a database that has data: accounts give everything that existed to an owner and
+lose nothing (plain PostgreSQL; the Supabase variant is in test_migrations). A workflow whose
+old free-form ``user_id`` was a user id (spec 004's, a Supabase user id) goes to that user with
+everything it has; anything else goes to the local user, the old value kept."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import psycopg
 import pytest
@@ -39,7 +42,10 @@ def before_accounts(database_url: str, tmp_path: Path) -> Iterator[str]:
         conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(name)))
 
 
-def test_existing_rows_go_to_the_local_user(before_accounts: str) -> None:
+SUPABASE_USER = "7e57ab1e-0000-4000-8000-0000000000aa"
+
+
+def test_existing_rows_go_to_their_user_or_the_local_user(before_accounts: str) -> None:
     with psycopg.connect(before_accounts, autocommit=True) as conn:
         [(workflow_id,)] = conn.execute(
             "insert into workflows (name, user_id) values ('old', 'someone') returning id"
@@ -67,6 +73,24 @@ def test_existing_rows_go_to_the_local_user(before_accounts: str) -> None:
             (session_id,),
         )
         conn.execute("insert into events (name) values ('x')")
+        [(theirs,)] = conn.execute(
+            "insert into workflows (name, user_id) values ('theirs', %s) returning id",
+            (SUPABASE_USER,),
+        ).fetchall()
+        conn.execute(
+            "insert into workflow_versions (workflow_id, version, blueprint, trigger_kind)"
+            " values (%s, 1, '{}', 'manual')",
+            (theirs,),
+        )
+        [(their_run,)] = conn.execute(
+            "insert into workflow_runs (workflow_id, version) values (%s, 1) returning id",
+            (theirs,),
+        ).fetchall()
+        conn.execute(
+            "insert into workflow_logs (run_id, node_id, step_id, status) values (%s, 'a', 'a',"
+            " 'succeeded')",
+            (their_run,),
+        )
 
     applied = migrations.migrate(before_accounts)
     assert applied[0].startswith(ACCOUNTS), applied
@@ -82,10 +106,23 @@ def test_existing_rows_go_to_the_local_user(before_accounts: str) -> None:
             "events",
         ):
             owners = conn.execute(
-                sql.SQL("select owner_id from {}").format(sql.Identifier(table))
+                sql.SQL("select distinct owner_id from {} order by 1").format(sql.Identifier(table))
             ).fetchall()
-            assert owners == [(LOCAL_USER_ID,)], table
-        [(key,)] = conn.execute("select idempotency_key from workflow_runs").fetchall()
+            expected = [LOCAL_USER_ID]
+            if table in ("workflows", "workflow_versions", "workflow_runs", "workflow_logs"):
+                expected.append(UUID(SUPABASE_USER))
+            assert [o for (o,) in owners] == sorted(expected), table
+        legacy = conn.execute(
+            "select name, legacy_user_id, owner_id from workflows order by name"
+        ).fetchall()
+        assert legacy == [
+            ("old", "someone", LOCAL_USER_ID),
+            ("theirs", SUPABASE_USER, UUID(SUPABASE_USER)),
+        ]
+        assert conn.execute("select 1 from users where id = %s", (SUPABASE_USER,)).fetchone()
+        [(key,)] = conn.execute(
+            "select idempotency_key from workflow_runs where idempotency_key is not null"
+        ).fetchall()
         assert key == "key-1"
         [(text,)] = conn.execute("select text from session_messages").fetchall()
         assert text == "hi"

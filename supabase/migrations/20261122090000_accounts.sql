@@ -29,6 +29,17 @@ create table api_keys (
 );
 create index api_keys_user_idx on api_keys (user_id, created_at desc);
 
+-- Owners of existing rows. A workflow whose free-form `user_id` (what callers used to write in
+-- a body, spec 004) is a UUID -- a Supabase user id -- belongs to that user; any other to the
+-- local user, its old `user_id` kept in `legacy_user_id`. Everything a workflow has (versions,
+-- runs, their logs and waits, its schedule) follows it; the rest belongs to the local user.
+alter table workflows add column legacy_user_id text;
+update workflows set legacy_user_id = user_id where user_id is not null;
+insert into users (id)
+    select distinct user_id::uuid from workflows
+     where user_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+    on conflict do nothing;
+
 do $$
 declare
     owned text;
@@ -38,8 +49,30 @@ begin
         'events', 'workflow_schedules', 'sessions', 'session_messages', 'webhook_deliveries'
     ] loop
         execute format('alter table %I add column owner_id uuid', owned);
+    end loop;
+end;
+$$;
+
+update workflows set owner_id = case
+    when user_id ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+    then user_id::uuid else '00000000-0000-0000-0000-000000000001' end;
+update workflow_versions v set owner_id = w.owner_id from workflows w where w.id = v.workflow_id;
+update workflow_runs r set owner_id = w.owner_id from workflows w where w.id = r.workflow_id;
+update workflow_logs l set owner_id = r.owner_id from workflow_runs r where r.id = l.run_id;
+update run_waits t set owner_id = r.owner_id from workflow_runs r where r.id = t.run_id;
+update workflow_schedules s set owner_id = w.owner_id from workflows w where w.id = s.workflow_id;
+
+do $$
+declare
+    owned text;
+begin
+    foreach owned in array array[
+        'workflows', 'workflow_versions', 'workflow_runs', 'workflow_logs', 'run_waits',
+        'events', 'workflow_schedules', 'sessions', 'session_messages', 'webhook_deliveries'
+    ] loop
         execute format(
-            'update %I set owner_id = ''00000000-0000-0000-0000-000000000001''', owned);
+            'update %I set owner_id = ''00000000-0000-0000-0000-000000000001'''
+            ' where owner_id is null', owned);
         execute format('alter table %I alter column owner_id set not null', owned);
         execute format(
             'alter table %I add constraint %I foreign key (owner_id) references users (id)'
@@ -48,7 +81,7 @@ begin
 end;
 $$;
 
--- The free-form `user_id` a caller used to write into a body is replaced by the owner.
+-- The owner replaces the free-form `user_id` (kept as `legacy_user_id` above).
 alter table workflows drop column user_id cascade;  -- and the Supabase policies built on it
 drop index if exists workflows_user_idx;
 create index workflows_owner_idx on workflows (owner_id, created_at desc);
