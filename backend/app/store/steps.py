@@ -2,17 +2,18 @@
 
 Every write is fenced on the run's lease: it succeeds only while the claim that wrote it (its
 ``lease_token``, new on every claim) still holds the run and the run is ``running``. A
-checkpoint and its log row are one statement (one transaction), keyed by ``(run_id, step_id)``
-so a step is recorded at most once. Inngest runs have no lease (``lease`` None): their writes
-need only an unfinished run.
+checkpoint and its log row are written by one statement (:func:`write`, one transaction),
+keyed by ``(run_id, step_id)`` so a step is recorded at most once; the same statement may
+carry the results of several steps and count the next attempt of an action. Inngest runs have
+no lease (``lease`` None): their writes need only an unfinished run.
 
 Values are written through :mod:`~backend.app.store.storable`: outputs must already be
 storable (the engine checks them and fails the step otherwise); inputs and errors, which are
-diagnostics, are scrubbed.
-"""
+diagnostics, are scrubbed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,33 +88,37 @@ class LogRow:
 
 
 async def load(conn: Conn, run_id: UUID) -> ReplayState:
-    """Checkpoints, waits and prior attempt counts of ``run_id``."""
+    """Checkpoints, waits and prior attempt counts of ``run_id`` (one round trip)."""
     state = ReplayState()
-    cur = await conn.execute(
-        "select step_id, status, output, error from step_checkpoints where run_id = %s", (run_id,)
-    )
-    for row in await cur.fetchall():
-        state.checkpoints[row["step_id"]] = Checkpoint(row["status"], row["output"], row["error"])
-    cur = await conn.execute(
-        "select step_id, kind, created_at, wake_at, wake_at <= now() as due, event, timed_out,"
-        " resolved_at is not null as resolved from run_waits where run_id = %s",
-        (run_id,),
-    )
-    for row in await cur.fetchall():
-        state.waits[row["step_id"]] = Wait(
-            row["kind"],
-            row["created_at"],
-            row["wake_at"],
-            row["due"],
-            row["event"],
-            row["timed_out"],
-            row["resolved"],
+    async with conn.pipeline():
+        checkpoints = await conn.execute(
+            "select step_id, status, output, error from step_checkpoints where run_id = %s",
+            (run_id,),
         )
-    cur = await conn.execute(
-        "select step_id, started from step_attempts where run_id = %s", (run_id,)
-    )
-    for row in await cur.fetchall():
-        state.attempts[row["step_id"]] = row["started"]
+        waits = await conn.execute(
+            "select step_id, kind, created_at, wake_at, wake_at <= now() as due, event,"
+            " timed_out, resolved_at is not null as resolved from run_waits where run_id = %s",
+            (run_id,),
+        )
+        attempts = await conn.execute(
+            "select step_id, started from step_attempts where run_id = %s", (run_id,)
+        )
+        for row in await checkpoints.fetchall():
+            state.checkpoints[row["step_id"]] = Checkpoint(
+                row["status"], row["output"], row["error"]
+            )
+        for row in await waits.fetchall():
+            state.waits[row["step_id"]] = Wait(
+                row["kind"],
+                row["created_at"],
+                row["wake_at"],
+                row["due"],
+                row["event"],
+                row["timed_out"],
+                row["resolved"],
+            )
+        for row in await attempts.fetchall():
+            state.attempts[row["step_id"]] = row["started"]
     return state
 
 
@@ -130,7 +135,7 @@ async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint |
 # A write is allowed while the run is held: by the claim with ``token`` (embedded runner), or,
 # when ``token`` is None (Inngest, which runs each step once), by no one and not finished. A
 # write that records progress (a step's result) also clears the run's count of failed passes.
-_FENCE = """
+_FENCE_TEMPLATE = """
 with fence as (
     update workflow_runs
        set lease_expires_at = case when lease_token is null then null
@@ -143,8 +148,8 @@ with fence as (
                 and status in ('queued', 'running', 'waiting')))
     returning id, owner_id)
 """
-_PROGRESS_FENCE = _FENCE.format(progress=", pass_failures = 0")
-_FENCE = _FENCE.format(progress="")
+_PROGRESS_FENCE = _FENCE_TEMPLATE.format(progress=", pass_failures = 0")
+_FENCE = _FENCE_TEMPLATE.format(progress="")
 
 
 def _lease(run_id: UUID, lease: Lease | None) -> dict[str, Any]:
@@ -181,68 +186,107 @@ def _params(run_id: UUID, lease: Lease | None, log: LogRow) -> dict[str, Any]:
     }
 
 
-async def record(
-    conn: Conn, run_id: UUID, lease: Lease | None, *, checkpoint_status: str, log: LogRow
-) -> bool:
-    """Write a step's checkpoint and its log row in one statement.
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write` did: ``recorded``, the step ids it checkpointed (a step already
+    checkpointed, by an earlier replay, is not recorded again); ``attempt``, the number of the
+    attempt it counted (1, 2, …), or None when it counted none."""
 
-    Returns:
-        False when the step was already checkpointed (by an earlier replay).
+    recorded: frozenset[str]
+    attempt: int | None
 
-    Raises:
-        LeaseLost: the run is no longer held by this claim.
-    """
-    cur = await conn.execute(
-        _PROGRESS_FENCE
-        + """,
-        ck as (
-            insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
-            select id, %(step_id)s, %(node_id)s, %(ck_status)s, %(output)s, %(error)s
-              from fence
-            on conflict do nothing
-            returning run_id)
-        insert into workflow_logs ("""
-        + _LOG_COLUMNS
-        + ") select ck.run_id, fence.owner_id, "
-        + _LOG_VALUES
-        + """ from ck, fence
-        returning 1""",
-        {**_params(run_id, lease, log), "ck_status": checkpoint_status},
+
+# The log rows travel as one JSON array (one parameter, one serialization); ``n`` keeps their
+# order, so their ids follow the order the steps finished in.
+_WRITE = (
+    _FENCE_TEMPLATE.format(
+        progress=", pass_failures = case when %(progress)s then 0 else pass_failures end"
     )
-    row = await cur.fetchone()
-    if row is not None:
-        return True
-    await _check_fence(conn, run_id, lease)
-    return False
-
-
-async def start_attempt(conn: Conn, run_id: UUID, lease: Lease, step_id: str) -> int:
-    """Count a step attempt as started, before it runs. Returns its number (1, 2, …).
-
-    Cheap on purpose, as every action pays it: the lease is read, not extended (the step's
-    ``record`` fences and extends it). The commit is durable (``synchronous_commit`` as
-    configured): an attempt counted before a crash of the worker *or of the database server*
-    stays counted. (Committing it without waiting for the WAL flush saves about 0.2 ms, but a
-    server crash right after the attempt began then forgets it: seen in the outage test.)
-
-    Raises:
-        LeaseLost: the run is no longer held by this claim (so the attempt must not run).
-    """
-    cur = await conn.execute(
-        """
+    + """,
+    results as (
+        select * from rows from (jsonb_to_recordset(%(logs)s::jsonb) as (
+                   step_id text, node_id text, status text, attempt integer, input jsonb,
+                   output jsonb, error jsonb, started_at timestamptz, finished_at timestamptz,
+                   duration_ms double precision))
+               with ordinality as r(step_id, node_id, status, attempt, input, output, error,
+                                    started_at, finished_at, duration_ms, n)),
+    ck as (
+        insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
+        select fence.id, r.step_id, r.node_id, r.status, r.output, r.error from fence, results r
+        on conflict do nothing
+        returning step_id),
+    logs as (
+        insert into workflow_logs ("""
+    + _LOG_COLUMNS
+    + """)
+        select fence.id, fence.owner_id, r.node_id, r.step_id, r.status, r.attempt, r.input,
+               r.output, r.error, r.started_at, r.finished_at, r.duration_ms
+          from fence, results r
+         where r.step_id in (select step_id from ck)
+         order by r.n
+        returning 1),
+    counted as (
         insert into step_attempts (run_id, step_id, started)
-        select r.id, %(step_id)s, 1 from workflow_runs r
-         where r.id = %(run_id)s and r.lease_token = %(token)s and r.status = 'running'
+        select fence.id, %(start)s, 1 from fence where %(start)s::text is not null
         on conflict (run_id, step_id)
         do update set started = step_attempts.started + 1, updated_at = now()
-        returning started""",
-        {"run_id": run_id, "token": lease.token, "step_id": step_id},
+        returning started)
+    select exists (select 1 from fence) as held,
+           array(select step_id from ck) as recorded,
+           (select started from counted) as attempt"""
+)
+
+
+def _log_json(log: LogRow) -> dict[str, Any]:
+    return {
+        "step_id": log.step_id,
+        "node_id": log.node_id,
+        "status": log.status,
+        "attempt": log.attempt,
+        "input": scrub(log.input),
+        "output": log.output,
+        "error": scrub(log.error),
+        "started_at": log.started_at.isoformat(),
+        "finished_at": log.finished_at.isoformat(),
+        "duration_ms": log.duration_ms,
+    }
+
+
+async def write(
+    conn: Conn,
+    run_id: UUID,
+    lease: Lease | None,
+    logs: Sequence[LogRow] = (),
+    *,
+    start: str | None = None,
+) -> Written:
+    """In one statement (one commit): checkpoint finished steps, each with its log row (the
+    checkpoint's status is the row's: ``succeeded``, ``failed`` or ``skipped``), count an
+    attempt of step ``start`` as started, before it runs, and extend the lease. Any of it may
+    be empty.
+
+    The attempt count is durable (``synchronous_commit`` as configured): an attempt counted
+    before a crash of the worker *or of the database server* stays counted. (Committing it
+    without waiting for the WAL flush saves about 0.2 ms, but a server crash right after the
+    attempt began then forgets it: seen in the outage test.)
+
+    Raises:
+        LeaseLost: the run is no longer held by this claim (nothing was written, and the
+            attempt must not run).
+    """
+    cur = await conn.execute(
+        _WRITE,
+        {
+            **_lease(run_id, lease),
+            "logs": jsonb([_log_json(log) for log in logs]),
+            "start": start,
+            "progress": bool(logs),
+        },
     )
     row = await cur.fetchone()
-    if row is None:
+    if row is None or not row["held"]:
         raise LeaseLost(str(run_id))
-    started: int = row["started"]
-    return started
+    return Written(frozenset(row["recorded"]), row["attempt"])
 
 
 async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow) -> None:

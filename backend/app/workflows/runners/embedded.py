@@ -30,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 import psycopg
@@ -49,7 +49,7 @@ from backend.app.integrations import TOOL_REGISTRY, BaseTool
 from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
-from backend.app.store.db import Pool
+from backend.app.store.db import Conn, Pool
 from backend.app.store.steps import Lease, LeaseLost, LogRow
 from backend.app.workflows.engine import (
     Engine,
@@ -121,7 +121,15 @@ def _retrying(
 
 
 class EmbeddedPort:
-    """:class:`~backend.app.workflows.engine.StepPort` over PostgreSQL for one run pass."""
+    """:class:`~backend.app.workflows.engine.StepPort` over PostgreSQL for one run pass.
+
+    A step's result (checkpoint and log row) is held back and written by the pass's next
+    write: usually the attempt count of the action that follows it, so a chain of actions
+    commits once a step; else by :meth:`flush`. Writes of a pass are serialized and each
+    carries every result held so far, so a result is durable before any step that started
+    after it counts its attempt, i.e. before that step's side effect. Observers hear of a
+    result once it is written.
+    """
 
     def __init__(
         self,
@@ -136,44 +144,64 @@ class EmbeddedPort:
         self.lease = lease
         self.state = state
         self.observer = observer
+        self._held: list[tuple[LogRow, dict[str, Any]]] = []
+        self._writing = asyncio.Lock()
 
     def _notify(self, node_id: str, event: str, **detail: Any) -> None:
         if self.observer is not None:
             self.observer(self.run_id, node_id, event, detail)
 
-    async def _record(self, checkpoint_status: str, log_row: LogRow) -> steps_store.Checkpoint:
-        """Checkpoint a step; returns the checkpoint that stands (an earlier one wins)."""
-        async with self.pool.connection() as conn:
-            recorded = await steps_store.record(
-                conn, self.run_id, self.lease, checkpoint_status=checkpoint_status, log=log_row
-            )
-            if not recorded:
-                existing = await steps_store.get_checkpoint(conn, self.run_id, log_row.step_id)
-                if existing is not None:
-                    return existing
-        return steps_store.Checkpoint(checkpoint_status, log_row.output, log_row.error)
+    def _hold(self, log_row: LogRow, **detail: Any) -> None:
+        """Keep a step's result for the next write; ``detail`` is for the observer."""
+        self._held.append((log_row, detail))
 
-    async def _start_attempt(self, step_id: str) -> int:
-        async with self.pool.connection() as conn:
-            return await steps_store.start_attempt(conn, self.run_id, self.lease, step_id)
+    async def _write(self, start: str | None = None) -> int | None:
+        """Write the held results and, if ``start``, count an attempt of that step (its
+        number is returned).
+
+        Raises:
+            LeaseLost: the run is no longer held by this claim.
+        """
+        async with self._writing, self.pool.connection() as conn:
+            return await self._write_held(conn, start)
+
+    async def _write_held(self, conn: Conn, start: str | None = None) -> int | None:
+        """:meth:`_write` on ``conn``, with ``_writing`` held by the caller."""
+        held, self._held = self._held, []
+        if not held and start is None:
+            return None
+        written = await steps_store.write(
+            conn, self.run_id, self.lease, [row for row, _ in held], start=start
+        )
+        for row, detail in held:
+            self._notify(row.step_id, row.status, **detail)
+        return written.attempt
+
+    async def flush(self) -> None:
+        """Write the held results, if any."""
+        if self._held:
+            await self._write()
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
 
         Unless ``pure``, each attempt is counted (fenced on the lease) before it runs, so
         attempts whose process died count too, and a pass that lost its lease stops here.
+        The result is held back for the next write (see the class).
         """
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
             return _result(checkpoint)
         started_before = self.state.attempts.get(step_id, 0)
         if started_before >= retry.max_attempts:
-            return await self._attempts_lost(step_id, started_before)
+            self._attempts_lost(step_id, started_before)
         current = _Attempt(started_before + 1, _now())
 
         async def attempt(number: int) -> StepOutcome:
             if not pure:
-                number = await self._start_attempt(step_id)
+                counted = await self._write(start=step_id)
+                assert counted is not None
+                number = counted
             current.number, current.started = number, _now()
             self._notify(step_id, "started", attempt=number)
             try:
@@ -194,8 +222,7 @@ class EmbeddedPort:
         except StepError as exc:
             attempt_no = current.number
             error = {**exc.to_error(), "attempts": attempt_no}
-            standing = await self._record(
-                "failed",
+            self._hold(
                 LogRow(
                     step_id,
                     step_id,
@@ -206,35 +233,30 @@ class EmbeddedPort:
                     input=exc.input,
                     error=error,
                 ),
+                attempt=attempt_no,
+                error=error,
             )
-            self._notify(step_id, "failed", attempt=attempt_no, error=error)
-            return _result(standing)
-        finished = _now()
-        attempt_no, started = current.number, current.started
-        standing = await self._record(
-            "succeeded",
-            LogRow(
-                step_id,
-                step_id,
-                "succeeded",
-                attempt_no,
-                started,
-                finished,
-                input=outcome.input,
-                output=outcome.output,
-            ),
-        )
-        self._notify(
+            raise StepFailed(error) from None
+        row = LogRow(
+            step_id,
             step_id,
             "succeeded",
-            attempt=attempt_no,
-            duration_ms=(finished - started).total_seconds() * 1000,
+            current.number,
+            current.started,
+            _now(),
+            input=outcome.input,
+            output=outcome.output,
         )
-        return _result(standing)
+        self._hold(row, attempt=row.attempt, duration_ms=row.duration_ms)
+        return outcome.output
 
-    async def _attempts_lost(self, step_id: str, started: int) -> Any:
+    def _attempts_lost(self, step_id: str, started: int) -> NoReturn:
         """Every allowed attempt was started and the last never finished (its process died or
-        lost the run): fail the step rather than run it once more than allowed."""
+        lost the run): fail the step rather than run it once more than allowed.
+
+        Raises:
+            StepFailed: always (the failure is held for the next write).
+        """
         error = {
             "code": "attempt_lost",
             "message": f"attempt {started} was interrupted before it finished (its worker "
@@ -242,11 +264,12 @@ class EmbeddedPort:
             "attempts": started,
         }
         now = _now()
-        standing = await self._record(
-            "failed", LogRow(step_id, step_id, "failed", started, now, now, error=error)
+        self._hold(
+            LogRow(step_id, step_id, "failed", started, now, now, error=error),
+            attempt=started,
+            error=error,
         )
-        self._notify(step_id, "failed", attempt=started, error=error)
-        return _result(standing)
+        raise StepFailed(error)
 
     async def _log_retry(
         self, step_id: str, attempt: int, started: datetime, exc: StepError
@@ -261,7 +284,8 @@ class EmbeddedPort:
             input=exc.input,
             error=exc.to_error(),
         )
-        async with self.pool.connection() as conn:
+        async with self._writing, self.pool.connection() as conn:
+            await self._write_held(conn)  # log rows stay in the order things happened
             await steps_store.log_attempt(conn, self.run_id, self.lease, row)
         self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
 
@@ -276,13 +300,11 @@ class EmbeddedPort:
         if not wait.due:
             raise Suspended(wait.wake_at)
         began = wait.wake_at - timedelta(seconds=seconds)
-        await self._record(
-            "succeeded",
+        self._hold(
             LogRow(
                 step_id, step_id, "succeeded", 1, began, _now(), output={"slept_seconds": seconds}
-            ),
+            )
         )
-        self._notify(step_id, "succeeded")
 
     async def wait_for_event(
         self,
@@ -311,15 +333,15 @@ class EmbeddedPort:
         else:
             raise Suspended(wait.wake_at)
         output = {"event": received, "timed_out": received is None}
-        await self._record(
-            "succeeded",
+        self._hold(
             LogRow(step_id, step_id, "succeeded", 1, wait.created_at, _now(), output=output),
+            timed_out=received is None,
         )
-        self._notify(step_id, "succeeded", timed_out=received is None)
         return received
 
     async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
-        async with self.pool.connection() as conn:
+        async with self._writing, self.pool.connection() as conn:
+            await self._write_held(conn)
             wake_at = await steps_store.open_wait(
                 conn,
                 self.run_id,
@@ -333,11 +355,11 @@ class EmbeddedPort:
         raise Suspended(wake_at)
 
     async def skip(self, node_ids: list[str]) -> None:
-        """Record skipped nodes (idempotent)."""
-        async with self.pool.connection() as conn:
-            await steps_store.record_skipped(conn, self.run_id, self.lease, node_ids, _now())
+        """Hold skipped nodes for the next write, but those recorded by an earlier pass."""
+        now = _now()
         for node_id in node_ids:
-            self._notify(node_id, "skipped")
+            if node_id not in self.state.checkpoints:
+                self._hold(LogRow(node_id, node_id, "skipped", 0, now, now))
 
 
 @dataclass
