@@ -131,8 +131,8 @@ update workflow_runs r
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        pass_failures = r.pass_failures + case when r.status = 'running' then 1 else 0 end,
        started_at = coalesce(r.started_at, now()), wake_at = null, updated_at = now()
- where r.id in (
-    select c.id from workflow_runs c
+  from (
+    select c.id, c.started_at is null as first_pass from workflow_runs c
      where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded'
        and c.id <> all(%(exclude)s::uuid[]) {only}
        and ((c.status = 'queued' and (c.wake_at is null or c.wake_at <= now()))
@@ -145,9 +145,10 @@ update workflow_runs r
                                       where k.run_id = w.run_id and k.step_id = w.step_id))))
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
-     for update skip locked)
+     for update skip locked) c
+ where r.id = c.id
 returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
-          r.lease_token, r.pass_failures
+          r.lease_token, r.pass_failures, c.first_pass
 """
 
 
@@ -165,7 +166,8 @@ async def claim(
 
     Runnable: queued (once its ``wake_at``, a back-off, has passed); waiting with a due timer or
     a resolved, unconsumed event wait; running with an expired lease (its worker died: that
-    counts as a failed pass in ``pass_failures``).
+    counts as a failed pass in ``pass_failures``). ``first_pass`` in a row: the run was never
+    claimed before, so it has no checkpoints, attempts or waits yet.
     """
     params: dict[str, Any] = {
         "owner": owner,

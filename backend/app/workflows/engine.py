@@ -39,7 +39,6 @@ from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
 from backend.app.store import storable
 from backend.app.workflows import expressions
-from backend.app.workflows.graph import Graph
 from backend.app.workflows.schema import (
     TIMEOUT_BRANCH,
     ActionNode,
@@ -229,7 +228,7 @@ class Engine:
         owner: Mapping[str, Any] | None,
         sandbox: bool = False,
     ) -> None:
-        self.graph = Graph(blueprint)
+        self.graph = blueprint.graph
         self.registry = registry
         self.settings = settings
         self.run_id = run_id

@@ -145,7 +145,9 @@ class EmbeddedPort:
         self.state = state
         self.observer = observer
         self._held: list[tuple[LogRow, dict[str, Any]]] = []
-        self._writing = asyncio.Lock()
+        self._ever_held = 0  # results held since the pass began
+        self._written = 0  # of those, how many a write took
+        self._writing = asyncio.Lock()  # one write of the pass at a time, in order
 
     def _notify(self, node_id: str, event: str, **detail: Any) -> None:
         if self.observer is not None:
@@ -154,20 +156,24 @@ class EmbeddedPort:
     def _hold(self, log_row: LogRow, **detail: Any) -> None:
         """Keep a step's result for the next write; ``detail`` is for the observer."""
         self._held.append((log_row, detail))
+        self._ever_held += 1
 
-    async def _write(self, start: str | None = None) -> int | None:
-        """Write the held results and, if ``start``, count an attempt of that step (its
-        number is returned).
+    async def _count_attempt(self, step_id: str) -> int:
+        """Write the held results and count an attempt of ``step_id``; returns its number.
 
         Raises:
             LeaseLost: the run is no longer held by this claim.
         """
         async with self._writing, self.pool.connection() as conn:
-            return await self._write_held(conn, start)
+            counted = await self._write_held(conn, start=step_id)
+        assert counted is not None
+        return counted
 
     async def _write_held(self, conn: Conn, start: str | None = None) -> int | None:
-        """:meth:`_write` on ``conn``, with ``_writing`` held by the caller."""
+        """Write the held results and, if ``start``, count an attempt of that step (its
+        number is returned). The caller holds ``_writing``."""
         held, self._held = self._held, []
+        self._written += len(held)
         if not held and start is None:
             return None
         written = await steps_store.write(
@@ -178,9 +184,18 @@ class EmbeddedPort:
         return written.attempt
 
     async def flush(self) -> None:
-        """Write the held results, if any."""
-        if self._held:
-            await self._write()
+        """Write the results held now, unless another write takes them first.
+
+        Raises:
+            LeaseLost: the run is no longer held by this claim.
+        """
+        wanted = self._ever_held
+        if self._written >= wanted:
+            return
+        async with self._writing:
+            if self._written < wanted:
+                async with self.pool.connection() as conn:
+                    await self._write_held(conn)
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
@@ -199,9 +214,7 @@ class EmbeddedPort:
 
         async def attempt(number: int) -> StepOutcome:
             if not pure:
-                counted = await self._write(start=step_id)
-                assert counted is not None
-                number = counted
+                number = await self._count_attempt(step_id)
             current.number, current.started = number, _now()
             self._notify(step_id, "started", attempt=number)
             try:
@@ -603,8 +616,11 @@ class EmbeddedRunner:
         """
         run_id: UUID = run["id"]
         blueprint = await self._blueprint(run["workflow_id"], run["version"])
-        async with self.pool.connection() as conn:
-            state = await steps_store.load(conn, run_id)
+        if run["first_pass"]:  # never claimed before: nothing to replay
+            state = steps_store.ReplayState()
+        else:
+            async with self.pool.connection() as conn:
+                state = await steps_store.load(conn, run_id)
         port = EmbeddedPort(self.pool, run_id, lease, state, self.observer)
         engine = Engine(
             blueprint,
