@@ -191,15 +191,24 @@ async def expire_leases(conn: Conn, owner: str) -> int:
     return cur.rowcount
 
 
+#: The runs of ``{run_id: lease_token}`` (two array parameters) still held by those claims,
+#: locked in id order: statements that lock several runs lock them in the same order, so they
+#: cannot deadlock (see ``steps.write``).
+_HELD = (
+    "select r.id from workflow_runs r join unnest(%s::uuid[], %s::uuid[]) as h (id, token)"
+    " on r.id = h.id and r.lease_token = h.token and r.status = 'running'"
+    " order by r.id for no key update of r"
+)
+
+
 async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) -> set[UUID]:
     """Extend the leases ``{run_id: lease_token}``; returns the run ids still held (the others
-    were taken over or cancelled)."""
+    were taken over or cancelled). Locks the runs in id order, as step writes do."""
     cur = await conn.execute(
-        "update workflow_runs r set lease_expires_at = now() + make_interval(secs => %s)"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'"
-        " returning r.id",
-        (lease_seconds, list(leases), list(leases.values())),
+        f"with held as ({_HELD}) update workflow_runs r"
+        " set lease_expires_at = now() + make_interval(secs => %s)"
+        " from held where r.id = held.id returning r.id",
+        (list(leases), list(leases.values()), lease_seconds),
     )
     return {row["id"] for row in await cur.fetchall()}
 
@@ -307,10 +316,9 @@ async def fail(
 async def release(conn: Conn, leases: dict[UUID, UUID]) -> None:
     """Give leased runs ``{run_id: lease_token}`` back to the queue at once (shutdown)."""
     await conn.execute(
-        "update workflow_runs r set status = 'queued', lease_owner = null, lease_token = null,"
-        " lease_expires_at = null, wake_at = null, updated_at = now()"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'",
+        f"with held as ({_HELD}) update workflow_runs r set status = 'queued',"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null,"
+        " updated_at = now() from held where r.id = held.id",
         (list(leases), list(leases.values())),
     )
 

@@ -4,12 +4,13 @@ Every write is fenced on the run's lease: it succeeds only while the claim that 
 ``lease_token``, new on every claim) still holds the run and the run is ``running``. A
 checkpoint and its log row are written by one statement (:func:`write`, one transaction),
 keyed by ``(run_id, step_id)`` so a step is recorded at most once; the same statement may
-carry the results of several steps and count the next attempt of an action. Inngest runs have
-no lease (``lease`` None): their writes need only an unfinished run.
+carry the results of several steps of several runs, and count their next attempts. Inngest
+runs have no lease (``lease`` None): their writes need only an unfinished run.
 
 Values are written through :mod:`~backend.app.store.storable`: outputs must already be
 storable (the engine checks them and fails the step otherwise); inputs and errors, which are
-diagnostics, are scrubbed."""
+diagnostics, are scrubbed.
+"""
 
 from __future__ import annotations
 
@@ -135,7 +136,7 @@ async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint |
 # A write is allowed while the run is held: by the claim with ``token`` (embedded runner), or,
 # when ``token`` is None (Inngest, which runs each step once), by no one and not finished. A
 # write that records progress (a step's result) also clears the run's count of failed passes.
-_FENCE_TEMPLATE = """
+_FENCE = """
 with fence as (
     update workflow_runs
        set lease_expires_at = case when lease_token is null then null
@@ -148,8 +149,8 @@ with fence as (
                 and status in ('queued', 'running', 'waiting')))
     returning id, owner_id)
 """
-_PROGRESS_FENCE = _FENCE_TEMPLATE.format(progress=", pass_failures = 0")
-_FENCE = _FENCE_TEMPLATE.format(progress="")
+_PROGRESS_FENCE = _FENCE.format(progress=", pass_failures = 0")
+_FENCE = _FENCE.format(progress="")
 
 
 def _lease(run_id: UUID, lease: Lease | None) -> dict[str, Any]:
@@ -187,58 +188,92 @@ def _params(run_id: UUID, lease: Lease | None, log: LogRow) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Write:
+    """One pass's part of a :func:`write`: finished steps to checkpoint, each with its log row
+    (the checkpoint's status is the row's: ``succeeded``, ``failed`` or ``skipped``), and the
+    step whose attempt to count as started, before it runs. Either may be empty."""
+
+    run_id: UUID
+    lease: Lease | None
+    logs: Sequence[LogRow] = ()
+    start: str | None = None
+
+
+@dataclass(frozen=True)
 class Written:
-    """What :func:`write` did: ``recorded``, the step ids it checkpointed (a step already
-    checkpointed, by an earlier replay, is not recorded again); ``attempt``, the number of the
-    attempt it counted (1, 2, …), or None when it counted none."""
+    """What :func:`write` did for one :class:`Write`: ``recorded``, the step ids it
+    checkpointed (a step already checkpointed, by an earlier replay, is not recorded again);
+    ``attempt``, the number of the attempt it counted (1, 2, …), or None when it counted none."""
 
     recorded: frozenset[str]
     attempt: int | None
 
 
-# The log rows travel as one JSON array (one parameter, one serialization); ``n`` keeps their
-# order, so their ids follow the order the steps finished in.
-_WRITE = (
-    _FENCE_TEMPLATE.format(
-        progress=", pass_failures = case when %(progress)s then 0 else pass_failures end"
-    )
-    + """,
-    results as (
-        select * from rows from (jsonb_to_recordset(%(logs)s::jsonb) as (
-                   step_id text, node_id text, status text, attempt integer, input jsonb,
-                   output jsonb, error jsonb, started_at timestamptz, finished_at timestamptz,
-                   duration_ms double precision))
-               with ordinality as r(step_id, node_id, status, attempt, input, output, error,
-                                    started_at, finished_at, duration_ms, n)),
-    ck as (
-        insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
-        select fence.id, r.step_id, r.node_id, r.status, r.output, r.error from fence, results r
-        on conflict do nothing
-        returning step_id),
-    logs as (
-        insert into workflow_logs ("""
-    + _LOG_COLUMNS
-    + """)
-        select fence.id, fence.owner_id, r.node_id, r.step_id, r.status, r.attempt, r.input,
-               r.output, r.error, r.started_at, r.finished_at, r.duration_ms
-          from fence, results r
-         where r.step_id in (select step_id from ck)
-         order by r.n
-        returning 1),
-    counted as (
-        insert into step_attempts (run_id, step_id, started)
-        select fence.id, %(start)s, 1 from fence where %(start)s::text is not null
-        on conflict (run_id, step_id)
-        do update set started = step_attempts.started + 1, updated_at = now()
-        returning started)
-    select exists (select 1 from fence) as held,
-           array(select step_id from ck) as recorded,
-           (select started from counted) as attempt"""
-)
+# The writes and their log rows travel as two JSON arrays (two parameters, one serialization
+# each); ``i`` ties a row to its write and ``n`` keeps the rows' order, so their ids follow the
+# order the steps finished in. Runs are locked in id order (as by the heartbeat), so two
+# statements that lock several runs never deadlock; a run whose fence fails is not locked.
+_WRITE = """
+with req as (
+    select * from jsonb_to_recordset(%(writes)s::jsonb) as q(
+        i integer, run_id uuid, token uuid, lease double precision, progress boolean,
+        start text)),
+held as (
+    select w.id, q.i from workflow_runs w join req q on q.run_id = w.id
+     where (w.lease_token = q.token and w.status = 'running')
+        or (q.token is null and w.lease_token is null
+            and w.status in ('queued', 'running', 'waiting'))
+     order by w.id
+       for no key update of w),
+fence as (
+    update workflow_runs w
+       set lease_expires_at = case when w.lease_token is null then null
+                                   else greatest(w.lease_expires_at,
+                                                 now() + make_interval(secs => q.lease)) end,
+           status = 'running', updated_at = now(),
+           pass_failures = case when q.progress then 0 else w.pass_failures end
+      from held h join req q on q.i = h.i
+     where w.id = h.id
+    returning w.id, w.owner_id, q.i),
+results as (
+    select * from rows from (jsonb_to_recordset(%(logs)s::jsonb) as (
+               i integer, step_id text, node_id text, status text, attempt integer,
+               input jsonb, output jsonb, error jsonb, started_at timestamptz,
+               finished_at timestamptz, duration_ms double precision))
+           with ordinality as r(i, step_id, node_id, status, attempt, input, output, error,
+                                started_at, finished_at, duration_ms, n)),
+ck as (
+    insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
+    select f.id, r.step_id, r.node_id, r.status, r.output, r.error
+      from fence f join results r on r.i = f.i
+    on conflict do nothing
+    returning run_id, step_id),
+logs as (
+    insert into workflow_logs ("""
+_WRITE += _LOG_COLUMNS
+_WRITE += """)
+    select f.id, f.owner_id, r.node_id, r.step_id, r.status, r.attempt, r.input, r.output,
+           r.error, r.started_at, r.finished_at, r.duration_ms
+      from fence f join results r on r.i = f.i
+     where (f.id, r.step_id) in (select run_id, step_id from ck)
+     order by r.n
+    returning 1),
+counted as (
+    insert into step_attempts (run_id, step_id, started)
+    select f.id, q.start, 1 from fence f join req q on q.i = f.i where q.start is not null
+    on conflict (run_id, step_id)
+    do update set started = step_attempts.started + 1, updated_at = now()
+    returning run_id, started)
+select q.i, f.id is not null as held,
+       array(select ck.step_id from ck where ck.run_id = q.run_id) as recorded,
+       (select c.started from counted c where c.run_id = q.run_id) as attempt
+  from req q left join fence f on f.i = q.i
+"""
 
 
-def _log_json(log: LogRow) -> dict[str, Any]:
+def _log_json(i: int, log: LogRow) -> dict[str, Any]:
     return {
+        "i": i,
         "step_id": log.step_id,
         "node_id": log.node_id,
         "status": log.status,
@@ -252,41 +287,43 @@ def _log_json(log: LogRow) -> dict[str, Any]:
     }
 
 
-async def write(
-    conn: Conn,
-    run_id: UUID,
-    lease: Lease | None,
-    logs: Sequence[LogRow] = (),
-    *,
-    start: str | None = None,
-) -> Written:
-    """In one statement (one commit): checkpoint finished steps, each with its log row (the
-    checkpoint's status is the row's: ``succeeded``, ``failed`` or ``skipped``), count an
-    attempt of step ``start`` as started, before it runs, and extend the lease. Any of it may
-    be empty.
+async def write(conn: Conn, writes: Sequence[Write]) -> list[Written | None]:
+    """Do ``writes`` (of different runs) in one statement, one commit: each checkpoints its
+    steps, logs them, counts its attempt and extends its lease, if its claim still holds its
+    run (a write whose claim lost the run writes nothing, and its attempt must not run).
 
-    The attempt count is durable (``synchronous_commit`` as configured): an attempt counted
+    Attempt counts are durable (``synchronous_commit`` as configured): an attempt counted
     before a crash of the worker *or of the database server* stays counted. (Committing it
     without waiting for the WAL flush saves about 0.2 ms, but a server crash right after the
     attempt began then forgets it: seen in the outage test.)
 
-    Raises:
-        LeaseLost: the run is no longer held by this claim (nothing was written, and the
-            attempt must not run).
+    Returns:
+        For each write, in order, what it did, or None when its run was not held.
     """
     cur = await conn.execute(
         _WRITE,
         {
-            **_lease(run_id, lease),
-            "logs": jsonb([_log_json(log) for log in logs]),
-            "start": start,
-            "progress": bool(logs),
+            "writes": jsonb(
+                [
+                    {
+                        "i": i,
+                        "run_id": str(w.run_id),
+                        "token": None if w.lease is None else str(w.lease.token),
+                        "lease": 0 if w.lease is None else w.lease.seconds,
+                        "progress": bool(w.logs),
+                        "start": w.start,
+                    }
+                    for i, w in enumerate(writes)
+                ]
+            ),
+            "logs": jsonb([_log_json(i, log) for i, w in enumerate(writes) for log in w.logs]),
         },
     )
-    row = await cur.fetchone()
-    if row is None or not row["held"]:
-        raise LeaseLost(str(run_id))
-    return Written(frozenset(row["recorded"]), row["attempt"])
+    done: list[Written | None] = [None] * len(writes)
+    for row in await cur.fetchall():
+        if row["held"]:
+            done[row["i"]] = Written(frozenset(row["recorded"]), row["attempt"])
+    return done
 
 
 async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow) -> None:

@@ -49,7 +49,7 @@ from backend.app.integrations import TOOL_REGISTRY, BaseTool
 from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
-from backend.app.store.db import Conn, Pool
+from backend.app.store.db import Pool
 from backend.app.store.steps import Lease, LeaseLost, LogRow
 from backend.app.workflows.engine import (
     Engine,
@@ -61,6 +61,7 @@ from backend.app.workflows.engine import (
     StepOutcome,
     Suspended,
 )
+from backend.app.workflows.runners.writer import StepWriter
 from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
 log = logging.getLogger(__name__)
@@ -127,19 +128,22 @@ class EmbeddedPort:
     write: usually the attempt count of the action that follows it, so a chain of actions
     commits once a step; else by :meth:`flush`. Writes of a pass are serialized and each
     carries every result held so far, so a result is durable before any step that started
-    after it counts its attempt, i.e. before that step's side effect. Observers hear of a
-    result once it is written.
+    after it counts its attempt, i.e. before that step's side effect. Those writes go through
+    the runner's :class:`StepWriter`, which commits the writes of concurrent passes together.
+    Observers hear of a result once it is written.
     """
 
     def __init__(
         self,
         pool: Pool,
+        writer: StepWriter,
         run_id: UUID,
         lease: Lease,
         state: steps_store.ReplayState,
         observer: StepObserver | None = None,
     ) -> None:
         self.pool = pool
+        self.writer = writer
         self.run_id = run_id
         self.lease = lease
         self.state = state
@@ -164,21 +168,20 @@ class EmbeddedPort:
         Raises:
             LeaseLost: the run is no longer held by this claim.
         """
-        async with self._writing, self.pool.connection() as conn:
-            counted = await self._write_held(conn, start=step_id)
+        async with self._writing:
+            counted = await self._write_held(start=step_id)
         assert counted is not None
         return counted
 
-    async def _write_held(self, conn: Conn, start: str | None = None) -> int | None:
+    async def _write_held(self, start: str | None = None) -> int | None:
         """Write the held results and, if ``start``, count an attempt of that step (its
         number is returned). The caller holds ``_writing``."""
         held, self._held = self._held, []
         self._written += len(held)
         if not held and start is None:
             return None
-        written = await steps_store.write(
-            conn, self.run_id, self.lease, [row for row, _ in held], start=start
-        )
+        write = steps_store.Write(self.run_id, self.lease, [row for row, _ in held], start)
+        written = await self.writer.write(write)
         for row, detail in held:
             self._notify(row.step_id, row.status, **detail)
         return written.attempt
@@ -194,8 +197,7 @@ class EmbeddedPort:
             return
         async with self._writing:
             if self._written < wanted:
-                async with self.pool.connection() as conn:
-                    await self._write_held(conn)
+                await self._write_held()
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
@@ -297,9 +299,10 @@ class EmbeddedPort:
             input=exc.input,
             error=exc.to_error(),
         )
-        async with self._writing, self.pool.connection() as conn:
-            await self._write_held(conn)  # log rows stay in the order things happened
-            await steps_store.log_attempt(conn, self.run_id, self.lease, row)
+        async with self._writing:
+            await self._write_held()  # log rows stay in the order things happened
+            async with self.pool.connection() as conn:
+                await steps_store.log_attempt(conn, self.run_id, self.lease, row)
         self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
 
     async def sleep(self, step_id: str, seconds: float) -> None:
@@ -353,17 +356,18 @@ class EmbeddedPort:
         return received
 
     async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
-        async with self._writing, self.pool.connection() as conn:
-            await self._write_held(conn)
-            wake_at = await steps_store.open_wait(
-                conn,
-                self.run_id,
-                self.lease,
-                step_id=step_id,
-                kind=kind,
-                seconds=seconds,
-                **extra,
-            )
+        async with self._writing:
+            await self._write_held()
+            async with self.pool.connection() as conn:
+                wake_at = await steps_store.open_wait(
+                    conn,
+                    self.run_id,
+                    self.lease,
+                    step_id=step_id,
+                    kind=kind,
+                    seconds=seconds,
+                    **extra,
+                )
         self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
         raise Suspended(wake_at)
 
@@ -411,6 +415,7 @@ class EmbeddedRunner:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._blueprints: OrderedDict[tuple[UUID, int], Blueprint] = OrderedDict()
+        self._writer = StepWriter(pool)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -450,6 +455,7 @@ class EmbeddedRunner:
         for task in running.values():
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
+        await self._writer.wait_idle()
         if leftover:
             with contextlib.suppress(psycopg.Error, OSError, PoolTimeout):
                 async with self.pool.connection() as conn:
@@ -621,7 +627,7 @@ class EmbeddedRunner:
         else:
             async with self.pool.connection() as conn:
                 state = await steps_store.load(conn, run_id)
-        port = EmbeddedPort(self.pool, run_id, lease, state, self.observer)
+        port = EmbeddedPort(self.pool, self._writer, run_id, lease, state, self.observer)
         engine = Engine(
             blueprint,
             registry=self.registry,

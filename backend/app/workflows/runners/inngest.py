@@ -42,7 +42,7 @@ from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Conn
-from backend.app.store.steps import LeaseLost, LogRow
+from backend.app.store.steps import LeaseLost, LogRow, Write
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -120,7 +120,9 @@ class InngestPort:
         return results[0]
 
     async def _record(self, row: LogRow) -> dict[str, Any]:
-        written = await steps_store.write(self.conn, self.run_id, None, [row])
+        [written] = await steps_store.write(self.conn, [Write(self.run_id, None, [row])])
+        if written is None:
+            raise LeaseLost(str(self.run_id))
         if row.step_id not in written.recorded:  # Inngest re-ran a finished step: the first
             existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
             if existing is not None:  # result stands
