@@ -8,7 +8,9 @@
   durably before they run); a pass that ends in an unexpected error is retried with a growing
   back-off, and after ``RUN_MAX_PASS_FAILURES`` such passes in a row (or lost workers) without
   progress the run fails with ``engine_error``; ``POST /runs/{id}/retry`` resumes it.
-- Each step's checkpoint and ``workflow_logs`` row are committed in one transaction.
+- Each step's checkpoint and ``workflow_logs`` row are committed in one transaction: the
+  pass's next write, usually the attempt count of the action that follows (one commit per
+  action); the writes of concurrent passes share statements (:mod:`.writer`, group commit).
 - A run is replayed from the start on every pass: recorded steps return their checkpoint, so a
   restart never repeats a finished step (side effects are at-least-once only for the step that
   was in flight).
