@@ -182,8 +182,8 @@ update workflow_runs r
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        pass_failures = r.pass_failures + case when r.status = 'running' then 1 else 0 end,
        started_at = coalesce(r.started_at, now()), wake_at = null, updated_at = now()
- where r.id in (
-    select c.id from workflow_runs c
+  from (
+    select c.id, c.started_at is null as first_pass from workflow_runs c
      where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded'
        and c.id <> all(%(exclude)s::uuid[]) {only}
        and ((c.status = 'queued' and (c.wake_at is null or c.wake_at <= now()))
@@ -196,9 +196,10 @@ update workflow_runs r
                                       where k.run_id = w.run_id and k.step_id = w.step_id))))
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
-     for update skip locked)
+     for update skip locked) c
+ where r.id = c.id
 returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
-          r.lease_token, r.pass_failures
+          r.lease_token, r.pass_failures, c.first_pass
 """
 
 
@@ -216,7 +217,8 @@ async def claim(
 
     Runnable: queued (once its ``wake_at``, a back-off, has passed); waiting with a due timer or
     a resolved, unconsumed event wait; running with an expired lease (its worker died: that
-    counts as a failed pass in ``pass_failures``).
+    counts as a failed pass in ``pass_failures``). ``first_pass`` in a row: the run was never
+    claimed before, so it has no checkpoints, attempts or waits yet.
     """
     params: dict[str, Any] = {
         "owner": owner,
@@ -240,15 +242,24 @@ async def expire_leases(conn: Conn, owner: str) -> int:
     return cur.rowcount
 
 
+#: The runs of ``{run_id: lease_token}`` (two array parameters) still held by those claims,
+#: locked in id order: statements that lock several runs lock them in the same order, so they
+#: cannot deadlock (see ``steps.write``).
+_HELD = (
+    "select r.id from workflow_runs r join unnest(%s::uuid[], %s::uuid[]) as h (id, token)"
+    " on r.id = h.id and r.lease_token = h.token and r.status = 'running'"
+    " order by r.id for no key update of r"
+)
+
+
 async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) -> set[UUID]:
     """Extend the leases ``{run_id: lease_token}``; returns the run ids still held (the others
-    were taken over or cancelled)."""
+    were taken over or cancelled). Locks the runs in id order, as step writes do."""
     cur = await conn.execute(
-        "update workflow_runs r set lease_expires_at = now() + make_interval(secs => %s)"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'"
-        " returning r.id",
-        (lease_seconds, list(leases), list(leases.values())),
+        f"with held as ({_HELD}) update workflow_runs r"
+        " set lease_expires_at = now() + make_interval(secs => %s)"
+        " from held where r.id = held.id returning r.id",
+        (list(leases), list(leases.values()), lease_seconds),
     )
     return {row["id"] for row in await cur.fetchall()}
 
@@ -356,10 +367,9 @@ async def fail(
 async def release(conn: Conn, leases: dict[UUID, UUID]) -> None:
     """Give leased runs ``{run_id: lease_token}`` back to the queue at once (shutdown)."""
     await conn.execute(
-        "update workflow_runs r set status = 'queued', lease_owner = null, lease_token = null,"
-        " lease_expires_at = null, wake_at = null, updated_at = now()"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'",
+        f"with held as ({_HELD}) update workflow_runs r set status = 'queued',"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null,"
+        " updated_at = now() from held where r.id = held.id",
         (list(leases), list(leases.values())),
     )
 
