@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from backend.app import metrics
 from backend.app.http import Authenticated, CallerDep, CheckedRoute, DispatcherDep, PoolDep
 from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
 from backend.app.services import run_service
@@ -114,10 +115,11 @@ async def stream_run(
     first = await anext(events, None)  # a missing run fails here, as a JSON 404
 
     async def sse() -> AsyncIterator[ServerSentEvent]:
-        if first is not None:
-            yield _sse(*first)
-        async for item in events:
-            yield _sse(*item)
+        with metrics.watching("run"):
+            if first is not None:
+                yield _sse(*first)
+            async for item in events:
+                yield _sse(*item)
 
     return EventSourceResponse(sse(), ping=15)
 
