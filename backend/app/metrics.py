@@ -10,8 +10,10 @@ Processes: the default deployment is one API process per container, and each pro
 its own figures (scrape each). With several workers in one container (``uvicorn --workers``),
 set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory, the same for every worker and emptied
 before they start: prometheus-client then keeps the figures in files there and ``/metrics``
-sums counters and histograms over the workers, and the watcher gauge over the live ones (see
-:func:`registry`).
+sums counters, histograms and the watcher gauge over the workers (see :func:`registry`). A
+worker that dies keeps its last watcher count until the directory is emptied:
+prometheus-client forgets a process only when told (``multiprocess.mark_process_dead``), which
+uvicorn does not do.
 
 This module is a leaf: it imports nothing of the app but :mod:`backend.app.errors`, so the
 store, engine, services and routers may all call it.
