@@ -284,3 +284,63 @@ class InngestServer:
             planned = [p for p in planned if p not in self.steps]
             target = planned.pop(0) if planned else "step"
         raise AssertionError("function did not finish")
+
+
+def parse(lines: list[str]) -> list[dict[str, Any]]:
+    """SSE lines as events ``{"event", "id"?, "data"}``; a ``retry`` field is an event too."""
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for line in [*lines, ""]:
+        if not line:
+            if "data" in current or "retry" in current:
+                events.append(current)
+            current = {}
+        elif not line.startswith(":"):
+            key, _, value = line.partition(":")
+            current[key] = value.strip()
+    return events
+
+
+def read_events(client: TestClient, url: str, **headers: str) -> list[dict[str, Any]]:
+    with client.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return parse(list(response.iter_lines()))
+
+
+class Reader(threading.Thread):
+    """Follows an SSE stream in the background until it ends or ``stop(events)`` is true."""
+
+    def __init__(
+        self,
+        client: TestClient,
+        url: str,
+        stop: Callable[[list[dict[str, Any]]], bool] = lambda _: False,
+        **headers: str,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.client, self.url, self.stop, self.headers = client, url, stop, headers
+        self.events: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.client.stream("GET", self.url, headers=self.headers) as response:
+                assert response.status_code == 200, response.read()
+                lines: list[str] = []
+                for line in response.iter_lines():
+                    lines.append(line)
+                    if not line:
+                        self.events = parse(lines)
+                        if self.stop(self.events):
+                            return
+                self.events = parse(lines)
+        except BaseException as exc:  # reported by finish()
+            self.error = exc
+
+    def finish(self, timeout: float = 30) -> list[dict[str, Any]]:
+        self.join(timeout)
+        assert not self.is_alive(), f"{self.url}: still streaming after {timeout} s"
+        if self.error is not None:
+            raise self.error
+        return self.events

@@ -26,7 +26,7 @@ from twilio.request_validator import RequestValidator
 
 from backend.app.app import create_app
 from tests.conftest import make_settings
-from tests.support import Peer, chat_completion
+from tests.support import Peer, Reader, chat_completion
 
 PUBLIC = "https://bot.example.com"
 TOKEN = "twilio-auth-token"
@@ -191,6 +191,49 @@ def test_whatsapp_invoice_over_several_turns(
     assert len({m["trace_id"] for m in ins}) == 1, "one command, one trace"
     assert len(outs) == 3 and outs[-1]["delivery"] == "inline"
     assert count(database_url, "webhook_deliveries") == 3
+
+
+def test_session_stream_shows_a_whatsapp_turn_as_it_happens(
+    api: TestClient, llm: FakeOpenAI, database_url: str
+) -> None:
+    llm.say("CREATE_INVOICE")
+    whatsapp(api, "create an invoice", "SMlive1")
+    with psycopg.connect(database_url) as conn:
+        [(session_id,)] = conn.execute(
+            "select session_id from session_messages where provider_message_id = 'SMlive1'"
+        ).fetchall()
+        [(seen,)] = conn.execute(
+            "select max(change_seq) from session_messages where session_id = %s", (session_id,)
+        ).fetchall()
+
+    def answered(events: list[dict[str, Any]]) -> bool:
+        latest = {json.loads(e["data"])["id"]: json.loads(e["data"]) for e in events}
+        return any("Please confirm" in (m["text"] or "") for m in latest.values())
+
+    live = Reader(api, f"/sessions/{session_id}/stream?last_id={seen}", stop=answered)
+    live.start()
+    time.sleep(0.3)  # subscribed: what follows arrives live
+    llm.say("CREATE_INVOICE", customer_name="Acme", amount="5000 INR")
+    whatsapp(api, "Acme, 5000 rupees", "SMlive2")
+    events = live.finish()
+    latest = {json.loads(e["data"])["id"]: json.loads(e["data"]) for e in events}
+    inbound = [m for m in latest.values() if m["direction"] == "in"]
+    outbound = [m for m in latest.values() if m["direction"] == "out"]
+    assert [m["text"] for m in inbound] == ["Acme, 5000 rupees"]
+    assert inbound[0]["intent"] == "CREATE_INVOICE"
+    assert len(outbound) == 1 and "₹5,000.00" in outbound[0]["text"]
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+
+    # The whole conversation, replayed from the start: each message once, as it is now.
+    def all_four(events: list[dict[str, Any]]) -> bool:
+        return len({json.loads(e["data"])["id"] for e in events}) >= 4
+
+    replay = Reader(api, f"/sessions/{session_id}/stream", stop=all_four)
+    replay.start()
+    texts = [json.loads(e["data"])["text"] for e in replay.finish()]
+    assert texts[0] == "create an invoice" and texts[2] == "Acme, 5000 rupees"
+    assert "Who should the invoice be for?" in texts[1] and "Please confirm" in texts[3]
 
 
 def test_bad_or_missing_twilio_signature_is_403_and_stores_nothing(

@@ -409,6 +409,32 @@ def get_session(w: World) -> None:
     assert w.as_alice("GET", f"/sessions/{w.alice.session_id}").status_code == 200
 
 
+def first_event(w: World, url: str) -> str:
+    """The first SSE event of Alice's (endless) stream, then hang up."""
+    with w.client.stream("GET", url, headers=w.alice.headers) as response:
+        assert response.status_code == 200, response.read()
+        lines = []
+        for line in response.iter_lines():
+            if not line and lines:
+                return "\n".join(lines)
+            lines.append(line)
+    raise AssertionError(f"{url}: the stream ended without an event")
+
+
+def workflow_stream(w: World) -> None:
+    url = f"/workflows/{w.alice.event_wf}/stream"
+    not_found(w.as_bob("GET", url))
+    not_found(w.as_bob("GET", url, headers={"Last-Event-ID": "0"}))
+    assert w.alice.event_run in first_event(w, f"{url}?last_id=0")
+
+
+def session_stream(w: World) -> None:
+    url = f"/sessions/{w.alice.session_id}/stream"
+    not_found(w.as_bob("GET", url))
+    not_found(w.as_bob("GET", f"{url}?last_id=0"))
+    assert "event: message" in first_event(w, url)
+
+
 def list_sessions(w: World) -> None:
     bob = {s["id"] for s in w.as_bob("GET", "/sessions").json()["sessions"]}
     alice = {s["id"] for s in w.as_alice("GET", "/sessions").json()["sessions"]}
@@ -447,6 +473,7 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/workflows/{workflow_id}/activate"): activate,
     ("POST", "/workflows/{workflow_id}/deactivate"): deactivate,
     ("GET", "/workflows/{workflow_id}/runs"): workflow_runs,
+    ("GET", "/workflows/{workflow_id}/stream"): workflow_stream,
     ("POST", "/workflow/draft"): draft,
     ("POST", "/workflows/{workflow_id}/revise"): revise,
     ("POST", "/workflows/{workflow_id}/dry-run"): dry_run,
@@ -460,6 +487,7 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/events"): events,
     ("POST", "/intent-parser"): intent_parser,
     ("GET", "/sessions/{session_id}"): get_session,
+    ("GET", "/sessions/{session_id}/stream"): session_stream,
     ("GET", "/sessions"): list_sessions,
     ("POST", "/me/channels/whatsapp"): link_code,
     ("DELETE", "/me/channels/whatsapp/{number}"): unlink,

@@ -30,6 +30,7 @@ from backend.app.routers import (
 )
 from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
+from backend.app.services.progress_hub import ProgressHub
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import migrations
 from backend.app.store.db import open_pool
@@ -62,7 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
         runner = EmbeddedRunner(pool, settings)
+        hub = ProgressHub(pool, settings.database_url, buffer=settings.sse_watcher_buffer)
+        await hub.start()
         app.state.pool = pool
+        app.state.hub = hub
         app.state.runner = runner
         embedded = settings.engine == "embedded" and settings.run_worker
         if embedded:
@@ -76,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await scheduler.stop()
             if embedded:
                 await runner.stop()
+            await hub.stop()
             await pool.close()
 
     app = FastAPI(

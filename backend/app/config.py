@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     run_worker: bool = Field(default=True, description="Start the embedded runner in the API.")
     run_scheduler: bool = Field(default=True, description="Fire schedule triggers here.")
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    sse_watcher_buffer: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        description="Events an SSE client may fall behind before its stream is ended with a "
+        "retry hint (it resumes from the table with Last-Event-ID).",
+    )
 
     # Step retries (per-node `retry` overrides these)
     retry_max_attempts: int = Field(default=3, ge=1)

@@ -5,24 +5,26 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.app import boundary
+from backend.app import boundary, metrics
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
 from backend.app.services.auth_service import Authenticator, Caller
 from backend.app.services.intent_service import IntentService
+from backend.app.services.progress_hub import ProgressHub
 from backend.app.store.db import Pool, check_soon
 from backend.app.workflows.runners import Dispatcher
 
@@ -52,6 +54,52 @@ def _architect(request: Request) -> WorkflowArchitect | None:
 def _intents(request: Request) -> IntentService:
     intents: IntentService = request.app.state.intents
     return intents
+
+
+def _hub(request: Request) -> ProgressHub:
+    hub: ProgressHub = request.app.state.hub
+    return hub
+
+
+def stream_cursor(
+    last_id: Annotated[
+        int | None, Query(ge=0, description="Resume after this event id (the SSE id)")
+    ] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, description="The last SSE id seen (sent by EventSource)")
+    ] = None,
+) -> int | None:
+    """Where a reconnecting SSE client resumes: ``Last-Event-ID`` if sent, else ``?last_id=``
+    (the name of the seed's gateway); None when neither is given."""
+    return last_event_id if last_event_id is not None else last_id
+
+
+def sse(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> EventSourceResponse:
+    """An SSE response of encoded frames, with a keep-alive comment every
+    ``SSE_PING_SECONDS`` and a client that takes over ``SSE_SEND_TIMEOUT`` seconds to accept
+    a frame cut off; counted as a ``kind`` watcher while it is open
+    (``blueprint_sse_watchers``)."""
+    return EventSourceResponse(
+        _watched(frames, kind), ping=SSE_PING_SECONDS, send_timeout=SSE_SEND_TIMEOUT
+    )
+
+
+async def _watched(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> AsyncIterator[bytes]:
+    """``frames`` while counted as a watcher; closing this closes ``frames`` at once (the
+    response closes its iterator when a send fails), so its own clean-up is not left to GC."""
+    with metrics.watching(kind):
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            if isinstance(frames, AsyncGenerator):
+                await frames.aclose()
+
+
+#: Seconds between keep-alive comments on an idle SSE stream (proxies close silent ones).
+SSE_PING_SECONDS = 15
+#: Seconds a client may take to accept one SSE frame before its stream is closed.
+SSE_SEND_TIMEOUT = 30
 
 
 async def current_caller(
@@ -87,6 +135,8 @@ IntentsDep = Annotated[IntentService, Depends(_intents)]
 ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+HubDep = Annotated[ProgressHub, Depends(_hub)]
+CursorDep = Annotated[int | None, Depends(stream_cursor)]
 
 
 class CheckedRequest(Request):

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
-from backend.app import metrics
-from backend.app.http import Authenticated, CallerDep, CheckedRoute, DispatcherDep, PoolDep
+from backend.app.http import (
+    Authenticated,
+    CallerDep,
+    CheckedRoute,
+    CursorDep,
+    DispatcherDep,
+    HubDep,
+    PoolDep,
+    sse,
+)
 from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
-from backend.app.services import run_service
+from backend.app.services import run_service, stream_service
 
 router = APIRouter(route_class=CheckedRoute, tags=["runs"], dependencies=[Authenticated])
 RunID = Annotated[UUID, Path(description="Run id")]
@@ -92,36 +98,18 @@ async def get_run_logs(
     return {"logs": logs}
 
 
-def _sse(kind: str, event_id: int | None, data: dict[str, Any]) -> ServerSentEvent:
-    return ServerSentEvent(
-        json.dumps(data, default=str), event=kind, id=None if event_id is None else str(event_id)
-    )
-
-
-@router.get("/runs/{run_id}/stream")
+@router.get("/runs/{run_id}/stream", response_class=EventSourceResponse)
 async def stream_run(
-    run_id: RunID,
-    pool: PoolDep,
-    caller: CallerDep,
-    after_id: Annotated[int, Query(ge=0, description="Resume after this log id")] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0, description="The last SSE id seen")] = None,
+    run_id: RunID, pool: PoolDep, hub: HubDep, caller: CallerDep, cursor: CursorDep
 ) -> EventSourceResponse:
-    """Server-sent events: ``log`` (a ``workflow_logs`` row; the SSE id is the row id) and
-    ``run`` (status changes). Reconnecting clients resume with ``Last-Event-ID`` (or
-    ``after_id``; 400 ``invalid_header`` if it is not a log id); a keep-alive ping every 15 s.
-    The stream ends when the run has finished."""
-    start = after_id if last_event_id is None else last_event_id
-    events = run_service.stream(pool, run_id, after_id=start, owner=caller.user_id)
-    first = await anext(events, None)  # a missing run fails here, as a JSON 404
-
-    async def sse() -> AsyncIterator[ServerSentEvent]:
-        with metrics.watching("run"):
-            if first is not None:
-                yield _sse(*first)
-            async for item in events:
-                yield _sse(*item)
-
-    return EventSourceResponse(sse(), ping=15)
+    """Server-sent events: ``log`` (a ``workflow_logs`` row; the SSE id is the row id) as each
+    step is written, and ``run`` (``status``, ``output``, ``error``, ``wake_at``) now and on
+    every status change. Rows after ``Last-Event-ID`` (or ``?last_id=``) are replayed first,
+    then the stream is live, with no gap and no duplicate. A keep-alive comment every 15 s;
+    the stream ends after the run has finished. A client that falls far behind gets a
+    ``retry:`` hint and the stream ends: reconnect with ``Last-Event-ID``."""
+    frames = await stream_service.run(pool, hub, run_id, after_id=cursor or 0, owner=caller.user_id)
+    return sse(frames, "run")
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)

@@ -7,10 +7,11 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
 
-from backend.app.http import Authenticated, CallerDep, CheckedRoute, PoolDep
+from backend.app.http import Authenticated, CallerDep, CheckedRoute, CursorDep, HubDep, PoolDep, sse
 from backend.app.routers.schemas import RunPageOut, WorkflowOut
-from backend.app.services import run_service, workflow_service
+from backend.app.services import run_service, stream_service, workflow_service
 from backend.app.services.auth_service import owner_for
 
 router = APIRouter(route_class=CheckedRoute, tags=["workflows"], dependencies=[Authenticated])
@@ -105,3 +106,19 @@ async def list_workflow_runs(
     return await run_service.list_for_workflow(
         pool, workflow_id, limit=limit, cursor=cursor, owner=caller.user_id
     )
+
+
+@router.get("/workflows/{workflow_id}/stream", response_class=EventSourceResponse)
+async def stream_workflow(
+    workflow_id: WorkflowID, pool: PoolDep, hub: HubDep, caller: CallerDep, cursor: CursorDep
+) -> EventSourceResponse:
+    """Server-sent events: ``run`` whenever one of the workflow's runs is queued or changes
+    status (``id``, ``version``, ``status``, ``error``, ``trace_id``, ``wake_at``, times,
+    ``change_seq``); the SSE id is its ``change_seq``. Live only, unless resumed with
+    ``Last-Event-ID`` or ``?last_id=`` (0: from the beginning): every run that changed since is
+    sent first, once, as it is now. To see every run without a gap, open the stream, then list
+    ``GET /workflows/{id}/runs``. A keep-alive comment every 15 s."""
+    frames = await stream_service.workflow(
+        pool, hub, workflow_id, after_seq=cursor, owner=caller.user_id
+    )
+    return sse(frames, "workflow")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -205,46 +203,6 @@ async def logs(
         if await store.get(conn, run_id, owner=owner) is None:
             raise NotFound("run", run_id)
         return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
-
-
-async def stream(
-    pool: Pool, run_id: UUID, *, after_id: int, owner: UUID, poll_seconds: float = 0.25
-) -> AsyncIterator[tuple[str, int | None, dict[str, Any]]]:
-    """Live progress of a run: ``("log", id, row)`` for every ``workflow_logs`` row after
-    ``after_id`` in write order, ``("run", None, {status, …})`` whenever the run's status
-    changes; ends after the run finished and its last rows were sent.
-
-    Raises:
-        NotFound: unknown run, or another user's (before anything is yielded).
-    """
-    async with pool.connection() as conn:
-        if await store.get(conn, run_id, owner=owner) is None:
-            raise NotFound("run", run_id)
-    status = None
-    while True:
-        async with pool.connection() as conn:
-            run = await store.get(conn, run_id, owner=owner)
-            rows = await store.logs(conn, run_id, after_id=after_id, limit=500)
-        for row in rows:
-            after_id = row["id"]
-            yield "log", row["id"], dict(row)
-        assert run is not None
-        if run["status"] != status:
-            status = run["status"]
-            yield (
-                "run",
-                None,
-                {
-                    "status": status,
-                    "output": run["output"],
-                    "error": run["error"],
-                    "wake_at": run["wake_at"],
-                },
-            )
-        if status in store.TERMINAL and not rows:
-            return
-        if not rows:
-            await asyncio.sleep(poll_seconds)
 
 
 async def cancel(

@@ -90,7 +90,7 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     cur = await conn.execute(
         "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
         " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at,"
-        " owner_profile"
+        " owner_profile, change_seq"
         " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
         (run_id, owner, owner),
     )
@@ -126,6 +126,31 @@ async def list_for_workflow(
             " order by created_at desc, id desc limit %s",
             (workflow_id, before[0], before[1], limit),
         )
+    return await cur.fetchall()
+
+
+_SUMMARY = (
+    "select id, workflow_id, version, status, error, trace_id, wake_at, created_at, started_at,"
+    " finished_at, change_seq from workflow_runs"
+)
+
+
+async def changes(conn: Conn, workflow_id: UUID, *, after_seq: int, limit: int) -> list[DictRow]:
+    """Runs of a workflow whose status changed after ``after_seq`` (their ``change_seq``), in
+    change order: each once, as it is now."""
+    cur = await conn.execute(
+        _SUMMARY + " where workflow_id = %s and change_seq > %s order by change_seq limit %s",
+        (workflow_id, after_seq, limit),
+    )
+    return await cur.fetchall()
+
+
+async def summaries(conn: Conn, workflow_id: UUID, run_ids: list[UUID]) -> list[DictRow]:
+    """The given runs of a workflow as they are now, in change order."""
+    cur = await conn.execute(
+        _SUMMARY + " where workflow_id = %s and id = any(%s) order by change_seq",
+        (workflow_id, run_ids),
+    )
     return await cur.fetchall()
 
 

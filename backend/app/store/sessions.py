@@ -130,14 +130,36 @@ async def claim_delivery(conn: Conn, message_id: int, delivery: str, text: str |
     return await cur.fetchone() is not None
 
 
+_MESSAGE = (
+    "select id, direction, text, transcript, media, intent, entities, trace_id,"
+    " provider_message_id, delivery, created_at, change_seq from session_messages"
+)
+
+
+async def message_changes(
+    conn: Conn, session_id: UUID, *, after_seq: int, limit: int
+) -> list[DictRow]:
+    """Messages of a session added or changed after ``after_seq`` (their ``change_seq``), in
+    change order: each once, as it is now."""
+    cur = await conn.execute(
+        _MESSAGE + " where session_id = %s and change_seq > %s order by change_seq limit %s",
+        (session_id, after_seq, limit),
+    )
+    return await cur.fetchall()
+
+
+async def messages_by_id(conn: Conn, session_id: UUID, message_ids: list[int]) -> list[DictRow]:
+    """The given messages of a session as they are now, in change order."""
+    cur = await conn.execute(
+        _MESSAGE + " where session_id = %s and id = any(%s) order by change_seq",
+        (session_id, message_ids),
+    )
+    return await cur.fetchall()
+
+
 async def messages(conn: Conn, session_id: UUID) -> list[DictRow]:
     """All messages of a session, oldest first."""
-    cur = await conn.execute(
-        "select id, direction, text, transcript, media, intent, entities, trace_id,"
-        " provider_message_id, delivery, created_at from session_messages"
-        " where session_id = %s order by id",
-        (session_id,),
-    )
+    cur = await conn.execute(_MESSAGE + " where session_id = %s order by id", (session_id,))
     return await cur.fetchall()
 
 
