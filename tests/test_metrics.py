@@ -13,7 +13,6 @@ import json
 import math
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,15 @@ from twilio.request_validator import RequestValidator
 
 from backend.app.app import create_app
 from tests.conftest import WEBHOOK_SECRET, make_settings
-from tests.support import JWT_SECRET, Peer, as_user, chat_completion, execute, wait_for_run
+from tests.support import (
+    JWT_SECRET,
+    Peer,
+    Reader,
+    as_user,
+    chat_completion,
+    execute,
+    wait_for_run,
+)
 
 SERVICE_KEY = "metrics-service-key-0123456789"
 TWILIO_TOKEN = "twilio-auth-token"
@@ -183,7 +190,20 @@ def test_queue_figures_are_nan_when_the_database_does_not_answer(database_url: s
         assert value(scrape(client), "blueprint_queue_depth") == 0  # and back at once
 
 
-def test_open_run_streams_are_counted_while_they_last(client: TestClient) -> None:
+def _watchers(client: TestClient, kind: str) -> float:
+    return value(scrape(client), "blueprint_sse_watchers", stream=kind)
+
+
+def _until(predicate: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_open_streams_are_counted_while_they_last(client: TestClient) -> None:
     blueprint = {
         "nodes": [
             {"id": "start", "type": "trigger"},
@@ -191,29 +211,26 @@ def test_open_run_streams_are_counted_while_they_last(client: TestClient) -> Non
         ],
         "edges": [{"source": "start", "target": "pause"}],
     }
-    before = value(scrape(client), "blueprint_sse_watchers", stream="run")
+    runs, workflows = _watchers(client, "run"), _watchers(client, "workflow")
     run_id = execute(client, blueprint)
-    statuses: list[int] = []
+    run_readers = [Reader(client, f"/runs/{run_id}/stream") for _ in range(2)]
+    for reader in run_readers:
+        reader.start()
+    assert _until(lambda: _watchers(client, "run") == runs + 2, timeout=1.2)
 
-    def watch() -> None:
-        with client.stream("GET", f"/runs/{run_id}/stream") as response:
-            statuses.append(response.status_code)
-            for _ in response.iter_lines():
-                pass
+    created = client.post("/workflows", json={"blueprint": blueprint})
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+    follower = Reader(client, f"/workflows/{workflow_id}/stream", stop=lambda ev: len(ev) >= 1)
+    follower.start()
+    assert _until(lambda: _watchers(client, "workflow") == workflows + 1)
+    assert client.post("/workflow/execute", json={"workflow_id": workflow_id}).status_code == 202
 
-    watchers = [threading.Thread(target=watch) for _ in range(2)]
-    for thread in watchers:
-        thread.start()
-    deadline = time.monotonic() + 1.2
-    during = before
-    while during < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        during = value(scrape(client), "blueprint_sse_watchers", stream="run")
-    for thread in watchers:
-        thread.join(timeout=10)
-    assert statuses == [200, 200]
-    assert during == before + 2
-    assert value(scrape(client), "blueprint_sse_watchers", stream="run") == before
+    for reader in [*run_readers, follower]:
+        assert reader.finish()
+    # The run streams ended with the run; the workflow stream when its client went away.
+    assert _until(lambda: _watchers(client, "run") == runs)
+    assert _until(lambda: _watchers(client, "workflow") == workflows)
 
 
 # -- access ----------------------------------------------------------------------------------
