@@ -89,7 +89,8 @@ QUEUE_OLDEST_AGE = Gauge(
 )
 SSE_WATCHERS = Gauge(
     "blueprint_sse_watchers",
-    "Open server-sent-event streams by stream kind (run, workflow, session).",
+    "Open server-sent-event streams by stream: run (GET /runs/{id}/stream), runs (GET "
+    "/runs/stream), workflow, session.",
     ["stream"],
     multiprocess_mode="livesum",
 )
@@ -116,7 +117,7 @@ LLM_DURATION = Histogram(
 # Series that exist from the start, at 0, so that rates and sums see the first event.
 for _status in ("succeeded", "failed", "cancelled"):
     RUNS_FINISHED.labels(_status)
-for _kind in ("run", "workflow", "session"):
+for _kind in ("run", "runs", "workflow", "session"):
     SSE_WATCHERS.labels(_kind)
 
 
@@ -198,7 +199,7 @@ def timed_attempts(
 
 # -- streams -------------------------------------------------------------------------------
 
-StreamKind = Literal["run", "workflow", "session"]
+StreamKind = Literal["run", "runs", "workflow", "session"]
 
 
 @contextmanager
