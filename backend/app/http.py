@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import psycopg
@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.app import boundary
+from backend.app import boundary, metrics
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
@@ -74,11 +74,26 @@ def stream_cursor(
     return last_event_id if last_event_id is not None else last_id
 
 
-def sse(frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def sse(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> EventSourceResponse:
     """An SSE response of encoded frames, with a keep-alive comment every
     ``SSE_PING_SECONDS`` and a client that takes over ``SSE_SEND_TIMEOUT`` seconds to accept
-    a frame cut off."""
-    return EventSourceResponse(frames, ping=SSE_PING_SECONDS, send_timeout=SSE_SEND_TIMEOUT)
+    a frame cut off; counted as a ``kind`` watcher while it is open
+    (``blueprint_sse_watchers``)."""
+    return EventSourceResponse(
+        _watched(frames, kind), ping=SSE_PING_SECONDS, send_timeout=SSE_SEND_TIMEOUT
+    )
+
+
+async def _watched(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> AsyncIterator[bytes]:
+    """``frames`` while counted as a watcher; closing this closes ``frames`` at once (the
+    response closes its iterator when a send fails), so its own clean-up is not left to GC."""
+    with metrics.watching(kind):
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            if isinstance(frames, AsyncGenerator):
+                await frames.aclose()
 
 
 #: Seconds between keep-alive comments on an idle SSE stream (proxies close silent ones).

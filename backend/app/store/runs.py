@@ -9,6 +9,9 @@ that lost its lease records nothing more, even when the same process claimed the
 ``pass_failures`` counts consecutive passes that ended in an unexpected error or lost their
 worker, without recording any progress; the runner backs off between them and gives up after a
 limit (:func:`record_pass_failure`).
+
+Every write that ends a run counts it in ``blueprint_runs_finished_total``
+(:func:`backend.app.metrics.run_finished`): each such transition is written here, once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
+from backend.app import metrics
 from backend.app.store.db import Conn, jsonb
 from backend.app.store.steps import Lease
 from backend.app.store.storable import scrub
@@ -299,6 +303,8 @@ async def finish(
             "token": None if lease is None else lease.token,
         },
     )
+    if cur.rowcount == 1:
+        metrics.run_finished(status)
     return cur.rowcount == 1
 
 
@@ -337,6 +343,8 @@ async def record_pass_failure(
         },
     )
     row = await cur.fetchone()
+    if row is not None:
+        metrics.run_finished(row["status"])
     return None if row is None else str(row["status"])
 
 
@@ -361,6 +369,8 @@ async def fail(
         " and (%s::uuid is null or lease_token = %s)",
         (jsonb(scrub(error)), run_id, *(2 * [None if lease is None else lease.token])),
     )
+    if cur.rowcount == 1:
+        metrics.run_finished("failed")
     return cur.rowcount == 1
 
 
@@ -384,7 +394,10 @@ async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
         " returning id, status",
         (run_id, owner),
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is not None:
+        metrics.run_finished("cancelled")
+    return row
 
 
 async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
@@ -406,6 +419,28 @@ async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     )
     await conn.execute("delete from step_attempts where run_id = %s", (run_id,))
     return True
+
+
+async def queue_stats(conn: Conn, *, timeout_ms: int) -> tuple[int, float]:
+    """Runs ready to be claimed now (queued past any back-off, or waiting on a due timer;
+    any engine) and how long, in seconds, the longest-ready has been ready (0 when none). One
+    range scan of the claim index, cut off by the server after ``timeout_ms``.
+
+    Raises:
+        psycopg.errors.QueryCanceled: the statement took longer than ``timeout_ms``.
+    """
+    async with conn.transaction():
+        await conn.execute(f"set local statement_timeout = {int(timeout_ms)}")
+        cur = await conn.execute(
+            "select count(*) as depth, coalesce(extract(epoch from"
+            " now() - min(coalesce(wake_at, created_at))), 0)::float8 as age"
+            " from workflow_runs where status in ('queued', 'running', 'waiting')"
+            " and coalesce(wake_at, created_at) <= now()"
+            " and (status = 'queued' or (status = 'waiting' and wake_at is not null))"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["depth"]), max(0.0, float(row["age"]))
 
 
 async def node_states(conn: Conn, run_id: UUID) -> list[DictRow]:

@@ -35,6 +35,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
 from backend.app.store import storable
@@ -367,7 +368,7 @@ class Engine:
         try:
             output = await port.run(
                 node.id,
-                _bind(self._action_step, node),
+                metrics.timed_attempts(node.service, node.task, _bind(self._action_step, node)),
                 self._retry(node),
                 pure=not self.registry[node.service].side_effects,
             )
