@@ -206,7 +206,7 @@ def test_workflow_stream_shows_its_runs_as_they_start_and_finish(client: TestCli
     def finished(runs: set[str]) -> Callable[[list[dict[str, Any]]], bool]:
         def done(events: list[dict[str, Any]]) -> bool:
             final = {json.loads(e["data"])["id"]: json.loads(e["data"])["status"] for e in events}
-            return all(final.get(run) == "succeeded" for run in runs)
+            return len(runs) == 2 and all(final.get(run) == "succeeded" for run in runs)
 
         return done
 
