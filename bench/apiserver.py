@@ -1,4 +1,4 @@
-"""Shared by the HTTP benchmarks: a fresh database and the real API in a subprocess.
+"""Shared by the HTTP benchmarks: a fresh database, the real API (and workers) in subprocesses.
 
 The API is started the way the README says (``uvicorn backend.app.app:app``: migrations, the
 pool, the embedded runner) in local mode (no identity configured), from an empty working
@@ -76,85 +76,64 @@ def _free_port() -> int:
         return port
 
 
-class ApiServer:
-    """``uvicorn backend.app.app:app`` on a free local port, as a context manager.
+class Child:
+    """A subprocess of the benchmark with the API's environment, as a context manager.
 
-    On exit (also on Ctrl-C or SIGTERM of the benchmark) the server gets SIGINT, then SIGKILL
-    after ``grace`` seconds. Its log goes to a temporary file, printed when it fails to start.
-
-    Raises:
-        RuntimeError: the server did not answer ``/health`` within ``start_timeout`` seconds.
+    Runs from an empty working directory (no ``.env``), in local mode (identity settings
+    removed), ``DATABASE_URL`` = ``database_url`` plus ``env``. Its output goes to a temporary
+    file (``log_path``). On exit (also on Ctrl-C or SIGTERM of the benchmark) it gets SIGINT,
+    then SIGKILL after ``grace`` seconds.
     """
 
     def __init__(
         self,
+        args: list[str],
         database_url: str,
         env: dict[str, str] | None = None,
         *,
-        start_timeout: float = 60.0,
         grace: float = 15.0,
     ) -> None:
-        self.port = _free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._args = args
         self._database_url = database_url
         self._env = env or {}
-        self._start_timeout = start_timeout
         self._grace = grace
         self._proc: subprocess.Popen[bytes] | None = None
-        self._dir = tempfile.TemporaryDirectory(prefix="bench-api-")
+        self._dir = tempfile.TemporaryDirectory(prefix="bench-child-")
         self._log: IO[bytes] | None = None
 
     @property
     def pid(self) -> int:
-        """The server's process id."""
+        """The process id."""
         assert self._proc is not None
         return self._proc.pid
 
     @property
     def log_path(self) -> Path:
-        """Where the server's output goes."""
-        return Path(self._dir.name) / "server.log"
+        """Where the process's output goes."""
+        return Path(self._dir.name) / "output.log"
 
-    def __enter__(self) -> ApiServer:
+    def exited(self) -> bool:
+        """True once the process has ended."""
+        return self._proc is not None and self._proc.poll() is not None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of the process's output."""
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def __enter__(self) -> Child:
         env = {k: v for k, v in os.environ.items() if k not in _IDENTITY}
         env |= {"DATABASE_URL": self._database_url, **self._env}
         self._log = self.log_path.open("wb")
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _interrupt)
         self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                *("-m", "uvicorn", "backend.app.app:app"),
-                *("--host", "127.0.0.1", "--port", str(self.port)),
-                *("--no-access-log", "--log-level", "warning"),
-            ],
+            [sys.executable, *self._args],
             cwd=self._dir.name,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous in (signal.SIG_DFL, None):
-            signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            self._wait_healthy()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
         return self
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"the API did not become healthy; its log ends:\n{tail}")
 
     def __exit__(
         self,
@@ -172,6 +151,60 @@ class ApiServer:
         if self._log is not None:
             self._log.close()
         self._dir.cleanup()
+
+
+class ApiServer(Child):
+    """``uvicorn backend.app.app:app`` on a free local port (see :class:`Child`); entering
+    waits until ``/health`` answers 200.
+
+    Raises:
+        RuntimeError: the server did not answer ``/health`` within ``start_timeout`` seconds.
+    """
+
+    def __init__(
+        self, database_url: str, env: dict[str, str] | None = None, *, start_timeout: float = 60
+    ) -> None:
+        self.port = _free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._start_timeout = start_timeout
+        args = ["-m", "uvicorn", "backend.app.app:app", "--host", "127.0.0.1"]
+        args += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
+        super().__init__(args, database_url, env)
+
+    def __enter__(self) -> ApiServer:
+        super().__enter__()
+        try:
+            self._wait_healthy()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + self._start_timeout
+        while time.monotonic() < deadline and not self.exited():
+            try:
+                if httpx.get(f"{self.base_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the API did not become healthy; its log ends:\n{self.log_tail()}")
+
+
+def worker(database_url: str, env: dict[str, str] | None = None) -> Child:
+    """``wf worker``: the embedded runner in a process of its own (without the API)."""
+    return Child(["-m", "backend.app.cli", "worker"], database_url, env)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (Linux ``/proc``; NaN
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _interrupt(signum: int, frame: object) -> None:
