@@ -29,6 +29,7 @@ import json
 import math
 import multiprocessing
 import queue
+import resource
 import statistics
 import sys
 import time
@@ -37,7 +38,14 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from apiserver import ApiServer, bench_database, machine, percentile, raise_open_files
+from apiserver import (
+    ApiServer,
+    bench_database,
+    cpu_seconds,
+    machine,
+    percentile,
+    raise_open_files,
+)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 GO_EVENT = "bench/go"
@@ -180,7 +188,8 @@ async def _load(
     for watcher in watchers:
         if watcher.final_status not in TERMINAL:
             watcher.errors.append("timed out" if pending else "stream ended early")
-    results.put([w.__dict__ for w in watchers])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    results.put(([w.__dict__ for w in watchers], usage.ru_utime + usage.ru_stime))
 
 
 def load_process(
@@ -216,6 +225,10 @@ class Outcome:
     walls: list[float] = field(default_factory=list)
     failed_runs: int = 0
     connect_s: float = 0.0
+    seconds: float = 0.0
+    server_cpu_s: float = 0.0
+    load_cpu_s: float = 0.0
+    processes: int = 0
 
 
 def _start_runs(client: httpx.Client, workflow_id: str, batch: str, count: int) -> list[str]:
@@ -298,7 +311,8 @@ def run_scenario(
         )
         for i in range(processes)
     ]
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), cpu_seconds(api.pid)
+    outcome.processes = processes
     watched: list[dict[str, Any]] = []
     try:
         for worker in workers:
@@ -309,8 +323,12 @@ def run_scenario(
         released = time.time()
         client.post("/events", json={"name": GO_EVENT, "data": {"batch": batch}}).raise_for_status()
         runs = _finish(client, workflow_id, run_ids, released, timeout)
+        outcome.server_cpu_s = cpu_seconds(api.pid) - cpu0
+        outcome.seconds = time.monotonic() - t0
         for _ in workers:
-            watched += results.get(timeout=timeout)
+            seen, cpu = results.get(timeout=timeout)
+            watched += seen
+            outcome.load_cpu_s += cpu
     except queue.Empty:
         raise RuntimeError("a load process did not answer in time") from None
     finally:
@@ -425,6 +443,10 @@ def main() -> None:
                 f"(unwatched {statistics.median(base):.2f} s)"
             )
         notes.append(f"all watchers connected in {outcome.connect_s:.1f} s")
+        notes.append(
+            f"CPU over {outcome.seconds:.0f} s: API {outcome.server_cpu_s:.1f} s, "
+            f"{outcome.processes} load processes {outcome.load_cpu_s:.1f} s"
+        )
         print(f"  {outcome.scenario.label}: " + "; ".join(notes))
     print(
         "lag = arrival at the watcher - the log row's finished_at, over rows written after the "
