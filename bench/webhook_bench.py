@@ -139,8 +139,9 @@ def wait_for_runs(url: str, limit_s: float) -> None:
             time.sleep(0.2)
 
 
-def verify(url: str, phase: Phase, prefix: str, accepted: set[int]) -> None:
-    """Runs per delivery of this phase, and how long they took to finish."""
+def verify(url: str, phase: Phase, prefix: str, accepted: set[int], *, finished: bool) -> None:
+    """Runs per delivery of this phase, and (when they were executed: ``finished``) whether
+    they succeeded and how long they took to finish."""
     with psycopg.connect(url) as conn:
         rows = conn.execute(
             "select trigger_data #>> '{payload,payment,entity,id}' as payment,"
@@ -159,6 +160,8 @@ def verify(url: str, phase: Phase, prefix: str, accepted: set[int]) -> None:
     phase.runs = sum(n for n, _ in runs.values())
     phase.lost = sum(1 for i in accepted if i not in runs)
     phase.extra_runs = sum(n - 1 for n, _ in runs.values() if n > 1)
+    if not finished:
+        return
     phase.not_succeeded = sum(bad for _, bad in runs.values())
     if span is not None and span[0] is not None:
         phase.drain_s, phase.span_s = float(span[0]), float(span[1])
@@ -197,8 +200,9 @@ def run_phase(
             accepted.add(index)
     if rows:
         phase.window_s = (max(ends) - min(starts)) / 1e6
-    wait_for_runs(url, args.drain_limit)
-    verify(url, phase, prefix, accepted)
+    if args.runner != "none":
+        wait_for_runs(url, args.drain_limit)
+    verify(url, phase, prefix, accepted, finished=args.runner != "none")
     return phase
 
 
@@ -212,12 +216,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3, help="seconds at 50/s first, unscored")
     parser.add_argument("--drain-limit", type=float, default=900, help="seconds to wait for runs")
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=0,
-        help="0: the API's embedded runner executes the runs (the default deployment); N: the "
-        "API runs no runner and N 'wf worker' processes do",
+        "--runner",
+        choices=["embedded", "workers", "none"],
+        default="embedded",
+        help="who executes the runs: the API's embedded runner (the default deployment), "
+        "--workers 'wf worker' processes (the API runs none), or nobody (the runs stay queued: "
+        "ingestion alone)",
     )
+    parser.add_argument("--workers", type=int, default=1, help="with --runner workers")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     if shutil.which("wrk") is None:
@@ -232,13 +238,15 @@ def main() -> None:
         f"workload: signed razorpay payment.captured deliveries, unique ids, {args.duration:g} s "
         f"per rate, wrk -t{args.connections} -c{args.connections} (one connection a thread), "
         "each run = examples/payment_receipt (transform + sandboxed WhatsApp); runs executed by "
-        + (
-            f"{args.workers} 'wf worker' processes" if args.workers else "the API's embedded runner"
-        ),
+        + {
+            "embedded": "the API's embedded runner",
+            "workers": f"{args.workers} 'wf worker' processes",
+            "none": "nobody (left queued: ingestion alone)",
+        }[args.runner],
         flush=True,
     )
     env = {"RAZORPAY_WEBHOOK_SECRET": SECRET}
-    if args.workers:
+    if args.runner != "embedded":
         env["RUN_WORKER"] = "false"
     phases: list[Phase] = []
     with (
@@ -247,7 +255,8 @@ def main() -> None:
         httpx.Client(base_url=api.base_url, timeout=30) as client,
         tempfile.TemporaryDirectory(prefix="webhook-bench-") as tmp,
     ):
-        workers = [stack.enter_context(worker(url)) for _ in range(args.workers)]
+        count = args.workers if args.runner == "workers" else 0
+        workers = [stack.enter_context(worker(url)) for _ in range(count)]
         blueprint = json.loads((EXAMPLE / "blueprint.json").read_text())
         created = client.post("/workflows", json={"blueprint": blueprint})
         created.raise_for_status()
@@ -293,7 +302,8 @@ def report(phases: list[Phase]) -> None:
                 f"{p.duplicates} answered as duplicates, {p.extra_runs} extra runs, "
                 f"{p.not_succeeded} runs did not succeed"
             )
-        notes.append(f"every run finished {p.span_s:.1f} s after the first was created")
+        if p.span_s == p.span_s:
+            notes.append(f"every run finished {p.span_s:.1f} s after the first was created")
         notes.append(f"API CPU {p.api_cpu_s / max(p.answered, 1) * 1000:.1f} ms/delivery")
         if p.worker_cpu_s == p.worker_cpu_s and p.worker_cpu_s > 0:
             notes.append(
