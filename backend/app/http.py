@@ -30,28 +30,32 @@ from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
 
+# The getters below are ``async def`` so that FastAPI calls them on the event loop: a plain
+# ``def`` dependency is sent to the thread pool, a thread hop per dependency per request (a
+# quarter of the API's CPU per webhook delivery, measured by bench/webhook_bench.py).
 
-def _pool(request: Request) -> Pool:
+
+async def _pool(request: Request) -> Pool:
     pool: Pool = request.app.state.pool
     return pool
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _dispatcher(request: Request) -> Dispatcher:
+async def _dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
 
-def _architect(request: Request) -> WorkflowArchitect | None:
+async def _architect(request: Request) -> WorkflowArchitect | None:
     architect: WorkflowArchitect | None = request.app.state.architect
     return architect
 
 
-def _intents(request: Request) -> IntentService:
+async def _intents(request: Request) -> IntentService:
     intents: IntentService = request.app.state.intents
     return intents
 
