@@ -60,12 +60,12 @@ async def _intents(request: Request) -> IntentService:
     return intents
 
 
-def _hub(request: Request) -> ProgressHub:
+async def _hub(request: Request) -> ProgressHub:
     hub: ProgressHub = request.app.state.hub
     return hub
 
 
-def stream_cursor(
+async def stream_cursor(
     last_id: Annotated[
         int | None, Query(ge=0, description="Resume after this event id (the SSE id)")
     ] = None,
