@@ -348,3 +348,19 @@ class Reader(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.events
+
+
+#: The smallest useful blueprint: a trigger and one transform step.
+ONE_STEP: dict[str, Any] = {
+    "nodes": [
+        {"id": "start", "type": "trigger"},
+        {
+            "id": "hi",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {"x": 1}},
+        },
+    ],
+    "edges": [{"source": "start", "target": "hi"}],
+}

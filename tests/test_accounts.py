@@ -5,21 +5,9 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from tests.conftest import ALICE, BOB
-from tests.support import as_user
+from tests.support import ONE_STEP, as_user
 
-EXAMPLE = {
-    "nodes": [
-        {"id": "start", "type": "trigger"},
-        {
-            "id": "hi",
-            "type": "action",
-            "service": "transform",
-            "task": "build",
-            "params": {"fields": {"x": 1}},
-        },
-    ],
-    "edges": [{"source": "start", "target": "hi"}],
-}
+EXAMPLE = ONE_STEP
 
 
 def test_a_token_is_needed_once_identity_is_configured(accounts: TestClient) -> None:

@@ -12,21 +12,9 @@ from fastapi.testclient import TestClient
 
 from backend.app.app import create_app
 from tests.conftest import make_settings
-from tests.support import JWT_SECRET, Reader, as_user, wait_for_run
+from tests.support import JWT_SECRET, ONE_STEP, Reader, as_user, wait_for_run
 
-QUICK = {
-    "nodes": [
-        {"id": "start", "type": "trigger"},
-        {
-            "id": "hi",
-            "type": "action",
-            "service": "transform",
-            "task": "build",
-            "params": {"fields": {"x": 1}},
-        },
-    ],
-    "edges": [{"source": "start", "target": "hi"}],
-}
+QUICK = ONE_STEP
 WAITS = {
     "nodes": [
         {"id": "start", "type": "trigger"},

@@ -28,23 +28,11 @@ from backend.app.app import create_app
 from backend.app.services import auth_service
 from backend.app.store.accounts import LOCAL_USER_ID
 from tests.conftest import ALICE, BOB, make_settings
-from tests.support import JWT_SECRET, Peer, as_user, token_for
+from tests.support import JWT_SECRET, ONE_STEP, Peer, as_user, token_for
 
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 SERVICE_KEY = "service-key-of-the-deployment"
-BLUEPRINT = {
-    "nodes": [
-        {"id": "start", "type": "trigger"},
-        {
-            "id": "hi",
-            "type": "action",
-            "service": "transform",
-            "task": "build",
-            "params": {"fields": {"x": 1}},
-        },
-    ],
-    "edges": [{"source": "start", "target": "hi"}],
-}
+BLUEPRINT = ONE_STEP
 
 
 def bearer(token: str) -> dict[str, str]:
