@@ -54,20 +54,25 @@ export function summary(node: BlueprintNode): string {
     case "router":
       return `${node.conditions?.length ?? 0} rule(s), else ${node.default ?? "default"}`;
     case "delay":
-      return `wait ${node.duration}`;
+      return `wait ${seconds(node.duration)}`;
     case "wait_for_event":
-      return `${node.event}, timeout ${node.timeout}`;
+      return `${node.event}, timeout ${seconds(node.timeout)}`;
     case "end":
       return "end";
   }
 }
 
+/** A duration as the blueprint has it ("5m") or as stored (seconds). */
+function seconds(value: string | number | undefined): string {
+  return typeof value === "number" ? `${value}s` : String(value ?? "");
+}
+
 export const KIND_ICON: Record<NodeType, string> = {
   trigger: "⚡",
   action: "▶",
-  router: "⑂",
-  delay: "⏱",
-  wait_for_event: "⏳",
+  router: "⋔",
+  delay: "◷",
+  wait_for_event: "⚐",
   end: "■",
 };
 
@@ -104,7 +109,7 @@ export const STATE_ICON: Record<NodeState, string> = {
   queued: "◌",
   running: "◔",
   retrying: "↻",
-  waiting: "⏸",
+  waiting: "‖",
   succeeded: "✓",
   failed: "✕",
   skipped: "⤼",

@@ -1,0 +1,275 @@
+"""The dashboard in a real browser (Playwright + Chromium) against the built app and the real
+API on PostgreSQL, served by uvicorn; the model is a local OpenAI-compatible server.
+
+Needs the build (``./scripts/test.sh`` makes it) and a Chromium (``tests/browser.py`` finds
+Playwright's own or the system's; without one these tests fail saying how to get one).
+Screenshots land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from backend.app.app import create_app
+from backend.app.routers.dashboard import DIST
+from tests.browser import launch
+from tests.conftest import make_settings
+from tests.support import Peer, chat_completion
+from tests.test_drafting import edge, node
+
+KEY = "svc-dashboard-test-key"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+#: What the model drafts: an order is paid -> compose a text -> wait 3 s -> WhatsApp it -> end.
+ORDER_DRAFT = {
+    "name": "Order paid notice",
+    "description": "WhatsApp the customer when their order is paid",
+    "nodes": [
+        node("order_paid", "trigger", trigger="event", event="shop/order.paid"),
+        node(
+            "compose",
+            "action",
+            service="transform",
+            task="build",
+            params_json=json.dumps({"fields": {"text": "Order {{ trigger_data.order_id }} paid"}}),
+        ),
+        node("pause", "delay", duration="3s"),
+        node(
+            "notify",
+            "action",
+            service="whatsapp",
+            task="send_message",
+            params_json=json.dumps(
+                {"to": "{{ trigger_data.phone }}", "body": "{{ steps.compose.output.text }}"}
+            ),
+        ),
+        node("done", "end"),
+    ],
+    "edges": [
+        edge("order_paid", "compose"),
+        edge("compose", "pause"),
+        edge("pause", "notify"),
+        edge("notify", "done"),
+    ],
+}
+ORDER = {"order_id": "A-1001", "phone": "+919876543210"}
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[Peer]:
+    """A local OpenAI-compatible chat-completions server answering with ORDER_DRAFT."""
+    server = Peer()
+    server.handlers["/v1/chat/completions"] = lambda body: (
+        200,
+        chat_completion(json.dumps(ORDER_DRAFT)),
+    )
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(database_url: str, model: Peer) -> Iterator[str]:
+    """The API + dashboard, served by uvicorn on a free local port, with an API key required."""
+    if not (DIST / "index.html").is_file():
+        pytest.fail("the dashboard is not built: ./scripts/test.sh builds it (Node.js >= 18)")
+    settings = make_settings(
+        database_url,
+        api_keys=[KEY],
+        openai_base_url=f"{model.url}/v1",
+        openai_api_key="sk-test",
+        llm_max_attempts=1,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        try:
+            chromium = launch(playwright)
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert errors == [], f"errors in the page: {errors}"
+
+
+def sign_in(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/")
+    page.get_by_role("textbox", name="API key").fill(KEY)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+
+def api(page: Page, base_url: str, method: str, path: str, body: Any = None) -> Any:
+    response = page.request.fetch(
+        f"{base_url}{path}", method=method, headers={"X-API-Key": KEY}, data=body
+    )
+    assert response.ok, response.text()
+    return response.json()
+
+
+def card(page: Page, node_id: str) -> Any:
+    return page.locator(f".react-flow__node[data-id='{node_id}'] .card")
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_draft_edit_dry_run_activate_and_watch_a_run(page: Page, base_url: str) -> None:
+    sign_in(page, base_url)
+
+    # Draft from a prompt: the graph appears, warnings on the nodes they concern.
+    page.get_by_role("link", name="New").click()
+    page.get_by_label("Describe what should happen").fill(
+        "When an order is paid, WhatsApp the customer after a short pause"
+    )
+    page.get_by_role("button", name="Draft", exact=True).click()
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+    expect(card(page, "notify").locator(".card-notes")).to_contain_text("1 note")
+    expect(card(page, "order_paid").locator(".card-notes")).to_contain_text("1 note")
+    expect(page.get_by_role("list", name="Warnings")).to_contain_text("sandbox mode")
+
+    # The canvas: node kinds drawn apart; a node's params with {{ }} highlighted, its task's
+    # fields from GET /tools.
+    page.get_by_role("link", name="Open in canvas").click()
+    expect(page.get_by_role("heading", name="Order paid notice")).to_be_visible()
+    for node_id, kind in [("order_paid", "trigger"), ("pause", "delay"), ("done", "end")]:
+        expect(card(page, node_id)).to_have_class(f"card kind-{kind}")
+    card(page, "notify").click()
+    panel = page.get_by_test_id("node-panel")
+    to = panel.locator("tr[data-field='to']")
+    expect(to).to_contain_text("Recipient")  # the field's description from GET /tools
+    expect(to.get_by_test_id("template-ref")).to_have_text("{{ trigger_data.phone }}")
+    expect(panel.locator("mark.tpl", has_text="{{ steps.compose.output.text }}")).not_to_have_count(0)
+    expect(panel.locator("tr[data-field='media_url']")).to_contain_text("not set")
+    shot(page, "canvas.png")
+
+    # Drag a node and save the positions as version 2.
+    workflow_id = page.url.split("/ui/workflows/")[1].split("?")[0]
+    box = card(page, "pause").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 160, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.get_by_role("button", name="Save positions").click()
+    expect(page.get_by_role("status")).to_have_text("Saved as version 2.")
+    saved = api(page, base_url, "GET", f"/workflows/{workflow_id}?version=2")
+    before = api(page, base_url, "GET", f"/workflows/{workflow_id}?version=1")
+    at = {n["id"]: n["position"] for n in saved["blueprint"]["nodes"]}
+    was = {n["id"]: n["position"] for n in before["blueprint"]["nodes"]}
+    assert at["pause"]["x"] > was["pause"]["x"] + 50
+    assert at["compose"] == was["compose"]
+
+    # Dry run: every node's resolved input and output.
+    page.get_by_role("link", name="Dry run").click()
+    page.get_by_label("Trigger payload (JSON)").fill(json.dumps(ORDER))
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.get_by_test_id("dry-run-result")).to_contain_text("succeeded")
+    expect(page.locator(".card[data-state='succeeded']")).to_have_count(5)
+    card(page, "compose").click()
+    expect(page.get_by_label("Output")).to_contain_text("Order A-1001 paid")
+
+    # Activate version 2.
+    page.get_by_role("link", name="Order paid notice").click()
+    page.get_by_role("button", name="Activate v2").click()
+    expect(page.get_by_test_id("active-state")).to_have_text("● active v2")
+
+    # Fire the event; the run view shows the run move node by node, live.
+    fired = api(page, base_url, "POST", "/events", {"name": "shop/order.paid", "data": ORDER})
+    (run_id,) = fired["started_run_ids"]
+    page.goto(f"{base_url}/ui/runs/{run_id}")
+    expect(card(page, "compose")).to_have_attribute("data-state", "succeeded")
+    expect(card(page, "pause")).to_have_attribute("data-state", "waiting")
+    expect(card(page, "notify")).to_have_attribute("data-state", "pending")
+    expect(page.get_by_test_id("run-status")).to_contain_text("waiting")
+    shot(page, "run-live.png")
+    for node_id in ("order_paid", "compose", "pause", "notify", "done"):
+        expect(card(page, node_id)).to_have_attribute("data-state", "succeeded", timeout=15000)
+        expect(card(page, node_id).get_by_test_id("node-state")).to_have_text("✓ succeeded")
+    expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+    expect(page.get_by_test_id("timeline").locator("li[data-node='notify']")).to_contain_text(
+        "attempt 1"
+    )
+    shot(page, "run-done.png")
+
+
+def test_open_a_failed_run_and_retry_it(page: Page, base_url: str) -> None:
+    flaky = Peer()
+    flaky.script["/flaky"] = [500, 200]
+    try:
+        blueprint = {
+            "name": "Flaky call",
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {
+                    "id": "call",
+                    "type": "action",
+                    "service": "http",
+                    "task": "request",
+                    "params": {"method": "POST", "url": f"{flaky.url}/flaky"},
+                    "retry": {"max_attempts": 1},
+                },
+                {"id": "done", "type": "end"},
+            ],
+            "edges": [{"source": "start", "target": "call"}, {"source": "call", "target": "done"}],
+        }
+        sign_in(page, base_url)
+        workflow = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})
+        run_id = api(page, base_url, "POST", "/workflow/execute", {"workflow_id": workflow["id"]})[
+            "run_id"
+        ]
+        page.goto(f"{base_url}/ui/runs/{run_id}")
+        expect(page.get_by_test_id("run-status")).to_contain_text("failed")
+        expect(card(page, "call")).to_have_attribute("data-state", "failed")
+        expect(card(page, "call").get_by_test_id("node-state")).to_have_text("✕ failed")
+        expect(card(page, "done")).to_have_attribute("data-state", "pending")
+        expect(page.get_by_role("alert")).to_contain_text("HTTP 500")
+
+        page.get_by_role("button", name="Retry from failed step").click()
+        expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+        expect(card(page, "call")).to_have_attribute("data-state", "succeeded")
+        expect(card(page, "done")).to_have_attribute("data-state", "succeeded")
+        expect(page.get_by_role("button", name="Retry from failed step")).to_be_disabled()
+        assert flaky.hits["/flaky"] == 2
+    finally:
+        flaky.close()
