@@ -9,7 +9,7 @@ import ssl
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -20,12 +20,16 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def wait_for_run(
-    client: TestClient, run_id: str, statuses: set[str] = TERMINAL, timeout: float = 15.0
+    client: TestClient,
+    run_id: str,
+    statuses: Collection[str] = TERMINAL,
+    timeout: float = 15.0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Poll GET /runs/{id} until the run reaches one of ``statuses``."""
+    """Poll GET /runs/{id} (as ``headers`` say) until the run reaches one of ``statuses``."""
     deadline = time.monotonic() + timeout
     while True:
-        response = client.get(f"/runs/{run_id}")
+        response = client.get(f"/runs/{run_id}", headers=headers)
         assert response.status_code == 200, response.text
         run = response.json()
         if run["status"] in statuses:

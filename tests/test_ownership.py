@@ -10,6 +10,7 @@ the other account, and afterwards Alice's objects are exactly as they were.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -322,11 +323,38 @@ def execute(w: World) -> None:
         not_found(w.as_bob("POST", "/workflow/execute", json=body))
 
 
-def runs_by_trace(w: World) -> None:
+def list_runs(w: World) -> None:
     bob = w.as_bob("GET", "/runs", params={"trace_id": w.alice.trace_id})
-    assert bob.status_code == 200 and bob.json() == {"runs": []}
+    assert bob.status_code == 200 and bob.json()["runs"] == []
     alice = w.as_alice("GET", "/runs", params={"trace_id": w.alice.trace_id}).json()["runs"]
     assert [r["id"] for r in alice] == [w.alice.command_run]
+    bobs = {r["id"] for r in w.as_bob("GET", "/runs", params={"limit": 200}).json()["runs"]}
+    assert bobs and not bobs & set(alice_runs(w))
+    not_found(w.as_bob("GET", "/runs", params={"workflow_id": w.alice.event_wf}))
+
+
+def all_runs_stream(w: World) -> None:
+    """Bob's stream of all his runs, replayed from the start, holds his runs and only his."""
+    bobs = {r["id"] for r in w.as_bob("GET", "/runs", params={"limit": 200}).json()["runs"]}
+    seen = set()
+    with w.client.stream("GET", "/runs/stream?last_id=0", headers=w.bob.headers) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                seen.add(json.loads(line.removeprefix("data:"))["id"])
+                if len(seen) == len(bobs):
+                    break
+    assert seen == bobs
+
+
+def list_workflows(w: World) -> None:
+    bobs = {wf["id"] for wf in w.as_bob("GET", "/workflows").json()["workflows"]}
+    alices = {wf["id"] for wf in w.as_alice("GET", "/workflows").json()["workflows"]}
+    assert {w.alice.event_wf, w.alice.wait_wf} <= alices and not alices & bobs
+
+
+def archive(w: World) -> None:
+    not_found(w.as_bob("DELETE", f"/workflows/{w.alice.event_wf}"))
 
 
 def alice_runs(w: World) -> list[str]:
@@ -468,7 +496,10 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/workflows/{workflow_id}/revise"): revise,
     ("POST", "/workflows/{workflow_id}/dry-run"): dry_run,
     ("POST", "/workflow/execute"): execute,
-    ("GET", "/runs"): runs_by_trace,
+    ("GET", "/runs"): list_runs,
+    ("GET", "/runs/stream"): all_runs_stream,
+    ("GET", "/workflows"): list_workflows,
+    ("DELETE", "/workflows/{workflow_id}"): archive,
     ("GET", "/runs/{run_id}"): get_run,
     ("GET", "/runs/{run_id}/logs"): run_logs,
     ("GET", "/runs/{run_id}/stream"): run_stream,
@@ -486,6 +517,7 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
 #: Routes without a user's credentials, and why.
 EXEMPT: dict[tuple[str, str], str] = {
     ("GET", "/health"): "liveness: no user data",
+    ("GET", "/config/public"): "how to sign in: no user data, nothing secret",
     ("POST", "/webhooks/razorpay"): "signed with the deployment's RAZORPAY_WEBHOOK_SECRET; its "
     "events belong to the local user",
     ("POST", "/whatsapp"): "signed by Twilio (X-Twilio-Signature); the sender's number decides "

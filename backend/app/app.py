@@ -22,6 +22,7 @@ from backend.app.routers import (
     drafting,
     events,
     health,
+    public_config,
     runs,
     sessions,
     tools,
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     for module in (
         health,
+        public_config,
         accounts,
         tools,
         workflows,

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         description="https://<project>.supabase.co: accept the project's Supabase Auth access "
         "tokens, verified with the keys of its JWKS (and their issuer).",
     )
+    supabase_anon_key: str | None = Field(
+        default=None,
+        description="The project's anon (publishable) key, public by design: with SUPABASE_URL "
+        "the dashboard signs users in with Supabase Auth (GET /config/public tells it).",
+    )
     allow_open_access: bool = Field(
         default=False,
         description="Run without identity although PUBLIC_BASE_URL is not localhost (every "

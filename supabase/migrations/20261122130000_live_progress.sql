@@ -5,10 +5,11 @@
 -- (backend/app/services/progress_hub.py).
 --
 --   a log row          {"log": <id>, "run": <run id>}
---   a run's status     {"run": <run id>, "workflow": <workflow id>, "seq": <change_seq>}
+--   a run's status     {"run": <run id>, "workflow": <workflow id>, "owner": <owner id>,
+--                       "seq": <change_seq>}
 --   a session message  {"message": <id>, "session": <session id>, "seq": <change_seq>}
 --
--- `change_seq` orders the changes of runs (per workflow) and of session messages (per session),
+-- `change_seq` orders the changes of runs (per workflow, per owner) and of session messages,
 -- so their streams can resume after the last one seen (the SSE id). A run's log rows need no
 -- such column: they are written under the run's row lock (the lease fence), so their ids already
 -- follow commit order within a run.
@@ -17,6 +18,7 @@ create sequence progress_change_seq;
 alter table workflow_runs
     add column change_seq bigint not null default nextval('progress_change_seq');
 create index workflow_runs_changes_idx on workflow_runs (workflow_id, change_seq);
+create index workflow_runs_owner_changes_idx on workflow_runs (owner_id, change_seq);
 
 alter table session_messages
     add column change_seq bigint not null default nextval('progress_change_seq');
@@ -45,7 +47,8 @@ begin
         new.change_seq := nextval('progress_change_seq');
     end if;
     perform pg_notify('workflow_progress',
-        json_build_object('run', new.id, 'workflow', new.workflow_id, 'seq', new.change_seq)::text);
+        json_build_object('run', new.id, 'workflow', new.workflow_id, 'owner', new.owner_id,
+                          'seq', new.change_seq)::text);
     return new;
 end;
 $$;

@@ -20,7 +20,7 @@ from backend.app.http import (
     PoolDep,
     sse,
 )
-from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, TraceRunsOut
+from backend.app.routers.schemas import ExecuteOut, LogsOut, RunOut, RunPageOut, RunStatus
 from backend.app.services import run_service, stream_service
 
 router = APIRouter(route_class=CheckedRoute, tags=["runs"], dependencies=[Authenticated])
@@ -66,14 +66,43 @@ async def execute(
     )
 
 
-@router.get("/runs", response_model=TraceRunsOut)
+@router.get("/runs", response_model=RunPageOut)
 async def list_runs(
     pool: PoolDep,
     caller: CallerDep,
-    trace_id: Annotated[str, Query(min_length=1, max_length=100, description="A command's trace")],
+    workflow_id: Annotated[UUID | None, Query(description="Runs of this workflow")] = None,
+    status: Annotated[RunStatus | None, Query(description="Runs in this status")] = None,
+    trace_id: Annotated[
+        str | None,
+        Query(min_length=1, max_length=100, description="Runs one command started"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    """Your runs started by one command: ``trace_id`` links message -> intent -> run."""
-    return {"runs": await run_service.list_by_trace(pool, trace_id, owner=caller.user_id)}
+    """Your runs, newest first: ``{"runs": [...], "next_cursor"}``. Across the workflows you
+    made (the system's session timers and channel commands left out), or of one workflow, or
+    of one command (``trace_id`` links message -> intent -> run); optionally of one status."""
+    return await run_service.page(
+        pool,
+        owner=caller.user_id,
+        limit=limit,
+        cursor=cursor,
+        workflow_id=workflow_id,
+        status=status,
+        trace_id=trace_id,
+    )
+
+
+@router.get("/runs/stream", response_class=EventSourceResponse)
+async def stream_runs(
+    pool: PoolDep, hub: HubDep, caller: CallerDep, cursor: CursorDep
+) -> EventSourceResponse:
+    """Server-sent events: ``run`` whenever one of your runs (of the workflows you made) is
+    queued or changes status, as it is then (the shape of ``GET /runs`` items plus
+    ``change_seq``, the SSE id). Live only, unless resumed with ``Last-Event-ID`` or
+    ``?last_id=`` (0: from the beginning). A keep-alive comment every 15 s."""
+    frames = await stream_service.owner_runs(hub, owner=caller.user_id, after_seq=cursor)
+    return sse(frames)
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)

@@ -51,13 +51,16 @@ class RunOut(BaseModel):
 
 
 class RunSummaryOut(BaseModel):
-    """A run in a list."""
+    """A run in a list (and in the run streams of a workflow or of all your runs)."""
 
     id: UUID
     workflow_id: UUID
+    workflow_name: str
     version: int
     status: RunStatus
     error: dict[str, Any] | None = None
+    trace_id: str | None = None
+    wake_at: datetime | None = Field(default=None, description="When a waiting run resumes.")
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -68,12 +71,6 @@ class RunPageOut(BaseModel):
 
     runs: list[RunSummaryOut]
     next_cursor: str | None = None
-
-
-class TraceRunsOut(BaseModel):
-    """The runs one command started."""
-
-    runs: list[RunSummaryOut]
 
 
 class ExecuteOut(BaseModel):
@@ -129,6 +126,9 @@ class WorkflowOut(BaseModel):
     version: int = Field(description="The version whose blueprint is included.")
     blueprint: dict[str, Any]
     versions: list[VersionOut]
+    archived_at: datetime | None = Field(
+        default=None, description="Set once archived (DELETE): it starts no more runs."
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -320,3 +320,53 @@ class MeOut(BaseModel):
     )
     api_keys: list[ApiKeyOut]
     channels: list[ChannelLinkOut] = Field(description="Linked WhatsApp numbers.")
+
+
+class LastRunOut(BaseModel):
+    """The latest run of a workflow."""
+
+    id: UUID
+    status: RunStatus
+    created_at: datetime
+    finished_at: datetime | None = None
+
+
+class WorkflowSummaryOut(BaseModel):
+    """A workflow in a list, with its latest run."""
+
+    id: UUID
+    name: str
+    description: str | None = None
+    origin: Literal["api", "draft"]
+    active: bool
+    active_version: int | None = None
+    latest_version: int
+    created_at: datetime
+    updated_at: datetime
+    last_run: LastRunOut | None = None
+
+
+class WorkflowPageOut(BaseModel):
+    """A page of workflows, most recently changed first; pass ``next_cursor`` back as
+    ``cursor``."""
+
+    workflows: list[WorkflowSummaryOut]
+    next_cursor: str | None = None
+
+
+class PublicAuthOut(BaseModel):
+    """How a client signs in: ``local`` (nothing to do: one local user), ``api_key`` (an API
+    key as ``X-API-Key`` or Bearer), ``supabase`` (Supabase Auth with this project URL and anon
+    key; an API key works too)."""
+
+    mode: Literal["local", "api_key", "supabase"]
+    supabase_url: str | None = None
+    supabase_anon_key: str | None = None
+
+
+class PublicConfigOut(BaseModel):
+    """What a client needs to know before signing in; nothing secret."""
+
+    auth: PublicAuthOut
+    engine: Literal["embedded", "inngest"]
+    version: str

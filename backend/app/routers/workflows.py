@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 
 from backend.app.http import Authenticated, CallerDep, CheckedRoute, CursorDep, HubDep, PoolDep, sse
-from backend.app.routers.schemas import RunPageOut, WorkflowOut
+from backend.app.routers.schemas import RunPageOut, WorkflowOut, WorkflowPageOut
 from backend.app.services import run_service, stream_service, workflow_service
 from backend.app.services.auth_service import owner_for
 
@@ -46,6 +46,34 @@ async def create_workflow(body: WorkflowIn, pool: PoolDep, caller: CallerDep) ->
         description=body.description,
         owner=await owner_for(pool, caller, body.user_id, ["body", "user_id"]),
     )
+
+
+@router.get("/workflows", response_model=WorkflowPageOut)
+async def list_workflows(
+    pool: PoolDep,
+    caller: CallerDep,
+    q: Annotated[
+        str | None, Query(max_length=200, description="Part of the name or description")
+    ] = None,
+    active: Annotated[bool | None, Query(description="Only active (or inactive) ones")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Your saved workflows, most recently changed first, each with its latest run:
+    ``{"workflows": [...], "next_cursor"}``. Ad-hoc runs' blueprints, the system's own and
+    archived workflows are not listed."""
+    return await workflow_service.page(
+        pool, owner=caller.user_id, limit=limit, cursor=cursor, search=q, active=active
+    )
+
+
+@router.delete("/workflows/{workflow_id}", status_code=204)
+async def archive_workflow(workflow_id: WorkflowID, pool: PoolDep, caller: CallerDep) -> None:
+    """Archive the workflow: deactivated, its schedule stopped, gone from the list, and no new
+    runs or versions (409 ``workflow_archived``). It and its runs stay readable by id. 409
+    ``workflow_busy`` (with ``details.run_ids``) while runs are queued, running or waiting:
+    cancel them first, so nothing is left half-done."""
+    await workflow_service.archive(pool, workflow_id, owner=caller.user_id)
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowOut)
@@ -102,9 +130,9 @@ async def list_workflow_runs(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    """Runs newest first: ``{"runs": [...], "next_cursor"}``."""
-    return await run_service.list_for_workflow(
-        pool, workflow_id, limit=limit, cursor=cursor, owner=caller.user_id
+    """Runs newest first: ``{"runs": [...], "next_cursor"}`` (as ``GET /runs?workflow_id=``)."""
+    return await run_service.page(
+        pool, owner=caller.user_id, limit=limit, cursor=cursor, workflow_id=workflow_id
     )
 
 

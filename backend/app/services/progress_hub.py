@@ -277,12 +277,17 @@ class _KeyedTopic(Topic):
         raise NotImplementedError
 
 
-class WorkflowTopic(_KeyedTopic):
-    """A workflow's runs as they are queued, start, wait and finish."""
+class RunsTopic(_KeyedTopic):
+    """Runs as they are queued, start, wait and finish: a workflow's (``workflow_id``), or all
+    of an owner's of the workflows they made (``owner``)."""
 
-    def __init__(self, workflow_id: UUID) -> None:
-        super().__init__(("workflow", workflow_id))
-        self.workflow_id = workflow_id
+    def __init__(self, *, workflow_id: UUID | None = None, owner: UUID | None = None) -> None:
+        if workflow_id is not None:
+            super().__init__(("workflow", workflow_id))
+        else:
+            assert owner is not None, "a workflow or an owner"
+            super().__init__(("owner", owner))
+        self.scope = {"workflow_id": workflow_id, "owner": owner}
 
     @override
     def note(self, payload: dict[str, Any]) -> None:
@@ -294,11 +299,11 @@ class WorkflowTopic(_KeyedTopic):
 
     @override
     async def rows(self, conn: Conn, ids: list[Any]) -> list[DictRow]:
-        return await runs_store.summaries(conn, self.workflow_id, ids)
+        return await runs_store.summaries(conn, ids, **self.scope)
 
     @override
     async def changes(self, conn: Conn, after: int) -> list[DictRow]:
-        return await runs_store.changes(conn, self.workflow_id, after_seq=after, limit=PAGE)
+        return await runs_store.changes(conn, after_seq=after, limit=PAGE, **self.scope)
 
 
 class SessionTopic(_KeyedTopic):
@@ -336,6 +341,7 @@ def _topics_of(payload: dict[str, Any]) -> Iterable[tuple[str, str]]:
     else:
         yield "run", payload["run"]
         yield "workflow", payload["workflow"]
+        yield "owner", payload["owner"]
 
 
 class ProgressHub:

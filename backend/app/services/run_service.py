@@ -64,7 +64,8 @@ async def start(
     Raises:
         ValidationFailed: neither or both of workflow_id and blueprint; a system workflow
             started by a user.
-        InvalidBlueprint: 422. NotFound: unknown workflow or version.
+        InvalidBlueprint: 422. NotFound: unknown workflow or version. Conflict: 409
+            ``workflow_archived``.
         EngineUnavailable: 503; the run exists, marked failed with code ``engine_unavailable``.
     """
     if (workflow_id is None) == (blueprint is None):
@@ -86,9 +87,10 @@ async def start(
             workflow_id, version = row["id"], 1
         else:
             assert workflow_id is not None
-            wf = await workflows_store.get(conn, workflow_id, owner)
+            wf = await workflows_store.get(conn, workflow_id, owner, lock=True)
             if wf is None:
                 raise NotFound("workflow", workflow_id)
+            workflow_service.refuse_archived(wf)
             if wf["origin"] in SYSTEM_ORIGINS and not system:
                 raise ValidationFailed(
                     ["body", "workflow_id"],
@@ -111,12 +113,6 @@ async def start(
     if created:
         await dispatch(pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)])
     return run_id, created
-
-
-async def list_by_trace(pool: Pool, trace_id: str, *, owner: UUID) -> list[dict[str, Any]]:
-    """The owner's runs a command (trace id) started."""
-    async with pool.connection() as conn:
-        return [dict(r) for r in await store.list_by_trace(conn, trace_id, owner)]
 
 
 async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[str, str]]:
@@ -168,25 +164,38 @@ def _drawn_nodes(blueprint: Any) -> list[dict[str, Any]]:
     ]
 
 
-async def list_for_workflow(
-    pool: Pool, workflow_id: UUID, *, limit: int, cursor: str | None, owner: UUID
+async def page(
+    pool: Pool,
+    *,
+    owner: UUID,
+    limit: int,
+    cursor: str | None,
+    workflow_id: UUID | None = None,
+    status: str | None = None,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
-    """A page of the owner's workflow's runs, newest first: ``{"runs": [...], "next_cursor":
-    str | None}``.
+    """A page of the owner's runs, newest first: of one workflow, of one command
+    (``trace_id``: message -> intent -> run), or of every workflow they made (the system's
+    own excluded); optionally of one ``status``. ``{"runs": [...], "next_cursor": str |
+    None}``.
 
     Raises:
-        NotFound: unknown workflow, or another user's. ValidationFailed: bad cursor.
+        NotFound: ``workflow_id`` unknown, or another user's. ValidationFailed: bad cursor.
     """
     before = paging.decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:
-        if await workflows_store.get(conn, workflow_id, owner) is None:
+        if workflow_id is not None and await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
-        rows = await store.list_for_workflow(conn, workflow_id, limit=limit + 1, before=before)
-    page = rows[:limit]
-    next_cursor = (
-        paging.encode_cursor(page[-1]["created_at"], page[-1]["id"]) if len(rows) > limit else None
-    )
-    return {"runs": page, "next_cursor": next_cursor}
+        rows = await store.page(
+            conn,
+            owner,
+            limit=limit + 1,
+            before=before,
+            workflow_id=workflow_id,
+            status=status,
+            trace_id=trace_id,
+        )
+    return paging.page_of(rows, limit, "created_at", "runs")
 
 
 async def logs(

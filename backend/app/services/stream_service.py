@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from backend.app.errors import NotFound
-from backend.app.services.progress_hub import ProgressHub, RunTopic, SessionTopic, WorkflowTopic
+from backend.app.services.progress_hub import ProgressHub, RunsTopic, RunTopic, SessionTopic
 from backend.app.store import runs as runs_store
 from backend.app.store import sessions as sessions_store
 from backend.app.store import workflows as workflows_store
@@ -45,7 +45,16 @@ async def workflow(
     async with pool.connection() as conn:
         if await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
-    return hub.stream(WorkflowTopic(workflow_id), after_seq)
+    return hub.stream(RunsTopic(workflow_id=workflow_id), after_seq)
+
+
+async def owner_runs(
+    hub: ProgressHub, *, owner: UUID, after_seq: int | None
+) -> AsyncIterator[bytes]:
+    """SSE frames of all the owner's runs (of the workflows they made): ``run`` whenever one is
+    queued or changes status, as it is then (SSE id: its ``change_seq``). With ``after_seq``,
+    first every run that changed since, each once; without, live only."""
+    return hub.stream(RunsTopic(owner=owner), after_seq)
 
 
 async def session(

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from backend.app.errors import NotFound
+from backend.app.errors import Conflict, NotFound
+from backend.app.services import paging
 from backend.app.store import schedules as schedules_store
 from backend.app.store import workflows as store
 from backend.app.store.db import Conn, Pool
@@ -17,6 +18,14 @@ from backend.app.workflows.schema import Blueprint, TriggerNode, validate_bluepr
 def stored_form(blueprint: Blueprint) -> dict[str, Any]:
     """The JSON a blueprint is stored and served as."""
     return blueprint.model_dump(mode="json", exclude_none=True)
+
+
+def refuse_archived(workflow: Any) -> None:
+    """Raises:
+    Conflict: 409 ``workflow_archived`` when the workflow row is archived (it starts no runs
+    and takes no new versions or activation)."""
+    if workflow["archived_at"] is not None:
+        raise Conflict(f"workflow {workflow['id']} is archived", code="workflow_archived")
 
 
 def _trigger(blueprint: Blueprint) -> TriggerNode:
@@ -76,11 +85,15 @@ async def update(
     """Save a new version. The active version stays pinned until activated again.
 
     Raises:
-        InvalidBlueprint: 422. NotFound: 404.
+        InvalidBlueprint: 422. NotFound: 404. Conflict: 409 ``workflow_archived``.
     """
     blueprint = await validate_blueprint_async(data)
     trigger = _trigger(blueprint)
     async with pool.connection() as conn, conn.transaction():
+        current = await store.get(conn, workflow_id, owner)
+        if current is None:
+            raise NotFound("workflow", workflow_id)
+        refuse_archived(current)
         row = await store.add_version(
             conn,
             workflow_id,
@@ -130,9 +143,10 @@ async def activate(
     schedule trigger starts firing (next time after now).
 
     Raises:
-        NotFound: unknown workflow or version.
+        NotFound: unknown workflow or version. Conflict: 409 ``workflow_archived``.
     """
     current = await get(pool, workflow_id, version, owner=owner)
+    refuse_archived(current)
     trigger = _trigger(Blueprint.model_validate(current["blueprint"]))
     async with pool.connection() as conn, conn.transaction():
         await store.set_active_version(conn, workflow_id, current["version"], owner)
@@ -157,3 +171,48 @@ async def deactivate(pool: Pool, workflow_id: UUID, *, owner: UUID) -> dict[str,
             raise NotFound("workflow", workflow_id)
         await schedules_store.delete(conn, workflow_id)
     return await get(pool, workflow_id, owner=owner)
+
+
+async def page(
+    pool: Pool,
+    *,
+    owner: UUID,
+    limit: int,
+    cursor: str | None,
+    search: str | None,
+    active: bool | None,
+) -> dict[str, Any]:
+    """A page of the owner's saved workflows, most recently changed first, each with its last
+    run: ``{"workflows": [...], "next_cursor": str | None}``.
+
+    Raises:
+        ValidationFailed: a cursor this API did not return.
+    """
+    before = paging.decode_cursor(cursor) if cursor else None
+    async with pool.connection() as conn:
+        rows = await store.page(
+            conn, owner, limit=limit + 1, before=before, search=search, active=active
+        )
+    return paging.page_of(rows, limit, "updated_at", "workflows")
+
+
+async def archive(pool: Pool, workflow_id: UUID, *, owner: UUID) -> None:
+    """Archive the owner's workflow: deactivated, its schedule removed, out of the lists, no
+    new runs; it and its runs stay readable. Archiving twice is a no-op.
+
+    Raises:
+        NotFound: unknown workflow, or another user's. Conflict: 409 ``workflow_busy`` while
+            it has queued, running or waiting runs (``details.run_ids``; cancel them first).
+    """
+    async with pool.connection() as conn, conn.transaction():
+        # The update locks the row first: a run being started waits for us, then sees it archived.
+        if await store.archive(conn, workflow_id, owner) is None:
+            raise NotFound("workflow", workflow_id)
+        busy = await store.unfinished_runs(conn, workflow_id)
+        if busy:  # raising rolls the archiving back
+            raise Conflict(
+                f"workflow {workflow_id} has {len(busy)} unfinished run(s); cancel them first",
+                code="workflow_busy",
+                details={"run_ids": [str(run_id) for run_id in busy]},
+            )
+        await schedules_store.delete(conn, workflow_id)

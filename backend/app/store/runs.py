@@ -93,59 +93,85 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     return await cur.fetchone()
 
 
-async def list_by_trace(conn: Conn, trace_id: str, owner: UUID) -> list[DictRow]:
-    """The owner's runs started for one command (trace id), oldest first."""
-    cur = await conn.execute(
-        "select id, workflow_id, version, status, error, output, trace_id, created_at,"
-        " started_at, finished_at from workflow_runs where owner_id = %s and trace_id = %s"
-        " order by created_at",
-        (owner, trace_id),
-    )
-    return await cur.fetchall()
-
-
-async def list_for_workflow(
-    conn: Conn, workflow_id: UUID, *, limit: int, before: tuple[datetime, UUID] | None
-) -> list[DictRow]:
-    """Runs of a workflow, newest first, keyset-paginated on ``(created_at, id)``."""
-    if before is None:
-        cur = await conn.execute(
-            "select id, workflow_id, version, status, error, created_at, started_at, finished_at"
-            " from workflow_runs where workflow_id = %s"
-            " order by created_at desc, id desc limit %s",
-            (workflow_id, limit),
-        )
-    else:
-        cur = await conn.execute(
-            "select id, workflow_id, version, status, error, created_at, started_at, finished_at"
-            " from workflow_runs where workflow_id = %s and (created_at, id) < (%s, %s)"
-            " order by created_at desc, id desc limit %s",
-            (workflow_id, before[0], before[1], limit),
-        )
-    return await cur.fetchall()
-
-
 _SUMMARY = (
-    "select id, workflow_id, version, status, error, trace_id, wake_at, created_at, started_at,"
-    " finished_at, change_seq from workflow_runs"
+    "select r.id, r.workflow_id, w.name as workflow_name, r.version, r.status, r.error,"
+    " r.trace_id, r.wake_at, r.created_at, r.started_at, r.finished_at, r.change_seq"
+    " from workflow_runs r join workflows w on w.id = r.workflow_id"
 )
 
 
-async def changes(conn: Conn, workflow_id: UUID, *, after_seq: int, limit: int) -> list[DictRow]:
-    """Runs of a workflow whose status changed after ``after_seq`` (their ``change_seq``), in
-    change order: each once, as it is now."""
+def _scope(workflow_id: UUID | None, owner: UUID | None) -> tuple[str, tuple[Any, ...]]:
+    """Runs of one workflow, or an owner's runs of the workflows they made (not the system's
+    session timers and channel commands)."""
+    if workflow_id is not None:
+        return "r.workflow_id = %s", (workflow_id,)
+    return "r.owner_id = %s and w.origin not in ('system', 'channel')", (owner,)
+
+
+async def page(
+    conn: Conn,
+    owner: UUID,
+    *,
+    limit: int,
+    before: tuple[datetime, UUID] | None,
+    workflow_id: UUID | None = None,
+    status: str | None = None,
+    trace_id: str | None = None,
+) -> list[DictRow]:
+    """The owner's runs newest first, keyset-paginated on ``(created_at, id)``: of one
+    workflow, of one command (``trace_id``, channel commands included), or of every workflow
+    they made; optionally of one ``status``."""
+    args: tuple[Any, ...]
+    if trace_id is not None:
+        where, args = "r.owner_id = %s and r.trace_id = %s", (owner, trace_id)
+    else:
+        where, args = _scope(workflow_id, owner)
+        if workflow_id is not None:
+            where += " and r.owner_id = %s"
+            args += (owner,)
+    if status is not None:
+        where += " and r.status = %s"
+        args += (status,)
+    if before is not None:
+        where += " and (r.created_at, r.id) < (%s, %s)"
+        args += before
     cur = await conn.execute(
-        _SUMMARY + " where workflow_id = %s and change_seq > %s order by change_seq limit %s",
-        (workflow_id, after_seq, limit),
+        f"{_SUMMARY} where {where} order by r.created_at desc, r.id desc limit %s",
+        (*args, limit),
     )
     return await cur.fetchall()
 
 
-async def summaries(conn: Conn, workflow_id: UUID, run_ids: list[UUID]) -> list[DictRow]:
-    """The given runs of a workflow as they are now, in change order."""
+async def changes(
+    conn: Conn,
+    *,
+    workflow_id: UUID | None = None,
+    owner: UUID | None = None,
+    after_seq: int,
+    limit: int,
+) -> list[DictRow]:
+    """Runs of a workflow (or an owner's, as in :func:`page`) whose status changed after
+    ``after_seq`` (their ``change_seq``), in change order: each once, as it is now."""
+    where, args = _scope(workflow_id, owner)
     cur = await conn.execute(
-        _SUMMARY + " where workflow_id = %s and id = any(%s) order by change_seq",
-        (workflow_id, run_ids),
+        f"{_SUMMARY} where {where} and r.change_seq > %s order by r.change_seq limit %s",
+        (*args, after_seq, limit),
+    )
+    return await cur.fetchall()
+
+
+async def summaries(
+    conn: Conn,
+    run_ids: list[UUID],
+    *,
+    workflow_id: UUID | None = None,
+    owner: UUID | None = None,
+) -> list[DictRow]:
+    """The given runs of a workflow (or an owner's, as in :func:`page`) as they are now, in
+    change order."""
+    where, args = _scope(workflow_id, owner)
+    cur = await conn.execute(
+        f"{_SUMMARY} where {where} and r.id = any(%s) order by r.change_seq", (*args, run_ids)
     )
     return await cur.fetchall()
 

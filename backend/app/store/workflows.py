@@ -6,6 +6,7 @@ absent); ``get_version`` is unscoped, for runners that already hold a run of the
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -85,12 +86,86 @@ async def _insert_version(
     )
 
 
-async def get(conn: Conn, workflow_id: UUID, owner: UUID) -> DictRow | None:
-    """The owner's workflow row, or None."""
+async def get(conn: Conn, workflow_id: UUID, owner: UUID, *, lock: bool = False) -> DictRow | None:
+    """The owner's workflow row, or None. ``lock``: hold a share lock until the transaction
+    ends (starting a run: archiving waits for it)."""
     cur = await conn.execute(
-        "select * from workflows where id = %s and owner_id = %s", (workflow_id, owner)
+        "select * from workflows where id = %s and owner_id = %s" + (" for share" if lock else ""),
+        (workflow_id, owner),
     )
     return await cur.fetchone()
+
+
+_LISTED = """
+select w.id, w.name, w.description, w.origin, w.active_version, w.latest_version,
+       w.active_version is not null as active, w.created_at, w.updated_at,
+       (select jsonb_build_object('id', r.id, 'status', r.status, 'created_at', r.created_at,
+                                  'finished_at', r.finished_at)
+          from workflow_runs r where r.workflow_id = w.id
+         order by r.created_at desc, r.id desc limit 1) as last_run
+  from workflows w
+ where w.owner_id = %(owner)s and w.archived_at is null and w.origin in ('api', 'draft')
+   and (%(pattern)s::text is null or w.name ilike %(pattern)s or w.description ilike %(pattern)s)
+   and (%(active)s::boolean is null or (w.active_version is not null) = %(active)s)
+   and (%(at)s::timestamptz is null or (w.updated_at, w.id) < (%(at)s, %(id)s))
+ order by w.updated_at desc, w.id desc
+ limit %(limit)s
+"""
+
+
+async def page(
+    conn: Conn,
+    owner: UUID,
+    *,
+    limit: int,
+    before: tuple[datetime, UUID] | None,
+    search: str | None = None,
+    active: bool | None = None,
+) -> list[DictRow]:
+    """The owner's saved workflows (origin ``api`` or ``draft``; not archived), most recently
+    changed first, keyset-paginated on ``(updated_at, id)``, each with its ``last_run``
+    (``{id, status, created_at, finished_at}`` or None). ``search``: a case-insensitive
+    substring of the name or description."""
+    pattern = None
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+    at, ident = before if before is not None else (None, None)
+    cur = await conn.execute(
+        _LISTED,
+        {
+            "owner": owner,
+            "pattern": pattern,
+            "active": active,
+            "at": at,
+            "id": ident,
+            "limit": limit,
+        },
+    )
+    return await cur.fetchall()
+
+
+async def archive(conn: Conn, workflow_id: UUID, owner: UUID) -> DictRow | None:
+    """Archive the owner's workflow (not the system's): deactivated, out of the lists, no new
+    runs (inside a transaction; the caller removes its schedule). Returns the row, None if
+    absent."""
+    cur = await conn.execute(
+        "update workflows set archived_at = coalesce(archived_at, now()), active_version = null,"
+        " updated_at = now() where id = %s and owner_id = %s"
+        " and origin not in ('system', 'channel') returning *",
+        (workflow_id, owner),
+    )
+    return await cur.fetchone()
+
+
+async def unfinished_runs(conn: Conn, workflow_id: UUID) -> list[UUID]:
+    """Ids of the workflow's runs that are queued, running or waiting (at most 100)."""
+    cur = await conn.execute(
+        "select id from workflow_runs where workflow_id = %s"
+        " and status in ('queued', 'running', 'waiting') order by created_at limit 100",
+        (workflow_id,),
+    )
+    return [row["id"] for row in await cur.fetchall()]
 
 
 async def get_version(conn: Conn, workflow_id: UUID, version: int) -> DictRow | None:
