@@ -29,6 +29,7 @@ from tests.test_drafting import edge, node
 
 KEY = "svc-dashboard-test-key"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -67,20 +68,28 @@ ORDER_DRAFT = {
 ORDER = {"order_id": "A-1001", "phone": "+919876543210"}
 
 
+class Model(Peer):
+    """A local OpenAI-compatible chat-completions server: answers with ``draft`` (a dict as the
+    model writes it), ORDER_DRAFT unless a test sets another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft: dict[str, Any] = ORDER_DRAFT
+        self.handlers["/v1/chat/completions"] = lambda body: (
+            200,
+            chat_completion(json.dumps(self.draft)),
+        )
+
+
 @pytest.fixture(scope="module")
-def model() -> Iterator[Peer]:
-    """A local OpenAI-compatible chat-completions server answering with ORDER_DRAFT."""
-    server = Peer()
-    server.handlers["/v1/chat/completions"] = lambda body: (
-        200,
-        chat_completion(json.dumps(ORDER_DRAFT)),
-    )
+def model() -> Iterator[Model]:
+    server = Model()
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
-def base_url(database_url: str, model: Peer) -> Iterator[str]:
+def base_url(database_url: str, model: Model) -> Iterator[str]:
     """The API + dashboard, served by uvicorn on a free local port, with an API key required."""
     if not (DIST / "index.html").is_file():
         pytest.fail("the dashboard is not built: ./scripts/test.sh builds it (Node.js >= 18)")
@@ -179,7 +188,8 @@ def test_draft_edit_dry_run_activate_and_watch_a_run(page: Page, base_url: str) 
     to = panel.locator("tr[data-field='to']")
     expect(to).to_contain_text("Recipient")  # the field's description from GET /tools
     expect(to.get_by_test_id("template-ref")).to_have_text("{{ trigger_data.phone }}")
-    expect(panel.locator("mark.tpl", has_text="{{ steps.compose.output.text }}")).not_to_have_count(0)
+    body = panel.locator("tr[data-field='body']")
+    expect(body.get_by_test_id("template-ref")).to_have_text("{{ steps.compose.output.text }}")
     expect(panel.locator("tr[data-field='media_url']")).to_contain_text("not set")
     shot(page, "canvas.png")
 
@@ -273,3 +283,191 @@ def test_open_a_failed_run_and_retry_it(page: Page, base_url: str) -> None:
         assert flaky.hits["/flaky"] == 2
     finally:
         flaky.close()
+
+
+def make_workflow(page: Page, base_url: str, name: str, *, active: bool = False) -> str:
+    blueprint = {
+        "name": name,
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}},
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 140}},
+        ],
+        "edges": [{"source": "start", "target": "done"}],
+    }
+    workflow_id: str = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})["id"]
+    if active:
+        api(page, base_url, "POST", f"/workflows/{workflow_id}/activate")
+    return workflow_id
+
+
+def test_workflows_list_searches_and_runs_list_is_live(page: Page, base_url: str) -> None:
+    sign_in(page, base_url)
+    receipts = make_workflow(page, base_url, "Receipts for payments", active=True)
+    make_workflow(page, base_url, "Weekly report")
+
+    page.get_by_role("link", name="Workflows").click()
+    rows = page.locator("table.list tbody tr")
+    expect(rows).to_have_count(2)
+    page.get_by_role("searchbox").fill("receipt")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Receipts for payments")
+    expect(rows).to_contain_text("active")
+    expect(rows).to_contain_text("never")  # no run yet
+    page.get_by_role("searchbox").fill("")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("combobox").select_option("false")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Weekly report")
+
+    # The runs list is live: a run started elsewhere appears and turns succeeded by itself.
+    page.get_by_role("link", name="Runs").click()
+    expect(page.get_by_test_id("stream-state")).to_have_text("● live")
+    expect(page.get_by_text("No runs.")).to_be_visible()
+    run_id = api(page, base_url, "POST", "/workflow/execute", {"workflow_id": receipts})["run_id"]
+    row = page.locator(f"tr[data-run='{run_id}']")
+    expect(row).to_contain_text("Receipts for payments")
+    expect(row).to_contain_text("succeeded")
+    page.get_by_label("Status").select_option("failed")
+    expect(page).to_have_url(f"{base_url}/ui/runs?status=failed")
+    expect(page.get_by_text("No runs with status failed.")).to_be_visible()
+    page.get_by_label("Status").select_option("succeeded")
+    expect(row).to_be_visible()
+
+    # And the workflows list shows the last run.
+    page.get_by_role("link", name="Workflows").click()
+    receipts_row = rows.filter(has_text="Receipts for payments")
+    expect(receipts_row).to_contain_text("succeeded")
+
+
+def test_revise_by_instruction_and_compare_versions(
+    page: Page, base_url: str, model: Model
+) -> None:
+    sign_in(page, base_url)
+    page.get_by_role("link", name="New").click()
+    page.get_by_label("Describe what should happen").fill("Tell the customer when paid")
+    page.get_by_role("button", name="Draft", exact=True).click()
+    page.get_by_role("link", name="Open in canvas").click()
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+
+    revised = json.loads(json.dumps(ORDER_DRAFT))
+    revised["nodes"] = [n for n in revised["nodes"] if n["id"] != "pause"]
+    revised["edges"] = [
+        edge("order_paid", "compose"),
+        edge("compose", "notify"),
+        edge("notify", "done"),
+    ]
+    model.draft = revised
+    try:
+        page.get_by_label("Revise by instruction").fill("send it right away, no pause")
+        page.get_by_role("button", name="Revise").click()
+        expect(page.get_by_role("status")).to_have_text("Revised: version 2.")
+        expect(page.locator(".react-flow__node")).to_have_count(4)
+    finally:
+        model.draft = ORDER_DRAFT
+
+    page.get_by_text("Version history (2)").click()
+    page.get_by_role("button", name="changes from v1").click()
+    diff = page.get_by_test_id("version-diff")
+    expect(diff).to_contain_text("Removed: - pause")
+    expect(diff).to_contain_text("Edges added: + compose→notify")
+    page.get_by_label("Version").select_option("1")
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+
+
+def test_conversations_show_messages_live(page: Page, base_url: str, database_url: str) -> None:
+    import psycopg
+
+    from backend.app.store.accounts import LOCAL_USER_ID
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (session_id,) = conn.execute(
+            "insert into sessions (owner_id, channel, user_ref, summary, summary_source)"
+            " values (%s, 'whatsapp', 'whatsapp:+919876543210', 'Asked for a payment link',"
+            " 'model') returning id",
+            (LOCAL_USER_ID,),
+        ).fetchone()
+        conn.execute(
+            "insert into session_messages (owner_id, session_id, direction, text)"
+            " values (%s, %s, 'in', 'send a payment link for 500')",
+            (LOCAL_USER_ID, session_id),
+        )
+    sign_in(page, base_url)
+    page.get_by_role("link", name="Conversations").click()
+    page.get_by_role("link", name="whatsapp:+919876543210").click()
+    conversation = page.get_by_role("article")
+    expect(conversation).to_contain_text("Asked for a payment link")
+    expect(conversation).to_contain_text("send a payment link for 500")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into session_messages (owner_id, session_id, direction, text)"
+            " values (%s, %s, 'out', 'Here is your link')",
+            (LOCAL_USER_ID, session_id),
+        )
+    expect(conversation.locator(".msg-out")).to_contain_text("Here is your link")
+
+
+AXE = Path(__file__).resolve().parents[1] / "dashboard" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "390x844"])
+def test_main_pages_are_accessible_and_fit_the_screen(
+    browser: Browser, base_url: str, viewport: dict[str, int]
+) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    try:
+        page.goto(f"{base_url}/")
+        expect(page.get_by_role("textbox", name="API key")).to_be_visible()
+        problems = {"sign-in": serious_violations(page)}
+        sign_in(page, base_url)
+        blueprint = json.loads((EXAMPLES / "payment_receipt" / "blueprint.json").read_text())
+        workflow_id = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})["id"]
+        payload = json.loads((EXAMPLES / "payment_receipt" / "payload.json").read_text())
+        run_id = api(
+            page,
+            base_url,
+            "POST",
+            "/workflow/execute",
+            {"workflow_id": workflow_id, "payload": payload},
+        )["run_id"]
+        pages = {
+            "workflows": ("/ui/workflows", "table.list"),
+            "draft": ("/ui/new", "textarea"),
+            "canvas": (f"/ui/workflows/{workflow_id}", ".react-flow__node"),
+            "dry run": (f"/ui/workflows/{workflow_id}/dry-run", ".react-flow__node"),
+            "runs": ("/ui/runs", "table.list"),
+            "run": (f"/ui/runs/{run_id}", ".card[data-state='succeeded']"),
+            "conversations": ("/ui/conversations", "h1"),
+        }
+        wide: dict[str, int] = {}
+        for name, (path, ready) in pages.items():
+            page.goto(f"{base_url}{path}")
+            expect(page.locator(ready).first).to_be_visible()
+            if name == "canvas":
+                page.locator(".react-flow__node[data-id='send_receipt']").click()
+                expect(page.get_by_test_id("node-panel")).to_be_visible()
+                editable = page.locator(".react-flow__node.draggable").count()
+                assert (editable > 0) == (viewport is DESKTOP), "the phone canvas is read-only"
+            problems[name] = serious_violations(page)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > viewport["width"]:
+                wide[name] = width
+            if name == "run":
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"run-{viewport['width']}.png"))
+        assert {k: v for k, v in problems.items() if v} == {}
+        assert wide == {}, f"pages wider than the {viewport['width']} px screen: {wide}"
+    finally:
+        context.close()

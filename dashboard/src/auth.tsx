@@ -3,20 +3,7 @@
 // (password or magic link) through supabase-js, loaded only then.
 import { createContext, useCallback, useContext, useEffect, useState, type ReactNode } from "react";
 import type { SupabaseClient } from "@supabase/supabase-js";
-import { ApiFailure, getJson, setCredentials } from "./api/client";
-
-export type AuthMode = "local" | "api_key" | "supabase";
-
-export interface PublicConfig {
-  auth: { mode: AuthMode; supabase_url: string | null; supabase_anon_key: string | null };
-  engine?: string;
-  version?: string;
-}
-
-interface Me {
-  user: { id: string; display_name?: string | null; email?: string | null };
-  via: string;
-}
+import { api, ApiFailure, setCredentials, unwrap, type Me, type PublicConfig } from "./api/client";
 
 interface AuthState {
   config: PublicConfig | null;
@@ -38,15 +25,9 @@ export function useAuth(): AuthState {
   return state;
 }
 
-/** The deployment's sign-in mode; an API without /config/public is probed with GET /me. */
+/** The deployment's sign-in mode (GET /config/public needs no credentials). */
 async function loadConfig(): Promise<PublicConfig> {
-  try {
-    return await getJson<PublicConfig>("/config/public");
-  } catch (error) {
-    if (!(error instanceof ApiFailure) || error.status !== 404) throw error;
-    const open = await fetch("/me").then((r) => r.ok);
-    return { auth: { mode: open ? "local" : "api_key", supabase_url: null, supabase_anon_key: null } };
-  }
+  return unwrap(await api.GET("/config/public"));
 }
 
 export function AuthProvider({ children }: { children: ReactNode }) {
@@ -57,7 +38,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
 
   const identify = useCallback(async () => {
     try {
-      setMe(await getJson<Me>("/me"));
+      setMe(unwrap(await api.GET("/me")));
       setProblem(null);
     } catch (error) {
       setMe(null);

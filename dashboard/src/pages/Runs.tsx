@@ -2,9 +2,8 @@
 // by status.
 import { useEffect, useRef, useState } from "react";
 import { Link, useParams, useSearchParams } from "react-router";
-import { getJson } from "../api/client";
+import { api, unwrap, type RunStatus, type RunSummary } from "../api/client";
 import { follow } from "../api/sse";
-import type { RunPage, RunSummary } from "../api/types";
 import { ErrorNote, StatusBadge, When } from "../components/Status";
 
 const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled"];
@@ -24,13 +23,15 @@ export default function RunsPage() {
     (!workflowId || run.workflow_id === workflowId) && (!status || run.status === status) && (!trace || run.trace_id === trace);
 
   const load = async (cursor?: string) => {
-    const query = new URLSearchParams({ limit: "50" });
-    if (workflowId) query.set("workflow_id", workflowId);
-    if (status) query.set("status", status);
-    if (trace) query.set("trace_id", trace);
-    if (cursor) query.set("cursor", cursor);
+    const query = {
+      limit: 50,
+      workflow_id: workflowId,
+      status: (status || undefined) as RunStatus | undefined,
+      trace_id: trace || undefined,
+      cursor,
+    };
     try {
-      const page = await getJson<RunPage>(`/runs?${query}`);
+      const page = unwrap(await api.GET("/runs", { params: { query } }));
       // A run the stream already reported is newer than the list's copy of it.
       const rows = page.runs.map((r) => streamed.current.get(r.id) ?? r).filter(wanted);
       setRuns((old) => (cursor ? [...(old ?? []), ...rows] : rows));

@@ -191,7 +191,7 @@ export default function WorkflowPage() {
           ))}
         </ul>
       </details>
-      <form className="row" aria-label="Revise by instruction" onSubmit={revise}>
+      <form className="row" aria-label="Revision" onSubmit={revise}>
         <label className="grow">
           Revise by instruction
           <input value={instruction} onChange={(e) => setInstruction(e.target.value)} placeholder="add a reminder two days later" />
@@ -238,11 +238,11 @@ function History({ workflow, onShow }: { workflow: Workflow; onShow: (v: number)
         <div className="diff" aria-live="polite" data-testid="version-diff">
           <h3>v{pair[0]} → v{pair[1]}</h3>
           <DiffLine label="Added" sign="+" ids={diff.added} />
-          <DiffLine label="Removed" sign="−" ids={diff.removed} />
+          <DiffLine label="Removed" sign="-" ids={diff.removed} />
           <DiffLine label="Changed" sign="~" ids={diff.changed} />
           <DiffLine label="Moved" sign="↔" ids={diff.moved} />
           <DiffLine label="Edges added" sign="+" ids={diff.edgesAdded} />
-          <DiffLine label="Edges removed" sign="−" ids={diff.edgesRemoved} />
+          <DiffLine label="Edges removed" sign="-" ids={diff.edgesRemoved} />
         </div>
       )}
     </details>

@@ -1,8 +1,7 @@
 // Workflows: search, active filter, last run; new from a prompt.
 import { useEffect, useState, type FormEvent } from "react";
-import { Link, useNavigate, useSearchParams } from "react-router";
-import { getJson } from "../api/client";
-import type { WorkflowPage, WorkflowSummary } from "../api/types";
+import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
+import { api, unwrap, type WorkflowSummary } from "../api/client";
 import { ErrorNote, StatusBadge, When } from "../components/Status";
 
 export function Workflows() {
@@ -15,14 +14,17 @@ export function Workflows() {
   const [search, setSearch] = useState(q);
   const [prompt, setPrompt] = useState("");
   const navigate = useNavigate();
+  const { key } = useLocation(); // a click on "Workflows" reloads the list
 
   const load = async (cursor?: string) => {
-    const query = new URLSearchParams({ limit: "50" });
-    if (q) query.set("q", q);
-    if (active) query.set("active", active);
-    if (cursor) query.set("cursor", cursor);
+    const query = {
+      limit: 50,
+      q: q || undefined,
+      active: active ? active === "true" : undefined,
+      cursor,
+    };
     try {
-      const page = await getJson<WorkflowPage>(`/workflows?${query}`);
+      const page = unwrap(await api.GET("/workflows", { params: { query } }));
       setRows((old) => (cursor ? [...(old ?? []), ...page.workflows] : page.workflows));
       setNext(page.next_cursor ?? null);
       setError(undefined);
@@ -33,7 +35,7 @@ export function Workflows() {
   useEffect(() => {
     void load();
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [q, active]);
+  }, [q, active, key]);
 
   const filter = (e: FormEvent) => {
     e.preventDefault();
