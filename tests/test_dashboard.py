@@ -233,6 +233,8 @@ def test_draft_edit_dry_run_activate_and_watch_a_run(page: Page, base_url: str) 
     expect(card(page, "notify")).to_have_attribute("data-state", "pending")
     expect(page.get_by_test_id("run-status")).to_contain_text("waiting")
     shot(page, "run-live.png")
+    page.reload()  # the view replays the stream and goes on live
+    expect(card(page, "compose")).to_have_attribute("data-state", "succeeded")
     for node_id in ("order_paid", "compose", "pause", "notify", "done"):
         expect(card(page, node_id)).to_have_attribute("data-state", "succeeded", timeout=15000)
         expect(card(page, node_id).get_by_test_id("node-state")).to_have_text("✓ succeeded")
@@ -471,3 +473,25 @@ def test_main_pages_are_accessible_and_fit_the_screen(
         assert wide == {}, f"pages wider than the {viewport['width']} px screen: {wide}"
     finally:
         context.close()
+
+
+def test_an_invalid_draft_shows_its_errors_on_the_node_and_field(
+    page: Page, base_url: str, model: Model
+) -> None:
+    invalid = json.loads(json.dumps(ORDER_DRAFT))
+    notify = next(n for n in invalid["nodes"] if n["id"] == "notify")
+    notify["params_json"] = json.dumps({"body": "{{ steps.compose.output.text }}"})  # no "to"
+    model.draft = invalid
+    try:
+        sign_in(page, base_url)
+        page.get_by_role("link", name="New").click()
+        page.get_by_label("Describe what should happen").fill("Tell them when it is paid")
+        page.get_by_role("button", name="Draft", exact=True).click()
+        expect(page.get_by_role("list", name="Validation errors")).to_contain_text("notify")
+    finally:
+        model.draft = ORDER_DRAFT
+    expect(card(page, "notify").locator(".card-notes")).to_be_visible()
+    expect(card(page, "compose").locator(".card-notes")).to_have_count(0)
+    card(page, "notify").click()
+    field = page.get_by_test_id("node-panel").locator("tr[data-field='to']")
+    expect(field).to_have_class("field-error")

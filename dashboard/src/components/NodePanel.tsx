@@ -14,8 +14,16 @@ export interface NodeIO {
   duration_ms?: number | null;
 }
 
+/** A validation problem: ``loc`` is the field path (``["nodes", 2, "params", "to"]``). */
+export interface Problem {
+  loc?: (string | number)[];
+  node_id?: string | null;
+  message: string;
+}
+
 interface Props {
   node: BlueprintNode;
+  problems?: Problem[];
   tools?: Tool[];
   notes?: string[];
   io?: NodeIO;
@@ -34,7 +42,8 @@ function typeOf(schema: FieldSchema): string {
   return "any";
 }
 
-export function NodePanel({ node, tools, notes, io, onClose }: Props) {
+export function NodePanel({ node, tools, notes, problems, io, onClose }: Props) {
+  const fieldProblems = (field: string) => (problems ?? []).filter((p) => p.loc?.includes(field));
   const task = node.type === "action"
     ? tools?.find((t) => t.service === node.service)?.tasks.find((t) => t.name === node.task)
     : undefined;
@@ -51,6 +60,11 @@ export function NodePanel({ node, tools, notes, io, onClose }: Props) {
       <p className="muted">
         {KIND_LABEL[type]} · <code>{id}</code>
       </p>
+      {problems?.map((p, i) => (
+        <p key={i} className="error" role="note">
+          <span aria-hidden="true">✕ </span><code>{(p.loc ?? []).join(".")}</code> {p.message}
+        </p>
+      ))}
       {notes?.map((n) => (
         <p key={n} className="warning" role="note">
           <span aria-hidden="true">⚠ </span>{n}
@@ -83,7 +97,7 @@ export function NodePanel({ node, tools, notes, io, onClose }: Props) {
               </thead>
               <tbody>
                 {Object.entries(properties).map(([field, schema]) => (
-                  <tr key={field} data-field={field}>
+                  <tr key={field} data-field={field} className={fieldProblems(field).length ? "field-error" : undefined}>
                     <th scope="row">
                       {field}
                       {required.has(field) && <abbr title="required"> *</abbr>}
@@ -96,6 +110,9 @@ export function NodePanel({ node, tools, notes, io, onClose }: Props) {
                       ) : (
                         <span className="muted">not set</span>
                       )}
+                      {fieldProblems(field).map((p, i) => (
+                        <div key={i} className="error small">{p.message}</div>
+                      ))}
                     </td>
                   </tr>
                 ))}

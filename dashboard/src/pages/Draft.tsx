@@ -1,11 +1,24 @@
 // Draft: a sentence in, the drafted graph out, with the architect's warnings on their nodes.
 import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { Link, useLocation } from "react-router";
-import { api, unwrap, type Draft } from "../api/client";
+import { api, ApiFailure, unwrap, type Draft } from "../api/client";
 import { ErrorNote } from "../components/Status";
-import { NodePanel } from "../components/NodePanel";
+import { NodePanel, type Problem } from "../components/NodePanel";
 import { Graph } from "../graph/Graph";
-import { asBlueprint, warningsByNode } from "../graph/blueprint";
+import { asBlueprint, warningsByNode, type Blueprint } from "../graph/blueprint";
+
+/** A draft the model could not make valid: its last try and what is wrong with it. */
+interface Invalid {
+  blueprint: Blueprint | null;
+  errors: Problem[];
+}
+
+function invalidDraft(error: unknown): Invalid | null {
+  if (!(error instanceof ApiFailure) || error.error.code !== "draft_invalid") return null;
+  const details = error.error.details as { errors?: Problem[]; last_draft?: unknown } | undefined;
+  const last = details?.last_draft ? asBlueprint(details.last_draft) : null;
+  return { blueprint: last && last.nodes.length ? last : null, errors: details?.errors ?? [] };
+}
 import { useTools } from "../tools";
 
 export default function DraftPage() {
@@ -14,6 +27,7 @@ export default function DraftPage() {
   const [prompt, setPrompt] = useState(handed);
   const [draft, setDraft] = useState<Draft>();
   const [error, setError] = useState<unknown>();
+  const [invalid, setInvalid] = useState<Invalid | null>(null);
   const [busy, setBusy] = useState(false);
   const [selected, setSelected] = useState<string | null>(null);
   const tools = useTools();
@@ -22,11 +36,14 @@ export default function DraftPage() {
   const submit = async (text: string) => {
     setBusy(true);
     setError(undefined);
+    setInvalid(null);
+    setSelected(null);
     try {
       setDraft(unwrap(await api.POST("/workflow/draft", { body: { prompt: text } })));
-      setSelected(null);
     } catch (e) {
+      setDraft(undefined);
       setError(e);
+      setInvalid(invalidDraft(e));
     } finally {
       setBusy(false);
     }
@@ -44,6 +61,14 @@ export default function DraftPage() {
     [blueprint, draft],
   );
   const node = blueprint?.nodes.find((n) => n.id === selected);
+  const problemNotes = useMemo(() => {
+    const map = new Map<string, string[]>();
+    for (const p of invalid?.errors ?? []) {
+      if (p.node_id) map.set(p.node_id, [...(map.get(p.node_id) ?? []), `${(p.loc ?? []).join(".")}: ${p.message}`]);
+    }
+    return map;
+  }, [invalid]);
+  const invalidNode = invalid?.blueprint?.nodes.find((n) => n.id === selected);
 
   return (
     <section>
@@ -62,6 +87,23 @@ export default function DraftPage() {
         <button type="submit" disabled={busy || !prompt.trim()}>{busy ? "Drafting…" : "Draft"}</button>
       </form>
       <ErrorNote error={error} />
+      {invalid && (
+        <>
+          <ul className="errors" aria-label="Validation errors">
+            {invalid.errors.map((p, i) => (
+              <li key={i}><code>{p.node_id ?? ""} {(p.loc ?? []).join(".")}</code> {p.message}</li>
+            ))}
+          </ul>
+          {invalid.blueprint && (
+            <div className="canvas-layout">
+              <Graph blueprint={invalid.blueprint} notes={problemNotes} selected={selected} onSelect={setSelected} label="The model's last, invalid draft" />
+              {invalidNode && (
+                <NodePanel node={invalidNode} tools={tools} problems={invalid.errors.filter((p) => p.node_id === invalidNode.id)} onClose={() => setSelected(null)} />
+              )}
+            </div>
+          )}
+        </>
+      )}
       {draft && blueprint && (
         <>
           <div className="row">
