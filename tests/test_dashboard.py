@@ -495,3 +495,24 @@ def test_an_invalid_draft_shows_its_errors_on_the_node_and_field(
     card(page, "notify").click()
     field = page.get_by_test_id("node-panel").locator("tr[data-field='to']")
     expect(field).to_have_class("field-error")
+
+
+def test_cancel_a_waiting_run_from_the_run_view(page: Page, base_url: str) -> None:
+    blueprint = {
+        "name": "Long pause",
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {"id": "pause", "type": "delay", "duration": "1h"},
+            {"id": "done", "type": "end"},
+        ],
+        "edges": [{"source": "start", "target": "pause"}, {"source": "pause", "target": "done"}],
+    }
+    sign_in(page, base_url)
+    run_id = api(page, base_url, "POST", "/workflow/execute", {"blueprint": blueprint})["run_id"]
+    page.goto(f"{base_url}/ui/runs/{run_id}")
+    expect(card(page, "pause")).to_have_attribute("data-state", "waiting")
+    expect(card(page, "pause").get_by_test_id("node-state")).to_have_text("‖ waiting")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    assert api(page, base_url, "GET", f"/runs/{run_id}")["status"] == "cancelled"

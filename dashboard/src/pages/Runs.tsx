@@ -18,11 +18,13 @@ export default function RunsPage() {
   const [error, setError] = useState<unknown>();
   const [link, setLink] = useState("connecting…");
   const streamed = useRef(new Map<string, RunSummary>());
+  const latest = useRef(0); // answers to an older filter arrive late: drop them
 
   const wanted = (run: RunSummary) =>
     (!workflowId || run.workflow_id === workflowId) && (!status || run.status === status) && (!trace || run.trace_id === trace);
 
   const load = async (cursor?: string) => {
+    const ticket = ++latest.current;
     const query = {
       limit: 50,
       workflow_id: workflowId,
@@ -32,6 +34,7 @@ export default function RunsPage() {
     };
     try {
       const page = unwrap(await api.GET("/runs", { params: { query } }));
+      if (ticket !== latest.current) return;
       // A run the stream already reported is newer than the list's copy of it.
       const rows = page.runs.map((r) => streamed.current.get(r.id) ?? r).filter(wanted);
       setRuns((old) => (cursor ? [...(old ?? []), ...rows] : rows));

@@ -1,5 +1,5 @@
 // Workflows: search, active filter, last run; new from a prompt.
-import { useEffect, useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
 import { api, unwrap, type WorkflowSummary } from "../api/client";
 import { ErrorNote, StatusBadge, When } from "../components/Status";
@@ -16,7 +16,10 @@ export function Workflows() {
   const navigate = useNavigate();
   const { key } = useLocation(); // a click on "Workflows" reloads the list
 
+  const latest = useRef(0); // answers to an older filter arrive late: drop them
+
   const load = async (cursor?: string) => {
+    const ticket = ++latest.current;
     const query = {
       limit: 50,
       q: q || undefined,
@@ -25,6 +28,7 @@ export function Workflows() {
     };
     try {
       const page = unwrap(await api.GET("/workflows", { params: { query } }));
+      if (ticket !== latest.current) return;
       setRows((old) => (cursor ? [...(old ?? []), ...page.workflows] : page.workflows));
       setNext(page.next_cursor ?? null);
       setError(undefined);
