@@ -217,7 +217,9 @@ def main() -> None:
     parser.add_argument("--skip-dbos", action="store_true")
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
-    url = urlunsplit(urlsplit(base)._replace(path="/blueprints_bench"))
+    # <db>_bench, recreated: parallel checkouts with their own DATABASE_URL do not collide
+    name = conninfo.conninfo_to_dict(base)["dbname"]
+    url = urlunsplit(urlsplit(base)._replace(path=f"/{name}_bench"))
     _reset(url)
     baseline = commit_baseline(url)
     work = (args.steps, args.repeats, args.concurrent, args.rounds)

@@ -227,9 +227,9 @@ def test_a_linked_sender_acts_as_their_user_until_unlinked(
     [run] = api.get("/runs", params={"trace_id": trace_id}, headers=as_user(ALICE)).json()["runs"]
     assert run["workflow_id"] == alices
     assert api.get(f"/runs/{run['id']}", headers=as_user(BOB)).status_code == 404
-    assert api.get("/runs", params={"trace_id": trace_id}, headers=as_user(BOB)).json() == {
-        "runs": []
-    }
+    assert (
+        api.get("/runs", params={"trace_id": trace_id}, headers=as_user(BOB)).json()["runs"] == []
+    )
     [session] = api.get("/sessions", headers=as_user(ALICE)).json()["sessions"]
     assert session["channel"] == "whatsapp" and session["user_ref"] == USER
     assert api.get("/sessions", headers=as_user(BOB)).json()["sessions"] == []

@@ -7,7 +7,9 @@ import asyncio
 import itertools
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID, uuid4
 
 import psycopg
 from fastapi.testclient import TestClient
@@ -15,8 +17,11 @@ from fastapi.testclient import TestClient
 from backend.app.app import create_app
 from backend.app.config import Settings
 from backend.app.services import run_service
+from backend.app.store import runs as runs_store
+from backend.app.store import steps as steps_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import open_pool
+from backend.app.store.steps import Lease, LogRow
 from backend.app.workflows.runners import EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from tests.conftest import make_settings
@@ -214,3 +219,60 @@ def test_shutdown_hands_unfinished_runs_back(database_url: str, peer: Peer) -> N
     with TestClient(create_app(make_settings(database_url))) as client:
         assert wait_for_run(client, run_id)["status"] == "succeeded"
     assert peer.hits == {"/first": 1, "/slow": 2, "/last": 1}
+
+
+def test_a_batched_step_write_skips_only_the_runs_no_longer_held(settings: Settings) -> None:
+    """One statement carries the step writes of several runs (group commit): a write whose
+    claim lost its run records nothing and counts no attempt, and the others commit."""
+    blueprint = _chain(
+        {
+            "id": "a",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {}},
+        }
+    )
+
+    async def scenario() -> tuple[list[Any], UUID]:
+        pool = await open_pool(settings.database_url, min_size=1, max_size=2)
+        try:
+            for _ in range(2):
+                await run_service.start(
+                    pool,
+                    EmbeddedDispatcher(),
+                    workflow_id=None,
+                    version=None,
+                    blueprint=blueprint,
+                    payload={},
+                    idempotency_key=None,
+                    owner=LOCAL_USER_ID,
+                )
+            async with pool.connection() as conn:
+                held, lost = await runs_store.claim(conn, "test-worker", 2, 30)
+                now = datetime.now(UTC)
+                done = await steps_store.write(
+                    conn,
+                    [
+                        steps_store.Write(
+                            run_id,
+                            Lease(token, 30),
+                            [LogRow("start", "start", "succeeded", 1, now, now, output={})],
+                            start="a",
+                        )
+                        for run_id, token in (
+                            (held["id"], held["lease_token"]),
+                            (lost["id"], uuid4()),  # a stale claim
+                        )
+                    ],
+                )
+            return done, held["id"]
+        finally:
+            await pool.close()
+
+    done, held_id = asyncio.run(scenario())
+    assert done == [steps_store.Written(frozenset({"start"}), 1), None]
+    with psycopg.connect(settings.database_url) as conn:
+        for table in ("step_checkpoints", "workflow_logs", "step_attempts"):
+            rows = conn.execute(f"select run_id from {table}").fetchall()
+            assert rows == [(held_id,)], table

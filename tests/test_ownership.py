@@ -259,6 +259,15 @@ def catalog_is_the_same_for_everyone(path: str) -> Callable[[World], None]:
     return check
 
 
+def metrics_are_no_users(w: World) -> None:
+    """Deployment-wide figures (every user's runs together): no user's token or personal key
+    reads them, only a service key or local mode (tests/test_metrics.py)."""
+    for headers in (w.bob.headers, {"X-API-Key": w.bob.key}):
+        refused = w.client.get("/metrics", headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "forbidden"
+
+
 def create_workflow(w: World) -> None:
     body = {"blueprint": event_workflow("Bob's, for Alice"), "user_id": ALICE}
     refused = w.as_bob("POST", "/workflows", json=body)
@@ -485,6 +494,7 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("DELETE", "/me/api-keys/{key_id}"): key_revoke,
     ("GET", "/blueprint/schema"): catalog_is_the_same_for_everyone("/blueprint/schema"),
     ("GET", "/tools"): catalog_is_the_same_for_everyone("/tools"),
+    ("GET", "/metrics"): metrics_are_no_users,
     ("POST", "/workflows"): create_workflow,
     ("GET", "/workflows/{workflow_id}"): get_workflow,
     ("PUT", "/workflows/{workflow_id}"): put_workflow,

@@ -22,6 +22,7 @@ from backend.app.routers import (
     drafting,
     events,
     health,
+    metrics,
     public_config,
     runs,
     sessions,
@@ -120,6 +121,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions,
     ):
         app.include_router(module.router)
+    app.include_router(
+        metrics.router, dependencies=[] if settings.metrics_public else [metrics.OPERATOR_ONLY]
+    )
     app.state.dispatcher = _serve_engine(app, settings)
     model = build_chat_model(settings)
     app.state.architect = None if model is None else WorkflowArchitect(model, settings)

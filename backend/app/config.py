@@ -66,6 +66,11 @@ class Settings(BaseSettings):
         "none of SUPABASE_URL, SUPABASE_JWT_SECRET and API_KEYS set, every request acts as "
         "the local user (development).",
     )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve GET /metrics to anyone (a scraper on a private network). Without "
+        "it only service keys (API_KEYS) and local mode may read them.",
+    )
     cors_origins: list[str] = ["*"]
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any
 
 import psycopg
@@ -18,7 +18,7 @@ from sse_starlette import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.app import boundary
+from backend.app import boundary, metrics
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.config import Settings
 from backend.app.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
@@ -30,38 +30,42 @@ from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
 
+# The getters below are ``async def`` so that FastAPI calls them on the event loop: a plain
+# ``def`` dependency is sent to the thread pool, a thread hop per dependency per request (a
+# quarter of the API's CPU per webhook delivery, measured by bench/webhook_bench.py).
 
-def _pool(request: Request) -> Pool:
+
+async def _pool(request: Request) -> Pool:
     pool: Pool = request.app.state.pool
     return pool
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _dispatcher(request: Request) -> Dispatcher:
+async def _dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
 
-def _architect(request: Request) -> WorkflowArchitect | None:
+async def _architect(request: Request) -> WorkflowArchitect | None:
     architect: WorkflowArchitect | None = request.app.state.architect
     return architect
 
 
-def _intents(request: Request) -> IntentService:
+async def _intents(request: Request) -> IntentService:
     intents: IntentService = request.app.state.intents
     return intents
 
 
-def _hub(request: Request) -> ProgressHub:
+async def _hub(request: Request) -> ProgressHub:
     hub: ProgressHub = request.app.state.hub
     return hub
 
 
-def stream_cursor(
+async def stream_cursor(
     last_id: Annotated[
         int | None, Query(ge=0, description="Resume after this event id (the SSE id)")
     ] = None,
@@ -74,11 +78,26 @@ def stream_cursor(
     return last_event_id if last_event_id is not None else last_id
 
 
-def sse(frames: AsyncIterator[bytes]) -> EventSourceResponse:
+def sse(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> EventSourceResponse:
     """An SSE response of encoded frames, with a keep-alive comment every
     ``SSE_PING_SECONDS`` and a client that takes over ``SSE_SEND_TIMEOUT`` seconds to accept
-    a frame cut off."""
-    return EventSourceResponse(frames, ping=SSE_PING_SECONDS, send_timeout=SSE_SEND_TIMEOUT)
+    a frame cut off; counted as a ``kind`` watcher while it is open
+    (``blueprint_sse_watchers``)."""
+    return EventSourceResponse(
+        _watched(frames, kind), ping=SSE_PING_SECONDS, send_timeout=SSE_SEND_TIMEOUT
+    )
+
+
+async def _watched(frames: AsyncIterator[bytes], kind: metrics.StreamKind) -> AsyncIterator[bytes]:
+    """``frames`` while counted as a watcher; closing this closes ``frames`` at once (the
+    response closes its iterator when a send fails), so its own clean-up is not left to GC."""
+    with metrics.watching(kind):
+        try:
+            async for frame in frames:
+                yield frame
+        finally:
+            if isinstance(frames, AsyncGenerator):
+                await frames.aclose()
 
 
 #: Seconds between keep-alive comments on an idle SSE stream (proxies close silent ones).

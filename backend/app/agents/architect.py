@@ -266,7 +266,7 @@ class WorkflowArchitect:
     ) -> None:
         self.registry = registry if registry is not None else public_tools()
         self.settings = settings
-        self.model = llm.StructuredModel(model, DraftBlueprint, settings)
+        self.model = llm.StructuredModel(model, DraftBlueprint, settings, purpose="architect")
 
     async def draft(self, prompt: str, *, owner: Mapping[str, Any] | None = None) -> Draft:
         """Draft a blueprint for ``prompt``. ``owner``: the profile of the user it is for

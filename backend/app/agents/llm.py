@@ -19,6 +19,7 @@ from langchain_core.runnables import Runnable
 from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.errors import LLMBadOutput, LLMTimeout, LLMUnavailable
 
@@ -70,11 +71,17 @@ class StructuredModel(Generic[Answer]):
     reports the others as a ``parsing_error``. All of them are one error here,
     :class:`LLMBadOutput`, whose message says what was wrong in a sentence fit to send back to
     the model.
+
+    Each call is counted and timed as ``purpose`` (e.g. ``architect``, ``intent``:
+    ``blueprint_llm_calls_total``, :func:`metrics.llm_call`).
     """
 
-    def __init__(self, model: BaseChatModel, schema: type[Answer], settings: Settings) -> None:
+    def __init__(
+        self, model: BaseChatModel, schema: type[Answer], settings: Settings, *, purpose: str
+    ) -> None:
         self.schema = schema
         self.settings = settings
+        self.purpose = purpose
         self._runnable = model.with_structured_output(
             schema, method="json_schema", strict=True, include_raw=True
         )
@@ -86,11 +93,12 @@ class StructuredModel(Generic[Answer]):
             LLMBadOutput: 502, the answer does not fit ``schema``.
             LLMTimeout: 504. LLMUnavailable: 502.
         """
-        result = await _call(self._runnable, messages, self.settings)
-        parsed = result["parsed"]
-        if isinstance(parsed, self.schema):
-            return parsed
-        raise LLMBadOutput(_unparsed(result["raw"]))
+        with metrics.llm_call(self.purpose):
+            result = await _call(self._runnable, messages, self.settings)
+            parsed = result["parsed"]
+            if isinstance(parsed, self.schema):
+                return parsed
+            raise LLMBadOutput(_unparsed(result["raw"]))
 
 
 def _unparsed(raw: AIMessage) -> str:

@@ -102,7 +102,7 @@ async def stream_runs(
     ``change_seq``, the SSE id). Live only, unless resumed with ``Last-Event-ID`` or
     ``?last_id=`` (0: from the beginning). A keep-alive comment every 15 s."""
     frames = await stream_service.owner_runs(hub, owner=caller.user_id, after_seq=cursor)
-    return sse(frames)
+    return sse(frames, "runs")
 
 
 @router.get("/runs/{run_id}", response_model=RunOut)
@@ -138,7 +138,7 @@ async def stream_run(
     the stream ends after the run has finished. A client that falls far behind gets a
     ``retry:`` hint and the stream ends: reconnect with ``Last-Event-ID``."""
     frames = await stream_service.run(pool, hub, run_id, after_id=cursor or 0, owner=caller.user_id)
-    return sse(frames)
+    return sse(frames, "run")
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)

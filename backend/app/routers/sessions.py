@@ -49,4 +49,4 @@ async def stream_session(
     frames = await stream_service.session(
         pool, hub, session_id, after_seq=cursor or 0, owner=caller.user_id
     )
-    return sse(frames)
+    return sse(frames, "session")

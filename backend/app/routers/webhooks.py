@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from backend.app import boundary
+from backend.app import boundary, metrics
 from backend.app.http import DispatcherDep, IntentsDep, PoolDep, SettingsDep
 from backend.app.services import channel_service, webhook_service
 from backend.app.services.auth_service import Authenticator
@@ -28,9 +28,10 @@ async def razorpay_webhook(
 ) -> dict[str, Any]:
     """Verify, dedupe and emit ``razorpay/<event>``. 400 on a bad signature (nothing stored)."""
     raw = await request.body()
-    return await webhook_service.receive_razorpay(
-        pool, settings, dispatcher, raw, x_razorpay_signature, x_razorpay_event_id
-    )
+    with metrics.webhook_delivery("razorpay"):
+        return await webhook_service.receive_razorpay(
+            pool, settings, dispatcher, raw, x_razorpay_signature, x_razorpay_event_id
+        )
 
 
 @router.post("/whatsapp", tags=["channels"])
@@ -44,18 +45,19 @@ async def whatsapp_webhook(
     """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
     nothing stored, on mismatch); answers in TwiML. A sender acts for the user who linked the
     number (``link <code>``); unlinked senders are told how to link, and nothing runs."""
-    form = await request.form()
-    params = {key: str(value) for key, value in form.items()}
-    url = settings.public_base_url.rstrip("/") + request.url.path
-    if request.url.query:
-        url += "?" + request.url.query
-    channel_service.verify_twilio(
-        settings, url, params, request.headers.get("X-Twilio-Signature", "")
-    )
-    with boundary.webhook_payload():
-        boundary.check_form(form)
-    authenticator: Authenticator = request.app.state.auth
-    body = await channel_service.whatsapp(
-        pool, dispatcher, settings, intents, params, local=authenticator.open
-    )
+    with metrics.webhook_delivery("twilio"):
+        form = await request.form()
+        params = {key: str(value) for key, value in form.items()}
+        url = settings.public_base_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+        channel_service.verify_twilio(
+            settings, url, params, request.headers.get("X-Twilio-Signature", "")
+        )
+        with boundary.webhook_payload():
+            boundary.check_form(form)
+        authenticator: Authenticator = request.app.state.auth
+        body = await channel_service.whatsapp(
+            pool, dispatcher, settings, intents, params, local=authenticator.open
+        )
     return Response(content=body, media_type="application/xml")

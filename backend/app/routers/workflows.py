@@ -149,4 +149,4 @@ async def stream_workflow(
     frames = await stream_service.workflow(
         pool, hub, workflow_id, after_seq=cursor, owner=caller.user_id
     )
-    return sse(frames)
+    return sse(frames, "workflow")

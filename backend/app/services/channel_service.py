@@ -9,6 +9,7 @@ from uuid import UUID
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.errors import (
     AppError,
@@ -179,6 +180,7 @@ async def whatsapp(
         if not await events_store.record_delivery(
             conn, "twilio", sid, "twilio/message", owner=owner or LOCAL_USER_ID
         ):
+            metrics.delivery_outcome("duplicate")
             return twiml(None)
     try:
         text = params.get("Body", "")
@@ -186,6 +188,7 @@ async def whatsapp(
         if code is not None:
             return twiml(await link_service.redeem(pool, settings, number, code))
         if owner is None:
+            metrics.delivery_outcome("unlinked")
             told = await link_service.hint(pool, settings, number)
             return twiml(link_service.UNLINKED if told else None)
         transcript = None

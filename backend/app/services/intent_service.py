@@ -334,7 +334,11 @@ class IntentService:
 
     def __init__(self, model: BaseChatModel | None, settings: Settings) -> None:
         self.settings = settings
-        self.model = None if model is None else llm.StructuredModel(model, Extraction, settings)
+        self.model = (
+            None
+            if model is None
+            else llm.StructuredModel(model, Extraction, settings, purpose="intent")
+        )
 
     async def analyze(
         self, text: str, intents: dict[str, Intent], pending: dict[str, Any] | None

@@ -6,6 +6,7 @@ import time
 from typing import Any
 from uuid import UUID
 
+from backend.app import metrics
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from backend.app.integrations import TOOL_REGISTRY
 from backend.app.services import paging, workflow_service
@@ -28,6 +29,7 @@ async def dispatch(pool: Pool, dispatcher: Dispatcher, runs: list[QueuedRun]) ->
     Raises:
         EngineUnavailable: 503, after the runs were marked failed with that error.
     """
+    metrics.runs_started(dispatcher.engine, [run.dispatch for run in runs])
     try:
         await dispatcher.run_queued(runs)
     except EngineUnavailable as exc:

@@ -14,6 +14,7 @@ from typing import Any
 
 import openai
 
+from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.errors import (
     AppError,
@@ -95,15 +96,18 @@ def _client(settings: Settings) -> openai.AsyncOpenAI:
 
 
 @asynccontextmanager
-async def _speech(settings: Settings, what: str) -> AsyncIterator[openai.AsyncOpenAI]:
-    """A client for one call, with the SDK's failures turned into 504/502 errors."""
+async def _speech(settings: Settings, what: str, purpose: str) -> AsyncIterator[openai.AsyncOpenAI]:
+    """A client for one call, with the SDK's failures turned into 504/502 errors; the call is
+    counted and timed as ``purpose`` (:func:`metrics.llm_call`)."""
     client = _client(settings)
     try:
-        yield client
-    except openai.APITimeoutError:
-        raise LLMTimeout(f"{what} timed out; try again") from None
-    except openai.APIError as exc:
-        raise LLMUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from None
+        with metrics.llm_call(purpose):
+            try:
+                yield client
+            except openai.APITimeoutError:
+                raise LLMTimeout(f"{what} timed out; try again") from None
+            except openai.APIError as exc:
+                raise LLMUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from None
     finally:
         await client.close()
 
@@ -120,7 +124,7 @@ async def transcribe(
     """
     fmt = audio_format(filename, content_type)
     check_size(data, settings)
-    async with _speech(settings, "transcription") as client:
+    async with _speech(settings, "transcription", "transcription") as client:
         result = await client.audio.transcriptions.create(
             model=settings.transcription_model, file=(f"audio.{fmt}", data)
         )
@@ -133,7 +137,7 @@ async def speak(text: str, settings: Settings) -> dict[str, Any]:
     Raises:
         LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
     """
-    async with _speech(settings, "speech synthesis") as client:
+    async with _speech(settings, "speech synthesis", "speech") as client:
         response = await client.audio.speech.create(
             model=settings.speech_model,
             voice=settings.speech_voice,

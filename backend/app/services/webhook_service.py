@@ -8,7 +8,7 @@ from typing import Any
 import razorpay
 from razorpay.errors import SignatureVerificationError
 
-from backend.app import boundary
+from backend.app import boundary, metrics
 from backend.app.config import Settings
 from backend.app.errors import InvalidHeader, InvalidPayload, NotConfigured, SignatureInvalid
 from backend.app.services import event_service
@@ -92,6 +92,7 @@ async def receive_razorpay(
         if not await store.record_delivery(
             conn, "razorpay", delivery, name, owner=LOCAL_USER_ID, body_sha256=body_sha256
         ):
+            metrics.delivery_outcome("duplicate")
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
         result = await event_service.emit_in(
             conn, name, payload, source="razorpay", engine=dispatcher.engine, owner=LOCAL_USER_ID

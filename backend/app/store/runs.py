@@ -9,6 +9,9 @@ that lost its lease records nothing more, even when the same process claimed the
 ``pass_failures`` counts consecutive passes that ended in an unexpected error or lost their
 worker, without recording any progress; the runner backs off between them and gives up after a
 limit (:func:`record_pass_failure`).
+
+Every write that ends a run counts it in ``blueprint_runs_finished_total``
+(:func:`backend.app.metrics.run_finished`): each such transition is written here, once.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from uuid import UUID
 
 from psycopg.rows import DictRow
 
+from backend.app import metrics
 from backend.app.store.db import Conn, jsonb
 from backend.app.store.steps import Lease
 from backend.app.store.storable import scrub
@@ -182,8 +186,8 @@ update workflow_runs r
        lease_expires_at = now() + make_interval(secs => %(lease)s),
        pass_failures = r.pass_failures + case when r.status = 'running' then 1 else 0 end,
        started_at = coalesce(r.started_at, now()), wake_at = null, updated_at = now()
- where r.id in (
-    select c.id from workflow_runs c
+  from (
+    select c.id, c.started_at is null as first_pass from workflow_runs c
      where c.status in ('queued', 'running', 'waiting') and c.engine = 'embedded'
        and c.id <> all(%(exclude)s::uuid[]) {only}
        and ((c.status = 'queued' and (c.wake_at is null or c.wake_at <= now()))
@@ -196,9 +200,10 @@ update workflow_runs r
                                       where k.run_id = w.run_id and k.step_id = w.step_id))))
      order by coalesce(c.wake_at, c.created_at)
      limit %(limit)s
-     for update skip locked)
+     for update skip locked) c
+ where r.id = c.id
 returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
-          r.lease_token, r.pass_failures
+          r.lease_token, r.pass_failures, c.first_pass
 """
 
 
@@ -216,7 +221,8 @@ async def claim(
 
     Runnable: queued (once its ``wake_at``, a back-off, has passed); waiting with a due timer or
     a resolved, unconsumed event wait; running with an expired lease (its worker died: that
-    counts as a failed pass in ``pass_failures``).
+    counts as a failed pass in ``pass_failures``). ``first_pass`` in a row: the run was never
+    claimed before, so it has no checkpoints, attempts or waits yet.
     """
     params: dict[str, Any] = {
         "owner": owner,
@@ -240,15 +246,24 @@ async def expire_leases(conn: Conn, owner: str) -> int:
     return cur.rowcount
 
 
+#: The runs of ``{run_id: lease_token}`` (two array parameters) still held by those claims,
+#: locked in id order: statements that lock several runs lock them in the same order, so they
+#: cannot deadlock (see ``steps.write``).
+_HELD = (
+    "select r.id from workflow_runs r join unnest(%s::uuid[], %s::uuid[]) as h (id, token)"
+    " on r.id = h.id and r.lease_token = h.token and r.status = 'running'"
+    " order by r.id for no key update of r"
+)
+
+
 async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) -> set[UUID]:
     """Extend the leases ``{run_id: lease_token}``; returns the run ids still held (the others
-    were taken over or cancelled)."""
+    were taken over or cancelled). Locks the runs in id order, as step writes do."""
     cur = await conn.execute(
-        "update workflow_runs r set lease_expires_at = now() + make_interval(secs => %s)"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'"
-        " returning r.id",
-        (lease_seconds, list(leases), list(leases.values())),
+        f"with held as ({_HELD}) update workflow_runs r"
+        " set lease_expires_at = now() + make_interval(secs => %s)"
+        " from held where r.id = held.id returning r.id",
+        (list(leases), list(leases.values()), lease_seconds),
     )
     return {row["id"] for row in await cur.fetchall()}
 
@@ -288,6 +303,8 @@ async def finish(
             "token": None if lease is None else lease.token,
         },
     )
+    if cur.rowcount == 1:
+        metrics.run_finished(status)
     return cur.rowcount == 1
 
 
@@ -326,6 +343,8 @@ async def record_pass_failure(
         },
     )
     row = await cur.fetchone()
+    if row is not None:
+        metrics.run_finished(row["status"])
     return None if row is None else str(row["status"])
 
 
@@ -350,16 +369,17 @@ async def fail(
         " and (%s::uuid is null or lease_token = %s)",
         (jsonb(scrub(error)), run_id, *(2 * [None if lease is None else lease.token])),
     )
+    if cur.rowcount == 1:
+        metrics.run_finished("failed")
     return cur.rowcount == 1
 
 
 async def release(conn: Conn, leases: dict[UUID, UUID]) -> None:
     """Give leased runs ``{run_id: lease_token}`` back to the queue at once (shutdown)."""
     await conn.execute(
-        "update workflow_runs r set status = 'queued', lease_owner = null, lease_token = null,"
-        " lease_expires_at = null, wake_at = null, updated_at = now()"
-        " from unnest(%s::uuid[], %s::uuid[]) as held (id, token)"
-        " where r.id = held.id and r.lease_token = held.token and r.status = 'running'",
+        f"with held as ({_HELD}) update workflow_runs r set status = 'queued',"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null,"
+        " updated_at = now() from held where r.id = held.id",
         (list(leases), list(leases.values())),
     )
 
@@ -374,7 +394,10 @@ async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
         " returning id, status",
         (run_id, owner),
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is not None:
+        metrics.run_finished("cancelled")
+    return row
 
 
 async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
@@ -396,6 +419,28 @@ async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     )
     await conn.execute("delete from step_attempts where run_id = %s", (run_id,))
     return True
+
+
+async def queue_stats(conn: Conn, *, timeout_ms: int) -> tuple[int, float]:
+    """Runs ready to be claimed now (queued past any back-off, or waiting on a due timer;
+    any engine) and how long, in seconds, the longest-ready has been ready (0 when none). One
+    range scan of the claim index, cut off by the server after ``timeout_ms``.
+
+    Raises:
+        psycopg.errors.QueryCanceled: the statement took longer than ``timeout_ms``.
+    """
+    async with conn.transaction():
+        await conn.execute(f"set local statement_timeout = {int(timeout_ms)}")
+        cur = await conn.execute(
+            "select count(*) as depth, coalesce(extract(epoch from"
+            " now() - min(coalesce(wake_at, created_at))), 0)::float8 as age"
+            " from workflow_runs where status in ('queued', 'running', 'waiting')"
+            " and coalesce(wake_at, created_at) <= now()"
+            " and (status = 'queued' or (status = 'waiting' and wake_at is not null))"
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return int(row["depth"]), max(0.0, float(row["age"]))
 
 
 async def node_states(conn: Conn, run_id: UUID) -> list[DictRow]:

@@ -2,9 +2,10 @@
 
 Every write is fenced on the run's lease: it succeeds only while the claim that wrote it (its
 ``lease_token``, new on every claim) still holds the run and the run is ``running``. A
-checkpoint and its log row are one statement (one transaction), keyed by ``(run_id, step_id)``
-so a step is recorded at most once. Inngest runs have no lease (``lease`` None): their writes
-need only an unfinished run.
+checkpoint and its log row are written by one statement (:func:`write`, one transaction),
+keyed by ``(run_id, step_id)`` so a step is recorded at most once; the same statement may
+carry the results of several steps of several runs, and count their next attempts. Inngest
+runs have no lease (``lease`` None): their writes need only an unfinished run.
 
 Values are written through :mod:`~backend.app.store.storable`: outputs must already be
 storable (the engine checks them and fails the step otherwise); inputs and errors, which are
@@ -13,6 +14,7 @@ diagnostics, are scrubbed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -87,33 +89,37 @@ class LogRow:
 
 
 async def load(conn: Conn, run_id: UUID) -> ReplayState:
-    """Checkpoints, waits and prior attempt counts of ``run_id``."""
+    """Checkpoints, waits and prior attempt counts of ``run_id`` (one round trip)."""
     state = ReplayState()
-    cur = await conn.execute(
-        "select step_id, status, output, error from step_checkpoints where run_id = %s", (run_id,)
-    )
-    for row in await cur.fetchall():
-        state.checkpoints[row["step_id"]] = Checkpoint(row["status"], row["output"], row["error"])
-    cur = await conn.execute(
-        "select step_id, kind, created_at, wake_at, wake_at <= now() as due, event, timed_out,"
-        " resolved_at is not null as resolved from run_waits where run_id = %s",
-        (run_id,),
-    )
-    for row in await cur.fetchall():
-        state.waits[row["step_id"]] = Wait(
-            row["kind"],
-            row["created_at"],
-            row["wake_at"],
-            row["due"],
-            row["event"],
-            row["timed_out"],
-            row["resolved"],
+    async with conn.pipeline():
+        checkpoints = await conn.execute(
+            "select step_id, status, output, error from step_checkpoints where run_id = %s",
+            (run_id,),
         )
-    cur = await conn.execute(
-        "select step_id, started from step_attempts where run_id = %s", (run_id,)
-    )
-    for row in await cur.fetchall():
-        state.attempts[row["step_id"]] = row["started"]
+        waits = await conn.execute(
+            "select step_id, kind, created_at, wake_at, wake_at <= now() as due, event,"
+            " timed_out, resolved_at is not null as resolved from run_waits where run_id = %s",
+            (run_id,),
+        )
+        attempts = await conn.execute(
+            "select step_id, started from step_attempts where run_id = %s", (run_id,)
+        )
+        for row in await checkpoints.fetchall():
+            state.checkpoints[row["step_id"]] = Checkpoint(
+                row["status"], row["output"], row["error"]
+            )
+        for row in await waits.fetchall():
+            state.waits[row["step_id"]] = Wait(
+                row["kind"],
+                row["created_at"],
+                row["wake_at"],
+                row["due"],
+                row["event"],
+                row["timed_out"],
+                row["resolved"],
+            )
+        for row in await attempts.fetchall():
+            state.attempts[row["step_id"]] = row["started"]
     return state
 
 
@@ -181,68 +187,143 @@ def _params(run_id: UUID, lease: Lease | None, log: LogRow) -> dict[str, Any]:
     }
 
 
-async def record(
-    conn: Conn, run_id: UUID, lease: Lease | None, *, checkpoint_status: str, log: LogRow
-) -> bool:
-    """Write a step's checkpoint and its log row in one statement.
+@dataclass(frozen=True)
+class Write:
+    """One pass's part of a :func:`write`: finished steps to checkpoint, each with its log row
+    (the checkpoint's status is the row's: ``succeeded``, ``failed`` or ``skipped``), and the
+    step whose attempt to count as started, before it runs. Either may be empty."""
+
+    run_id: UUID
+    lease: Lease | None
+    logs: Sequence[LogRow] = ()
+    start: str | None = None
+
+
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write` did for one :class:`Write`: ``recorded``, the step ids it
+    checkpointed (a step already checkpointed, by an earlier replay, is not recorded again);
+    ``attempt``, the number of the attempt it counted (1, 2, …), or None when it counted none."""
+
+    recorded: frozenset[str]
+    attempt: int | None
+
+
+# The writes and their log rows travel as two JSON arrays (two parameters, one serialization
+# each); ``i`` ties a row to its write and ``n`` keeps the rows' order, so their ids follow the
+# order the steps finished in. Runs are locked in id order (as by the heartbeat), so two
+# statements that lock several runs never deadlock; a run whose fence fails is not locked.
+_WRITE = """
+with req as (
+    select * from jsonb_to_recordset(%(writes)s::jsonb) as q(
+        i integer, run_id uuid, token uuid, lease double precision, progress boolean,
+        start text)),
+held as (
+    select w.id, q.i from workflow_runs w join req q on q.run_id = w.id
+     where (w.lease_token = q.token and w.status = 'running')
+        or (q.token is null and w.lease_token is null
+            and w.status in ('queued', 'running', 'waiting'))
+     order by w.id
+       for no key update of w),
+fence as (
+    update workflow_runs w
+       set lease_expires_at = case when w.lease_token is null then null
+                                   else greatest(w.lease_expires_at,
+                                                 now() + make_interval(secs => q.lease)) end,
+           status = 'running', updated_at = now(),
+           pass_failures = case when q.progress then 0 else w.pass_failures end
+      from held h join req q on q.i = h.i
+     where w.id = h.id
+    returning w.id, w.owner_id, q.i),
+results as (
+    select * from rows from (jsonb_to_recordset(%(logs)s::jsonb) as (
+               i integer, step_id text, node_id text, status text, attempt integer,
+               input jsonb, output jsonb, error jsonb, started_at timestamptz,
+               finished_at timestamptz, duration_ms double precision))
+           with ordinality as r(i, step_id, node_id, status, attempt, input, output, error,
+                                started_at, finished_at, duration_ms, n)),
+ck as (
+    insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
+    select f.id, r.step_id, r.node_id, r.status, r.output, r.error
+      from fence f join results r on r.i = f.i
+    on conflict do nothing
+    returning run_id, step_id),
+logs as (
+    insert into workflow_logs ("""
+_WRITE += _LOG_COLUMNS
+_WRITE += """)
+    select f.id, f.owner_id, r.node_id, r.step_id, r.status, r.attempt, r.input, r.output,
+           r.error, r.started_at, r.finished_at, r.duration_ms
+      from fence f join results r on r.i = f.i
+     where (f.id, r.step_id) in (select run_id, step_id from ck)
+     order by r.n
+    returning 1),
+counted as (
+    insert into step_attempts (run_id, step_id, started)
+    select f.id, q.start, 1 from fence f join req q on q.i = f.i where q.start is not null
+    on conflict (run_id, step_id)
+    do update set started = step_attempts.started + 1, updated_at = now()
+    returning run_id, started)
+select q.i, f.id is not null as held,
+       array(select ck.step_id from ck where ck.run_id = q.run_id) as recorded,
+       (select c.started from counted c where c.run_id = q.run_id) as attempt
+  from req q left join fence f on f.i = q.i
+"""
+
+
+def _log_json(i: int, log: LogRow) -> dict[str, Any]:
+    return {
+        "i": i,
+        "step_id": log.step_id,
+        "node_id": log.node_id,
+        "status": log.status,
+        "attempt": log.attempt,
+        "input": scrub(log.input),
+        "output": log.output,
+        "error": scrub(log.error),
+        "started_at": log.started_at.isoformat(),
+        "finished_at": log.finished_at.isoformat(),
+        "duration_ms": log.duration_ms,
+    }
+
+
+async def write(conn: Conn, writes: Sequence[Write]) -> list[Written | None]:
+    """Do ``writes`` (of different runs) in one statement, one commit: each checkpoints its
+    steps, logs them, counts its attempt and extends its lease, if its claim still holds its
+    run (a write whose claim lost the run writes nothing, and its attempt must not run).
+
+    Attempt counts are durable (``synchronous_commit`` as configured): an attempt counted
+    before a crash of the worker *or of the database server* stays counted. (Committing it
+    without waiting for the WAL flush saves about 0.2 ms, but a server crash right after the
+    attempt began then forgets it: seen in the outage test.)
 
     Returns:
-        False when the step was already checkpointed (by an earlier replay).
-
-    Raises:
-        LeaseLost: the run is no longer held by this claim.
+        For each write, in order, what it did, or None when its run was not held.
     """
     cur = await conn.execute(
-        _PROGRESS_FENCE
-        + """,
-        ck as (
-            insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
-            select id, %(step_id)s, %(node_id)s, %(ck_status)s, %(output)s, %(error)s
-              from fence
-            on conflict do nothing
-            returning run_id)
-        insert into workflow_logs ("""
-        + _LOG_COLUMNS
-        + ") select ck.run_id, fence.owner_id, "
-        + _LOG_VALUES
-        + """ from ck, fence
-        returning 1""",
-        {**_params(run_id, lease, log), "ck_status": checkpoint_status},
+        _WRITE,
+        {
+            "writes": jsonb(
+                [
+                    {
+                        "i": i,
+                        "run_id": str(w.run_id),
+                        "token": None if w.lease is None else str(w.lease.token),
+                        "lease": 0 if w.lease is None else w.lease.seconds,
+                        "progress": bool(w.logs),
+                        "start": w.start,
+                    }
+                    for i, w in enumerate(writes)
+                ]
+            ),
+            "logs": jsonb([_log_json(i, log) for i, w in enumerate(writes) for log in w.logs]),
+        },
     )
-    row = await cur.fetchone()
-    if row is not None:
-        return True
-    await _check_fence(conn, run_id, lease)
-    return False
-
-
-async def start_attempt(conn: Conn, run_id: UUID, lease: Lease, step_id: str) -> int:
-    """Count a step attempt as started, before it runs. Returns its number (1, 2, …).
-
-    Cheap on purpose, as every action pays it: the lease is read, not extended (the step's
-    ``record`` fences and extends it). The commit is durable (``synchronous_commit`` as
-    configured): an attempt counted before a crash of the worker *or of the database server*
-    stays counted. (Committing it without waiting for the WAL flush saves about 0.2 ms, but a
-    server crash right after the attempt began then forgets it: seen in the outage test.)
-
-    Raises:
-        LeaseLost: the run is no longer held by this claim (so the attempt must not run).
-    """
-    cur = await conn.execute(
-        """
-        insert into step_attempts (run_id, step_id, started)
-        select r.id, %(step_id)s, 1 from workflow_runs r
-         where r.id = %(run_id)s and r.lease_token = %(token)s and r.status = 'running'
-        on conflict (run_id, step_id)
-        do update set started = step_attempts.started + 1, updated_at = now()
-        returning started""",
-        {"run_id": run_id, "token": lease.token, "step_id": step_id},
-    )
-    row = await cur.fetchone()
-    if row is None:
-        raise LeaseLost(str(run_id))
-    started: int = row["started"]
-    return started
+    done: list[Written | None] = [None] * len(writes)
+    for row in await cur.fetchall():
+        if row["held"]:
+            done[row["i"]] = Written(frozenset(row["recorded"]), row["attempt"])
+    return done
 
 
 async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow) -> None:

@@ -35,11 +35,11 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
+from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
 from backend.app.store import storable
 from backend.app.workflows import expressions
-from backend.app.workflows.graph import Graph
 from backend.app.workflows.schema import (
     TIMEOUT_BRANCH,
     ActionNode,
@@ -130,9 +130,19 @@ class StepPort(Protocol):
         record the result and return its output. ``pure``: ``fn`` has no side effect (trigger,
         router, end), so a port need not count its attempts durably before running it.
 
+        A port may hold the record back until its next write or :meth:`flush`, provided it is
+        durable before any step that starts after this one returned does something outside
+        the run (a crash before then is a crash while the step was in flight).
+
         Raises:
             StepFailed: the step failed for good (now or in an earlier replay).
         """
+        ...
+
+    async def flush(self) -> None:
+        """Write what the port holds back. The engine calls it when it is about to wait for
+        running steps, after the steps it just started have begun (so that their first write
+        can carry it instead)."""
         ...
 
     async def sleep(self, step_id: str, seconds: float) -> None:
@@ -219,7 +229,7 @@ class Engine:
         owner: Mapping[str, Any] | None,
         sandbox: bool = False,
     ) -> None:
-        self.graph = Graph(blueprint)
+        self.graph = blueprint.graph
         self.registry = registry
         self.settings = settings
         self.run_id = run_id
@@ -232,7 +242,7 @@ class Engine:
 
         Returns:
             ``succeeded`` / ``failed`` (with the failing node's error) / ``waiting`` (with the
-            earliest wake-up time).
+            earliest wake-up time); every step result is written (flushed) by then.
 
         Raises:
             Whatever the port raises besides the step signals (e.g. a lost lease); running
@@ -280,6 +290,9 @@ class Engine:
                 ready.clear()
                 if not running:
                     break
+                await asyncio.sleep(0)  # new steps begin (an action's attempt count is a write)
+                if not any(task.done() for task in running):
+                    await port.flush()
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: graph.order[running[t]]):
                     node_id = running.pop(task)
@@ -298,6 +311,7 @@ class Engine:
                             failure = {"node_id": node_id, **exc.error}
                     else:
                         raise exc
+            await port.flush()
         except BaseException:
             for task in running:
                 task.cancel()
@@ -354,7 +368,7 @@ class Engine:
         try:
             output = await port.run(
                 node.id,
-                _bind(self._action_step, node),
+                metrics.timed_attempts(node.service, node.task, _bind(self._action_step, node)),
                 self._retry(node),
                 pure=not self.registry[node.service].side_effects,
             )

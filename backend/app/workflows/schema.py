@@ -26,6 +26,7 @@ import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -223,6 +224,12 @@ class Blueprint(_Model):
     description: str | None = Field(default=None, max_length=2000)
     nodes: list[Node] = Field(min_length=1, max_length=MAX_NODES)
     edges: list[Edge] = Field(default_factory=list)
+
+    @cached_property
+    def graph(self) -> Graph:
+        """Its :class:`Graph`, built once (a blueprint is not changed after validation; each
+        run of a cached version uses the same one)."""
+        return Graph(self)
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,9 @@ class DryRunPort:
         for node_id in node_ids:
             self.nodes[node_id] = {"status": "skipped"}
 
+    async def flush(self) -> None:
+        """Nothing to write."""
+
 
 async def dry_run(
     blueprint: Blueprint,

@@ -8,7 +8,9 @@
   durably before they run); a pass that ends in an unexpected error is retried with a growing
   back-off, and after ``RUN_MAX_PASS_FAILURES`` such passes in a row (or lost workers) without
   progress the run fails with ``engine_error``; ``POST /runs/{id}/retry`` resumes it.
-- Each step's checkpoint and ``workflow_logs`` row are committed in one transaction.
+- Each step's checkpoint and ``workflow_logs`` row are committed in one transaction: the
+  pass's next write, usually the attempt count of the action that follows (one commit per
+  action); the writes of concurrent passes share statements (:mod:`.writer`, group commit).
 - A run is replayed from the start on every pass: recorded steps return their checkpoint, so a
   restart never repeats a finished step (side effects are at-least-once only for the step that
   was in flight).
@@ -30,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 import psycopg
@@ -61,6 +63,7 @@ from backend.app.workflows.engine import (
     StepOutcome,
     Suspended,
 )
+from backend.app.workflows.runners.writer import StepWriter
 from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
 log = logging.getLogger(__name__)
@@ -121,59 +124,101 @@ def _retrying(
 
 
 class EmbeddedPort:
-    """:class:`~backend.app.workflows.engine.StepPort` over PostgreSQL for one run pass."""
+    """:class:`~backend.app.workflows.engine.StepPort` over PostgreSQL for one run pass.
+
+    A step's result (checkpoint and log row) is held back and written by the pass's next
+    write: usually the attempt count of the action that follows it, so a chain of actions
+    commits once a step; else by :meth:`flush`. Writes of a pass are serialized and each
+    carries every result held so far, so a result is durable before any step that started
+    after it counts its attempt, i.e. before that step's side effect. Those writes go through
+    the runner's :class:`StepWriter`, which commits the writes of concurrent passes together.
+    Observers hear of a result once it is written.
+    """
 
     def __init__(
         self,
         pool: Pool,
+        writer: StepWriter,
         run_id: UUID,
         lease: Lease,
         state: steps_store.ReplayState,
         observer: StepObserver | None = None,
     ) -> None:
         self.pool = pool
+        self.writer = writer
         self.run_id = run_id
         self.lease = lease
         self.state = state
         self.observer = observer
+        self._held: list[tuple[LogRow, dict[str, Any]]] = []
+        self._ever_held = 0  # results held since the pass began
+        self._written = 0  # of those, how many a write took
+        self._writing = asyncio.Lock()  # one write of the pass at a time, in order
 
     def _notify(self, node_id: str, event: str, **detail: Any) -> None:
         if self.observer is not None:
             self.observer(self.run_id, node_id, event, detail)
 
-    async def _record(self, checkpoint_status: str, log_row: LogRow) -> steps_store.Checkpoint:
-        """Checkpoint a step; returns the checkpoint that stands (an earlier one wins)."""
-        async with self.pool.connection() as conn:
-            recorded = await steps_store.record(
-                conn, self.run_id, self.lease, checkpoint_status=checkpoint_status, log=log_row
-            )
-            if not recorded:
-                existing = await steps_store.get_checkpoint(conn, self.run_id, log_row.step_id)
-                if existing is not None:
-                    return existing
-        return steps_store.Checkpoint(checkpoint_status, log_row.output, log_row.error)
+    def _hold(self, log_row: LogRow, **detail: Any) -> None:
+        """Keep a step's result for the next write; ``detail`` is for the observer."""
+        self._held.append((log_row, detail))
+        self._ever_held += 1
 
-    async def _start_attempt(self, step_id: str) -> int:
-        async with self.pool.connection() as conn:
-            return await steps_store.start_attempt(conn, self.run_id, self.lease, step_id)
+    async def _count_attempt(self, step_id: str) -> int:
+        """Write the held results and count an attempt of ``step_id``; returns its number.
+
+        Raises:
+            LeaseLost: the run is no longer held by this claim.
+        """
+        async with self._writing:
+            counted = await self._write_held(start=step_id)
+        assert counted is not None
+        return counted
+
+    async def _write_held(self, start: str | None = None) -> int | None:
+        """Write the held results and, if ``start``, count an attempt of that step (its
+        number is returned). The caller holds ``_writing``."""
+        held, self._held = self._held, []
+        self._written += len(held)
+        if not held and start is None:
+            return None
+        write = steps_store.Write(self.run_id, self.lease, [row for row, _ in held], start)
+        written = await self.writer.write(write)
+        for row, detail in held:
+            self._notify(row.step_id, row.status, **detail)
+        return written.attempt
+
+    async def flush(self) -> None:
+        """Write the results held now, unless another write takes them first.
+
+        Raises:
+            LeaseLost: the run is no longer held by this claim.
+        """
+        wanted = self._ever_held
+        if self._written >= wanted:
+            return
+        async with self._writing:
+            if self._written < wanted:
+                await self._write_held()
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
 
         Unless ``pure``, each attempt is counted (fenced on the lease) before it runs, so
         attempts whose process died count too, and a pass that lost its lease stops here.
+        The result is held back for the next write (see the class).
         """
         checkpoint = self.state.checkpoints.get(step_id)
         if checkpoint is not None:
             return _result(checkpoint)
         started_before = self.state.attempts.get(step_id, 0)
         if started_before >= retry.max_attempts:
-            return await self._attempts_lost(step_id, started_before)
+            self._attempts_lost(step_id, started_before)
         current = _Attempt(started_before + 1, _now())
 
         async def attempt(number: int) -> StepOutcome:
             if not pure:
-                number = await self._start_attempt(step_id)
+                number = await self._count_attempt(step_id)
             current.number, current.started = number, _now()
             self._notify(step_id, "started", attempt=number)
             try:
@@ -194,8 +239,7 @@ class EmbeddedPort:
         except StepError as exc:
             attempt_no = current.number
             error = {**exc.to_error(), "attempts": attempt_no}
-            standing = await self._record(
-                "failed",
+            self._hold(
                 LogRow(
                     step_id,
                     step_id,
@@ -206,35 +250,30 @@ class EmbeddedPort:
                     input=exc.input,
                     error=error,
                 ),
+                attempt=attempt_no,
+                error=error,
             )
-            self._notify(step_id, "failed", attempt=attempt_no, error=error)
-            return _result(standing)
-        finished = _now()
-        attempt_no, started = current.number, current.started
-        standing = await self._record(
-            "succeeded",
-            LogRow(
-                step_id,
-                step_id,
-                "succeeded",
-                attempt_no,
-                started,
-                finished,
-                input=outcome.input,
-                output=outcome.output,
-            ),
-        )
-        self._notify(
+            raise StepFailed(error) from None
+        row = LogRow(
+            step_id,
             step_id,
             "succeeded",
-            attempt=attempt_no,
-            duration_ms=(finished - started).total_seconds() * 1000,
+            current.number,
+            current.started,
+            _now(),
+            input=outcome.input,
+            output=outcome.output,
         )
-        return _result(standing)
+        self._hold(row, attempt=row.attempt, duration_ms=row.duration_ms)
+        return outcome.output
 
-    async def _attempts_lost(self, step_id: str, started: int) -> Any:
+    def _attempts_lost(self, step_id: str, started: int) -> NoReturn:
         """Every allowed attempt was started and the last never finished (its process died or
-        lost the run): fail the step rather than run it once more than allowed."""
+        lost the run): fail the step rather than run it once more than allowed.
+
+        Raises:
+            StepFailed: always (the failure is held for the next write).
+        """
         error = {
             "code": "attempt_lost",
             "message": f"attempt {started} was interrupted before it finished (its worker "
@@ -242,11 +281,12 @@ class EmbeddedPort:
             "attempts": started,
         }
         now = _now()
-        standing = await self._record(
-            "failed", LogRow(step_id, step_id, "failed", started, now, now, error=error)
+        self._hold(
+            LogRow(step_id, step_id, "failed", started, now, now, error=error),
+            attempt=started,
+            error=error,
         )
-        self._notify(step_id, "failed", attempt=started, error=error)
-        return _result(standing)
+        raise StepFailed(error)
 
     async def _log_retry(
         self, step_id: str, attempt: int, started: datetime, exc: StepError
@@ -261,8 +301,10 @@ class EmbeddedPort:
             input=exc.input,
             error=exc.to_error(),
         )
-        async with self.pool.connection() as conn:
-            await steps_store.log_attempt(conn, self.run_id, self.lease, row)
+        async with self._writing:
+            await self._write_held()  # log rows stay in the order things happened
+            async with self.pool.connection() as conn:
+                await steps_store.log_attempt(conn, self.run_id, self.lease, row)
         self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
 
     async def sleep(self, step_id: str, seconds: float) -> None:
@@ -276,13 +318,11 @@ class EmbeddedPort:
         if not wait.due:
             raise Suspended(wait.wake_at)
         began = wait.wake_at - timedelta(seconds=seconds)
-        await self._record(
-            "succeeded",
+        self._hold(
             LogRow(
                 step_id, step_id, "succeeded", 1, began, _now(), output={"slept_seconds": seconds}
-            ),
+            )
         )
-        self._notify(step_id, "succeeded")
 
     async def wait_for_event(
         self,
@@ -311,33 +351,34 @@ class EmbeddedPort:
         else:
             raise Suspended(wait.wake_at)
         output = {"event": received, "timed_out": received is None}
-        await self._record(
-            "succeeded",
+        self._hold(
             LogRow(step_id, step_id, "succeeded", 1, wait.created_at, _now(), output=output),
+            timed_out=received is None,
         )
-        self._notify(step_id, "succeeded", timed_out=received is None)
         return received
 
     async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
-        async with self.pool.connection() as conn:
-            wake_at = await steps_store.open_wait(
-                conn,
-                self.run_id,
-                self.lease,
-                step_id=step_id,
-                kind=kind,
-                seconds=seconds,
-                **extra,
-            )
+        async with self._writing:
+            await self._write_held()
+            async with self.pool.connection() as conn:
+                wake_at = await steps_store.open_wait(
+                    conn,
+                    self.run_id,
+                    self.lease,
+                    step_id=step_id,
+                    kind=kind,
+                    seconds=seconds,
+                    **extra,
+                )
         self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
         raise Suspended(wake_at)
 
     async def skip(self, node_ids: list[str]) -> None:
-        """Record skipped nodes (idempotent)."""
-        async with self.pool.connection() as conn:
-            await steps_store.record_skipped(conn, self.run_id, self.lease, node_ids, _now())
+        """Hold skipped nodes for the next write, but those recorded by an earlier pass."""
+        now = _now()
         for node_id in node_ids:
-            self._notify(node_id, "skipped")
+            if node_id not in self.state.checkpoints:
+                self._hold(LogRow(node_id, node_id, "skipped", 0, now, now))
 
 
 @dataclass
@@ -376,6 +417,7 @@ class EmbeddedRunner:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._blueprints: OrderedDict[tuple[UUID, int], Blueprint] = OrderedDict()
+        self._writer = StepWriter(pool)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -415,6 +457,7 @@ class EmbeddedRunner:
         for task in running.values():
             task.cancel()
         await asyncio.gather(*running.values(), return_exceptions=True)
+        await self._writer.wait_idle()
         if leftover:
             with contextlib.suppress(psycopg.Error, OSError, PoolTimeout):
                 async with self.pool.connection() as conn:
@@ -581,9 +624,12 @@ class EmbeddedRunner:
         """
         run_id: UUID = run["id"]
         blueprint = await self._blueprint(run["workflow_id"], run["version"])
-        async with self.pool.connection() as conn:
-            state = await steps_store.load(conn, run_id)
-        port = EmbeddedPort(self.pool, run_id, lease, state, self.observer)
+        if run["first_pass"]:  # never claimed before: nothing to replay
+            state = steps_store.ReplayState()
+        else:
+            async with self.pool.connection() as conn:
+                state = await steps_store.load(conn, run_id)
+        port = EmbeddedPort(self.pool, self._writer, run_id, lease, state, self.observer)
         engine = Engine(
             blueprint,
             registry=self.registry,

@@ -42,7 +42,7 @@ from backend.app.store import runs as runs_store
 from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Conn
-from backend.app.store.steps import LeaseLost, LogRow
+from backend.app.store.steps import LeaseLost, LogRow, Write
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -119,19 +119,19 @@ class InngestPort:
             raise Suspended(payload=None)
         return results[0]
 
-    async def _record(self, checkpoint_status: str, row: LogRow) -> dict[str, Any]:
-        recorded = await steps_store.record(
-            self.conn, self.run_id, None, checkpoint_status=checkpoint_status, log=row
-        )
-        if not recorded:  # Inngest re-ran a finished step: the first result stands
+    async def _record(self, row: LogRow) -> dict[str, Any]:
+        [written] = await steps_store.write(self.conn, [Write(self.run_id, None, [row])])
+        if written is None:
+            raise LeaseLost(str(self.run_id))
+        if row.step_id not in written.recorded:  # Inngest re-ran a finished step: the first
             existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
-            if existing is not None:
+            if existing is not None:  # result stands
                 return {
                     "status": existing.status,
                     "output": existing.output,
                     "error": existing.error,
                 }
-        return {"status": checkpoint_status, "output": row.output, "error": row.error}
+        return {"status": row.status, "output": row.output, "error": row.error}
 
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``.
@@ -165,7 +165,6 @@ class InngestPort:
                     raise RuntimeError(f"{exc.code}: {exc.message}") from None  # Inngest retries
                 error = {**exc.to_error(), "attempts": attempt}
                 return await self._record(
-                    "failed",
                     LogRow(
                         step_id,
                         step_id,
@@ -178,7 +177,6 @@ class InngestPort:
                     ),
                 )
             return await self._record(
-                "succeeded",
                 LogRow(
                     step_id,
                     step_id,
@@ -222,7 +220,6 @@ class InngestPort:
 
         async def end() -> dict[str, Any]:
             return await self._record(
-                "succeeded",
                 LogRow(
                     step_id,
                     step_id,
@@ -265,7 +262,7 @@ class InngestPort:
                 received = await steps_store.time_out_wait(self.conn, self.run_id, step_id)
             output = {"event": received, "timed_out": received is None}
             return await self._record(
-                "succeeded", LogRow(step_id, step_id, "succeeded", 1, _now(), _now(), output=output)
+                LogRow(step_id, step_id, "succeeded", 1, _now(), _now(), output=output)
             )
 
         memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
@@ -275,6 +272,9 @@ class InngestPort:
     async def skip(self, node_ids: list[str]) -> None:
         """Idempotent bookkeeping, repeated on every replay, so no step is needed."""
         await steps_store.record_skipped(self.conn, self.run_id, None, node_ids, _now())
+
+    async def flush(self) -> None:
+        """Nothing is held back: every write happens in its Inngest step."""
 
 
 class InngestRunner:
