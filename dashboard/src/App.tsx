@@ -15,7 +15,6 @@ const Conversations = lazy(() => import("./pages/Conversations"));
 
 function Shell() {
   const { config, me, signOut } = useAuth();
-  if (!config && !me) return <SignIn />;
   if (!me) return <SignIn />;
   return (
     <>

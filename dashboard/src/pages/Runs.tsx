@@ -67,8 +67,7 @@ export default function RunsPage() {
     );
     void load();
     return () => controller.abort();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [workflowId, status, trace]);
+  }, [workflowId, status, trace]); // load and wanted read only these
 
   return (
     <section>

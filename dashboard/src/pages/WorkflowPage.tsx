@@ -4,17 +4,11 @@
 import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { api, ApiFailure, unwrap, type Workflow } from "../api/client";
-import { NodePanel } from "../components/NodePanel";
+import { NodePanel, type Problem } from "../components/NodePanel";
 import { ErrorNote, When } from "../components/Status";
 import { Graph } from "../graph/Graph";
 import { asBlueprint, diffNodes, KIND_ICON, warningsByNode, type Blueprint } from "../graph/blueprint";
 import { useTools } from "../tools";
-
-interface Problem {
-  loc?: (string | number)[];
-  node_id?: string;
-  message: string;
-}
 
 export default function WorkflowPage() {
   const { id = "" } = useParams();
@@ -177,7 +171,10 @@ export default function WorkflowPage() {
       )}
       <div className="canvas-layout">
         <Graph blueprint={blueprint} notes={notes} selected={selected} onSelect={setSelected} onMove={setMoved} label={`Canvas of ${workflow.name}`} />
-        {node && <NodePanel node={node} tools={tools} notes={notes.get(node.id)} onClose={() => setSelected(null)} />}
+        {node && (
+          <NodePanel node={node} tools={tools} notes={warningsByNode(blueprint, warnings).get(node.id)}
+            problems={problems.filter((p) => p.node_id === node.id)} onClose={() => setSelected(null)} />
+        )}
       </div>
       <details className="nodes-list">
         <summary>Nodes ({blueprint.nodes.length})</summary>

@@ -38,8 +38,7 @@ export function Workflows() {
   };
   useEffect(() => {
     void load();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [q, active, key]);
+  }, [q, active, key]); // load reads only these
 
   const filter = (e: FormEvent) => {
     e.preventDefault();
