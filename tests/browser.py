@@ -64,6 +64,8 @@ def launch(playwright: Playwright) -> Browser:
     if choice is None:
         raise RuntimeError(HOW_TO_GET_ONE)
     path = None if choice == "playwright" else choice
+    if path is not None and not Path(path).is_file():
+        raise RuntimeError(f"{path} does not exist; {HOW_TO_GET_ONE}")
     return playwright.chromium.launch(executable_path=path, headless=True, args=ARGS)
 
 
