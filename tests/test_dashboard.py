@@ -305,7 +305,7 @@ def make_workflow(page: Page, base_url: str, name: str, *, active: bool = False)
 def test_workflows_list_searches_and_runs_list_is_live(page: Page, base_url: str) -> None:
     sign_in(page, base_url)
     receipts = make_workflow(page, base_url, "Receipts for payments", active=True)
-    make_workflow(page, base_url, "Weekly report")
+    weekly = make_workflow(page, base_url, "Weekly report")
 
     page.get_by_role("link", name="Workflows").click()
     rows = page.locator("table.list tbody tr")
@@ -336,19 +336,30 @@ def test_workflows_list_searches_and_runs_list_is_live(page: Page, base_url: str
     page.get_by_label("Status").select_option("succeeded")
     expect(row).to_be_visible()
 
-    # And the workflows list shows the last run.
+    # A workflow's own runs.
+    api(page, base_url, "POST", "/workflow/execute", {"workflow_id": weekly})
+    page.goto(f"{base_url}/ui/workflows/{weekly}/runs")
+    expect(page.locator("tr[data-run]")).to_have_count(1)
+    expect(page.locator("tr[data-run]")).to_contain_text("Weekly report")
+
+    # And the workflows list shows the last run; an archived workflow leaves it.
     page.get_by_role("link", name="Workflows").click()
     receipts_row = rows.filter(has_text="Receipts for payments")
     expect(receipts_row).to_contain_text("succeeded")
+    rows.filter(has_text="Weekly report").get_by_role("link", name="Weekly report").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Archive").click()
+    expect(page).to_have_url(f"{base_url}/ui/workflows")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Receipts for payments")
 
 
 def test_revise_by_instruction_and_compare_versions(
     page: Page, base_url: str, model: Model
 ) -> None:
-    sign_in(page, base_url)
-    page.get_by_role("link", name="New").click()
-    page.get_by_label("Describe what should happen").fill("Tell the customer when paid")
-    page.get_by_role("button", name="Draft", exact=True).click()
+    sign_in(page, base_url)  # lands on the workflows list: draft from its prompt box
+    page.get_by_label("Describe a new workflow").fill("Tell the customer when paid")
+    page.get_by_role("button", name="Draft it").click()
     page.get_by_role("link", name="Open in canvas").click()
     expect(page.locator(".react-flow__node")).to_have_count(5)
 

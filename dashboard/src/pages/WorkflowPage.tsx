@@ -107,6 +107,14 @@ export default function WorkflowPage() {
       navigate(`/ui/runs/${started.run_id}`);
     });
 
+  const archive = () =>
+    act("archive", async () => {
+      if (!window.confirm(`Archive "${workflow?.name}"? It stops running and leaves the list; its runs stay readable.`)) return;
+      const result = await api.DELETE("/workflows/{workflow_id}", { params: { path: { workflow_id: id } } });
+      if (!result.response.ok) unwrap(result); // 409 workflow_busy: runs still going
+      navigate("/ui/workflows");
+    });
+
   const revise = (e: FormEvent) => {
     e.preventDefault();
     void act("revise", async () => {
@@ -154,6 +162,11 @@ export default function WorkflowPage() {
         <button type="button" onClick={() => void runNow()} disabled={busy !== null}>Run now</button>
         <Link className="button" to={`/ui/workflows/${id}/dry-run?version=${workflow.version}`}>Dry run</Link>
         <Link className="button" to={`/ui/workflows/${id}/runs`}>Runs</Link>
+        {workflow.archived_at ? (
+          <span className="badge">archived</span>
+        ) : (
+          <button type="button" onClick={() => void archive()} disabled={busy !== null}>Archive</button>
+        )}
         {moved && <span className="muted small">Unsaved layout changes</span>}
         {workflow.active && !live && <span className="muted small">v{workflow.active_version} is live, not this one</span>}
       </div>
