@@ -8,8 +8,9 @@ Starts the real API (uvicorn, embedded runner, local mode) on a fresh database
 ``--delay`` seconds in a chain. Each run first waits for an event, so that every watcher is
 connected before the first delay starts; then ``POST /events`` releases it.
 
-Watchers are SSE clients in separate load processes (``--processes``; asyncio + httpx, many
-streams per process), so that the load generator is not the bottleneck. For every ``log`` event
+Watchers are SSE clients in separate load processes (``--processes``; many streams per process,
+each a raw HTTP/1.1 connection read with asyncio streams, so that the load generator costs
+little more than the kernel and is not the bottleneck). For every ``log`` event
 a watcher notes lag = its arrival time minus the row's ``finished_at`` (same machine, same
 clock); a stream that breaks before the run finished is resumed with ``Last-Event-ID`` (as a
 browser's EventSource does, honouring a ``retry:`` hint), at most ``--max-reconnects`` times.
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import itertools
 import json
 import math
@@ -36,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from apiserver import (
@@ -45,6 +49,7 @@ from apiserver import (
     machine,
     percentile,
     raise_open_files,
+    worker,
 )
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -100,8 +105,39 @@ class WatcherResult:
     final_status: str | None = None
 
 
+class _Closed(Exception):
+    """The server ended the stream (or answered something other than 200)."""
+
+
+async def _sse_frames(host: str, port: int, path: str, headers: dict[str, str]) -> Any:
+    """The SSE frames (text between blank lines) of ``GET path``, read off a raw HTTP/1.1
+    connection: the load generator does little more than the kernel, so the figures are the
+    server's, not an HTTP client library's."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        writer.write(head.encode())
+        status = await reader.readline()
+        if b" 200 " not in status:
+            raise _Closed(status.decode(errors="replace").strip())
+        while (await reader.readline()) not in (b"\r\n", b""):
+            pass  # headers: uvicorn sends SSE with chunked transfer encoding
+        buffer = b""
+        while True:
+            size = int((await reader.readline()).strip() or b"0", 16)
+            if size == 0:
+                return
+            buffer += (await reader.readexactly(size + 2))[:-2]
+            *frames, buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+            for frame in frames:
+                yield frame.decode()
+    finally:
+        writer.close()
+
+
 async def _watch(
-    client: httpx.AsyncClient,
+    base: tuple[str, int],
     result: WatcherResult,
     connected: asyncio.Event,
     max_reconnects: int,
@@ -109,41 +145,34 @@ async def _watch(
     last_id: int | None = None
     retry_ms = 1000
     while True:
-        headers = {"accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream"}
         if last_id is not None:
-            headers["last-event-id"] = str(last_id)
+            headers["Last-Event-ID"] = str(last_id)
         try:
-            async with client.stream(
-                "GET", f"/runs/{result.run_id}/stream", headers=headers
-            ) as resp:
-                connected.set()
-                if resp.status_code != 200:
-                    result.errors.append(f"HTTP {resp.status_code}")
-                else:
-                    kind, event_id, data = "message", None, []
-                    async for line in resp.aiter_lines():
-                        if line:
-                            name, _, value = line.partition(":")
-                            value = value.removeprefix(" ")
-                            if name == "event":
-                                kind = value
-                            elif name == "id":
-                                event_id = value
-                            elif name == "data":
-                                data.append(value)
-                            elif name == "retry" and value.isdigit():
-                                retry_ms = int(value)
-                            continue
-                        if data and kind == "log":
-                            arrival = time.time()
-                            row = json.loads("\n".join(data))
-                            finished = datetime.fromisoformat(row["finished_at"]).timestamp()
-                            result.events.append((int(row["id"]), finished, arrival))
-                            last_id = int(event_id) if event_id else int(row["id"])
-                        elif data and kind == "run":
-                            result.final_status = json.loads("\n".join(data))["status"]
-                        kind, event_id, data = "message", None, []
-        except httpx.HTTPError as exc:
+            frames = _sse_frames(*base, f"/runs/{result.run_id}/stream", headers)
+            async for frame in frames:
+                arrival = time.time()
+                connected.set()  # the first frame (the run's status) comes after subscribing
+                kind, event_id, data = "message", None, []
+                for line in frame.split("\n"):
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        kind = value
+                    elif name == "id":
+                        event_id = value
+                    elif name == "data":
+                        data.append(value)
+                    elif name == "retry" and value.isdigit():
+                        retry_ms = int(value)
+                if data and kind == "log":
+                    row = json.loads("\n".join(data))
+                    finished = datetime.fromisoformat(row["finished_at"]).timestamp()
+                    result.events.append((int(row["id"]), finished, arrival))
+                    last_id = int(event_id) if event_id else int(row["id"])
+                elif data and kind == "run":
+                    result.final_status = json.loads("\n".join(data))["status"]
+        except (OSError, asyncio.IncompleteReadError, ValueError, _Closed) as exc:
             connected.set()
             result.errors.append(type(exc).__name__)
         if result.final_status in TERMINAL:
@@ -164,27 +193,25 @@ async def _load(
     limit_s: float,
     connect_concurrency: int,
 ) -> None:
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
-    timeouts = httpx.Timeout(30.0, read=None)
+    url = urlsplit(base_url)
+    base = (url.hostname or "127.0.0.1", url.port or 80)
     watchers = [WatcherResult(run_id) for run_id in run_ids]
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeouts) as client:
-        gate = asyncio.Semaphore(connect_concurrency)
-        connected = [asyncio.Event() for _ in watchers]
+    gate = asyncio.Semaphore(connect_concurrency)
+    connected = [asyncio.Event() for _ in watchers]
 
-        async def one(i: int) -> None:
-            async with gate:
-                watch = _watch(client, watchers[i], connected[i], max_reconnects)
-                task = asyncio.create_task(watch)
-                await connected[i].wait()
-            await task
+    async def one(i: int) -> None:
+        async with gate:
+            task = asyncio.create_task(_watch(base, watchers[i], connected[i], max_reconnects))
+            await connected[i].wait()
+        await task
 
-        tasks = [asyncio.create_task(one(i)) for i in range(len(watchers))]
-        await asyncio.gather(*(c.wait() for c in connected))
-        ready.put(len(watchers))
-        _, pending = await asyncio.wait(tasks, timeout=limit_s)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+    tasks = [asyncio.create_task(one(i)) for i in range(len(watchers))]
+    await asyncio.gather(*(c.wait() for c in connected))
+    ready.put(len(watchers))
+    _, pending = await asyncio.wait(tasks, timeout=limit_s)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
     for watcher in watchers:
         if watcher.final_status not in TERMINAL:
             watcher.errors.append("timed out" if pending else "stream ended early")
@@ -202,9 +229,14 @@ def load_process(
     connect_concurrency: int,
 ) -> None:
     """Entry of a load process: watch ``run_ids`` (one SSE client each, repeats allowed)."""
-    asyncio.run(
-        _load(base_url, run_ids, ready, results, max_reconnects, timeout, connect_concurrency)
-    )
+    gc.disable()  # a collection pause here would be the load generator's, not the server's
+    load = _load(base_url, run_ids, ready, results, max_reconnects, timeout, connect_concurrency)
+    try:
+        import uvloop  # the server's event loop too, when installed (uvicorn picks it)
+    except ImportError:
+        asyncio.run(load)
+    else:
+        uvloop.run(load)
 
 
 # -- orchestration -------------------------------------------------------------------------
@@ -380,6 +412,13 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=4, help="load processes (at most)")
     parser.add_argument("--max-reconnects", type=int, default=5, help="per watcher")
     parser.add_argument("--connect-concurrency", type=int, default=50, help="per load process")
+    parser.add_argument(
+        "--runner",
+        choices=["embedded", "worker"],
+        default="embedded",
+        help="who executes the runs: the API's embedded runner (the default deployment), or a "
+        "'wf worker' process (the API only serves the streams)",
+    )
     args = parser.parse_args()
     scenarios = []
     for name in args.scenarios.split(","):
@@ -400,10 +439,18 @@ def main() -> None:
     print(machine(url), flush=True)
     print(
         f"workload: a run of {args.steps} x {args.delay:g} s delay nodes, released by an event "
-        f"once every watcher is connected; up to {args.processes} load processes",
+        f"once every watcher is connected; up to {args.processes} load processes; runs executed "
+        + ("by the API's embedded runner" if args.runner == "embedded" else "by a 'wf worker'"),
         flush=True,
     )
-    with ApiServer(url) as api, httpx.Client(base_url=api.base_url, timeout=60) as client:
+    env = {} if args.runner == "embedded" else {"RUN_WORKER": "false"}
+    with (
+        ApiServer(url, env) as api,
+        contextlib.ExitStack() as stack,
+        httpx.Client(base_url=api.base_url, timeout=60) as client,
+    ):
+        if args.runner == "worker":
+            stack.enter_context(worker(url))
         resp = client.post("/workflows", json={"blueprint": blueprint(args.steps, args.delay)})
         resp.raise_for_status()
         workflow_id = resp.json()["id"]
