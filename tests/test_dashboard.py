@@ -8,11 +8,13 @@ Screenshots land in ``test-artifacts/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.app.app import create_app
+from backend.app.config import Settings
 from backend.app.routers.dashboard import DIST
 from tests.browser import launch
 from tests.conftest import make_settings
-from tests.support import Peer, chat_completion
+from tests.support import JWT_SECRET, Peer, chat_completion, token_for
 from tests.test_drafting import edge, node
 
 KEY = "svc-dashboard-test-key"
@@ -88,18 +91,11 @@ def model() -> Iterator[Model]:
     server.close()
 
 
-@pytest.fixture(scope="module")
-def base_url(database_url: str, model: Model) -> Iterator[str]:
-    """The API + dashboard, served by uvicorn on a free local port, with an API key required."""
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The API + dashboard with ``settings``, served by uvicorn on a free local port."""
     if not (DIST / "index.html").is_file():
         pytest.fail("the dashboard is not built: ./scripts/test.sh builds it (Node.js >= 18)")
-    settings = make_settings(
-        database_url,
-        api_keys=[KEY],
-        openai_base_url=f"{model.url}/v1",
-        openai_api_key="sk-test",
-        llm_max_attempts=1,
-    )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -112,9 +108,25 @@ def base_url(database_url: str, model: Model) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(database_url: str, model: Model) -> Iterator[str]:
+    """The API + dashboard with an API key required, the model at ``model``."""
+    settings = make_settings(
+        database_url,
+        api_keys=[KEY],
+        openai_base_url=f"{model.url}/v1",
+        openai_api_key="sk-test",
+        llm_max_attempts=1,
+    )
+    with serving(settings) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -527,3 +539,118 @@ def test_cancel_a_waiting_run_from_the_run_view(page: Page, base_url: str) -> No
     expect(page.get_by_test_id("run-status")).to_contain_text("cancelled")
     expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
     assert api(page, base_url, "GET", f"/runs/{run_id}")["status"] == "cancelled"
+
+
+class SupabaseAuth:
+    """Plays Supabase Auth (GoTrue) for supabase-js: password sign-in for one user, answering
+    with an HS256 access token the API accepts (``SUPABASE_JWT_SECRET``); CORS for the page."""
+
+    USER = "5e1f0000-0000-4000-8000-00000000abcd"
+    EMAIL = "asha@example.com"
+    PASSWORD = "correct horse"
+
+    def __init__(self) -> None:
+        self.sign_ins = 0
+        auth = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: Any = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("access-control-allow-origin", "*")
+                self.send_header("access-control-allow-headers", "*")
+                self.send_header("access-control-allow-methods", "GET, POST, OPTIONS")
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_OPTIONS(self) -> None:
+                self._send(204)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"] or 0)))
+                if self.path.startswith("/auth/v1/logout"):
+                    self._send(204)
+                elif (body.get("email"), body.get("password")) == (auth.EMAIL, auth.PASSWORD):
+                    auth.sign_ins += 1
+                    self._send(200, auth.session())
+                else:
+                    self._send(
+                        400,
+                        {
+                            "error": "invalid_grant",
+                            "error_description": "Invalid login credentials",
+                        },
+                    )
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def session(self) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "access_token": token_for(self.USER, iss=f"{self.url}/auth/v1", email=self.EMAIL),
+            "token_type": "bearer",
+            "expires_in": 3600,
+            "expires_at": now + 3600,
+            "refresh_token": "refresh-1",
+            "user": {
+                "id": self.USER,
+                "aud": "authenticated",
+                "role": "authenticated",
+                "email": self.EMAIL,
+                "app_metadata": {"provider": "email"},
+                "user_metadata": {},
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sign_in_with_supabase_auth(browser: Browser, database_url: str) -> None:
+    gotrue = SupabaseAuth()
+    settings = make_settings(
+        database_url,
+        supabase_url=gotrue.url,
+        supabase_anon_key="anon-public-key",
+        supabase_jwt_secret=JWT_SECRET,
+    )
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    try:
+        with serving(settings) as url:
+            page.goto(f"{url}/")
+            page.get_by_label("Email", exact=True).fill(gotrue.EMAIL)
+            page.get_by_label("Password", exact=True).fill("wrong")
+            page.get_by_role("button", name="Sign in", exact=True).first.click()
+            expect(page.get_by_role("alert")).to_contain_text("Invalid login credentials")
+            page.get_by_label("Password", exact=True).fill(gotrue.PASSWORD)
+            page.get_by_role("button", name="Sign in", exact=True).first.click()
+            expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+            expect(page.locator(".who")).to_contain_text(f"{gotrue.EMAIL} (token)")
+            # The page's requests carry her token: her workflow is listed (none are without one).
+            token = gotrue.session()["access_token"]
+            created = page.request.post(
+                f"{url}/workflows",
+                headers={"Authorization": f"Bearer {token}"},
+                data={
+                    "blueprint": {"name": "Asha's flow", "nodes": [{"id": "t", "type": "trigger"}]}
+                },
+            )
+            assert created.status == 201, created.text()
+            page.get_by_role("link", name="Workflows").click()
+            expect(page.get_by_role("link", name="Asha's flow")).to_be_visible()
+            assert gotrue.sign_ins == 1
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_label("Email", exact=True)).to_be_visible()
+    finally:
+        context.close()
+        gotrue.close()
