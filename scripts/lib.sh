@@ -76,3 +76,61 @@ ensure_postgres() {
   macOS: brew services start postgresql) or point DATABASE_URL at one you can reach, e.g. a
   Supabase project's connection string. The role needs CREATEDB (or create the database first)." 3
 }
+
+# require_node: Node.js >= 18 and npm, or say what to install.
+require_node() {
+    local install="install Node.js 18 or newer with npm (Debian/Ubuntu: apt-get install nodejs npm;
+  macOS: brew install node; or a release from nodejs.org)"
+    command -v node >/dev/null 2>&1 || die "the dashboard needs Node.js, which is not on PATH: $install" 3
+    command -v npm >/dev/null 2>&1 || die "the dashboard needs npm, which is not on PATH: $install" 3
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    [ "$major" -ge 18 ] || die "the dashboard needs Node.js >= 18, found $(node --version): $install" 3
+}
+
+# ensure_dashboard: build dashboard/dist when its sources, its lock file or the API's OpenAPI
+# document changed since the last build: npm ci (lock file changed), API types generated from
+# the app's OpenAPI document (openapi-typescript), vite build. Needs ensure_venv first.
+ensure_dashboard() {
+    local dir="$ROOT/dashboard"
+    require_node
+    local lock_stamp="$dir/node_modules/.lock-sha256"
+    local lock
+    lock="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ ! -f "$lock_stamp" ] || [ "$(cat "$lock_stamp")" != "$lock" ]; then
+        say "installing the dashboard's packages (npm ci)"
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed in dashboard/"
+        echo "$lock" > "$lock_stamp"
+    fi
+    local openapi="$dir/node_modules/.openapi.json"
+    "$VENV/bin/python" -c "import json, logging; logging.disable(logging.CRITICAL)
+from backend.app.app import create_app
+print(json.dumps(create_app().openapi(), sort_keys=True))" > "$openapi" ||
+        die "could not read the API's OpenAPI document (see the error above)"
+    local want
+    want="$(cd "$dir" && find src public scripts index.html package.json package-lock.json \
+        tsconfig.json vite.config.ts node_modules/.openapi.json -type f \
+        ! -name schema.d.ts -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)"
+    local stamp="$dir/dist/.build-sha256"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -f "$dir/src/api/schema.d.ts" ]; then
+        return 0
+    fi
+    say "building the dashboard (API types, vite build)"
+    (cd "$dir" && node scripts/gen-api.mjs "$openapi" >/dev/null && npx --no-install vite build \
+        --logLevel warn) || die "the dashboard build failed (see above)"
+    echo "$want" > "$stamp"
+}
+
+# ensure_chromium: a Chromium for the browser tests (Playwright's own or the system's). When
+# none is installed, try Playwright's download, then (as root) Debian's package; if neither can
+# be had, the browser tests fail and say how to get one.
+ensure_chromium() {
+    "$VENV/bin/python" -m tests.browser >/dev/null 2>&1 && return 0
+    say "no Chromium found: trying Playwright's, then the system package"
+    "$VENV/bin/python" -m playwright install chromium >/dev/null 2>&1 && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        { apt-get install -y chromium || { apt-get update && apt-get install -y chromium; }; } \
+            >/dev/null 2>&1 || true
+    fi
+    "$VENV/bin/python" -m tests.browser >/dev/null || true  # the tests fail with the advice
+}

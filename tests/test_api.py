@@ -141,7 +141,8 @@ def test_unknown_ids_are_404(client: TestClient) -> None:
     _error(client.post(f"/runs/{missing}/cancel"), 404, "not_found")
     _error(client.post("/workflow/execute", json={"workflow_id": str(missing)}), 404, "not_found")
     _error(client.get("/runs/not-a-uuid"), 422, "validation_error")
-    _error(client.get("/no/such/route"), 404, "not_found")
+    _error(client.get(f"/runs/{missing}/no-such-route"), 404, "not_found")
+    _error(client.post("/no/such/route"), 404, "not_found")  # GETs outside the API: dashboard
 
 
 def test_oversize_body_is_413(client: TestClient, settings: Any) -> None:

@@ -18,6 +18,7 @@ from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (
     accounts,
     channels,
+    dashboard,
     drafting,
     events,
     health,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model = build_chat_model(settings)
     app.state.architect = None if model is None else WorkflowArchitect(model, settings)
     app.state.intents = IntentService(model, settings)
+    dashboard.install(app)  # last: it answers only what no API route matched
     return app
 
 

@@ -1,0 +1,147 @@
+// The selected node: what it is, its params with {{ }} references highlighted, the fields its
+// task accepts (GET /tools), its problems, and (in a run or dry run) what it got and gave.
+import { KIND_LABEL, type BlueprintNode } from "../graph/blueprint";
+import { Json, Templated } from "./Json";
+import { StatusBadge } from "./Status";
+import type { Tool } from "../tools";
+
+export interface NodeIO {
+  status?: string;
+  attempt?: number | null;
+  input?: unknown;
+  output?: unknown;
+  error?: unknown;
+  duration_ms?: number | null;
+}
+
+/** A validation problem: ``loc`` is the field path (``["nodes", 2, "params", "to"]``). */
+export interface Problem {
+  loc?: (string | number)[];
+  node_id?: string | null;
+  message: string;
+}
+
+interface Props {
+  node: BlueprintNode;
+  problems?: Problem[];
+  tools?: Tool[];
+  notes?: string[];
+  io?: NodeIO;
+  onClose: () => void;
+}
+
+interface FieldSchema {
+  type?: string | string[];
+  description?: string;
+  anyOf?: { type?: string }[];
+}
+
+function typeOf(schema: FieldSchema): string {
+  if (schema.type) return Array.isArray(schema.type) ? schema.type.join(" | ") : schema.type;
+  if (schema.anyOf) return schema.anyOf.map((s) => s.type ?? "…").join(" | ");
+  return "any";
+}
+
+export function NodePanel({ node, tools, notes, problems, io, onClose }: Props) {
+  const fieldProblems = (field: string) => (problems ?? []).filter((p) => p.loc?.includes(field));
+  const task = node.type === "action"
+    ? tools?.find((t) => t.service === node.service)?.tasks.find((t) => t.name === node.task)
+    : undefined;
+  const properties = (task?.params?.properties ?? {}) as Record<string, FieldSchema>;
+  const required = new Set<string>(task?.params?.required ?? []);
+  const { id, type, name, position, params, ...rest } = node;
+  void position;
+  return (
+    <aside className="panel" aria-label={`Node ${name || id}`} data-testid="node-panel">
+      <div className="panel-head">
+        <h2>{name || id}</h2>
+        <button type="button" onClick={onClose} aria-label="Close node details">×</button>
+      </div>
+      <p className="muted">
+        {KIND_LABEL[type]} · <code>{id}</code>
+      </p>
+      {problems?.map((p, i) => (
+        <p key={i} className="error" role="note">
+          <span aria-hidden="true">✕ </span><code>{(p.loc ?? []).join(".")}</code> {p.message}
+        </p>
+      ))}
+      {notes?.map((n) => (
+        <p key={n} className="warning" role="note">
+          <span aria-hidden="true">⚠ </span>{n}
+        </p>
+      ))}
+      {io && (
+        <section>
+          <h3>This run</h3>
+          <p>
+            {io.status && <StatusBadge status={io.status} />}
+            {io.attempt ? ` attempt ${io.attempt}` : ""}
+            {io.duration_ms != null ? ` · ${Math.round(io.duration_ms)} ms` : ""}
+          </p>
+          {io.input !== undefined && io.input !== null && (<><h4>Input (resolved)</h4><Json value={io.input} label="Resolved input" /></>)}
+          {io.output !== undefined && io.output !== null && (<><h4>Output</h4><Json value={io.output} label="Output" /></>)}
+          {io.error ? (<><h4>Error</h4><Json value={io.error} label="Error" /></>) : null}
+        </section>
+      )}
+      {type === "action" && (
+        <section>
+          <h3>
+            {node.service}.{node.task}
+          </h3>
+          {task ? <p className="muted">{task.description}</p> : <p className="warning">Unknown task.</p>}
+          {task && (
+            <table className="fields">
+              <caption>Fields this task accepts</caption>
+              <thead>
+                <tr><th scope="col">Field</th><th scope="col">Type</th><th scope="col">Value</th></tr>
+              </thead>
+              <tbody>
+                {Object.entries(properties).map(([field, schema]) => (
+                  <tr key={field} data-field={field} className={fieldProblems(field).length ? "field-error" : undefined}>
+                    <th scope="row">
+                      {field}
+                      {required.has(field) && <abbr title="required"> *</abbr>}
+                      {schema.description && <div className="muted small">{schema.description}</div>}
+                    </th>
+                    <td><code>{typeOf(schema)}</code></td>
+                    <td>
+                      {params && field in params ? (
+                        <code><Templated text={JSON.stringify(params[field])} /></code>
+                      ) : (
+                        <span className="muted">not set</span>
+                      )}
+                      {fieldProblems(field).map((p, i) => (
+                        <div key={i} className="error small">{p.message}</div>
+                      ))}
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+          <h4>Params</h4>
+          <Json value={params ?? {}} label="Params" />
+        </section>
+      )}
+      {type === "router" && (
+        <section>
+          <h3>Branches</h3>
+          <ol>
+            {node.conditions?.map((c) => (
+              <li key={c.branch}>
+                <strong>{c.branch}</strong> when <code>{c.when}</code>
+              </li>
+            ))}
+            <li><strong>{node.default ?? "default"}</strong> otherwise</li>
+          </ol>
+        </section>
+      )}
+      {type !== "action" && type !== "router" && Object.keys(rest).length > 0 && (
+        <section>
+          <h3>Settings</h3>
+          <Json value={rest} label="Settings" />
+        </section>
+      )}
+    </aside>
+  );
+}

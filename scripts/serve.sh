@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Serve the API and the dashboard on one port: builds the dashboard if its sources changed,
+# migrates the database, then runs uvicorn. PORT (default 8000) and HOST (default 127.0.0.1).
+source "$(dirname "$0")/lib.sh"
+ensure_venv dev
+ensure_postgres
+ensure_dashboard
+say "migrating $DATABASE_URL"
+"$VENV/bin/python" -c "import sys
+from backend.app.store import migrations
+migrations.ensure_database(sys.argv[1]); migrations.migrate(sys.argv[1])" "$DATABASE_URL"
+PORT="${PORT:-8000}"
+HOST="${HOST:-127.0.0.1}"
+say "dashboard and API at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/docs)"
+exec "$VENV/bin/uvicorn" backend.app.app:app --host "$HOST" --port "$PORT"

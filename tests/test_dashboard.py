@@ -1,0 +1,656 @@
+"""The dashboard in a real browser (Playwright + Chromium) against the built app and the real
+API on PostgreSQL, served by uvicorn; the model is a local OpenAI-compatible server.
+
+Needs the build (``./scripts/test.sh`` makes it) and a Chromium (``tests/browser.py`` finds
+Playwright's own or the system's; without one these tests fail saying how to get one).
+Screenshots land in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from backend.app.app import create_app
+from backend.app.config import Settings
+from backend.app.routers.dashboard import DIST
+from tests.browser import launch
+from tests.conftest import make_settings
+from tests.support import JWT_SECRET, Peer, chat_completion, token_for
+from tests.test_drafting import edge, node
+
+KEY = "svc-dashboard-test-key"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+#: What the model drafts: an order is paid -> compose a text -> wait 3 s -> WhatsApp it -> end.
+ORDER_DRAFT = {
+    "name": "Order paid notice",
+    "description": "WhatsApp the customer when their order is paid",
+    "nodes": [
+        node("order_paid", "trigger", trigger="event", event="shop/order.paid"),
+        node(
+            "compose",
+            "action",
+            service="transform",
+            task="build",
+            params_json=json.dumps({"fields": {"text": "Order {{ trigger_data.order_id }} paid"}}),
+        ),
+        node("pause", "delay", duration="3s"),
+        node(
+            "notify",
+            "action",
+            service="whatsapp",
+            task="send_message",
+            params_json=json.dumps(
+                {"to": "{{ trigger_data.phone }}", "body": "{{ steps.compose.output.text }}"}
+            ),
+        ),
+        node("done", "end"),
+    ],
+    "edges": [
+        edge("order_paid", "compose"),
+        edge("compose", "pause"),
+        edge("pause", "notify"),
+        edge("notify", "done"),
+    ],
+}
+ORDER = {"order_id": "A-1001", "phone": "+919876543210"}
+
+
+class Model(Peer):
+    """A local OpenAI-compatible chat-completions server: answers with ``draft`` (a dict as the
+    model writes it), ORDER_DRAFT unless a test sets another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draft: dict[str, Any] = ORDER_DRAFT
+        self.handlers["/v1/chat/completions"] = lambda body: (
+            200,
+            chat_completion(json.dumps(self.draft)),
+        )
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[Model]:
+    server = Model()
+    yield server
+    server.close()
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[str]:
+    """The API + dashboard with ``settings``, served by uvicorn on a free local port."""
+    if not (DIST / "index.html").is_file():
+        pytest.fail("the dashboard is not built: ./scripts/test.sh builds it (Node.js >= 18)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def base_url(database_url: str, model: Model) -> Iterator[str]:
+    """The API + dashboard with an API key required, the model at ``model``."""
+    settings = make_settings(
+        database_url,
+        api_keys=[KEY],
+        openai_base_url=f"{model.url}/v1",
+        openai_api_key="sk-test",
+        llm_max_attempts=1,
+    )
+    with serving(settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        try:
+            chromium = launch(playwright)
+        except RuntimeError as error:
+            pytest.fail(str(error))
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert errors == [], f"errors in the page: {errors}"
+
+
+def sign_in(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/")
+    page.get_by_role("textbox", name="API key").fill(KEY)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+
+
+def api(page: Page, base_url: str, method: str, path: str, body: Any = None) -> Any:
+    response = page.request.fetch(
+        f"{base_url}{path}", method=method, headers={"X-API-Key": KEY}, data=body
+    )
+    assert response.ok, response.text()
+    return response.json()
+
+
+def card(page: Page, node_id: str) -> Any:
+    return page.locator(f".react-flow__node[data-id='{node_id}'] .card")
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def test_draft_edit_dry_run_activate_and_watch_a_run(page: Page, base_url: str) -> None:
+    sign_in(page, base_url)
+
+    # Draft from a prompt: the graph appears, warnings on the nodes they concern.
+    page.get_by_role("link", name="New").click()
+    page.get_by_label("Describe what should happen").fill(
+        "When an order is paid, WhatsApp the customer after a short pause"
+    )
+    page.get_by_role("button", name="Draft", exact=True).click()
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+    expect(card(page, "notify").locator(".card-notes")).to_contain_text("1 note")
+    expect(card(page, "order_paid").locator(".card-notes")).to_contain_text("1 note")
+    expect(page.get_by_role("list", name="Warnings")).to_contain_text("sandbox mode")
+
+    # The canvas: node kinds drawn apart; a node's params with {{ }} highlighted, its task's
+    # fields from GET /tools.
+    page.get_by_role("link", name="Open in canvas").click()
+    expect(page.get_by_role("heading", name="Order paid notice")).to_be_visible()
+    for node_id, kind in [("order_paid", "trigger"), ("pause", "delay"), ("done", "end")]:
+        expect(card(page, node_id)).to_have_class(f"card kind-{kind}")
+    card(page, "notify").click()
+    panel = page.get_by_test_id("node-panel")
+    to = panel.locator("tr[data-field='to']")
+    expect(to).to_contain_text("Recipient")  # the field's description from GET /tools
+    expect(to.get_by_test_id("template-ref")).to_have_text("{{ trigger_data.phone }}")
+    body = panel.locator("tr[data-field='body']")
+    expect(body.get_by_test_id("template-ref")).to_have_text("{{ steps.compose.output.text }}")
+    expect(panel.locator("tr[data-field='media_url']")).to_contain_text("not set")
+    shot(page, "canvas.png")
+
+    # Drag a node and save the positions as version 2.
+    workflow_id = page.url.split("/ui/workflows/")[1].split("?")[0]
+    box = card(page, "pause").bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 160, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.get_by_role("button", name="Save positions").click()
+    expect(page.get_by_role("status")).to_have_text("Saved as version 2.")
+    saved = api(page, base_url, "GET", f"/workflows/{workflow_id}?version=2")
+    before = api(page, base_url, "GET", f"/workflows/{workflow_id}?version=1")
+    at = {n["id"]: n["position"] for n in saved["blueprint"]["nodes"]}
+    was = {n["id"]: n["position"] for n in before["blueprint"]["nodes"]}
+    assert at["pause"]["x"] > was["pause"]["x"] + 50
+    assert at["compose"] == was["compose"]
+
+    # Dry run: every node's resolved input and output.
+    page.get_by_role("link", name="Dry run").click()
+    page.get_by_label("Trigger payload (JSON)").fill(json.dumps(ORDER))
+    page.get_by_role("button", name="Dry run").click()
+    expect(page.get_by_test_id("dry-run-result")).to_contain_text("succeeded")
+    expect(page.locator(".card[data-state='succeeded']")).to_have_count(5)
+    card(page, "compose").click()
+    expect(page.get_by_label("Output")).to_contain_text("Order A-1001 paid")
+
+    # Activate version 2.
+    page.get_by_role("link", name="Order paid notice").click()
+    page.get_by_role("button", name="Activate v2").click()
+    expect(page.get_by_test_id("active-state")).to_have_text("● active v2")
+
+    # Fire the event; the run view shows the run move node by node, live.
+    fired = api(page, base_url, "POST", "/events", {"name": "shop/order.paid", "data": ORDER})
+    (run_id,) = fired["started_run_ids"]
+    page.goto(f"{base_url}/ui/runs/{run_id}")
+    expect(card(page, "compose")).to_have_attribute("data-state", "succeeded")
+    expect(card(page, "pause")).to_have_attribute("data-state", "waiting")
+    expect(card(page, "notify")).to_have_attribute("data-state", "pending")
+    expect(page.get_by_test_id("run-status")).to_contain_text("waiting")
+    shot(page, "run-live.png")
+    page.reload()  # the view replays the stream and goes on live
+    expect(card(page, "compose")).to_have_attribute("data-state", "succeeded")
+    for node_id in ("order_paid", "compose", "pause", "notify", "done"):
+        expect(card(page, node_id)).to_have_attribute("data-state", "succeeded", timeout=15000)
+        expect(card(page, node_id).get_by_test_id("node-state")).to_have_text("✓ succeeded")
+    expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+    expect(page.get_by_test_id("timeline").locator("li[data-node='notify']")).to_contain_text(
+        "attempt 1"
+    )
+    shot(page, "run-done.png")
+
+
+def test_open_a_failed_run_and_retry_it(page: Page, base_url: str) -> None:
+    flaky = Peer()
+    flaky.script["/flaky"] = [500, 200]
+    try:
+        blueprint = {
+            "name": "Flaky call",
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {
+                    "id": "call",
+                    "type": "action",
+                    "service": "http",
+                    "task": "request",
+                    "params": {"method": "POST", "url": f"{flaky.url}/flaky"},
+                    "retry": {"max_attempts": 1},
+                },
+                {"id": "done", "type": "end"},
+            ],
+            "edges": [{"source": "start", "target": "call"}, {"source": "call", "target": "done"}],
+        }
+        sign_in(page, base_url)
+        workflow = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})
+        run_id = api(page, base_url, "POST", "/workflow/execute", {"workflow_id": workflow["id"]})[
+            "run_id"
+        ]
+        page.goto(f"{base_url}/ui/runs/{run_id}")
+        expect(page.get_by_test_id("run-status")).to_contain_text("failed")
+        expect(card(page, "call")).to_have_attribute("data-state", "failed")
+        expect(card(page, "call").get_by_test_id("node-state")).to_have_text("✕ failed")
+        expect(card(page, "done")).to_have_attribute("data-state", "pending")
+        expect(page.get_by_role("alert")).to_contain_text("HTTP 500")
+
+        page.get_by_role("button", name="Retry from failed step").click()
+        expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+        expect(card(page, "call")).to_have_attribute("data-state", "succeeded")
+        expect(card(page, "done")).to_have_attribute("data-state", "succeeded")
+        expect(page.get_by_role("button", name="Retry from failed step")).to_be_disabled()
+        assert flaky.hits["/flaky"] == 2
+    finally:
+        flaky.close()
+
+
+def make_workflow(page: Page, base_url: str, name: str, *, active: bool = False) -> str:
+    blueprint = {
+        "name": name,
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}},
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 140}},
+        ],
+        "edges": [{"source": "start", "target": "done"}],
+    }
+    workflow_id: str = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})["id"]
+    if active:
+        api(page, base_url, "POST", f"/workflows/{workflow_id}/activate")
+    return workflow_id
+
+
+def test_workflows_list_searches_and_runs_list_is_live(page: Page, base_url: str) -> None:
+    sign_in(page, base_url)
+    receipts = make_workflow(page, base_url, "Receipts for payments", active=True)
+    weekly = make_workflow(page, base_url, "Weekly report")
+
+    page.get_by_role("link", name="Workflows").click()
+    rows = page.locator("table.list tbody tr")
+    expect(rows).to_have_count(2)
+    page.get_by_role("searchbox").fill("receipt")
+    page.get_by_role("button", name="Search").click()
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Receipts for payments")
+    expect(rows).to_contain_text("active")
+    expect(rows).to_contain_text("never")  # no run yet
+    page.get_by_role("searchbox").fill("")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("combobox").select_option("false")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Weekly report")
+
+    # The runs list is live: a run started elsewhere appears and turns succeeded by itself.
+    page.get_by_role("link", name="Runs").click()
+    expect(page.get_by_test_id("stream-state")).to_have_text("● live")
+    expect(page.get_by_text("No runs.")).to_be_visible()
+    run_id = api(page, base_url, "POST", "/workflow/execute", {"workflow_id": receipts})["run_id"]
+    row = page.locator(f"tr[data-run='{run_id}']")
+    expect(row).to_contain_text("Receipts for payments")
+    expect(row).to_contain_text("succeeded")
+    page.get_by_label("Status").select_option("failed")
+    expect(page).to_have_url(f"{base_url}/ui/runs?status=failed")
+    expect(page.get_by_text("No runs with status failed.")).to_be_visible()
+    page.get_by_label("Status").select_option("succeeded")
+    expect(row).to_be_visible()
+
+    # A workflow's own runs.
+    api(page, base_url, "POST", "/workflow/execute", {"workflow_id": weekly})
+    page.goto(f"{base_url}/ui/workflows/{weekly}/runs")
+    expect(page.locator("tr[data-run]")).to_have_count(1)
+    expect(page.locator("tr[data-run]")).to_contain_text("Weekly report")
+
+    # And the workflows list shows the last run; an archived workflow leaves it.
+    page.get_by_role("link", name="Workflows").click()
+    receipts_row = rows.filter(has_text="Receipts for payments")
+    expect(receipts_row).to_contain_text("succeeded")
+    rows.filter(has_text="Weekly report").get_by_role("link", name="Weekly report").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Archive").click()
+    expect(page).to_have_url(f"{base_url}/ui/workflows")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("Receipts for payments")
+
+
+def test_revise_by_instruction_and_compare_versions(
+    page: Page, base_url: str, model: Model
+) -> None:
+    sign_in(page, base_url)  # lands on the workflows list: draft from its prompt box
+    page.get_by_label("Describe a new workflow").fill("Tell the customer when paid")
+    page.get_by_role("button", name="Draft it").click()
+    page.get_by_role("link", name="Open in canvas").click()
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+
+    revised = json.loads(json.dumps(ORDER_DRAFT))
+    revised["nodes"] = [n for n in revised["nodes"] if n["id"] != "pause"]
+    revised["edges"] = [
+        edge("order_paid", "compose"),
+        edge("compose", "notify"),
+        edge("notify", "done"),
+    ]
+    model.draft = revised
+    try:
+        page.get_by_label("Revise by instruction").fill("send it right away, no pause")
+        page.get_by_role("button", name="Revise").click()
+        expect(page.get_by_role("status")).to_have_text("Revised: version 2.")
+        expect(page.locator(".react-flow__node")).to_have_count(4)
+    finally:
+        model.draft = ORDER_DRAFT
+
+    page.get_by_text("Version history (2)").click()
+    page.get_by_role("button", name="changes from v1").click()
+    diff = page.get_by_test_id("version-diff")
+    expect(diff).to_contain_text("Removed: - pause")
+    expect(diff).to_contain_text("Edges added: + compose→notify")
+    page.get_by_label("Version").select_option("1")
+    expect(page.locator(".react-flow__node")).to_have_count(5)
+
+
+def test_conversations_show_messages_live(page: Page, base_url: str, database_url: str) -> None:
+    import psycopg
+
+    from backend.app.store.accounts import LOCAL_USER_ID
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        (session_id,) = conn.execute(
+            "insert into sessions (owner_id, channel, user_ref, summary, summary_source)"
+            " values (%s, 'whatsapp', 'whatsapp:+919876543210', 'Asked for a payment link',"
+            " 'model') returning id",
+            (LOCAL_USER_ID,),
+        ).fetchone()
+        conn.execute(
+            "insert into session_messages (owner_id, session_id, direction, text)"
+            " values (%s, %s, 'in', 'send a payment link for 500')",
+            (LOCAL_USER_ID, session_id),
+        )
+    sign_in(page, base_url)
+    page.get_by_role("link", name="Conversations").click()
+    page.get_by_role("link", name="whatsapp:+919876543210").click()
+    conversation = page.get_by_role("article")
+    expect(conversation).to_contain_text("Asked for a payment link")
+    expect(conversation).to_contain_text("send a payment link for 500")
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "insert into session_messages (owner_id, session_id, direction, text)"
+            " values (%s, %s, 'out', 'Here is your link')",
+            (LOCAL_USER_ID, session_id),
+        )
+    expect(conversation.locator(".msg-out")).to_contain_text("Here is your link")
+
+
+AXE = Path(__file__).resolve().parents[1] / "dashboard" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical violations on the page as it is now."""
+    page.add_script_tag(path=str(AXE))
+    results = page.evaluate("() => axe.run(document, {resultTypes: ['violations']})")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "390x844"])
+def test_main_pages_are_accessible_and_fit_the_screen(
+    browser: Browser, base_url: str, viewport: dict[str, int]
+) -> None:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    try:
+        page.goto(f"{base_url}/")
+        expect(page.get_by_role("textbox", name="API key")).to_be_visible()
+        problems = {"sign-in": serious_violations(page)}
+        sign_in(page, base_url)
+        blueprint = json.loads((EXAMPLES / "payment_receipt" / "blueprint.json").read_text())
+        workflow_id = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})["id"]
+        payload = json.loads((EXAMPLES / "payment_receipt" / "payload.json").read_text())
+        run_id = api(
+            page,
+            base_url,
+            "POST",
+            "/workflow/execute",
+            {"workflow_id": workflow_id, "payload": payload},
+        )["run_id"]
+        pages = {
+            "workflows": ("/ui/workflows", "table.list"),
+            "draft": ("/ui/new", "textarea"),
+            "canvas": (f"/ui/workflows/{workflow_id}", ".react-flow__node"),
+            "dry run": (f"/ui/workflows/{workflow_id}/dry-run", ".react-flow__node"),
+            "runs": ("/ui/runs", "table.list"),
+            "run": (f"/ui/runs/{run_id}", ".card[data-state='succeeded']"),
+            "conversations": ("/ui/conversations", "h1"),
+        }
+        wide: dict[str, int] = {}
+        for name, (path, ready) in pages.items():
+            page.goto(f"{base_url}{path}")
+            expect(page.locator(ready).first).to_be_visible()
+            if name == "canvas":
+                page.locator(".react-flow__node[data-id='send_receipt']").click()
+                expect(page.get_by_test_id("node-panel")).to_be_visible()
+                editable = page.locator(".react-flow__node.draggable").count()
+                assert (editable > 0) == (viewport is DESKTOP), "the phone canvas is read-only"
+            problems[name] = serious_violations(page)
+            width = page.evaluate("document.documentElement.scrollWidth")
+            if width > viewport["width"]:
+                wide[name] = width
+            if name == "run":
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / f"run-{viewport['width']}.png"))
+        assert {k: v for k, v in problems.items() if v} == {}
+        assert wide == {}, f"pages wider than the {viewport['width']} px screen: {wide}"
+    finally:
+        context.close()
+
+
+def test_an_invalid_draft_shows_its_errors_on_the_node_and_field(
+    page: Page, base_url: str, model: Model
+) -> None:
+    invalid = json.loads(json.dumps(ORDER_DRAFT))
+    notify = next(n for n in invalid["nodes"] if n["id"] == "notify")
+    notify["params_json"] = json.dumps({"body": "{{ steps.compose.output.text }}"})  # no "to"
+    model.draft = invalid
+    try:
+        sign_in(page, base_url)
+        page.get_by_role("link", name="New").click()
+        page.get_by_label("Describe what should happen").fill("Tell them when it is paid")
+        page.get_by_role("button", name="Draft", exact=True).click()
+        expect(page.get_by_role("list", name="Validation errors")).to_contain_text("notify")
+    finally:
+        model.draft = ORDER_DRAFT
+    expect(card(page, "notify").locator(".card-notes")).to_be_visible()
+    expect(card(page, "compose").locator(".card-notes")).to_have_count(0)
+    card(page, "notify").click()
+    field = page.get_by_test_id("node-panel").locator("tr[data-field='to']")
+    expect(field).to_have_class("field-error")
+
+
+def test_cancel_a_waiting_run_from_the_run_view(page: Page, base_url: str) -> None:
+    blueprint = {
+        "name": "Long pause",
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {"id": "pause", "type": "delay", "duration": "1h"},
+            {"id": "done", "type": "end"},
+        ],
+        "edges": [{"source": "start", "target": "pause"}, {"source": "pause", "target": "done"}],
+    }
+    sign_in(page, base_url)
+    run_id = api(page, base_url, "POST", "/workflow/execute", {"blueprint": blueprint})["run_id"]
+    page.goto(f"{base_url}/ui/runs/{run_id}")
+    expect(card(page, "pause")).to_have_attribute("data-state", "waiting")
+    expect(card(page, "pause").get_by_test_id("node-state")).to_have_text("‖ waiting")
+    page.get_by_role("button", name="Cancel run").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("cancelled")
+    expect(page.get_by_role("button", name="Cancel run")).to_be_disabled()
+    assert api(page, base_url, "GET", f"/runs/{run_id}")["status"] == "cancelled"
+
+
+class SupabaseAuth:
+    """Plays Supabase Auth (GoTrue) for supabase-js: password sign-in for one user, answering
+    with an HS256 access token the API accepts (``SUPABASE_JWT_SECRET``); CORS for the page."""
+
+    USER = "5e1f0000-0000-4000-8000-00000000abcd"
+    EMAIL = "asha@example.com"
+    PASSWORD = "correct horse"
+
+    def __init__(self) -> None:
+        self.sign_ins = 0
+        auth = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _send(self, status: int, body: Any = None) -> None:
+                data = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("access-control-allow-origin", "*")
+                self.send_header("access-control-allow-headers", "*")
+                self.send_header("access-control-allow-methods", "GET, POST, OPTIONS")
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_OPTIONS(self) -> None:
+                self._send(204)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"] or 0)))
+                if self.path.startswith("/auth/v1/logout"):
+                    self._send(204)
+                elif (body.get("email"), body.get("password")) == (auth.EMAIL, auth.PASSWORD):
+                    auth.sign_ins += 1
+                    self._send(200, auth.session())
+                else:
+                    self._send(
+                        400,
+                        {
+                            "error": "invalid_grant",
+                            "error_description": "Invalid login credentials",
+                        },
+                    )
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def session(self) -> dict[str, Any]:
+        now = int(time.time())
+        return {
+            "access_token": token_for(self.USER, iss=f"{self.url}/auth/v1", email=self.EMAIL),
+            "token_type": "bearer",
+            "expires_in": 3600,
+            "expires_at": now + 3600,
+            "refresh_token": "refresh-1",
+            "user": {
+                "id": self.USER,
+                "aud": "authenticated",
+                "role": "authenticated",
+                "email": self.EMAIL,
+                "app_metadata": {"provider": "email"},
+                "user_metadata": {},
+                "created_at": "2026-01-01T00:00:00Z",
+            },
+        }
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_sign_in_with_supabase_auth(browser: Browser, database_url: str) -> None:
+    gotrue = SupabaseAuth()
+    settings = make_settings(
+        database_url,
+        supabase_url=gotrue.url,
+        supabase_anon_key="anon-public-key",
+        supabase_jwt_secret=JWT_SECRET,
+    )
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    try:
+        with serving(settings) as url:
+            page.goto(f"{url}/")
+            page.get_by_label("Email", exact=True).fill(gotrue.EMAIL)
+            page.get_by_label("Password", exact=True).fill("wrong")
+            page.get_by_role("button", name="Sign in", exact=True).first.click()
+            expect(page.get_by_role("alert")).to_contain_text("Invalid login credentials")
+            page.get_by_label("Password", exact=True).fill(gotrue.PASSWORD)
+            page.get_by_role("button", name="Sign in", exact=True).first.click()
+            expect(page.get_by_role("navigation", name="Main")).to_be_visible()
+            expect(page.locator(".who")).to_contain_text(f"{gotrue.EMAIL} (token)")
+            # The page's requests carry her token: her workflow is listed (none are without one).
+            token = gotrue.session()["access_token"]
+            created = page.request.post(
+                f"{url}/workflows",
+                headers={"Authorization": f"Bearer {token}"},
+                data={
+                    "blueprint": {"name": "Asha's flow", "nodes": [{"id": "t", "type": "trigger"}]}
+                },
+            )
+            assert created.status == 201, created.text()
+            page.get_by_role("link", name="Workflows").click()
+            expect(page.get_by_role("link", name="Asha's flow")).to_be_visible()
+            assert gotrue.sign_ins == 1
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_label("Email", exact=True)).to_be_visible()
+    finally:
+        context.close()
+        gotrue.close()
