@@ -5,10 +5,7 @@ source "$(dirname "$0")/lib.sh"
 ensure_venv dev
 ensure_postgres
 ensure_dashboard
-say "migrating $DATABASE_URL"
-"$VENV/bin/python" -c "import sys
-from backend.app.store import migrations
-migrations.ensure_database(sys.argv[1]); migrations.migrate(sys.argv[1])" "$DATABASE_URL"
+"$VENV/bin/wf" migrate
 PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
 say "dashboard and API at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/docs)"
