@@ -66,7 +66,11 @@ USER_TOKEN = jwt.encode(
     algorithm="HS256",
 )
 _CREDENTIALS = ("authorization", "x-api-key", "x-user-id")
-schema = schemathesis.openapi.from_dict(APP.openapi())
+#: The SSE streams answer 200 with a stream that does not end while there is something to
+#: watch, so a generated call could wait forever; their 4xx answers (unknown or another user's
+#: ids, malformed Last-Event-ID, negative last_id) are tested in tests/test_stream.py and
+#: tests/test_ownership.py.
+schema = schemathesis.openapi.from_dict(APP.openapi()).exclude(path_regex=r"/stream$")
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
     max_examples=MAX_EXAMPLES,

@@ -65,12 +65,17 @@ async def _hub(request: Request) -> ProgressHub:
     return hub
 
 
+#: Event ids are PostgreSQL bigints.
+_MAX_ID = 2**63 - 1
+
+
 async def stream_cursor(
     last_id: Annotated[
-        int | None, Query(ge=0, description="Resume after this event id (the SSE id)")
+        int | None, Query(ge=0, le=_MAX_ID, description="Resume after this event id (the SSE id)")
     ] = None,
     last_event_id: Annotated[
-        int | None, Header(ge=0, description="The last SSE id seen (sent by EventSource)")
+        int | None,
+        Header(ge=0, le=_MAX_ID, description="The last SSE id seen (EventSource sends it)"),
     ] = None,
 ) -> int | None:
     """Where a reconnecting SSE client resumes: ``Last-Event-ID`` if sent, else ``?last_id=``
