@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tests.support import wait_for_run
+from tests.support import execute, wait_for_run
 
 EXAMPLE = {
     "name": "Say hi",
@@ -72,6 +72,78 @@ def test_execute_saved_workflow_and_read_logs(client: TestClient) -> None:
     assert logs[1]["duration_ms"] >= 0
     later = client.get(f"/runs/{run['id']}/logs", params={"after_id": logs[0]["id"]}).json()["logs"]
     assert [r["node_id"] for r in later] == ["hi"]
+
+
+def test_router_log_row_shows_each_condition_its_operands_and_result(
+    client: TestClient,
+) -> None:
+    router = {
+        "id": "route",
+        "type": "router",
+        "conditions": [
+            {
+                "branch": "vip",
+                "when": "trigger_data.amount > 100000 and trigger_data.tier.upper() == 'GOLD'",
+            },
+            {"branch": "big", "when": "trigger_data.amount > 100"},
+            {"branch": "never", "when": "trigger_data.missing > 1"},
+        ],
+        "default": "normal",
+    }
+    blueprint = {
+        "nodes": [{"id": "start", "type": "trigger"}, router]
+        + [{"id": b, "type": "end"} for b in ("vip", "big", "never", "normal")],
+        "edges": [{"source": "start", "target": "route"}]
+        + [
+            {"source": "route", "target": b, "branch": b} for b in ("vip", "big", "never", "normal")
+        ],
+    }
+    run_id = execute(client, blueprint, {"amount": 500, "tier": "gold"})
+    assert wait_for_run(client, run_id)["status"] == "succeeded"
+    logs = client.get(f"/runs/{run_id}/logs").json()["logs"]
+    [row] = [r for r in logs if r["node_id"] == "route"]
+    assert row["output"] == {"branch": "big"}
+    assert row["input"] == {
+        "conditions": [
+            {
+                "branch": "vip",
+                "when": "trigger_data.amount > 100000 and trigger_data.tier.upper() == 'GOLD'",
+                "operands": {"trigger_data.amount": 500, "trigger_data.tier": "gold"},
+                "result": False,
+            },
+            {
+                "branch": "big",
+                "when": "trigger_data.amount > 100",
+                "operands": {"trigger_data.amount": 500},
+                "result": True,
+            },
+        ]
+    }, "every condition evaluated until one held, with what it compared"
+
+
+def test_router_log_row_names_the_condition_that_failed(client: TestClient) -> None:
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "route",
+                "type": "router",
+                "conditions": [{"branch": "big", "when": "trigger_data.amount > 100"}],
+            },
+            {"id": "big", "type": "end"},
+        ],
+        "edges": [
+            {"source": "start", "target": "route"},
+            {"source": "route", "target": "big", "branch": "big"},
+        ],
+    }
+    run_id = execute(client, blueprint, {"amount": "lots"})
+    assert wait_for_run(client, run_id)["status"] == "failed"
+    logs = client.get(f"/runs/{run_id}/logs").json()["logs"]
+    [row] = [r for r in logs if r["node_id"] == "route"]
+    [condition] = row["input"]["conditions"]
+    assert condition["operands"] == {"trigger_data.amount": "lots"}
+    assert "result" not in condition and "'>' not supported" in condition["error"]
 
 
 def test_runs_are_listed_newest_first_with_a_cursor(client: TestClient) -> None:

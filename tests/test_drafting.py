@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.agents.llm import build_chat_model
 from backend.app.app import create_app
+from backend.app.workflows.layout import X_GAP, Y_GAP
 from tests.conftest import make_settings
 from tests.support import chat_completion
 
@@ -262,6 +263,65 @@ def test_revise_keeps_ids_and_positions_of_unchanged_nodes(api: TestClient, mode
     after = {n["id"]: n["position"] for n in revised["blueprint"]["nodes"]}
     assert after["send_receipt"] == before["send_receipt"]
     assert "Here is the current blueprint" in model.messages(1)[1]["content"]
+
+
+def test_revise_that_grows_the_graph_keeps_positions_and_overlaps_nothing(
+    api: TestClient, model: Model
+) -> None:
+    send = RECEIPT["nodes"][1]
+    model.answers = [
+        {
+            **RECEIPT,
+            "nodes": [*RECEIPT["nodes"], node("done", "end")],
+            "edges": [*RECEIPT["edges"], edge("send_receipt", "done")],
+        }
+    ]
+    first = api.post("/workflow/draft", json={"prompt": "receipt"}).json()
+    thank_you = node(
+        "thank_you",
+        "action",
+        service="whatsapp",
+        task="send_message",
+        params_json=json.dumps(
+            {"to": "{{ trigger_data.payload.payment.entity.contact }}", "body": "Thank you!"}
+        ),
+    )
+    model.answers = [
+        {
+            **RECEIPT,
+            "nodes": [
+                RECEIPT["nodes"][0],
+                send,
+                node("wait_2_days", "delay", duration="2d"),
+                thank_you,
+                node("done", "end"),
+            ],
+            "edges": [
+                edge("payment_captured", "send_receipt"),
+                edge("send_receipt", "wait_2_days"),
+                edge("wait_2_days", "thank_you"),
+                edge("thank_you", "done"),
+            ],
+        }
+    ]
+    response = api.post(
+        f"/workflows/{first['workflow_id']}/revise",
+        json={"instruction": "add a 2 day delay then a thank-you message"},
+    )
+    assert response.status_code == 201, response.text
+    before = {n["id"]: n["position"] for n in first["blueprint"]["nodes"]}
+    after = {n["id"]: n["position"] for n in response.json()["blueprint"]["nodes"]}
+    assert {k: after[k] for k in before} == before, "kept nodes stay where they were"
+    for new in ("wait_2_days", "thank_you"):
+        for other, at in after.items():
+            if other != new:
+                too_close = (
+                    abs(at["x"] - after[new]["x"]) < X_GAP
+                    and abs(at["y"] - after[new]["y"]) < Y_GAP
+                )
+                assert not too_close, f"{new} {after[new]} overlaps {other} {at}"
+    assert after["wait_2_days"]["y"] > after["send_receipt"]["y"], "new nodes go below parents"
+    assert after["thank_you"]["y"] > after["wait_2_days"]["y"]
 
 
 def test_dry_run_shows_resolved_inputs_and_stores_nothing(

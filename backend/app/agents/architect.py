@@ -294,7 +294,8 @@ class WorkflowArchitect:
         owner: Mapping[str, Any] | None = None,
     ) -> Draft:
         """Apply an edit instruction to ``current``; unchanged nodes keep their ids and canvas
-        positions (new nodes get a layered position). ``owner``: as for :meth:`draft`.
+        positions (new nodes go below their parents, clear of every node: see
+        :func:`layered_layout`). ``owner``: as for :meth:`draft`.
 
         Raises:
             DraftInvalid: 422. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.

@@ -443,17 +443,32 @@ class Engine:
         )
 
     async def _router_step(self, node: RouterNode, attempt: int) -> StepOutcome:
+        """Take the first branch whose condition holds, else the default. The logged input
+        says why: ``{"conditions": [{"branch", "when", "operands": {reference: value},
+        "result": bool}]}`` for each condition evaluated, in order (the failing one carries
+        ``"error"`` instead of ``"result"``)."""
         context = self._context()
+        checked: list[dict[str, Any]] = []
         for condition in node.conditions:
+            entry: dict[str, Any] = {"branch": condition.branch, "when": condition.when}
+            checked.append(entry)
             try:
-                matched = expressions.evaluate(condition.when, context)
+                entry["operands"] = expressions.operands(condition.when, context)
+                matched = bool(expressions.evaluate(condition.when, context))
             except expressions.ExpressionError as exc:
+                entry["error"] = str(exc)
                 raise StepError(
-                    "expression_error", f"branch '{condition.branch}': {exc}", retryable=False
+                    "expression_error",
+                    f"branch '{condition.branch}': {exc}",
+                    retryable=False,
+                    input={"conditions": checked},
                 ) from None
+            entry["result"] = matched
             if matched:
-                return StepOutcome(input=None, output={"branch": condition.branch})
-        return StepOutcome(input=None, output={"branch": node.default})
+                return StepOutcome(
+                    input={"conditions": checked}, output={"branch": condition.branch}
+                )
+        return StepOutcome(input={"conditions": checked}, output={"branch": node.default})
 
     async def _wait(self, node: WaitForEventNode, port: StepPort) -> _NodeResult:
         snapshot = {**self._context(), "steps": dict(self._steps)}

@@ -254,6 +254,73 @@ def check_expression(expr: str, *, allowed: Iterable[str] = CONTEXT_NAMES) -> se
     return referenced
 
 
+def operands(expr: str, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The values a bare expression compares: each field read from a context name by constants
+    (``trigger_data.amount``, ``steps.check.output['ok']``; the longest such chain, the object
+    of a method call rather than the method), as ``{reference text: value}`` in reading order,
+    all evaluated within one budget. References that do not resolve (undefined, a broken
+    budget) are left out: this is a diagnostic and never fails.
+
+    Raises:
+        ExpressionError: the expression does not parse.
+    """
+    found: dict[str, Any] = {}
+    with sandbox.budgeted():
+        for text in _compiled_references(expr):
+            try:
+                found[text] = _evaluate(text, context)
+            except ExpressionError:
+                continue
+    return found
+
+
+@lru_cache(maxsize=4096)
+def _compiled_references(expr: str) -> tuple[str, ...]:
+    """The distinct references of :func:`operands` that compile, compiled (outside any
+    budget) and cached."""
+    _, root = _expression_tree(expr)
+    compiled: list[str] = []
+    for text in dict.fromkeys(_references(root)):
+        try:
+            _compile_expression(text)
+        except ExpressionError:
+            continue
+        compiled.append(text)
+    return tuple(compiled)
+
+
+def _references(node: nodes.Node) -> Iterable[str]:
+    """Maximal constant field chains below ``node`` that read at least one field."""
+    if isinstance(node, nodes.Getattr | nodes.Getitem):
+        text = _chain(node)
+        if text is not None:
+            yield text
+            return
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        yield from _references(node.node.node)  # the object, not its bound method
+        for argument in (*node.args, *node.kwargs, node.dyn_args, node.dyn_kwargs):
+            if argument is not None:
+                yield from _references(argument)
+        return
+    for child in node.iter_child_nodes():
+        yield from _references(child)
+
+
+def _chain(node: nodes.Node) -> str | None:
+    """``node`` as expression text when it is a name followed by constant field reads."""
+    if isinstance(node, nodes.Name):
+        return node.name if node.ctx == "load" else None
+    if isinstance(node, nodes.Getattr):
+        base = _chain(node.node)
+        return None if base is None else f"{base}.{node.attr}"
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        key = node.arg.value
+        if isinstance(key, str) or (isinstance(key, int) and not isinstance(key, bool)):
+            base = _chain(node.node)
+            return None if base is None else f"{base}[{key!r}]"
+    return None
+
+
 def template_strings(value: Any) -> Iterable[tuple[tuple[str | int, ...], str]]:
     """Yield ``(path, string)`` for every template string inside a JSON-like value."""
     if isinstance(value, str):
