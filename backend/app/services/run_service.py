@@ -13,6 +13,7 @@ from backend.app.services import paging, workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
+from backend.app.workflows.engine import continued_output
 from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import validate_blueprint_async
 
@@ -134,7 +135,8 @@ async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[
 
 async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
     """The owner's run with every node's state (``pending`` until it has a log row), in
-    blueprint order.
+    blueprint order. A failed action with ``on_error: "continue"`` shows, beside its
+    ``error``, the ``output`` later steps received (``{"error": ...}``).
 
     Raises:
         NotFound: unknown run, or another user's.
@@ -146,24 +148,28 @@ async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
         states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
     nodes = []
-    for node in _drawn_nodes(version["blueprint"] if version else None):
-        entry: dict[str, Any] = {**node, "status": "pending"}
-        state = states.get(node["id"])
+    for node in _raw_nodes(version["blueprint"] if version else None):
+        entry: dict[str, Any] = {
+            "id": str(node["id"]),
+            "type": str(node.get("type", "unknown")),
+            "name": node.get("name"),
+            "status": "pending",
+        }
+        state = states.get(entry["id"])
         if state is not None:
             entry.update({k: v for k, v in state.items() if k != "node_id"})
+            if node.get("on_error") == "continue" and state["status"] == "failed":
+                # the run went on: show the output later steps received
+                entry["output"] = continued_output(state["error"] or {})
         nodes.append(entry)
     return {**run, "nodes": nodes}
 
 
-def _drawn_nodes(blueprint: Any) -> list[dict[str, Any]]:
-    """``{id, type, name}`` of each node of a stored blueprint, read leniently: a version an
-    operator damaged by hand still shows its run."""
+def _raw_nodes(blueprint: Any) -> list[dict[str, Any]]:
+    """The nodes (with an ``id``) of a stored blueprint, read leniently: a version an operator
+    damaged by hand still shows its run."""
     raw = blueprint.get("nodes") if isinstance(blueprint, dict) else None
-    return [
-        {"id": str(n["id"]), "type": str(n.get("type", "unknown")), "name": n.get("name")}
-        for n in raw or []
-        if isinstance(n, dict) and "id" in n
-    ]
+    return [n for n in raw or [] if isinstance(n, dict) and "id" in n]
 
 
 async def page(
