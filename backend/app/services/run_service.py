@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
+
+import psycopg
 
 from backend.app import metrics
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
@@ -52,11 +54,12 @@ async def start(
     idempotency_key: str | None,
     owner: UUID,
     trace_id: str | None = None,
-    origin: str = "adhoc",
+    origin: Literal["adhoc", "channel"] = "adhoc",
     system: bool = False,
 ) -> tuple[UUID, bool]:
     """Queue a run, for ``owner``, of their saved workflow (``version`` default: latest) or of
-    an ad-hoc blueprint (saved as their workflow).
+    an unsaved blueprint (stored as their workflow of ``origin``, once per content: runs of
+    the same blueprint share it).
 
     ``system``: the system starts it (a channel command, a session timer): the blueprint may
     use the internal tools, and a saved workflow may be one of :data:`SYSTEM_ORIGINS`.
@@ -82,11 +85,9 @@ async def start(
             return existing, False
     registry = TOOL_REGISTRY if system else None  # only the system's blueprints: internal tools
     parsed = None if blueprint is None else await validate_blueprint_async(blueprint, registry)
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, conn.transaction() as tx:
         if parsed is not None:
-            row = await workflow_service.create_in(
-                conn, parsed, name=None, description=None, owner=owner, origin=origin
-            )
+            row = await workflow_service.store_once_in(conn, parsed, owner=owner, origin=origin)
             workflow_id, version = row["id"], 1
         else:
             assert workflow_id is not None
@@ -113,6 +114,8 @@ async def start(
             engine=dispatcher.engine,
             trace_id=trace_id,
         )
+        if not created:  # the key's first run stands: keep nothing this request stored
+            raise psycopg.Rollback(tx)
     if created:
         await dispatch(pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)])
     return run_id, created
