@@ -243,3 +243,32 @@ def test_openapi_documents_the_response_shapes(client: TestClient) -> None:
         assert name in schemas
     ok = spec["paths"]["/runs/{run_id}"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/RunOut")
+
+
+def test_a_failed_step_that_continues_shows_the_output_later_steps_received(
+    client: TestClient,
+) -> None:
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "broken",
+                "type": "action",
+                "service": "transform",
+                "task": "build",
+                "on_error": "continue",
+                "params": {"fields": {"x": "{{ trigger_data.missing.deeper }}"}},
+            },
+            {"id": "after", "type": "end", "output": {"seen": "{{ steps.broken.output }}"}},
+        ],
+        "edges": [{"source": "start", "target": "broken"}, {"source": "broken", "target": "after"}],
+    }
+    response = client.post("/workflow/execute", json={"blueprint": blueprint, "payload": {}})
+    assert response.status_code == 202, response.text
+    run = wait_for_run(client, response.json()["run_id"])
+    assert run["status"] == "succeeded", run
+    broken = next(node for node in run["nodes"] if node["id"] == "broken")
+    assert broken["status"] == "failed"
+    assert broken["error"]["code"] == "expression_error", broken
+    assert broken["output"] == {"error": broken["error"]}
+    assert broken["output"] == run["output"]["seen"], "what the next step received"

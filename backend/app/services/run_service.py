@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
+
+import psycopg
 
 from backend.app import metrics
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
@@ -13,6 +15,7 @@ from backend.app.services import paging, workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
+from backend.app.workflows.engine import continued_output
 from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import validate_blueprint_async
 
@@ -51,11 +54,12 @@ async def start(
     idempotency_key: str | None,
     owner: UUID,
     trace_id: str | None = None,
-    origin: str = "adhoc",
+    origin: Literal["adhoc", "channel"] = "adhoc",
     system: bool = False,
 ) -> tuple[UUID, bool]:
     """Queue a run, for ``owner``, of their saved workflow (``version`` default: latest) or of
-    an ad-hoc blueprint (saved as their workflow).
+    an unsaved blueprint (stored as their workflow of ``origin``, once per content: runs of
+    the same blueprint share it).
 
     ``system``: the system starts it (a channel command, a session timer): the blueprint may
     use the internal tools, and a saved workflow may be one of :data:`SYSTEM_ORIGINS`.
@@ -81,11 +85,9 @@ async def start(
             return existing, False
     registry = TOOL_REGISTRY if system else None  # only the system's blueprints: internal tools
     parsed = None if blueprint is None else await validate_blueprint_async(blueprint, registry)
-    async with pool.connection() as conn, conn.transaction():
+    async with pool.connection() as conn, conn.transaction() as tx:
         if parsed is not None:
-            row = await workflow_service.create_in(
-                conn, parsed, name=None, description=None, owner=owner, origin=origin
-            )
+            row = await workflow_service.store_once_in(conn, parsed, owner=owner, origin=origin)
             workflow_id, version = row["id"], 1
         else:
             assert workflow_id is not None
@@ -112,6 +114,8 @@ async def start(
             engine=dispatcher.engine,
             trace_id=trace_id,
         )
+        if not created:  # the key's first run stands: keep nothing this request stored
+            raise psycopg.Rollback(tx)
     if created:
         await dispatch(pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)])
     return run_id, created
@@ -134,7 +138,8 @@ async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[
 
 async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
     """The owner's run with every node's state (``pending`` until it has a log row), in
-    blueprint order.
+    blueprint order. A failed action with ``on_error: "continue"`` shows, beside its
+    ``error``, the ``output`` later steps received (``{"error": ...}``).
 
     Raises:
         NotFound: unknown run, or another user's.
@@ -146,24 +151,28 @@ async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
         states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
     nodes = []
-    for node in _drawn_nodes(version["blueprint"] if version else None):
-        entry: dict[str, Any] = {**node, "status": "pending"}
-        state = states.get(node["id"])
+    for node in _raw_nodes(version["blueprint"] if version else None):
+        entry: dict[str, Any] = {
+            "id": str(node["id"]),
+            "type": str(node.get("type", "unknown")),
+            "name": node.get("name"),
+            "status": "pending",
+        }
+        state = states.get(entry["id"])
         if state is not None:
             entry.update({k: v for k, v in state.items() if k != "node_id"})
+            if node.get("on_error") == "continue" and state["status"] == "failed":
+                # the run went on: show the output later steps received
+                entry["output"] = continued_output(state["error"] or {})
         nodes.append(entry)
     return {**run, "nodes": nodes}
 
 
-def _drawn_nodes(blueprint: Any) -> list[dict[str, Any]]:
-    """``{id, type, name}`` of each node of a stored blueprint, read leniently: a version an
-    operator damaged by hand still shows its run."""
+def _raw_nodes(blueprint: Any) -> list[dict[str, Any]]:
+    """The nodes (with an ``id``) of a stored blueprint, read leniently: a version an operator
+    damaged by hand still shows its run."""
     raw = blueprint.get("nodes") if isinstance(blueprint, dict) else None
-    return [
-        {"id": str(n["id"]), "type": str(n.get("type", "unknown")), "name": n.get("name")}
-        for n in raw or []
-        if isinstance(n, dict) and "id" in n
-    ]
+    return [n for n in raw or [] if isinstance(n, dict) and "id" in n]
 
 
 async def page(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from backend.app.errors import Conflict, NotFound
@@ -54,6 +56,41 @@ async def create_in(
         trigger_kind=trigger.trigger,
         trigger_event=trigger.event,
     )
+    return dict(row)
+
+
+def content_sha256(stored: dict[str, Any]) -> str:
+    """Hex SHA-256 of a stored blueprint as canonical JSON (sorted keys, no spaces): equal
+    blueprints hash alike whatever their key order."""
+    canonical = json.dumps(stored, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def store_once_in(
+    conn: Conn, blueprint: Blueprint, *, owner: UUID, origin: Literal["adhoc", "channel"]
+) -> dict[str, Any]:
+    """The owner's workflow of ``origin`` for this validated, unsaved blueprint: stored (version
+    1) on first use, then found by content (inside the transaction that starts its run, so a
+    failed start leaves nothing behind).
+
+    Raises:
+        Conflict: 409 ``workflow_archived``: the stored copy kept being archived meanwhile.
+    """
+    trigger = _trigger(blueprint)
+    stored = stored_form(blueprint)
+    row = await store.create_once(
+        conn,
+        owner=owner,
+        name=blueprint.name or "Untitled workflow",
+        description=blueprint.description,
+        origin=origin,
+        blueprint=stored,
+        content_sha256=content_sha256(stored),
+        trigger_kind=trigger.trigger,
+        trigger_event=trigger.event,
+    )
+    if row is None:
+        raise Conflict("the stored blueprint was archived meanwhile", code="workflow_archived")
     return dict(row)
 
 

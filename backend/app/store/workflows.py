@@ -38,6 +38,58 @@ async def create(
     return row
 
 
+#: Origins whose blueprints are stored once per owner and content (``content_sha256``).
+CONTENT_ORIGINS = ("adhoc", "channel")
+
+
+async def create_once(
+    conn: Conn,
+    *,
+    owner: UUID,
+    name: str,
+    description: str | None,
+    origin: str,
+    blueprint: dict[str, Any],
+    content_sha256: str,
+    trigger_kind: str,
+    trigger_event: str | None,
+) -> DictRow | None:
+    """The owner's unarchived workflow of ``origin`` (one of :data:`CONTENT_ORIGINS`) whose
+    version 1 has this content, inserted with version 1 if there is none (call inside a
+    transaction). Concurrent callers with the same content get the same row: an insert waits
+    for the other's transaction, then finds its row. The row is share-locked until the
+    transaction ends, so it cannot be archived under a run being started. None when the row
+    was archived between insert and read three times running.
+
+    Raises:
+        ValueError: ``origin`` is not one of :data:`CONTENT_ORIGINS`.
+    """
+    if origin not in CONTENT_ORIGINS:
+        raise ValueError(f"origin {origin!r} is not stored by content")
+    for _ in range(3):  # an archive can free the slot between the insert and the select
+        cur = await conn.execute(
+            "insert into workflows (owner_id, name, description, origin, content_sha256)"
+            " values (%s, %s, %s, %s, %s)"
+            " on conflict (owner_id, origin, content_sha256)"
+            " where origin in ('adhoc', 'channel') and archived_at is null do nothing"
+            " returning *",
+            (owner, name, description, origin, content_sha256),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await _insert_version(conn, row, 1, blueprint, trigger_kind, trigger_event)
+            return row
+        cur = await conn.execute(
+            "select * from workflows where owner_id = %s and origin = %s"
+            " and content_sha256 = %s and archived_at is null for share",
+            (owner, origin, content_sha256),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return row
+    return None
+
+
 async def add_version(
     conn: Conn,
     workflow_id: UUID,

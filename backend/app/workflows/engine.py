@@ -108,6 +108,12 @@ class StepFailed(Exception):
         self.error = error
 
 
+def continued_output(error: dict[str, Any]) -> dict[str, Any]:
+    """The output of an action with ``on_error: "continue"`` that failed for good: what later
+    steps read as ``steps.<id>.output`` (``{"error": {code, message, ...}}``)."""
+    return {"error": error}
+
+
 class Suspended(Exception):
     """The step cannot finish in this pass: it waits on a timer or an event (the embedded runner
     resumes the run at or before ``wake_at``), or the runner must hand control back first
@@ -375,7 +381,7 @@ class Engine:
         except StepFailed as failed:
             if node.on_error != "continue":
                 raise
-            return _NodeResult({"error": failed.error}, status="failed")
+            return _NodeResult(continued_output(failed.error), status="failed")
         return _NodeResult(output)
 
     async def _action_step(self, node: ActionNode, attempt: int) -> StepOutcome:
