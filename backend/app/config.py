@@ -71,7 +71,12 @@ class Settings(BaseSettings):
         description="Serve GET /metrics to anyone (a scraper on a private network). Without "
         "it only service keys (API_KEYS) and local mode may read them.",
     )
-    cors_origins: list[str] = ["*"]
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='CORS_ORIGINS=["https://app.example.com"]: origins whose browser pages may '
+        "call the API. None by default: the dashboard is served by the API itself (and Vite "
+        "proxies it in development), so it is same-origin and needs no CORS.",
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
 
     # Engine: "embedded" runs blueprints in this process on Postgres; "inngest" hands them to an
