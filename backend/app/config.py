@@ -9,6 +9,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -157,6 +158,11 @@ class Settings(BaseSettings):
     )
     default_currency: str = "INR"
     default_phone_region: str = Field(default="IN", description="For numbers without +code.")
+    default_timezone: str = Field(
+        default="Asia/Kolkata",
+        description="IANA zone that relative dates said in a conversation ('tomorrow', "
+        "'next Tuesday', '25 Dec') are resolved in.",
+    )
     session_timeout_seconds: float = Field(default=1800, gt=0)
     link_code_ttl_seconds: float = Field(
         default=600, gt=0, le=86400, description="How long a WhatsApp link code works."
@@ -226,6 +232,20 @@ class Settings(BaseSettings):
             "SUPABASE_URL must be https://<project-ref>.supabase.co (plain http only for a "
             "local stack on localhost)"
         )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        """The zone must exist, so a typo stops start-up rather than every date slot.
+
+        Raises:
+            ValueError: not an IANA time zone name (``Asia/Kolkata``, ``UTC``).
+        """
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC") from None
+        return value
 
     @property
     def inngest_dev_mode(self) -> bool:
