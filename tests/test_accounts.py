@@ -51,3 +51,16 @@ def test_profile_phone_is_normalised(accounts: TestClient) -> None:
     bad = accounts.patch("/me", json={"phone": "not a phone"}, headers=as_user(ALICE))
     assert bad.status_code == 422
     assert bad.json()["error"]["details"][0]["loc"] == ["body", "phone"]
+
+
+def test_profile_email_is_what_email_validator_accepts(accounts: TestClient) -> None:
+    updated = accounts.patch("/me", json={"email": "Asha@Example.com"}, headers=as_user(ALICE))
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["email"] == "asha@example.com"
+    for bad in ("asha..k@example.com", "asha@-bad.com", "nope"):  # the first two passed a regex
+        refused = accounts.patch("/me", json={"email": bad}, headers=as_user(ALICE))
+        assert refused.status_code == 422, bad
+        error = refused.json()["error"]
+        assert error["code"] == "validation_error", error
+        assert error["details"][0]["loc"] == ["body", "email"]
+        assert "doesn't look like an email address" in error["details"][0]["message"]

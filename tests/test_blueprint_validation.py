@@ -201,3 +201,61 @@ def test_templated_params_are_checked_again_at_run_time(client: TestClient) -> N
     assert run["status"] == "failed"
     assert run["error"]["node_id"] == "send" and run["error"]["code"] == "invalid_params"
     assert run["error"]["details"]["errors"][0]["loc"] == ["params", "to"]
+
+
+@pytest.mark.parametrize(
+    ("to", "accepted"),
+    [
+        ("+91 98765-43210", True),
+        ("+1 (415) 555-2671", True),  # a regex of digits refused this
+        ("whatsapp:+14155552671", True),
+        ("+1234567", False),  # '+' and 7 digits, but no such number
+        ("+999 1234 5678", False),  # no country 999
+        ("919876543210", False),  # no '+' country code
+    ],
+)
+def test_whatsapp_numbers_are_what_libphonenumber_accepts(
+    client: TestClient, to: str, accepted: bool
+) -> None:
+    blueprint = copy.deepcopy(BASE)
+    _node(blueprint, "send")["params"] = {"to": to, "body": "hi"}
+    response = client.post("/workflows", json={"blueprint": blueprint})
+    if accepted:
+        assert response.status_code == 201, response.text
+        return
+    assert response.status_code == 422, response.text
+    [detail] = response.json()["error"]["details"]
+    assert detail["loc"] == ["nodes", 1, "params", "to"] and detail["node_id"] == "send"
+    assert "is not an E.164 phone number" in detail["message"]
+
+
+@pytest.mark.parametrize(
+    ("email", "accepted"),
+    [
+        ("Asha@Example.com", True),
+        ("用户@例子.广告", True),
+        ("asha..k@example.com", False),  # a regex of '@' and '.' let these through
+        ("asha@-bad.com", False),
+        ("nope", False),
+    ],
+)
+def test_customer_emails_are_what_email_validator_accepts(
+    client: TestClient, email: str, accepted: bool
+) -> None:
+    blueprint = copy.deepcopy(BASE)
+    _set(
+        "send",
+        service="razorpay",
+        task="create_payment_link",
+        params={"amount": 50000, "customer": {"name": "Asha", "email": email}},
+    )(blueprint)
+    response = client.post("/workflows", json={"blueprint": blueprint})
+    if accepted:
+        assert response.status_code == 201, response.text
+        return
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_blueprint"
+    [detail] = error["details"]
+    assert detail["loc"] == ["nodes", 1, "params", "customer", "email"]
+    assert detail["node_id"] == "send" and "not a valid email address" in detail["message"]

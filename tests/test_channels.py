@@ -15,8 +15,10 @@ import math
 import struct
 import time
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -479,6 +481,53 @@ def test_active_intent_workflow_is_an_intent_with_its_slots(
     run = api.get(f"/runs/{done['run_id']}").json()
     assert run["workflow_id"] == wf["id"] and run["trigger_data"] == {"phone": "+919876543210"}
     assert run["trace_id"] == done["trace_id"]
+
+
+def _next_tuesday(today: date) -> date:
+    """The first Tuesday after ``today`` (a week on, when today is a Tuesday)."""
+    return today + timedelta(days=(1 - today.weekday() - 1) % 7 + 1)
+
+
+@pytest.mark.parametrize(
+    ("said", "resolve"),
+    [
+        ("next Tuesday", _next_tuesday),
+        ("25 Dec", lambda today: date(today.year + (today >= date(today.year, 12, 25)), 12, 25)),
+    ],
+)
+def test_a_date_said_in_words_is_resolved_and_echoed_in_the_confirmation(
+    api: TestClient, llm: FakeOpenAI, said: str, resolve: Callable[[date], date]
+) -> None:
+    """The model copies the date as said; the server resolves it in DEFAULT_TIMEZONE (here the
+    default, Asia/Kolkata), spells it out in the confirmation, and the run gets ISO 8601."""
+    blueprint = {
+        "name": "Book a visit",
+        "nodes": [
+            {
+                "id": "asked",
+                "type": "trigger",
+                "trigger": "intent",
+                "intent": "BOOK_VISIT",
+                "confirm": True,
+                "slots": [{"name": "day", "type": "date", "question": "Which day?"}],
+            },
+            {"id": "done", "type": "end"},
+        ],
+        "edges": [{"source": "asked", "target": "done"}],
+    }
+    wf = api.post("/workflows", json={"blueprint": blueprint}).json()
+    assert api.post(f"/workflows/{wf['id']}/activate").status_code == 200
+
+    llm.say("BOOK_VISIT", day=said)
+    asked = whatsapp(api, f"book a visit {said}", "SMdate1")
+    expected = resolve(datetime.now(ZoneInfo("Asia/Kolkata")).date())
+    spelled = f"{expected:%A} {expected.day} {expected:%B %Y}"  # Tuesday 1 December 2026
+    assert "Please confirm" in asked.text and f"day: {spelled}" in asked.text, asked.text
+
+    llm.say(None, confirmation="yes")
+    whatsapp(api, "yes", "SMdate2")
+    [run] = api.get("/runs", params={"workflow_id": wf["id"]}).json()["runs"]
+    assert api.get(f"/runs/{run['id']}").json()["trigger_data"] == {"day": expected.isoformat()}
 
 
 def test_messages_of_one_user_are_handled_one_at_a_time(

@@ -93,12 +93,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.auth = auth
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
-    )
+    if settings.cors_origins:  # none by default: the dashboard is same-origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     # Inngest's signed requests carry step memos and may exceed the API's body limit; voice
     # uploads may be as large as the transcription API accepts.
     app.add_middleware(

@@ -9,6 +9,7 @@ import ipaddress
 from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -71,7 +72,12 @@ class Settings(BaseSettings):
         description="Serve GET /metrics to anyone (a scraper on a private network). Without "
         "it only service keys (API_KEYS) and local mode may read them.",
     )
-    cors_origins: list[str] = ["*"]
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='CORS_ORIGINS=["https://app.example.com"]: origins whose browser pages may '
+        "call the API. None by default: the dashboard is served by the API itself (and Vite "
+        "proxies it in development), so it is same-origin and needs no CORS.",
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
 
     # Engine: "embedded" runs blueprints in this process on Postgres; "inngest" hands them to an
@@ -152,6 +158,11 @@ class Settings(BaseSettings):
     )
     default_currency: str = "INR"
     default_phone_region: str = Field(default="IN", description="For numbers without +code.")
+    default_timezone: str = Field(
+        default="Asia/Kolkata",
+        description="IANA zone that relative dates said in a conversation ('tomorrow', "
+        "'next Tuesday', '25 Dec') are resolved in.",
+    )
     session_timeout_seconds: float = Field(default=1800, gt=0)
     link_code_ttl_seconds: float = Field(
         default=600, gt=0, le=86400, description="How long a WhatsApp link code works."
@@ -221,6 +232,20 @@ class Settings(BaseSettings):
             "SUPABASE_URL must be https://<project-ref>.supabase.co (plain http only for a "
             "local stack on localhost)"
         )
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _timezone_is_known(cls, value: str) -> str:
+        """The zone must exist, so a typo stops start-up rather than every date slot.
+
+        Raises:
+            ValueError: not an IANA time zone name (``Asia/Kolkata``, ``UTC``).
+        """
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as UTC") from None
+        return value
 
     @property
     def inngest_dev_mode(self) -> bool:

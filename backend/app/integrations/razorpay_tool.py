@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import razorpay
 import requests
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from backend.app.config import Settings
@@ -38,7 +38,7 @@ class Customer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str | None = None
-    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    email: EmailStr | None = None
     contact: str | None = Field(default=None, description="Phone, E.164 preferred.")
 
 

@@ -9,9 +9,9 @@ Source: https://www.twilio.com/docs/whatsapp/api and /docs/sms/api/message-resou
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
+import phonenumbers
 import requests
 from pydantic import Field, HttpUrl, field_validator
 from twilio.base.exceptions import TwilioRestException
@@ -29,19 +29,21 @@ from backend.app.integrations.base import (
     fake_id,
 )
 
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
 
 def whatsapp_address(number: str) -> str:
-    """Normalise ``+919876543210`` or ``whatsapp:+919876543210`` to Twilio's WhatsApp form.
+    """Normalise ``+919876543210``, ``whatsapp:+91 98765-43210`` and the like to Twilio's
+    WhatsApp form, ``whatsapp:+919876543210``.
 
     Raises:
-        ValueError: the number is not E.164 (``+`` then 7-15 digits).
+        ValueError: not a valid phone number with its ``+`` country code (libphonenumber).
     """
-    bare = number.removeprefix("whatsapp:").replace(" ", "").replace("-", "")
-    if not _E164.match(bare):
+    try:
+        parsed = phonenumbers.parse(number.removeprefix("whatsapp:"), None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is None or not phonenumbers.is_valid_number(parsed):
         raise ValueError(f"{number!r} is not an E.164 phone number such as +919876543210")
-    return f"whatsapp:{bare}"
+    return f"whatsapp:{phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)}"
 
 
 class SendMessage(TaskParams):

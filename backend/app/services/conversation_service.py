@@ -21,10 +21,12 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 from uuid import UUID
 
 import psycopg
+from babel.dates import format_date
 
 from backend.app.config import Settings
 from backend.app.errors import AppError, EngineUnavailable, LLMBadOutput, LLMTimeout, LLMUnavailable
@@ -57,15 +59,19 @@ class Turn:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _display(value: Any) -> str:
+def _display(slot: Slot, value: Any) -> str:
+    """A slot's value as the user should check it: money as formatted, a date spelled out
+    (``Tuesday 1 December 2026``), so a "next Tuesday" shows which Tuesday it became."""
     if isinstance(value, dict) and "display" in value:
         return str(value["display"])
+    if slot.type == "date":
+        return format_date(date.fromisoformat(value), "EEEE d MMMM y", locale="en_IN")
     return str(value)
 
 
 def _confirmation(intent: Intent, slots: dict[str, Any]) -> str:
     details = ", ".join(
-        f"{s.name.replace('_', ' ')}: {_display(slots[s.name])}"
+        f"{s.name.replace('_', ' ')}: {_display(s, slots[s.name])}"
         for s in intent.slots
         if s.name in slots
     )

@@ -6,24 +6,27 @@ The catalog is generated, never hand-kept: every public tool task that declares 
 
 Extraction uses LangChain structured output; normalisation is ours and deterministic: money ->
 minor units with an ISO currency (Razorpay wants paise; precision from Babel's CLDR data), phone
-numbers -> E.164 (libphonenumber), dates -> ISO 8601. Missing slots are computed here, not
-trusted from the model.
+numbers -> E.164 (libphonenumber), emails checked by email-validator (Pydantic's ``EmailStr``),
+dates as people say them ("25 Dec", "next Tuesday"; dateparser, in ``DEFAULT_TIMEZONE``) -> ISO
+8601. Missing slots are computed here, not trusted from the model.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
+import dateparser
 import phonenumbers
 from babel.numbers import format_currency, get_currency_precision, list_currencies
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
 from backend.app.agents import llm
@@ -121,7 +124,7 @@ _SCALES = {
     "crore": 10_000_000,
     "crores": 10_000_000,
 }
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL: TypeAdapter[str] = TypeAdapter(EmailStr)
 
 
 def _currency(text: str, default: str) -> str:
@@ -188,10 +191,30 @@ def normalize_email(text: str) -> str:
     Raises:
         SlotValueError: not an email address.
     """
-    text = text.strip()
-    if len(text) > 254 or not _EMAIL.match(text):
-        raise SlotValueError("that doesn't look like an email address")
-    return text.lower()
+    try:
+        address = _EMAIL.validate_python(text.strip())
+    except ValidationError:
+        raise SlotValueError("that doesn't look like an email address") from None
+    return address.lower()
+
+
+def normalize_date(text: str, timezone: str) -> date:
+    """A date as people write or say it, ``"2026-12-25"``, ``"25 Dec"``, ``"next Tuesday"``,
+    ``"tomorrow"``, ``"25/12/2026"`` (day first), resolved against today in ``timezone``; a
+    date without a year, or a weekday, is the next one to come.
+
+    Raises:
+        SlotValueError: not a date dateparser can read.
+    """
+    now = datetime.now(ZoneInfo(timezone)).replace(tzinfo=None)
+    parsed = dateparser.parse(
+        text,
+        languages=["en"],
+        settings={"RELATIVE_BASE": now, "PREFER_DATES_FROM": "future", "DATE_ORDER": "DMY"},
+    )
+    if parsed is None:
+        raise SlotValueError("I couldn't read that date")
+    return parsed.date()
 
 
 def normalize(slot: Slot, value: str, settings: Settings) -> Any:
@@ -210,10 +233,7 @@ def normalize(slot: Slot, value: str, settings: Settings) -> Any:
     if slot.type == "email":
         return normalize_email(text)
     if slot.type == "date":
-        try:
-            return date.fromisoformat(text[:10]).isoformat()
-        except ValueError:
-            raise SlotValueError("I couldn't read that date") from None
+        return normalize_date(text, settings.default_timezone).isoformat()
     if slot.type == "number":
         try:
             return float(text.replace(",", ""))
@@ -271,8 +291,8 @@ class ExtractedEntity(_Strict):
 
     name: str = Field(description="Slot name from the catalog.")
     value: str = Field(
-        description="The value: money as '<number> <ISO currency>', dates as "
-        "YYYY-MM-DD, phones as given."
+        description="The value: money as '<number> <ISO currency>', dates and phones as "
+        "the user said them."
     )
 
 
@@ -311,7 +331,7 @@ def _prompt(intents: dict[str, Intent], pending: dict[str, Any] | None) -> str:
         )
         lines.append(f"- {intent.name}: {intent.description}; slots: {slots or 'none'}")
     lines.append(
-        f"Today is {datetime.now(UTC).date().isoformat()}. Resolve relative dates to YYYY-MM-DD. "
+        "Copy dates as the user said them ('25 Dec', 'next Tuesday'); they are resolved later. "
         "Write money as '<number> <ISO currency>' (e.g. '5000 INR' for 5000 rupees). "
         "Only extract values the user actually said. If nothing matches, intent is null."
     )
