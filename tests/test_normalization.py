@@ -96,3 +96,10 @@ def test_emails_email_validator_accepts(said: str, stored: str) -> None:
 def test_emails_email_validator_refuses(bad: str) -> None:
     with pytest.raises(SlotValueError, match="doesn't look like an email address"):
         normalize_email(bad)
+
+
+def test_a_date_longer_than_a_date_is_refused_before_parsing() -> None:
+    """dateparser's cost grows with the text: a hostile slot value is refused unread."""
+    slot = Slot("d", "date", True, "?")
+    with pytest.raises(SlotValueError, match="too long to be a date"):
+        normalize(slot, "next tuesday " * 400, make_settings("postgresql://x"))
