@@ -25,6 +25,7 @@ from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from backend.app.app import create_app
+from backend.app.store.runs import TERMINAL
 from tests.conftest import make_settings
 from tests.support import Peer, Reader, chat_completion
 
@@ -391,6 +392,43 @@ def test_idle_session_closes_on_an_engine_timer_with_a_summary(
             " where w.origin = 'system'"
         ).fetchall()
     assert status == "succeeded", "the timer is a run on the engine"
+
+
+def test_a_session_keeps_one_timer_that_each_message_moves(
+    database_url: str, llm: FakeOpenAI
+) -> None:
+    """Messages of one session move its one timer run (not a parked run per message); the
+    session still closes once it has been idle for the timeout after the last message."""
+    settings = _settings(database_url, llm, session_timeout_seconds=3)
+    system_runs = (
+        "select r.id, r.status from workflow_runs r join workflows w on w.id = r.workflow_id"
+        " where w.origin = 'system'"
+    )
+    with TestClient(create_app(settings)) as api:
+        for n in range(4):
+            llm.say("CREATE_INVOICE")
+            assert "Who should" in whatsapp(api, "invoice please", f"SMt{n}").text
+            time.sleep(0.4)  # the timer run is claimed and parks on its delay between messages
+        with psycopg.connect(database_url) as conn:
+            runs = conn.execute(system_runs).fetchall()
+            [(session_id, timer, idle_at)] = conn.execute(
+                "select id, timer_run_id, last_activity_at + interval '3 seconds' from sessions"
+            ).fetchall()
+            wakes = conn.execute(
+                "select wake_at from run_waits where run_id = %s", (timer,)
+            ).fetchall()
+        assert [run_id for run_id, status in runs if status not in TERMINAL] == [timer]
+        assert len(runs) == 1, "no parked run per message"
+        assert wakes == [(idle_at,)], "the delay ends one timeout after the last message"
+        deadline = time.monotonic() + 15
+        while True:
+            session = api.get(f"/sessions/{session_id}").json()
+            if session["summary"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert session["status"] == "closed" and llm.summaries == 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(system_runs).fetchall() == [(timer, "succeeded")]
 
 
 def test_slow_action_is_acknowledged_then_answered_by_the_run(
