@@ -8,16 +8,15 @@ the run and the server log), and leave no pending request behind that could only
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import psycopg
 import pytest
 import requests
 import responses
+from aioresponses import CallbackResult, aioresponses
 from fastapi.testclient import TestClient
 
 from backend.app.app import create_app
@@ -147,16 +146,17 @@ def test_a_late_failure_is_sent_in_plain_words(database_url: str, llm: FakeOpenA
         time.sleep(0.2)
         raise UNREACHABLE
 
-    def twilio(request: Any) -> tuple[int, dict[str, str], str]:
-        sent.append(parse_qs(request.body)["Body"][0])
-        return 201, {}, json.dumps({"sid": f"SM{len(sent)}", "status": "queued"})
+    def twilio(url: Any, **request: Any) -> CallbackResult:
+        sent.append(request["data"]["Body"])
+        return CallbackResult(status=201, payload={"sid": f"SM{len(sent)}", "status": "queued"})
 
     with (
         responses.RequestsMock(assert_all_requests_are_fired=False) as vendor,
+        aioresponses() as twilio_api,
         TestClient(create_app(settings)) as api,
     ):
         vendor.add_callback("POST", REFUND_URL, callback=slow_and_down)
-        vendor.add_callback("POST", TWILIO_URL, callback=twilio)
+        twilio_api.post(TWILIO_URL, callback=twilio, repeat=True)
         llm.say("REFUND_PAYMENT", payment_id="pay_29QQoUBi66xm2f")
         assert "Please confirm" in whatsapp(api, "refund pay_29QQoUBi66xm2f", "SMl1").text
         llm.say(None, confirmation="yes")

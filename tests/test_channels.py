@@ -8,6 +8,7 @@ made here with the standard library.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -22,11 +23,12 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-import responses
+from aioresponses import CallbackResult, aioresponses
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from backend.app.app import create_app
+from backend.app.store.runs import TERMINAL
 from tests.conftest import make_settings
 from tests.support import Peer, Reader, chat_completion
 
@@ -395,6 +397,43 @@ def test_idle_session_closes_on_an_engine_timer_with_a_summary(
     assert status == "succeeded", "the timer is a run on the engine"
 
 
+def test_a_session_keeps_one_timer_that_each_message_moves(
+    database_url: str, llm: FakeOpenAI
+) -> None:
+    """Messages of one session move its one timer run (not a parked run per message); the
+    session still closes once it has been idle for the timeout after the last message."""
+    settings = _settings(database_url, llm, session_timeout_seconds=3)
+    system_runs = (
+        "select r.id, r.status from workflow_runs r join workflows w on w.id = r.workflow_id"
+        " where w.origin = 'system'"
+    )
+    with TestClient(create_app(settings)) as api:
+        for n in range(4):
+            llm.say("CREATE_INVOICE")
+            assert "Who should" in whatsapp(api, "invoice please", f"SMt{n}").text
+            time.sleep(0.4)  # the timer run is claimed and parks on its delay between messages
+        with psycopg.connect(database_url) as conn:
+            runs = conn.execute(system_runs).fetchall()
+            [(session_id, timer, idle_at)] = conn.execute(
+                "select id, timer_run_id, last_activity_at + interval '3 seconds' from sessions"
+            ).fetchall()
+            wakes = conn.execute(
+                "select wake_at from run_waits where run_id = %s", (timer,)
+            ).fetchall()
+        assert [run_id for run_id, status in runs if status not in TERMINAL] == [timer]
+        assert len(runs) == 1, "no parked run per message"
+        assert wakes == [(idle_at,)], "the delay ends one timeout after the last message"
+        deadline = time.monotonic() + 15
+        while True:
+            session = api.get(f"/sessions/{session_id}").json()
+            if session["summary"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert session["status"] == "closed" and llm.summaries == 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(system_runs).fetchall() == [(timer, "succeeded")]
+
+
 def test_slow_action_is_acknowledged_then_answered_by_the_run(
     database_url: str, llm: FakeOpenAI
 ) -> None:
@@ -407,29 +446,22 @@ def test_slow_action_is_acknowledged_then_answered_by_the_run(
         twilio_account_sid="ACtest",
         twilio_whatsapp_from="+14155238886",
     )
-    sent: list[dict[str, list[str]]] = []
+    sent: list[dict[str, Any]] = []
 
-    def twilio(request: Any) -> tuple[int, dict[str, str], str]:
-        from urllib.parse import parse_qs
-
-        form = parse_qs(request.body)
+    async def twilio(url: Any, **request: Any) -> CallbackResult:
+        form = request["data"]
         sent.append(form)
-        if form["Body"][0] == "Stock arrives Monday":
-            time.sleep(1.5)  # the user's own message is slow to send
-        return (
-            201,
-            {},
-            json.dumps({"sid": f"SM{len(sent)}", "status": "queued", "to": form["To"][0]}),
+        if form["Body"] == "Stock arrives Monday":
+            await asyncio.sleep(1.5)  # the user's own message is slow to send
+        return CallbackResult(
+            status=201, payload={"sid": f"SM{len(sent)}", "status": "queued", "to": form["To"]}
         )
 
-    with (
-        responses.RequestsMock(assert_all_requests_are_fired=False) as vendor,
-        TestClient(create_app(settings)) as api,
-    ):
-        vendor.add_callback(
-            "POST",
+    with aioresponses() as vendor, TestClient(create_app(settings)) as api:
+        vendor.post(
             "https://api.twilio.com/2010-04-01/Accounts/ACtest/Messages.json",
             callback=twilio,
+            repeat=True,
         )
         llm.say("SEND_WHATSAPP", to="+919812345678", message="Stock arrives Monday")
         ack = whatsapp(api, "tell +919812345678 stock arrives Monday", "SMslow")
@@ -437,11 +469,11 @@ def test_slow_action_is_acknowledged_then_answered_by_the_run(
         deadline = time.monotonic() + 15
         while len(sent) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-    assert [m["Body"][0] for m in sent] == [
+    assert [m["Body"] for m in sent] == [
         "Stock arrives Monday",
         "Sent your WhatsApp message to +919812345678.",
     ]
-    assert sent[1]["To"] == [USER]
+    assert sent[1]["To"] == USER
 
 
 def test_active_intent_workflow_is_an_intent_with_its_slots(

@@ -1,17 +1,18 @@
 """Tools through a run: the vendors' SDKs run for real, HTTP is mocked at the transport
-(``responses`` under the Twilio and Razorpay SDKs), sandbox mode, and the http tool's guard."""
+(``aioresponses`` under the Twilio SDK's asyncio client, ``responses`` under the Razorpay SDK),
+sandbox mode, and the http tool's guard."""
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qs
 
 import pytest
 import responses
+from aioresponses import aioresponses
 from fastapi.testclient import TestClient
+from yarl import URL
 
 from backend.app.app import create_app
 from tests.conftest import make_settings
@@ -43,6 +44,14 @@ def vendor() -> Iterator[responses.RequestsMock]:
         yield mock
 
 
+@pytest.fixture
+def twilio_api() -> Iterator[aioresponses]:
+    """Twilio's API as the SDK's asyncio client reaches it: aiohttp requests are answered here
+    (anything else through aiohttp fails)."""
+    with aioresponses() as mock:
+        yield mock
+
+
 def _one_step(service: str, task: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "nodes": [
@@ -66,12 +75,12 @@ def _step(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_whatsapp_message_goes_through_the_twilio_sdk(
-    live_client: TestClient, vendor: responses.RequestsMock
+    live_client: TestClient, twilio_api: aioresponses
 ) -> None:
-    vendor.post(
+    twilio_api.post(
         TWILIO_URL,
         status=201,
-        json={
+        payload={
             "sid": "SM0123456789abcdef0123456789abcdef",
             "status": "queued",
             "to": "whatsapp:+919876543210",
@@ -91,31 +100,30 @@ def test_whatsapp_message_goes_through_the_twilio_sdk(
         "status": "queued",
         "to": "whatsapp:+919876543210",
     }
-    [call] = vendor.calls
-    form = parse_qs(call.request.body)  # type: ignore[arg-type]
-    assert form == {
-        "To": ["whatsapp:+919876543210"],
-        "From": ["whatsapp:+14155238886"],
-        "Body": ["Paid ₹10"],
+    [call] = twilio_api.requests[("POST", URL(TWILIO_URL))]
+    assert call.kwargs["data"] == {
+        "To": "whatsapp:+919876543210",
+        "From": "whatsapp:+14155238886",
+        "Body": "Paid ₹10",
         "MediaUrl": ["https://example.com/r.pdf"],
     }
-    auth = base64.b64decode(call.request.headers["Authorization"].split()[1]).decode()
-    assert auth == f"{TWILIO_SID}:twilio-token"
+    auth = call.kwargs["auth"]
+    assert (auth.login, auth.password) == (TWILIO_SID, "twilio-token")
 
 
 def test_twilio_server_errors_are_retried_client_errors_are_not(
-    live_client: TestClient, vendor: responses.RequestsMock
+    live_client: TestClient, twilio_api: aioresponses
 ) -> None:
-    vendor.post(TWILIO_URL, status=503, json={"code": 20503, "message": "Service unavailable"})
-    vendor.post(TWILIO_URL, status=201, json={"sid": "SMok", "status": "queued", "to": "x"})
+    twilio_api.post(TWILIO_URL, status=503, payload={"code": 20503, "message": "Unavailable"})
+    twilio_api.post(TWILIO_URL, status=201, payload={"sid": "SMok", "status": "queued", "to": "x"})
     blueprint = _one_step("whatsapp", "send_message", {"to": "+919876543210", "body": "hi"})
     run = wait_for_run(live_client, execute(live_client, blueprint))
     assert run["status"] == "succeeded" and _step(run)["attempt"] == 2
-    assert len(vendor.calls) == 2
+    assert len(twilio_api.requests[("POST", URL(TWILIO_URL))]) == 2
 
-    vendor.reset()
-    vendor.post(
-        TWILIO_URL, status=400, json={"code": 21211, "message": "Invalid 'To' Phone Number"}
+    twilio_api.clear()
+    twilio_api.post(
+        TWILIO_URL, status=400, payload={"code": 21211, "message": "Invalid 'To' Phone Number"}
     )
     run = wait_for_run(live_client, execute(live_client, blueprint))
     assert run["status"] == "failed"

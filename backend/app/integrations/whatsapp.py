@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import phonenumbers
-import requests
 from pydantic import Field, HttpUrl, field_validator
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from backend.app.config import Settings
@@ -125,10 +126,20 @@ class WhatsAppTool(BaseTool):
         }
 
     async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Create the message with the Twilio SDK (in a worker thread; the SDK is blocking)."""
+        """Create the message with the Twilio SDK's asyncio client (aiohttp), within
+        ``HTTP_TIMEOUT_SECONDS`` (the SDK's async client applies no timeout of its own).
+
+        The request goes to the SDK's fixed ``api.twilio.com``, not through the http tool's
+        outbound guard (an httpx transport that aiohttp cannot use); media URLs are fetched by
+        Twilio, not here.
+
+        Raises:
+            ToolError: ``twilio_error``, Twilio refused it (retryable on 5xx and 429);
+                ``network_error``, unreachable or no answer in time (retryable: Twilio takes no
+                idempotency key, so a retry after an answer that was lost may send twice).
+        """
         settings = context.settings
         assert settings.twilio_auth_token is not None
-        client = Client(settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value())
         kwargs: dict[str, Any] = {
             "to": params.to,
             "from_": self._sender(settings),
@@ -136,8 +147,15 @@ class WhatsAppTool(BaseTool):
         }
         if params.media_url:
             kwargs["media_url"] = [str(url) for url in params.media_url]
+        seconds = settings.http_timeout_seconds
         try:
-            message = await asyncio.to_thread(client.messages.create, **kwargs)
+            async with AsyncTwilioHttpClient() as http, asyncio.timeout(seconds):
+                client = Client(
+                    settings.twilio_account_sid,
+                    settings.twilio_auth_token.get_secret_value(),
+                    http_client=http,
+                )
+                message = await client.messages.create_async(**kwargs)
         except TwilioRestException as exc:
             retryable = exc.status >= 500 or exc.status == 429
             raise ToolError(
@@ -146,7 +164,11 @@ class WhatsAppTool(BaseTool):
                 retryable=retryable,
                 details={"status": exc.status, "twilio_code": exc.code},
             ) from None
-        except requests.RequestException as exc:
+        except TimeoutError:
+            raise ToolError(
+                f"Twilio did not answer within {seconds:g} s", code="network_error", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
             raise ToolError(
                 f"Twilio unreachable: {exc}", code="network_error", retryable=True
             ) from None

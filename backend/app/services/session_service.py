@@ -1,14 +1,19 @@
 """Sessions: listing and reading them, and closing them after inactivity with a durable engine
 timer.
 
-Every inbound message starts a run of the system blueprint "session timeout": delay
+A session's timer is one run of the system blueprint "session timeout": delay
 ``SESSION_TIMEOUT_SECONDS`` -> ``sessions.close_if_idle`` -> (closed?) ``llm.summarize`` ->
-``sessions.store_summary``. Only the run after the last message finds the session idle; the
-others end quietly. The timer is a run on the engine, so it survives restarts.
+``sessions.store_summary``, kept in ``sessions.timer_run_id``. Each inbound message moves that
+run's delay to end ``SESSION_TIMEOUT_SECONDS`` after the session's last activity; a new run
+starts only when there is none it can move (the first message, a timer already due or done, a
+changed timeout, or the Inngest engine, whose sleeps cannot be moved: there each message starts
+its own run, and only the one after the last message acts). The timer is a run on the engine,
+so it survives restarts.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -16,10 +21,12 @@ from backend.app.config import Settings
 from backend.app.errors import NotFound
 from backend.app.integrations import TOOL_REGISTRY
 from backend.app.services import paging, run_service, workflow_service
+from backend.app.store import runs as runs_store
 from backend.app.store import sessions as store
+from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
-from backend.app.workflows.runners import Dispatcher
+from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import validate_blueprint
 
 
@@ -73,21 +80,19 @@ def timeout_blueprint(seconds: float) -> dict[str, Any]:
     }
 
 
-async def _timeout_workflow(pool: Pool, seconds: float, owner: UUID) -> UUID:
-    """The owner's copy of the system blueprint (its runs are the owner's, like the session)."""
+async def _timeout_workflow(pool: Pool, seconds: float, owner: UUID) -> tuple[UUID, int]:
+    """The owner's copy of the system blueprint (its runs are the owner's, like the session):
+    ``(workflow_id, version)``."""
     blueprint = timeout_blueprint(seconds)
     async with pool.connection() as conn:
-        existing = await workflows_store.find_system(conn, blueprint["name"], owner)
-    if existing is not None:
-        workflow_id: UUID = existing["id"]
-        return workflow_id
-    parsed = validate_blueprint(blueprint, TOOL_REGISTRY)
-    async with pool.connection() as conn, conn.transaction():
-        row = await workflow_service.create_in(
-            conn, parsed, name=None, description=None, owner=owner, origin="system"
-        )
-    created: UUID = row["id"]
-    return created
+        row = await workflows_store.find_system(conn, blueprint["name"], owner)
+    if row is None:
+        parsed = validate_blueprint(blueprint, TOOL_REGISTRY)
+        async with pool.connection() as conn, conn.transaction():
+            row = await workflow_service.create_in(
+                conn, parsed, name=None, description=None, owner=owner, origin="system"
+            )
+    return row["id"], row["latest_version"]
 
 
 async def schedule_timeout(
@@ -98,21 +103,46 @@ async def schedule_timeout(
     message_id: int,
     *,
     owner: UUID,
-) -> UUID:
-    """Start the inactivity timer of the owner's session for the message ``message_id``
-    (idempotent per message)."""
-    workflow_id = await _timeout_workflow(pool, settings.session_timeout_seconds, owner)
-    run_id, _ = await run_service.start(
-        pool,
-        dispatcher,
-        workflow_id=workflow_id,
-        version=None,
-        blueprint=None,
-        payload={"session_id": str(session_id)},
-        idempotency_key=f"session-timeout:{message_id}",
-        owner=owner,
-        system=True,
-    )
+) -> UUID | None:
+    """(Re)arm the owner's open session's inactivity timer after the message ``message_id``:
+    move the session's timer run to wake ``SESSION_TIMEOUT_SECONDS`` after its last activity,
+    or start one (idempotent per message). Returns the timer's run id; None when the session
+    is closed or unknown.
+
+    Raises:
+        EngineUnavailable: 503, a new timer run was refused (it is marked failed; the next
+            message starts another).
+    """
+    seconds = settings.session_timeout_seconds
+    workflow_id, version = await _timeout_workflow(pool, seconds, owner)
+    async with pool.connection() as conn, conn.transaction():
+        session = await store.lock(conn, session_id)  # one message's timer at a time
+        if session is None or session["status"] != "open" or session["owner_id"] != owner:
+            return None
+        wake_at = session["last_activity_at"] + timedelta(seconds=seconds)
+        timer: UUID | None = session["timer_run_id"]
+        if timer is not None:
+            run = await runs_store.get(conn, timer, owner=owner)
+            if (
+                run is not None
+                and run["workflow_id"] == workflow_id  # the same timeout (settings may change)
+                and await steps_store.move_sleep(conn, timer, "idle", wake_at)
+            ):
+                return timer
+        run_id, created = await runs_store.create(
+            conn,
+            owner=owner,
+            workflow_id=workflow_id,
+            version=version,
+            trigger_data={"session_id": str(session_id)},
+            idempotency_key=f"session-timeout:{message_id}",
+            engine=dispatcher.engine,
+        )
+        await store.set_timer(conn, session_id, run_id)
+    if created:
+        await run_service.dispatch(
+            pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)]
+        )
     return run_id
 
 

@@ -190,3 +190,8 @@ async def annotate_message(
         "update session_messages set intent = %s, entities = %s, trace_id = %s where id = %s",
         (intent, jsonb(entities), trace_id, message_id),
     )
+
+
+async def set_timer(conn: Conn, session_id: UUID, run_id: UUID) -> None:
+    """Record the run that is the session's inactivity timer."""
+    await conn.execute("update sessions set timer_run_id = %s where id = %s", (run_id, session_id))

@@ -454,3 +454,57 @@ async def time_out_wait(conn: Conn, run_id: UUID, step_id: str) -> Any:
     row = await cur.fetchone()
     assert row is not None
     return None if row["timed_out"] else row["event"]
+
+
+async def move_sleep(conn: Conn, run_id: UUID, step_id: str, wake_at: datetime) -> bool:
+    """Move the timer of ``run_id``'s sleep step ``step_id`` to ``wake_at``, if the run has not
+    got past it; call inside a transaction (it locks the run, so no runner claims it meanwhile).
+
+    - a parked timer that is not due yet: its ``run_waits.wake_at`` and, if the run is parked
+      on it (``waiting``), the run's ``wake_at`` move;
+    - no timer yet: a run that is not ``running`` opens it when a runner next claims it, after
+      this transaction (nothing to do); a ``running`` pass may be about to open it, so it is
+      opened here with ``wake_at`` (the pass's own opening keeps an existing timer).
+
+    Only embedded runs (lease-fenced, timers in ``run_waits``): Inngest holds its own sleeps.
+
+    Returns:
+        True when the run will wake no earlier than ``wake_at``; False when it cannot: unknown,
+        finished, not embedded, the step done, or its timer already due (a pass may be past it).
+    """
+    cur = await conn.execute(
+        "select r.status, r.engine, w.wake_at is not null as opened, w.wake_at > now() as pending,"
+        " exists (select 1 from step_checkpoints k where k.run_id = r.id and k.step_id = %(step)s)"
+        " as done"
+        " from workflow_runs r left join run_waits w on w.run_id = r.id and w.step_id = %(step)s"
+        " where r.id = %(run_id)s for update of r",
+        {"run_id": run_id, "step": step_id},
+    )
+    run = await cur.fetchone()
+    if (
+        run is None
+        or run["status"] not in ("queued", "running", "waiting")
+        or run["engine"] != "embedded"
+        or run["done"]
+    ):
+        return False
+    if not run["opened"]:
+        if run["status"] == "running":
+            await conn.execute(
+                "insert into run_waits (run_id, owner_id, step_id, node_id, kind, wake_at)"
+                " select id, owner_id, %s, %s, 'sleep', %s from workflow_runs where id = %s",
+                (step_id, step_id, wake_at, run_id),
+            )
+        return True
+    if not run["pending"]:
+        return False
+    await conn.execute(
+        "update run_waits set wake_at = %s where run_id = %s and step_id = %s",
+        (wake_at, run_id, step_id),
+    )
+    await conn.execute(
+        "update workflow_runs set wake_at = %s, updated_at = now()"
+        " where id = %s and status = 'waiting'",
+        (wake_at, run_id),
+    )
+    return True
