@@ -364,3 +364,27 @@ ONE_STEP: dict[str, Any] = {
     ],
     "edges": [{"source": "start", "target": "hi"}],
 }
+
+
+#: A saved workflow that is a WhatsApp/voice command: intent SEND_REMINDER with a phone slot.
+REMINDER_INTENT: dict[str, Any] = {
+    "name": "Remind unpaid customers",
+    "description": "Send a payment reminder to a customer.",
+    "nodes": [
+        {
+            "id": "asked",
+            "type": "trigger",
+            "trigger": "intent",
+            "intent": "SEND_REMINDER",
+            "slots": [{"name": "phone", "type": "phone", "question": "Whose number?"}],
+        },
+        {
+            "id": "remind",
+            "type": "action",
+            "service": "whatsapp",
+            "task": "send_message",
+            "params": {"to": "{{ trigger_data.phone }}", "body": "A friendly reminder to pay."},
+        },
+    ],
+    "edges": [{"source": "asked", "target": "remind"}],
+}

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from backend.app.app import create_app
 from tests.conftest import ALICE, BOB
-from tests.support import JWT_SECRET, as_user, assert_plain_words
+from tests.support import JWT_SECRET, REMINDER_INTENT, as_user, assert_plain_words
 from tests.test_channels import USER, FakeOpenAI, _settings, count, whatsapp
 
 NUMBER = USER.removeprefix("whatsapp:")  # +919876543210
@@ -173,31 +173,8 @@ def test_an_unlinked_sender_cannot_refund(
     assert reply(whatsapp(api, "hello?", "SMr3", From=STRANGER)).startswith("This number isn't")
 
 
-REMINDER = {
-    "name": "Remind unpaid customers",
-    "description": "Send a payment reminder to a customer.",
-    "nodes": [
-        {
-            "id": "asked",
-            "type": "trigger",
-            "trigger": "intent",
-            "intent": "SEND_REMINDER",
-            "slots": [{"name": "phone", "type": "phone", "question": "Whose number?"}],
-        },
-        {
-            "id": "remind",
-            "type": "action",
-            "service": "whatsapp",
-            "task": "send_message",
-            "params": {"to": "{{ trigger_data.phone }}", "body": "A friendly reminder to pay."},
-        },
-    ],
-    "edges": [{"source": "asked", "target": "remind"}],
-}
-
-
 def activate(api: TestClient, user: str, intent: str) -> str:
-    blueprint = json.loads(json.dumps(REMINDER).replace("SEND_REMINDER", intent))
+    blueprint = json.loads(json.dumps(REMINDER_INTENT).replace("SEND_REMINDER", intent))
     created = api.post("/workflows", json={"blueprint": blueprint}, headers=as_user(user))
     assert created.status_code == 201, created.text
     workflow_id: str = created.json()["id"]

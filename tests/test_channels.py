@@ -30,7 +30,7 @@ from twilio.request_validator import RequestValidator
 from backend.app.app import create_app
 from backend.app.store.runs import TERMINAL
 from tests.conftest import make_settings
-from tests.support import Peer, Reader, chat_completion
+from tests.support import REMINDER_INTENT, Peer, Reader, chat_completion
 
 PUBLIC = "https://bot.example.com"
 TOKEN = "twilio-auth-token"
@@ -479,27 +479,7 @@ def test_slow_action_is_acknowledged_then_answered_by_the_run(
 def test_active_intent_workflow_is_an_intent_with_its_slots(
     api: TestClient, llm: FakeOpenAI
 ) -> None:
-    blueprint = {
-        "name": "Remind unpaid customers",
-        "description": "Send a payment reminder to a customer.",
-        "nodes": [
-            {
-                "id": "asked",
-                "type": "trigger",
-                "trigger": "intent",
-                "intent": "SEND_REMINDER",
-                "slots": [{"name": "phone", "type": "phone", "question": "Whose number?"}],
-            },
-            {
-                "id": "remind",
-                "type": "action",
-                "service": "whatsapp",
-                "task": "send_message",
-                "params": {"to": "{{ trigger_data.phone }}", "body": "A friendly reminder to pay."},
-            },
-        ],
-        "edges": [{"source": "asked", "target": "remind"}],
-    }
+    blueprint = REMINDER_INTENT
     wf = api.post("/workflows", json={"blueprint": blueprint}).json()
     assert api.post(f"/workflows/{wf['id']}/activate").status_code == 200
 
