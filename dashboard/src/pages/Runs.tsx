@@ -5,6 +5,7 @@ import { Link, useParams, useSearchParams } from "react-router";
 import { api, unwrap, type RunStatus, type RunSummary } from "../api/client";
 import { follow } from "../api/sse";
 import { ErrorNote, StatusBadge, When } from "../components/Status";
+import { withParam } from "../params";
 
 const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled"];
 
@@ -80,12 +81,7 @@ export default function RunsPage() {
         Status{" "}
         <select
           value={status}
-          onChange={(e) => {
-            const nextParams = new URLSearchParams(search);
-            if (e.target.value) nextParams.set("status", e.target.value);
-            else nextParams.delete("status");
-            setSearch(nextParams);
-          }}
+          onChange={(e) => setSearch(withParam(search, "status", e.target.value))}
         >
           <option value="">Any</option>
           {STATUSES.map((s) => (<option key={s} value={s}>{s}</option>))}

@@ -8,6 +8,7 @@ import { NodePanel, type Problem } from "../components/NodePanel";
 import { ErrorNote, When } from "../components/Status";
 import { Graph } from "../graph/Graph";
 import { asBlueprint, diffNodes, KIND_ICON, warningsByNode, type Blueprint } from "../graph/blueprint";
+import { withParam } from "../params";
 import { useTools } from "../tools";
 
 export default function WorkflowPage() {
@@ -63,9 +64,7 @@ export default function WorkflowPage() {
   };
 
   const showVersion = (v: number) => {
-    const next = new URLSearchParams(search);
-    next.set("version", String(v));
-    setSearch(next);
+    setSearch(withParam(search, "version", String(v)));
   };
 
   const savePositions = () =>

@@ -3,6 +3,7 @@ import { useEffect, useRef, useState, type FormEvent } from "react";
 import { Link, useLocation, useNavigate, useSearchParams } from "react-router";
 import { api, unwrap, type WorkflowSummary } from "../api/client";
 import { ErrorNote, StatusBadge, When } from "../components/Status";
+import { withParam } from "../params";
 
 export function Workflows() {
   const [params, setParams] = useSearchParams();
@@ -42,10 +43,7 @@ export function Workflows() {
 
   const filter = (e: FormEvent) => {
     e.preventDefault();
-    const next = new URLSearchParams(params);
-    if (search) next.set("q", search);
-    else next.delete("q");
-    setParams(next);
+    setParams(withParam(params, "q", search));
   };
 
   return (
@@ -74,12 +72,7 @@ export function Workflows() {
           <span className="sr-only">Show</span>
           <select
             value={active}
-            onChange={(e) => {
-              const next = new URLSearchParams(params);
-              if (e.target.value) next.set("active", e.target.value);
-              else next.delete("active");
-              setParams(next);
-            }}
+            onChange={(e) => setParams(withParam(params, "active", e.target.value))}
           >
             <option value="">All</option>
             <option value="true">Active</option>
