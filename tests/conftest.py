@@ -57,7 +57,8 @@ def clean_db(database_url: str) -> None:
         conn.execute(
             "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
             " workflow_logs, events, webhook_deliveries, sessions, session_messages,"
-            " workflow_schedules, api_keys, channel_links, channel_link_codes, channel_hints"
+            " workflow_schedules, api_keys, channel_links, channel_link_codes, channel_hints,"
+            " credentials"
             " cascade"
         )
         conn.execute("delete from users where id <> %s", (LOCAL_USER_ID,))

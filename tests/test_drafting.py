@@ -45,6 +45,7 @@ def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
         "timeout": None,
         "output_json": None,
         "on_error": None,
+        "credential": None,
     }
     return {**base, **fields}
 

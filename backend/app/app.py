@@ -18,6 +18,7 @@ from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (
     accounts,
     channels,
+    credentials,
     dashboard,
     drafting,
     events,
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         public_config,
         accounts,
+        credentials,
         tools,
         workflows,
         drafting,

@@ -4,6 +4,8 @@ wf migrate
 wf validate examples/payment_receipt/blueprint.json
 wf run examples/payment_receipt/blueprint.json --payload examples/payment_receipt/payload.json
 wf worker            # the embedded runner without the API (Ctrl-C stops it cleanly)
+wf credentials new-key      # a Fernet key for CREDENTIALS_KEY
+wf credentials rotate-key   # re-encrypt every credential with the first CREDENTIALS_KEY
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from rich.table import Table
 
 from backend.app.config import Settings, get_settings
 from backend.app.errors import InvalidBlueprint
-from backend.app.services import run_service
+from backend.app.services import credential_service, run_service
 from backend.app.services.schedule_service import Scheduler
-from backend.app.store import migrations
+from backend.app.store import migrations, vault
 from backend.app.store import runs as runs_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
@@ -315,6 +317,52 @@ async def _work(settings: Settings, drain: bool) -> None:
         console.print("stopping: finishing steps in flight…")
         await scheduler.stop()
         await runner.stop()
+    finally:
+        await pool.close()
+
+
+credentials_cli = typer.Typer(help="Encryption keys of stored credentials.", no_args_is_help=True)
+cli.add_typer(credentials_cli, name="credentials")
+
+
+@credentials_cli.command("new-key")
+def new_key() -> None:
+    """Print a fresh Fernet key for CREDENTIALS_KEY (keep it secret; losing it loses every
+    stored credential). To rotate: put the new key first, `KEY_NEW,KEY_OLD`, run rotate-key,
+    then drop the old one."""
+    print(vault.new_key())
+
+
+@credentials_cli.command("rotate-key")
+def rotate_key() -> None:
+    """Re-encrypt every stored credential with the first CREDENTIALS_KEY.
+
+    Exit code: 0 all rotated, 1 some could not be decrypted (left as they were), 2 no key.
+    """
+    settings = get_settings()
+    if settings.credentials_key is None:
+        err.print(f"[red]{vault.NEW_KEY_HINT}[/]")
+        raise typer.Exit(2)
+    _prepare_database(settings)
+    counts = asyncio.run(_rotate(settings))
+    console.print(f"re-encrypted {counts['rotated']} credential(s) with the first key")
+    if counts["unreadable"]:
+        err.print(
+            f"[red]{counts['unreadable']} credential(s) do not decrypt with any configured "
+            "key[/]; they were left as they were (was a key removed too early?)"
+        )
+        raise typer.Exit(1)
+
+
+async def _rotate(settings: Settings) -> dict[str, int]:
+    pool = await open_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        acquire_timeout=settings.db_acquire_timeout_seconds,
+    )
+    try:
+        return await credential_service.rotate_key(pool, settings)
     finally:
         await pool.close()
 

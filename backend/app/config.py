@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.app.store import vault
+
 
 class Settings(BaseSettings):
     """Process configuration, loaded from the environment (and `.env` if present).
@@ -22,7 +24,10 @@ class Settings(BaseSettings):
     """
 
     # An empty value (``OPENAI_API_KEY=`` in a .env) means unset, not "configured as ''".
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # Errors never quote the value: it may be a key or a token.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         default="postgresql://postgres@127.0.0.1:5432/blueprints",
@@ -178,6 +183,15 @@ class Settings(BaseSettings):
     speech_voice: str = "alloy"
     max_audio_bytes: int = 25 * 1024 * 1024
 
+    # Credentials (connections): encrypted at rest with these keys
+    credentials_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) that encrypt stored credentials: one key, or several "
+        "separated by commas (the first encrypts, all decrypt; `wf credentials rotate-key` "
+        "re-encrypts with the first). Make one with `wf credentials new-key`. Without it, "
+        "POST /credentials answers 503.",
+    )
+
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
     twilio_account_sid: str | None = None
@@ -232,6 +246,18 @@ class Settings(BaseSettings):
             "SUPABASE_URL must be https://<project-ref>.supabase.co (plain http only for a "
             "local stack on localhost)"
         )
+
+    @field_validator("credentials_key")
+    @classmethod
+    def _credentials_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        """Every key must be a Fernet key, so a typo stops start-up, not the first step.
+
+        Raises:
+            ValueError: a part is not a Fernet key (the message says which, not its value).
+        """
+        if value is not None:
+            vault.parse_keys(value.get_secret_value())
+        return value
 
     @field_validator("default_timezone")
     @classmethod

@@ -5,6 +5,7 @@ payload passes the input boundary (as 400 ``invalid_payload``), so these routes 
 from __future__ import annotations
 
 from typing import Annotated, Any
+from uuid import UUID
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -31,6 +32,33 @@ async def razorpay_webhook(
     with metrics.webhook_delivery("razorpay"):
         return await webhook_service.receive_razorpay(
             pool, settings, dispatcher, raw, x_razorpay_signature, x_razorpay_event_id
+        )
+
+
+@router.post("/webhooks/razorpay/{credential_id}")
+async def razorpay_account_webhook(
+    credential_id: UUID,
+    request: Request,
+    pool: PoolDep,
+    settings: SettingsDep,
+    dispatcher: DispatcherDep,
+    x_razorpay_signature: Annotated[str | None, Header()] = None,
+    x_razorpay_event_id: Annotated[str | None, Header()] = None,
+) -> dict[str, Any]:
+    """A user's own Razorpay account (``webhook_url`` of their ``razorpay`` credential):
+    verified with that credential's webhook secret; its events reach only its owner's
+    workflows and waits. 404 for an unknown credential; 400 on a bad signature (nothing
+    stored)."""
+    raw = await request.body()
+    with metrics.webhook_delivery("razorpay"):
+        return await webhook_service.receive_razorpay_for(
+            pool,
+            settings,
+            dispatcher,
+            credential_id,
+            raw,
+            x_razorpay_signature,
+            x_razorpay_event_id,
         )
 
 

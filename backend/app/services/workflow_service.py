@@ -9,7 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from backend.app.errors import Conflict, NotFound
-from backend.app.services import paging
+from backend.app.services import credential_service, paging
 from backend.app.store import schedules as schedules_store
 from backend.app.store import workflows as store
 from backend.app.store.db import Conn, Pool
@@ -104,6 +104,7 @@ async def create(
     """
     blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
+        await credential_service.check_references(conn, blueprint, owner)
         row = await create_in(
             conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
@@ -131,6 +132,7 @@ async def update(
         if current is None:
             raise NotFound("workflow", workflow_id)
         refuse_archived(current)
+        await credential_service.check_references(conn, blueprint, owner)
         row = await store.add_version(
             conn,
             workflow_id,
@@ -164,12 +166,16 @@ async def get(
         if version_row is None:
             raise NotFound("workflow version", f"{workflow_id}@{wanted}")
         versions = await store.list_versions(conn, workflow_id)
+        needs = await credential_service.requirements(
+            conn, Blueprint.model_validate(version_row["blueprint"]), owner
+        )
     return {
         **row,
         "active": row["active_version"] is not None,
         "version": wanted,
         "blueprint": version_row["blueprint"],
         "versions": versions,
+        "credentials": needs,
     }
 
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -43,6 +44,7 @@ from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Conn
 from backend.app.store.steps import LeaseLost, LogRow, Write
+from backend.app.store.vault import Vault
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -52,6 +54,7 @@ from backend.app.workflows.engine import (
     Suspended,
 )
 from backend.app.workflows.runners import QueuedRun
+from backend.app.workflows.runners.credentials import StoredCredentials
 from backend.app.workflows.schema import Blueprint
 
 log = logging.getLogger(__name__)
@@ -331,6 +334,18 @@ class InngestRunner:
             self.settings.database_url, autocommit=True, row_factory=dict_row
         )
 
+    def _credentials(self, conn: Conn, owner_id: str | None) -> StoredCredentials | None:
+        """The run owner's credentials, read through the run's connection (None for a run
+        loaded before runs recorded their owner here: it names no credentials)."""
+        if owner_id is None:
+            return None
+
+        @asynccontextmanager
+        async def lend() -> AsyncIterator[Conn]:
+            yield conn
+
+        return StoredCredentials(lend, Vault(self.settings.credentials_key), UUID(owner_id))
+
     async def _run(self, ctx: inngest.Context) -> Any:
         run_id = UUID(str(ctx.event.data["run_id"]))
         async with await self._connect() as conn:
@@ -348,6 +363,7 @@ class InngestRunner:
                     "blueprint": version["blueprint"],
                     "trigger_data": run["trigger_data"],
                     "owner_profile": run["owner_profile"],
+                    "owner_id": str(run["owner_id"]),
                     "status": run["status"],
                 }
 
@@ -364,6 +380,7 @@ class InngestRunner:
                 workflow_id=UUID(loaded["workflow_id"]),
                 owner=loaded["owner_profile"],
                 sandbox=self.settings.sandbox,
+                credentials=self._credentials(conn, loaded.get("owner_id")),
             )
             try:
                 outcome = await engine.execute(
