@@ -21,14 +21,18 @@ from typing import Any
 import psycopg
 import pytest
 import responses
+from aioresponses import aioresponses
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from psycopg import sql
+from twilio.request_validator import RequestValidator
+from yarl import URL
 
 from backend.app.app import create_app
 from backend.app.config import Settings
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import Peer, as_user, wait_for_run
+from tests.test_channels import PUBLIC, FakeOpenAI
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
@@ -661,3 +665,107 @@ def test_each_users_razorpay_webhook_starts_only_their_runs(vault: TestClient) -
     assert (
         response.status_code == 503 and response.json()["error"]["code"] == "webhook_not_configured"
     )
+
+
+# --- a user's own WhatsApp number ----------------------------------------------------------------
+
+ALICE_SID = "AC" + "a1" * 16
+ALICE_TOKEN = "alice-twilio-auth-token-0001"
+ALICE_SENDER = "+919876543210"
+BOB_SENDER = "+919800000002"
+
+
+def _twilio_post(
+    client: TestClient, path: str, token: str, sender: str, body: str, sid: str
+) -> Any:
+    params = {
+        "MessageSid": sid,
+        "From": f"whatsapp:{sender}",
+        "To": "whatsapp:+14155550100",
+        "Body": body,
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(token).compute_signature(f"{PUBLIC}{path}", params)
+    return client.post(path, data=params, headers={"X-Twilio-Signature": signature})
+
+
+def test_messages_to_a_users_own_number_act_for_that_user_only(
+    database_url: str, peer: Peer
+) -> None:
+    llm = FakeOpenAI(peer)
+    settings = _settings(
+        database_url,
+        credentials_key=KEY_A,
+        public_base_url=PUBLIC,
+        openai_base_url=llm.url,
+        openai_api_key="sk-test",
+        llm_backoff_seconds=0,
+        channel_reply_wait_seconds=5,
+    )
+    messages_url = f"https://api.twilio.com/2010-04-01/Accounts/{ALICE_SID}/Messages.json"
+    with TestClient(create_app(settings)) as client, aioresponses() as twilio:
+        made = _create(
+            client,
+            ALICE,
+            "my_number",
+            "twilio",
+            {
+                "account_sid": ALICE_SID,
+                "auth_token": ALICE_TOKEN,
+                "whatsapp_from": "+14155550100",
+            },
+        )
+        assert made["hint"] == f"{ALICE_SID} · whatsapp:+14155550100 · ••••0001"
+        path = made["webhook_url"].removeprefix(PUBLIC)
+        assert path == f"/whatsapp/{made['id']}"
+        assert client.get("/me", headers=as_user(BOB)).status_code == 200  # Bob signs up
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for owner, number in ((ALICE, ALICE_SENDER), (BOB, BOB_SENDER)):
+                conn.execute(
+                    "insert into channel_links (owner_id, channel, number)"
+                    " values (%s, 'whatsapp', %s)",
+                    (owner, number),
+                )
+        twilio.post(
+            messages_url,
+            status=201,
+            payload={"sid": "SM" + "0" * 32, "status": "queued", "to": "whatsapp:+919812345678"},
+        )
+
+        llm.say("SEND_WHATSAPP", to="+919812345678", message="Your order shipped")
+        answer = _twilio_post(
+            client,
+            path,
+            ALICE_TOKEN,
+            ALICE_SENDER,
+            "tell +919812345678 your order shipped",
+            "SM-alice-1",
+        )
+        assert answer.status_code == 200, answer.text
+        assert "+919812345678" in answer.text
+        [call] = twilio.requests[("POST", URL(messages_url))]
+        assert (call.kwargs["auth"].login, call.kwargs["auth"].password) == (ALICE_SID, ALICE_TOKEN)
+        assert call.kwargs["data"]["From"] == "whatsapp:+14155550100"
+        sessions = client.get("/sessions", headers=as_user(ALICE)).json()["sessions"]
+        assert len(sessions) == 1
+
+        forged = _twilio_post(client, path, "some-other-token", ALICE_SENDER, "hi", "SM-forged")
+        assert forged.status_code == 403
+        stranger = _twilio_post(
+            client, path, ALICE_TOKEN, BOB_SENDER, "refund everything", "SM-bob-1"
+        )
+        assert stranger.status_code == 200 and "link" in stranger.text.lower()
+        assert client.get("/sessions", headers=as_user(BOB)).json()["sessions"] == []
+        assert len(client.get("/sessions", headers=as_user(ALICE)).json()["sessions"]) == 1
+        unknown = _twilio_post(
+            client,
+            "/whatsapp/00000000-0000-4000-8000-000000000009",
+            ALICE_TOKEN,
+            ALICE_SENDER,
+            "hi",
+            "SM-x",
+        )
+        assert unknown.status_code == 404
+        runs = client.get("/runs", headers=as_user(ALICE)).json()["runs"]
+        _assert_absent(json.dumps(runs), "runs", (ALICE_TOKEN,))
+    _assert_absent(_dump(database_url), "the database", (ALICE_TOKEN,))

@@ -36,7 +36,7 @@ from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.progress_hub import ProgressHub
 from backend.app.services.schedule_service import Scheduler
-from backend.app.store import migrations
+from backend.app.store import migrations, vault
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -54,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "no identity is configured (SUPABASE_URL, SUPABASE_JWT_SECRET, API_KEYS): every "
             "request without credentials acts as the local user, who owns everything"
         )
+    if settings.credentials_key is None:
+        log.warning("connections are off: %s", vault.NEW_KEY_HINT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -389,7 +389,8 @@ class CredentialOut(BaseModel):
     webhook_url: str | None = Field(
         default=None,
         description="razorpay: where to point the account's webhooks (verified with this "
-        "credential's webhook_secret; events start only your workflows).",
+        "credential's webhook_secret; events start only your workflows). twilio: the number's "
+        "'when a message comes in' URL (your linked senders command you from it).",
     )
 
 

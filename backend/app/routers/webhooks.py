@@ -70,9 +70,37 @@ async def whatsapp_webhook(
     settings: SettingsDep,
     intents: IntentsDep,
 ) -> Response:
-    """Twilio's WhatsApp webhook (form-encoded). ``X-Twilio-Signature`` is verified first (403,
-    nothing stored, on mismatch); answers in TwiML. A sender acts for the user who linked the
-    number (``link <code>``); unlinked senders are told how to link, and nothing runs."""
+    """Twilio's WhatsApp webhook (form-encoded) for the deployment's number. ``X-Twilio-Signature``
+    is verified first (403, nothing stored, on mismatch); answers in TwiML. A sender acts for the
+    user who linked the number (``link <code>``); unlinked senders are told how to link, and
+    nothing runs."""
+    return await _whatsapp(request, pool, dispatcher, settings, intents, None)
+
+
+@router.post("/whatsapp/{credential_id}", tags=["channels"])
+async def whatsapp_account_webhook(
+    credential_id: UUID,
+    request: Request,
+    pool: PoolDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    intents: IntentsDep,
+) -> Response:
+    """Twilio's WhatsApp webhook for a user's own number (``webhook_url`` of their ``twilio``
+    credential): verified with that account's auth token; only that user's linked senders act,
+    and answers go out from that number. 404 for an unknown credential."""
+    via = await channel_service.account(pool, settings, credential_id)
+    return await _whatsapp(request, pool, dispatcher, settings, intents, via)
+
+
+async def _whatsapp(
+    request: Request,
+    pool: PoolDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    intents: IntentsDep,
+    via: channel_service.Account | None,
+) -> Response:
     with metrics.webhook_delivery("twilio"):
         form = await request.form()
         params = {key: str(value) for key, value in form.items()}
@@ -80,12 +108,12 @@ async def whatsapp_webhook(
         if request.url.query:
             url += "?" + request.url.query
         channel_service.verify_twilio(
-            settings, url, params, request.headers.get("X-Twilio-Signature", "")
+            settings, url, params, request.headers.get("X-Twilio-Signature", ""), via
         )
         with boundary.webhook_payload():
             boundary.check_form(form)
         authenticator: Authenticator = request.app.state.auth
         body = await channel_service.whatsapp(
-            pool, dispatcher, settings, intents, params, local=authenticator.open
+            pool, dispatcher, settings, intents, params, local=authenticator.open, via=via
         )
     return Response(content=body, media_type="application/xml")

@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from backend.app.config import Settings
+from backend.app.integrations import TOOL_REGISTRY
 from backend.app.services import replies, run_service
 from backend.app.services.intent_service import Intent
 from backend.app.store.db import Pool
@@ -32,10 +33,13 @@ PARAMS = "command_params"
 
 @dataclass(frozen=True)
 class LateReply:
-    """Where a late answer goes: the pre-created outbound message and the user's number."""
+    """Where a late answer goes: the pre-created outbound message and the user's number, sent
+    through the user's ``twilio`` credential ``via`` when the message came in on their own
+    number (else the deployment's)."""
 
     message_id: int
     to: str
+    via: str | None = None
 
 
 @dataclass
@@ -68,6 +72,8 @@ def command_blueprint(
         },
     ]
     edges = [{"source": "command", "target": ACT}]
+    if late is not None and late.via and TOOL_REGISTRY[intent.service].accepts("twilio"):
+        nodes[1]["credential"] = late.via  # "send a WhatsApp" from the number it was asked on
     if late is not None:
         nodes[1]["on_error"] = "continue"  # a failure is still reported to the user
         text = (
@@ -85,6 +91,7 @@ def command_blueprint(
                 "service": "channel",
                 "task": "reply",
                 "params": {"message_id": late.message_id, "to": late.to, "text": text},
+                **({"credential": late.via} if late.via else {}),
             },
         ]
         edges += [{"source": ACT, "target": "hold"}, {"source": "hold", "target": "reply"}]

@@ -99,6 +99,7 @@ class _Thread:
     session_id: UUID
     owner: UUID
     reply_to: str | None
+    reply_via: str | None = None  # the user's twilio credential the message came in on
 
 
 @asynccontextmanager
@@ -128,13 +129,15 @@ async def handle(
     media: Any = None,
     provider_message_id: str | None = None,
     reply_to: str | None = None,
+    reply_via: str | None = None,
 ) -> Turn:
     """Process one inbound message of (``channel``, ``user_ref``) in ``owner``'s conversation
     and produce the answer.
     Messages of one user are handled one at a time, in arrival order of the lock.
 
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
-    run itself sends the answer to that number.
+    run itself sends the answer to that number — through the user's ``twilio`` credential
+    ``reply_via`` when the message came in on their own number.
 
     A model that fails (times out, is unavailable, answers unusably) or an action that cannot
     start or fails is answered with a ``failed`` turn whose reply is an apology in plain words.
@@ -164,7 +167,7 @@ async def handle(
             log.warning("session %s: the model could not read a message: %s", session_id, exc)
             turn = _unread(exc, session_id, pending)
         else:
-            thread = _Thread(session_id, owner, reply_to)
+            thread = _Thread(session_id, owner, reply_to, reply_via)
             turn = await _decide(
                 pool, dispatcher, settings, intents, analysis, pending, thread, state
             )
@@ -328,7 +331,7 @@ async def _act(
     if thread.reply_to is not None and intent.command is not None:
         async with pool.connection() as conn:
             outbound_id = await store.add_message(conn, thread.session_id, "out", trace_id=trace_id)
-        late = LateReply(outbound_id, thread.reply_to)
+        late = LateReply(outbound_id, thread.reply_to, thread.reply_via)
     try:
         outcome = await action_service.execute(
             pool, dispatcher, settings, intent, slots, trace_id, owner=thread.owner, late=late

@@ -8,7 +8,8 @@ and has a type the node's tool takes.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -21,6 +22,8 @@ from backend.app.store import credentials as store
 from backend.app.store.db import Conn, Pool
 from backend.app.store.vault import NEW_KEY_HINT, Unreadable, Vault
 from backend.app.workflows.schema import ActionNode, Blueprint
+
+CredentialDataT = TypeVar("CredentialDataT", bound=CredentialData)
 
 
 def _vault(settings: Settings) -> Vault:
@@ -59,12 +62,17 @@ def parse_data(kind: str, data: Any) -> CredentialData:
         raise ValidationFailed(first_loc, errors[0]["msg"], more=problems[1:]) from None
 
 
+#: Where a provider posts to reach its credential's owner: razorpay webhooks, twilio's
+#: inbound WhatsApp messages.
+_WEBHOOK_PATHS = {"razorpay": "/webhooks/razorpay/{id}", "twilio": "/whatsapp/{id}"}
+
+
 def _public(row: Any, settings: Settings) -> dict[str, Any]:
-    """A listing row, with the URL a Razorpay credential's webhooks go to."""
+    """A listing row, with the URL the provider should post to for this credential."""
     out = dict(row)
-    if row["type"] == "razorpay":
-        base = settings.public_base_url.rstrip("/")
-        out["webhook_url"] = f"{base}/webhooks/razorpay/{row['id']}"
+    path = _WEBHOOK_PATHS.get(row["type"])
+    if path is not None:
+        out["webhook_url"] = settings.public_base_url.rstrip("/") + path.format(id=row["id"])
     return out
 
 
@@ -249,3 +257,37 @@ async def rotate_key(pool: Pool, settings: Settings, *, batch: int = 100) -> dic
         if len(rows) < batch:
             return {"rotated": rotated, "unreadable": unreadable}
         after = rows[-1]["id"]
+
+
+@dataclass(frozen=True)
+class Addressed:
+    """Whose credential a provider's webhook is addressed to (``/webhooks/razorpay/{id}``,
+    ``/whatsapp/{id}``)."""
+
+    id: UUID
+    owner: UUID
+    name: str
+
+
+async def addressed(
+    pool: Pool, settings: Settings, credential_id: UUID, model: type[CredentialDataT]
+) -> tuple[Addressed, CredentialDataT]:
+    """The credential ``credential_id`` of any owner, which must be of ``model``'s type.
+
+    Raises:
+        NotFound: 404, no credential of that type has this id. NotConfigured: 503
+            ``credentials_key_missing``, or ``credential_unreadable`` (no configured key opens
+            it, or it no longer fits its type).
+    """
+    async with pool.connection() as conn:
+        row = await store.by_id(conn, credential_id)
+    if row is None or row["type"] != model.kind:
+        raise NotFound(f"{model.kind} credential", credential_id)
+    try:
+        data = model.model_validate(_vault(settings).decrypt(row["secret"]))
+    except (Unreadable, ValidationError):
+        raise NotConfigured(
+            f"credential '{row['name']}' cannot be read with the configured CREDENTIALS_KEY",
+            code="credential_unreadable",
+        ) from None
+    return Addressed(row["id"], row["owner_id"], row["name"]), data

@@ -15,15 +15,13 @@ from backend.app.errors import (
     InvalidHeader,
     InvalidPayload,
     NotConfigured,
-    NotFound,
     SignatureInvalid,
 )
-from backend.app.services import event_service
-from backend.app.store import credentials as credentials_store
+from backend.app.integrations.razorpay_tool import RazorpayCredential
+from backend.app.services import credential_service, event_service
 from backend.app.store import events as store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
-from backend.app.store.vault import NEW_KEY_HINT, Unreadable, Vault, VaultNotConfigured
 from backend.app.workflows.runners import Dispatcher
 
 _MAX_EVENT_CHARS = 200  # as POST /events allows; Razorpay's names are like "payment.captured"
@@ -109,27 +107,16 @@ async def receive_razorpay_for(
         ``webhook_not_configured`` (the credential has no webhook secret) or
         ``credentials_key_missing``. The rest as :func:`receive_razorpay`.
     """
-    async with pool.connection() as conn:
-        row = await credentials_store.by_id(conn, credential_id)
-    if row is None or row["type"] != "razorpay":
-        raise NotFound("razorpay credential", credential_id)
-    vault = Vault(settings.credentials_key)
-    try:
-        data = vault.decrypt(row["secret"])
-    except VaultNotConfigured:
-        raise NotConfigured(NEW_KEY_HINT, code="credentials_key_missing") from None
-    except Unreadable:
+    account, data = await credential_service.addressed(
+        pool, settings, credential_id, RazorpayCredential
+    )
+    if data.webhook_secret is None:
         raise NotConfigured(
-            "the credential does not decrypt with any CREDENTIALS_KEY",
-            code="credential_unreadable",
-        ) from None
-    secret = data.get("webhook_secret")
-    if not isinstance(secret, str) or not secret:
-        raise NotConfigured(
-            f"credential '{row['name']}' has no webhook_secret; add it with PUT "
-            f"/credentials/{row['name']}",
+            f"credential '{account.name}' has no webhook_secret; add it with PUT "
+            f"/credentials/{account.name}",
             code="webhook_not_configured",
         )
+    secret = data.webhook_secret.get_secret_value()
     return await _receive(
         pool,
         dispatcher,
@@ -137,7 +124,7 @@ async def receive_razorpay_for(
         signature,
         event_id,
         secret=secret,
-        owner=row["owner_id"],
+        owner=account.owner,
         provider=f"razorpay:{credential_id}",
     )
 
