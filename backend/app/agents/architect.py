@@ -309,7 +309,7 @@ class WorkflowArchitect:
             SystemMessage(system_prompt(self.registry)),
             HumanMessage(f"Design a workflow for: {prompt}" + _connections(connections)),
         ]
-        draft = await self._generate(messages, owner)
+        draft = await self._generate(messages, owner, connections)
         layered_layout(draft.blueprint)
         return draft
 
@@ -338,13 +338,16 @@ class WorkflowArchitect:
                 "change, and keep unchanged nodes exactly as they are." + _connections(connections)
             ),
         ]
-        draft = await self._generate(messages, owner)
+        draft = await self._generate(messages, owner, connections)
         keep_ids(current, draft.blueprint)
         layered_layout(draft.blueprint, keep=current)
         return draft
 
     async def _generate(
-        self, messages: list[BaseMessage], owner: Mapping[str, Any] | None
+        self,
+        messages: list[BaseMessage],
+        owner: Mapping[str, Any] | None,
+        connections: Sequence[tuple[str, str]] = (),
     ) -> Draft:
         """Ask, validate, and send every problem back, ``1 + ARCHITECT_MAX_REPAIRS`` times at
         most. An answer that does not fit the draft schema counts as a failed attempt too."""
@@ -374,7 +377,7 @@ class WorkflowArchitect:
                 except InvalidBlueprint as exc:
                     issues = exc.details
                 else:
-                    warnings = self._warnings(last)
+                    warnings = self._warnings(last, connections)
                     if owner is not None:
                         warnings += profile_warnings(valid, owner)
                     return Draft(last, warnings, attempt)
@@ -399,16 +402,25 @@ class WorkflowArchitect:
             details={"errors": issues, "last_draft": last},
         )
 
-    def _warnings(self, blueprint: dict[str, Any]) -> list[str]:
+    def _warnings(
+        self, blueprint: dict[str, Any], connections: Sequence[tuple[str, str]]
+    ) -> list[str]:
         warnings = []
         probe = ToolContext(idempotency_key="draft", settings=self.settings)
-        used = sorted({n["service"] for n in blueprint["nodes"] if n["type"] == "action"})
+        actions = [n for n in blueprint["nodes"] if n["type"] == "action"]
+        used = sorted({n["service"] for n in actions if not n.get("credential")})
         for service in used:
             if self.registry[service].is_sandboxed(probe):
                 warnings.append(
                     f"{service} has no credentials configured: its steps will run in "
-                    "sandbox mode (recorded, not sent)"
+                    "sandbox mode (recorded, not sent) unless they name a connection"
                 )
+        names = {name for name, _ in connections}
+        for name in sorted({n["credential"] for n in actions if n.get("credential")} - names):
+            warnings.append(
+                f"connection '{name}' does not exist yet: add it (POST /credentials) before "
+                "activating the workflow"
+            )
         for node in blueprint["nodes"]:
             if (
                 node["type"] == "trigger"

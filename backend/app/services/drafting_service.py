@@ -117,7 +117,13 @@ async def revise(
         connections=await _connections(pool, owner),
     )
     updated = await workflow_service.update(
-        pool, workflow_id, result.blueprint, name=None, description=None, owner=owner
+        pool,
+        workflow_id,
+        result.blueprint,
+        name=None,
+        description=None,
+        owner=owner,
+        check_credentials=False,  # a missing connection is a warning of the draft
     )
     return _response(updated, result)
 

@@ -119,11 +119,15 @@ async def update(
     name: str | None,
     description: str | None,
     owner: UUID,
+    check_credentials: bool = True,
 ) -> dict[str, Any]:
     """Save a new version. The active version stays pinned until activated again.
+    ``check_credentials`` False: a credential the owner lacks is saved as named (a revised
+    draft warns of it instead; :func:`get` lists it as not present).
 
     Raises:
-        InvalidBlueprint: 422. NotFound: 404. Conflict: 409 ``workflow_archived``.
+        InvalidBlueprint: 422 (also a named credential that is missing, not the owner's or of
+            a type the tool does not take). NotFound: 404. Conflict: 409 ``workflow_archived``.
     """
     blueprint = await validate_blueprint_async(data)
     trigger = _trigger(blueprint)
@@ -132,7 +136,8 @@ async def update(
         if current is None:
             raise NotFound("workflow", workflow_id)
         refuse_archived(current)
-        await credential_service.check_references(conn, blueprint, owner)
+        if check_credentials:
+            await credential_service.check_references(conn, blueprint, owner)
         row = await store.add_version(
             conn,
             workflow_id,
