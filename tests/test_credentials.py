@@ -87,6 +87,17 @@ def _blueprint(*actions: dict[str, Any], trigger: dict[str, Any] | None = None) 
     return {"name": "Connections test", "nodes": nodes, "edges": edges}
 
 
+def _run_adhoc(client: TestClient, user: str, action: dict[str, Any], payload: Any) -> Any:
+    """Run an unsaved one-action blueprint as ``user``; the finished run."""
+    response = client.post(
+        "/workflow/execute",
+        json={"blueprint": _blueprint(action), "payload": payload},
+        headers=as_user(user),
+    )
+    assert response.status_code == 202, response.text
+    return wait_for_run(client, response.json()["run_id"], headers=as_user(user))
+
+
 def _dump(database_url: str) -> str:
     """Every row of every table of the schema, as text."""
     parts = []
@@ -552,31 +563,16 @@ def test_rotating_the_key_keeps_every_credential_readable(peer: Peer, database_u
     assert "re-encrypted 2 credential(s)" in rotated.stdout
     assert _dump(database_url) != before
     peer.handlers["/echo"] = lambda body: (200, {"ok": True})
+    call = _http_node(f"{peer.url}/echo", credential="echo_api")
     with TestClient(create_app(_settings(database_url, credentials_key=KEY_B))) as only_new:
         for user in (ALICE, BOB):
-            response = only_new.post(
-                "/workflow/execute",
-                json={
-                    "blueprint": _blueprint(_http_node(f"{peer.url}/echo", credential="echo_api")),
-                    "payload": {"order": "R"},
-                },
-                headers=as_user(user),
-            )
-            run = wait_for_run(only_new, response.json()["run_id"], headers=as_user(user))
+            run = _run_adhoc(only_new, user, call, {"order": "R"})
             assert run["status"] == "succeeded", run["error"]
     assert peer.headers["/echo"][0]["Authorization"] == f"Bearer {BEARER}"
     assert peer.headers["/echo"][1]["X-Key"] == "bob-value-123456"
     # and with only the old key, nothing decrypts any more: the step says so, without retrying
     with TestClient(create_app(_settings(database_url, credentials_key=KEY_A))) as only_old:
-        response = only_old.post(
-            "/workflow/execute",
-            json={
-                "blueprint": _blueprint(_http_node(f"{peer.url}/echo", credential="echo_api")),
-                "payload": {"order": "R"},
-            },
-            headers=as_user(ALICE),
-        )
-        run = wait_for_run(only_old, response.json()["run_id"], headers=as_user(ALICE))
+        run = _run_adhoc(only_old, ALICE, call, {"order": "R"})
     assert run["status"] == "failed" and run["error"]["code"] == "credential_unreadable"
 
 

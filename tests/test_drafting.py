@@ -107,20 +107,26 @@ def model() -> Model:
     return Model()
 
 
-@pytest.fixture
-def api(database_url: str, model: Model) -> Iterator[TestClient]:
+def architect_app(database_url: str, model: Model, **overrides: Any) -> TestClient:
+    """The API whose architect talks to ``model``."""
     settings = make_settings(
         database_url,
         openai_base_url=LLM,
         openai_api_key="sk-test",
         llm_max_attempts=2,
         llm_backoff_seconds=0,
+        **overrides,
     )
     app = create_app(settings)
     chat_model = build_chat_model(settings, http_client=model.http_client)
     assert chat_model is not None
     app.state.architect = WorkflowArchitect(chat_model, settings)
-    with TestClient(app) as client:
+    return TestClient(app)
+
+
+@pytest.fixture
+def api(database_url: str, model: Model) -> Iterator[TestClient]:
+    with architect_app(database_url, model) as client:
         yield client
 
 
@@ -489,20 +495,9 @@ def test_revise_warns_about_a_missing_profile_field_too(api: TestClient, model: 
 def test_the_architect_names_the_users_connections_never_their_values(
     database_url: str, model: Model
 ) -> None:
-    settings = make_settings(
-        database_url,
-        openai_base_url=LLM,
-        openai_api_key="sk-test",
-        llm_max_attempts=2,
-        llm_backoff_seconds=0,
-        credentials_key=Fernet.generate_key().decode(),
-    )
-    app = create_app(settings)
-    chat_model = build_chat_model(settings, http_client=model.http_client)
-    assert chat_model is not None
-    app.state.architect = WorkflowArchitect(chat_model, settings)
     token = "twilio-token-never-shown-0042"
-    with TestClient(app) as client:
+    key = Fernet.generate_key().decode()
+    with architect_app(database_url, model, credentials_key=key) as client:
         made = client.post(
             "/credentials",
             json={

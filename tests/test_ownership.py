@@ -576,6 +576,8 @@ EXEMPT: dict[tuple[str, str], str] = {
     "events belong to the local user",
     ("POST", "/webhooks/razorpay/{credential_id}"): "signed with that credential's webhook "
     "secret; its events belong to the credential's owner (tests/test_credentials.py)",
+    ("POST", "/whatsapp/{credential_id}"): "signed by Twilio with that credential's auth token; "
+    "only its owner's linked senders act (tests/test_credentials.py)",
     ("POST", "/whatsapp"): "signed by Twilio (X-Twilio-Signature); the sender's number decides "
     "the user",
     ("GET", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",

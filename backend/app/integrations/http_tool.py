@@ -40,7 +40,7 @@ class BearerCredential(CredentialData):
     kind = "http_bearer"
     label = "HTTP bearer token"
 
-    token: SecretStr = Field(min_length=1, max_length=8192)
+    token: SecretStr = Field(title="Token", min_length=1, max_length=8192)
 
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
         """Add the ``Authorization`` header (``[redacted]`` unless ``reveal``)."""
@@ -79,7 +79,7 @@ class HeaderCredential(CredentialData):
     label = "HTTP header"
     identity = ("header",)
 
-    header: str = Field(pattern=_HEADER_NAME, examples=["X-API-Key"])
+    header: str = Field(title="Header name", pattern=_HEADER_NAME, examples=["X-API-Key"])
     value: SecretStr = Field(min_length=1, max_length=8192)
 
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
@@ -96,7 +96,9 @@ class QueryCredential(CredentialData):
     label = "HTTP query key"
     identity = ("parameter",)
 
-    parameter: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.~-]+$")
+    parameter: str = Field(
+        title="Query parameter", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.~-]+$"
+    )
     value: SecretStr = Field(min_length=1, max_length=2000)
 
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:

@@ -39,8 +39,10 @@ class OpenAICredential(CredentialData):
     label = "OpenAI-compatible model"
     identity = ("base_url", "model")
 
-    api_key: SecretStr = Field(min_length=1, max_length=500)
-    base_url: HttpUrl | None = Field(default=None, examples=["https://api.openai.com/v1"])
+    api_key: SecretStr = Field(title="API key", min_length=1, max_length=500)
+    base_url: HttpUrl | None = Field(
+        default=None, title="Base URL", examples=["https://api.openai.com/v1"]
+    )
     model: str | None = Field(default=None, max_length=200, description="Default: OPENAI_MODEL.")
 
 

@@ -44,9 +44,11 @@ class RazorpayCredential(CredentialData):
     label = "Razorpay"
     identity = ("key_id",)
 
-    key_id: str = Field(pattern=r"^rzp_(test|live)_[A-Za-z0-9]{6,40}$")
-    key_secret: SecretStr = Field(min_length=8, max_length=200)
-    webhook_secret: SecretStr | None = Field(default=None, min_length=8, max_length=200)
+    key_id: str = Field(title="Key ID", pattern=r"^rzp_(test|live)_[A-Za-z0-9]{6,40}$")
+    key_secret: SecretStr = Field(title="Key secret", min_length=8, max_length=200)
+    webhook_secret: SecretStr | None = Field(
+        default=None, title="Webhook secret", min_length=8, max_length=200
+    )
 
 
 class Customer(BaseModel):

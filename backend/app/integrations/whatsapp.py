@@ -58,10 +58,15 @@ class TwilioCredential(CredentialData):
     label = "Twilio (WhatsApp)"
     identity = ("account_sid", "whatsapp_from")
 
-    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$", examples=["AC" + "0" * 32])
-    auth_token: SecretStr = Field(min_length=8, max_length=200)
+    account_sid: str = Field(
+        title="Account SID", pattern=r"^AC[0-9a-fA-F]{32}$", examples=["AC" + "0" * 32]
+    )
+    auth_token: SecretStr = Field(title="Auth token", min_length=8, max_length=200)
     whatsapp_from: str = Field(
-        max_length=40, description="The WhatsApp sender, E.164.", examples=["+14155238886"]
+        title="WhatsApp sender",
+        max_length=40,
+        description="The WhatsApp sender, E.164.",
+        examples=["+14155238886"],
     )
 
     @field_validator("whatsapp_from")
