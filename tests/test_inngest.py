@@ -11,7 +11,14 @@ from fastapi.testclient import TestClient
 from backend.app.app import create_app
 from backend.app.workflows.runners.inngest import RUN_CANCELLED, RUN_REQUESTED, WAIT_RESOLVED
 from tests.conftest import InngestApp, make_settings
-from tests.support import FN_ID, InngestServer, execute, node_status, wait_for_run
+from tests.support import (
+    FN_ID,
+    TIMED_OUT,
+    InngestServer,
+    execute,
+    node_status,
+    wait_for_run,
+)
 
 FANOUT = {
     "nodes": [
@@ -234,3 +241,98 @@ def test_retry_of_a_failed_inngest_run_is_a_new_dispatch(
     assert first["data"]["dispatch"] == 0 and second["data"]["dispatch"] > 0
     assert first["id"] != second["id"]
     assert client.get(f"/runs/{run_id}").json()["status"] == "queued"
+
+
+def _step(node_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "type": "action",
+        "service": "transform",
+        "task": "build",
+        "params": {"fields": fields},
+    }
+
+
+def _two_branches(hold: dict[str, Any], branch: str | None = None) -> dict[str, Any]:
+    """Two branches from the trigger, joined at the end: a1 -> a2 -> a3 on one, ``hold`` (a
+    3-day delay, or a 3-day wait for a payment) then b1 on the other, through ``branch``."""
+    return {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            _step("a1", a=1),
+            _step("a2", a="{{ steps.a1.output.a + 1 }}"),
+            _step("a3", a="{{ steps.a2.output.a + 1 }}"),
+            hold,
+            _step("b1", b=1),
+            {
+                "id": "join",
+                "type": "end",
+                "output": {"a": "{{ steps.a3.output.a }}", "b": "{{ steps.b1.output.b }}"},
+            },
+        ],
+        "edges": [
+            {"source": "start", "target": "a1"},
+            {"source": "a1", "target": "a2"},
+            {"source": "a2", "target": "a3"},
+            {"source": "a3", "target": "join"},
+            {"source": "start", "target": "hold"},
+            {"source": "hold", "target": "b1", **({"branch": branch} if branch else {})},
+            {"source": "b1", "target": "join"},
+        ],
+    }
+
+
+THREE_DAYS = 3 * 86400.0
+#: The long branch's hold, and the edge from it to b1: a delay, or a wait whose timeout
+#: (no payment in 3 days) leads on to b1.
+LONG_BRANCHES: dict[str, tuple[dict[str, Any], str | None]] = {
+    "delay": ({"id": "hold", "type": "delay", "duration": "3d"}, None),
+    "wait": (
+        {"id": "hold", "type": "wait_for_event", "event": "shop/paid", "timeout": "3d"},
+        "timeout",
+    ),
+}
+
+
+def _planned_at(server: InngestServer, name: str) -> float:
+    """The virtual time of the first response that plans ``name``."""
+    for line in server.trace:
+        if f"StepPlanned {name} " in line.split(" -> ", 1)[1]:
+            return float(line.split("s ", 1)[0].removeprefix("t=").strip())
+    raise AssertionError(f"{name} was never planned:\n{server.trace_text()}")
+
+
+@pytest.mark.parametrize("hold", sorted(LONG_BRANCHES))
+def test_a_branch_moves_on_while_another_waits(
+    inngest_app: InngestApp, hold: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 19. On a real server a branch's next step is planned only after a discovery
+    request, and in the default parallel mode (``wait``) the server sends none while any step
+    handed out with it is pending, a 3-day sleep or wait included. Every op the runner hands
+    back carries ``parallelMode: race``, so the short branch's a2 is planned as soon as a1
+    ends, days before the long branch's delay (or wait, timing out) ends; the join is planned
+    only after both branches."""
+    client = inngest_app.client
+    run_id = execute(client, _two_branches(*LONG_BRANCHES[hold]))
+    server = InngestServer(client, inngest_app.events(RUN_REQUESTED)[0])
+    output = server.drive(on_wait=lambda op: TIMED_OUT)
+    with capsys.disabled():  # the opcode sequence, for the record (pytest -s shows it)
+        print(f"\n-- two branches, {hold} on the long one --\n{server.trace_text()}")
+
+    assert output == {"a": 3, "b": 1}
+    ops = [op for ops in server.responses for op in ops]
+    handed_out = [op for op in ops if op["op"] in ("StepPlanned", "Sleep", "WaitForEvent")]
+    assert handed_out and all(op["opts"]["parallelMode"] == "race" for op in handed_out)
+    for short in ("a1", "a2", "a3"):
+        assert _planned_at(server, short) < THREE_DAYS, server.trace_text()
+    assert _planned_at(server, "b1") >= THREE_DAYS, server.trace_text()
+    assert _planned_at(server, "join") >= THREE_DAYS, server.trace_text()
+    first = next(ops for ops in server.responses if ops[0]["displayName"] == "a1")
+    assert [op["displayName"] for op in first] == ["a1", "hold:begin"], "both branches start"
+
+    run = wait_for_run(client, run_id)
+    assert run["status"] == "succeeded" and run["output"] == {"a": 3, "b": 1}
+    logs = client.get(f"/runs/{run_id}/logs").json()["logs"]
+    finished = [r["node_id"] for r in logs if r["status"] == "succeeded"]
+    assert finished.index("a3") < finished.index("hold") < finished.index("b1")
+    assert finished.index("join") > max(finished.index("a3"), finished.index("b1"))
