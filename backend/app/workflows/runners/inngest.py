@@ -466,7 +466,8 @@ async def _hand_back(ctx: inngest.Context, suspended: list[Suspended]) -> None:
     waits to start, the targeted step's result.
 
     Raises:
-        Suspended: never escapes; the SDK's own signal does, gathered by ``ctx.group.parallel``.
+        BaseException: always, when all is well: the SDK's signal that ``ctx.group.parallel``
+            gathered from them, which the SDK turns into its reply.
         RuntimeError: nothing to hand back (Inngest targeted a step this replay did not reach,
             so it retries the request, as the SDK does for an unexpected step), or the SDK did
             not raise what it was handed (an SDK this runner does not support).
