@@ -4,6 +4,6 @@
 # TWILIO_* credentials are set).
 source "$(dirname "$0")/lib.sh"
 ensure_venv dev
-ensure_postgres
-say "running examples/payment_receipt on the embedded runner ($DATABASE_URL)"
+ensure_database
+say "running examples/payment_receipt on the embedded runner"
 exec wf run examples/payment_receipt/blueprint.json --payload examples/payment_receipt/payload.json "$@"
