@@ -48,7 +48,7 @@ ensure_venv() {
 # decides (backend/app/store/database.py): DATABASE_URL if set, else the local server on
 # 127.0.0.1:5432 if it answers, else the embedded server in .data/postgres (each command starts
 # it or joins it, and the last to finish stops it). Exits 3 when DATABASE_URL's server does not
-# answer. Needs ensure_venv first.
+# answer: before the slower steps of test.sh and serve.sh. Needs ensure_venv first.
 ensure_database() {
     "$VENV/bin/wf" db status || exit $?
 }
