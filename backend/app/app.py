@@ -36,7 +36,7 @@ from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.progress_hub import ProgressHub
 from backend.app.services.schedule_service import Scheduler
-from backend.app.store import migrations, vault
+from backend.app.store import database, migrations, vault
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -45,8 +45,9 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API. ``settings`` defaults to the environment's."""
-    settings = settings or get_settings()
+    """Build the API. ``settings`` defaults to the environment's; an unset database URL is
+    chosen as :func:`backend.app.store.database.choose` says."""
+    settings = database.choose(settings) if settings else get_settings()
     auth = Authenticator(settings)
     if auth.open:
         _check_open_access(settings)
@@ -59,6 +60,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The embedded server (if that is the database) stays up while the API runs.
+        hold = await asyncio.to_thread(database.attach, settings)
+        log.info("database: %s", database.describe(settings))
+        try:
+            async with serving(app):
+                yield
+        finally:
+            await asyncio.to_thread(hold.release)
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(migrations.ensure_database, settings.database_url)
             await asyncio.to_thread(migrations.migrate, settings.database_url)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -14,7 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from backend.app.store import vault
+from backend.app.store import database, vault
+
+#: The checkout (or the directory above an installed ``backend`` package).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -30,8 +34,20 @@ class Settings(BaseSettings):
     )
 
     database_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:5432/blueprints",
-        description="Postgres (or Supabase) connection string.",
+        default="",
+        description="PostgreSQL (or Supabase) connection string. Unset: the server at "
+        "LOCAL_DATABASE_URL if it lets us in, else the embedded server in "
+        "EMBEDDED_DATABASE_DIR; get_settings() fills it in (store/database.py decides).",
+    )
+    local_database_url: str = Field(
+        default=database.LOCAL_DATABASE_URL,
+        description="The machine's server, tried when DATABASE_URL is unset. Point it at a "
+        "closed port to always use the embedded server.",
+    )
+    embedded_database_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "postgres",
+        description="Data directory of the embedded PostgreSQL server (created on first use); "
+        "its Unix socket is there too.",
     )
     db_pool_min: int = 2
     db_pool_max: int = 20
@@ -259,6 +275,13 @@ class Settings(BaseSettings):
             vault.parse_keys(value.get_secret_value())
         return value
 
+    @field_validator("embedded_database_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        """Absolute and without symlinks: the same directory names the same server (and
+        socket) whatever the working directory."""
+        return value.expanduser().resolve()
+
     @field_validator("default_timezone")
     @classmethod
     def _timezone_is_known(cls, value: str) -> str:
@@ -294,5 +317,6 @@ def _is_loopback(host: str) -> bool:
 
 @lru_cache
 def get_settings() -> Settings:
-    """Return the process-wide settings, read from the environment on first use."""
-    return Settings()
+    """Return the process-wide settings, read from the environment on first use, with the
+    database chosen (:func:`backend.app.store.database.choose`) when DATABASE_URL is unset."""
+    return database.choose(Settings())
