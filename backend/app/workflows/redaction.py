@@ -17,6 +17,7 @@ validation refuses: a blueprint is stored and shown, so a secret there is a secr
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -61,6 +62,7 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s?#@]+)@")
 _QUERY_PARAM = re.compile(r"(?i)([?&])([A-Za-z0-9_.~-]+)=([^&#\s\"']*)")
 
 
+@functools.lru_cache(maxsize=4096)  # records repeat the same few keys
 def is_secret_name(name: str) -> bool:
     """True for a field or header name that holds a secret (``X-API-Key``, ``db_password``)."""
     normal = name.strip().lower().replace("-", "_")
@@ -86,9 +88,9 @@ class Redactor:
         """``text`` with URL userinfo, secret query values and credential values replaced."""
         if self._verbatim is not None:
             text = self._verbatim.sub(REDACTED, text)
-        if "://" in text:
+        if "@" in text and "://" in text:  # cheap tests first: most strings hold neither
             text = _USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-        if "=" in text:
+        if "=" in text and ("?" in text or "&" in text):
             text = _QUERY_PARAM.sub(_redact_param, text)
         return text
 
