@@ -30,8 +30,9 @@ from yarl import URL
 
 from backend.app.app import create_app
 from backend.app.config import Settings
-from tests.conftest import ALICE, BOB, make_settings
-from tests.support import Peer, as_user, wait_for_run
+from backend.app.workflows.runners.inngest import RUN_REQUESTED
+from tests.conftest import ALICE, BOB, InngestApp, make_settings
+from tests.support import InngestServer, Peer, as_user, wait_for_run
 from tests.test_channels import PUBLIC, FakeOpenAI
 
 KEY_A = Fernet.generate_key().decode()
@@ -765,3 +766,43 @@ def test_messages_to_a_users_own_number_act_for_that_user_only(
         runs = client.get("/runs", headers=as_user(ALICE)).json()["runs"]
         _assert_absent(json.dumps(runs), "runs", (ALICE_TOKEN,))
     _assert_absent(_dump(database_url), "the database", (ALICE_TOKEN,))
+
+
+def test_on_inngest_the_step_gets_the_credential_and_records_none_of_it(
+    database_url: str, peer: Peer
+) -> None:
+    """The Inngest runner loads the owner's credential inside the step, like the embedded one:
+    driven over HTTP the way the Inngest executor does, the peer gets the token and the step's
+    memo (what Inngest stores), the logs and the run hold none of it."""
+    settings = make_settings(
+        database_url,
+        engine="inngest",
+        inngest_dev="1",
+        inngest_base_url=peer.url,
+        inngest_event_key=InngestApp.EVENT_KEY,
+        credentials_key=KEY_A,
+    )
+    peer.handlers["/echo"] = lambda body: (200, {"seen": peer.headers["/echo"][-1]})
+    with TestClient(create_app(settings)) as client:
+        app = InngestApp(client, peer)
+        made = client.post(
+            "/credentials", json={"name": "api", "type": "http_bearer", "data": {"token": BEARER}}
+        )
+        assert made.status_code == 201, made.text
+        action = _http_node(f"{peer.url}/echo", credential="api")
+        response = client.post(
+            "/workflow/execute", json={"blueprint": _blueprint(action), "payload": {"order": "I"}}
+        )
+        assert response.status_code == 202, response.text
+        server = InngestServer(client, app.events(RUN_REQUESTED)[0])
+        server.drive()
+        run = wait_for_run(client, response.json()["run_id"])
+        assert run["status"] == "succeeded" and run["engine"] == "inngest", run["error"]
+        assert peer.headers["/echo"][0]["Authorization"] == f"Bearer {BEARER}"
+        seen = [
+            client.get(f"/runs/{run['id']}").text,
+            client.get(f"/runs/{run['id']}/logs").text,
+            json.dumps(server.steps),  # the step results Inngest would store
+        ]
+    _assert_absent("\n".join(seen), "the Inngest run", (BEARER,))
+    _assert_absent(_dump(database_url), "the database", (BEARER,))
