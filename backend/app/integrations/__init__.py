@@ -1,13 +1,16 @@
 """Integrations and ``TOOL_REGISTRY``: adding a tool is one file and one line here."""
 
 from backend.app.integrations.base import (
+    N_,
     BaseTool,
     Command,
+    Lookup,
     Slot,
     Task,
     TaskParams,
     ToolContext,
     ToolError,
+    Wording,
 )
 from backend.app.integrations.channel_tool import ChannelTool
 from backend.app.integrations.http_tool import HttpTool
@@ -37,13 +40,16 @@ def public_tools() -> dict[str, BaseTool]:
 
 
 __all__ = [
+    "N_",
     "TOOL_REGISTRY",
     "BaseTool",
     "Command",
+    "Lookup",
     "Slot",
     "Task",
     "TaskParams",
     "ToolContext",
     "ToolError",
+    "Wording",
     "public_tools",
 ]

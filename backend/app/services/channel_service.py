@@ -22,6 +22,7 @@ from backend.app.errors import (
 from backend.app.integrations import twilio_media
 from backend.app.services import (
     conversation_service,
+    i18n,
     link_service,
     replies,
     session_service,
@@ -35,10 +36,6 @@ from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
-
-VOICE_NOTE_UNAVAILABLE = (
-    "Sorry, I couldn't download your voice note — could you send it again or type your message?"
-)
 
 
 def turn_body(turn: Turn) -> dict[str, Any]:
@@ -69,8 +66,10 @@ async def voice_or_text(
     turn in their voice session ``session_ref``.
 
     A failed model, action or engine is a ``failed`` turn with an apology (see
-    :func:`conversation_service.handle`); if the spoken reply cannot be made, the answer comes
-    without ``reply_audio``.
+    :func:`conversation_service.handle`). The spoken reply (``reply_audio``: mp3, the words
+    spoken and the voice) reads amounts as words and stays short (:func:`replies.spoken`), in
+    a voice for the reply's language (:func:`speech_service.voice_for`); if it cannot be made,
+    the answer comes without it.
 
     Raises:
         UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
@@ -102,9 +101,11 @@ async def voice_or_text(
     body = turn_body(turn)
     if reply_audio:
         try:
-            body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+            audio_reply = await speech_service.speak(turn.speech, settings, language=turn.language)
         except (LLMTimeout, LLMUnavailable) as exc:  # the turn happened: its text reply stands
             log.warning("session %s: no spoken reply: %s", turn.session_id, exc)
+        else:
+            body["reply_audio"] = {**audio_reply, "text": turn.speech}
     return body
 
 
@@ -182,6 +183,7 @@ async def whatsapp(
         ):
             metrics.delivery_outcome("duplicate")
             return twiml(None)
+    speaker = i18n.Speaker(i18n.ENGLISH, "whatsapp", settings.default_phone_region)
     try:
         text = params.get("Body", "")
         code = link_service.link_code(text)
@@ -191,6 +193,8 @@ async def whatsapp(
             metrics.delivery_outcome("unlinked")
             told = await link_service.hint(pool, settings, number)
             return twiml(link_service.UNLINKED if told else None)
+        language = await conversation_service.language_of(pool, "whatsapp", sender, owner)
+        speaker = i18n.Speaker(language, "whatsapp", settings.default_phone_region)
         transcript = None
         media: dict[str, Any] | None = None
         if params.get("NumMedia", "0").strip() not in ("", "0"):
@@ -209,17 +213,17 @@ async def whatsapp(
                         user_ref=sender,
                         owner=owner,
                         media={**media, "error": exc.reason},
-                        reply=VOICE_NOTE_UNAVAILABLE,
+                        reply=replies.voice_note_unavailable(speaker),
                         provider_message_id=sid,
                     )
-                    return twiml(VOICE_NOTE_UNAVAILABLE)
+                    return twiml(replies.voice_note_unavailable(speaker))
                 transcript = await speech_service.transcribe(
                     data, settings, filename=None, content_type=kind
                 )
                 media = {**(media or {}), "bytes": len(data)}
                 text = transcript
         if not text.strip():
-            return twiml("Sorry, I can only read text and voice notes.")
+            return twiml(replies.unreadable(speaker))
         turn = await conversation_service.handle(
             pool,
             dispatcher,
@@ -236,7 +240,7 @@ async def whatsapp(
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)
-        return twiml(replies.apology(exc))
+        return twiml(replies.apology(exc, speaker).text)
     except Exception:
         async with pool.connection() as conn:
             await conn.execute(
