@@ -97,7 +97,7 @@ def language_of(tag: str | None, current: Language) -> tuple[Language, str | Non
         locale = Locale.parse(text, sep="-")
     except (ValueError, TypeError, UnknownLocaleError):
         return current, None
-    return ENGLISH, locale.get_display_name("en") or text
+    return ENGLISH, Locale.parse("en").languages.get(locale.language) or text
 
 
 @functools.cache

@@ -95,9 +95,8 @@ WORKFLOW_WORDINGS: dict[str, Wording] = {
 }
 
 
-async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
-    """Every intent available to ``owner`` now: the tool commands, then their own active
-    intent workflows."""
+def command_intents() -> dict[str, Intent]:
+    """The intents of the tool tasks that declare a command (the same for every user)."""
     intents: dict[str, Intent] = {}
     for tool in public_tools().values():
         for task_name, task in tool.tasks.items():
@@ -118,9 +117,37 @@ async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
                     task=task_name,
                     params=task.params,
                 )
+    return intents
+
+
+def workflow_intent(
+    name: str, description: str, slots: tuple[Slot, ...], **workflow: Any
+) -> Intent:
+    """The intent of a workflow with an ``intent`` trigger, its replies read as
+    :data:`WORKFLOW_WORDINGS` say (``workflow``: ``workflow_id``, ``version``,
+    ``workflow_name``, ``confirm``)."""
+    words = WORKFLOW_WORDINGS
+    confirm = workflow.pop("confirm", False)
+    return Intent(
+        name,
+        description,
+        slots,
+        help=words["help"].variants[0],
+        request=words["request"],
+        result=words["result"],
+        failure=words["failure"],
+        confirmation=words["confirmation"] if confirm else None,
+        started=words["started"],
+        **workflow,
+    )
+
+
+async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
+    """Every intent available to ``owner`` now: the tool commands, then their own active
+    intent workflows."""
+    intents = command_intents()
     async with pool.connection() as conn:
         rows = await workflows_store.active_with_intent_triggers(conn, owner)
-    words = WORKFLOW_WORDINGS
     for row in rows:
         blueprint = Blueprint.model_validate(row["blueprint"])
         trigger = next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
@@ -130,16 +157,11 @@ async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
             Slot(s.name, s.type, s.required, s.question, s.description) for s in trigger.slots
         )
         description = blueprint.description or row["name"]
-        intents[trigger.intent] = Intent(
+        intents[trigger.intent] = workflow_intent(
             trigger.intent,
             f"Run the workflow '{row['name']}': {description}",
             slots,
-            help=words["help"].variants[0],
-            request=words["request"],
-            result=words["result"],
-            failure=words["failure"],
-            confirmation=words["confirmation"] if trigger.confirm else None,
-            started=words["started"],
+            confirm=trigger.confirm,
             workflow_id=row["workflow_id"],
             version=row["version"],
             workflow_name=row["name"],

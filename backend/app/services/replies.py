@@ -76,23 +76,25 @@ def fill(said: Said, values: dict[str, Any]) -> Said:
 
 
 def spoken(said: Said, speaker: Speaker) -> str:
-    """What text-to-speech says: whole sentences up to :data:`SPOKEN_WORDS` words in all,
-    then "The rest is in the chat." when anything was left out, then the ``tail``."""
-    words = said.speech.split()
+    """What text-to-speech says: the first sentence (cut at :data:`SPOKEN_WORDS` words only
+    if it is far longer), then whole sentences while the reply stays within
+    :data:`SPOKEN_WORDS` words, then "The rest is in the chat." when anything was left out,
+    then the ``tail`` (how to answer a question), whatever the length."""
+    sentences = [s for s in re.split(r"(?<=[.?!।])\s+", said.speech.strip()) if s]
+    if not sentences:
+        return said.tail
     budget = SPOKEN_WORDS - len(said.tail.split())
-    if len(words) <= budget and not said.cut:
-        return " ".join(p for p in (said.speech, said.tail) if p)
-    kept: list[str] = []
-    count = 0
-    for sentence in re.split(r"(?<=[.?!।])\s+", said.speech.strip()):
+    first = sentences[0].split()
+    kept = [sentences[0] if len(first) <= SPOKEN_WORDS + 10 else " ".join(first[:SPOKEN_WORDS])]
+    count = len(kept[0].split())
+    for sentence in sentences[1:]:
         size = len(sentence.split())
         if count + size > budget:
             break
         kept.append(sentence)
         count += size
-    if not kept:
-        kept = [" ".join(words[: max(budget, 10)])]
-    rest = speaker(N_("The rest is in the chat."))
+    left_out = said.cut or len(kept) < len(sentences) or kept[0] != sentences[0]
+    rest = speaker(N_("The rest is in the chat.")) if left_out else ""
     return " ".join(p for p in (*kept, rest, said.tail) if p)
 
 
