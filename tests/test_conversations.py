@@ -781,3 +781,20 @@ def _check_readme(scenario: Scenario, exchanges: list[Exchange]) -> None:
         "README.md's conversation table differs from what the assistant said; run "
         "UPDATE_README=1 pytest tests/test_conversations.py to write it\n" + "\n".join(rows)
     )
+
+
+def test_a_voice_note_that_cannot_be_fetched_is_apologised_for_in_the_users_language(
+    api: TestClient, llm: FakeOpenAI, peer: Peer
+) -> None:
+    llm.say("CREATE_INVOICE", language="hi")
+    assert "इनवॉइस किसके नाम बनाऊँ?" in _sent(whatsapp(api, "इनवॉइस बनाओ", "SMv1"))
+    peer.handlers["/media/gone"] = lambda body: (404, {"message": "not found"})
+    answer = whatsapp(
+        api,
+        "",
+        "SMv2",
+        NumMedia="1",
+        MediaUrl0=f"{peer.url}/media/gone",
+        MediaContentType0="audio/ogg",
+    )
+    assert _sent(answer).startswith("माफ़ कीजिए, आपका वॉइस नोट डाउनलोड नहीं हो पाया")

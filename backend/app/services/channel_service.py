@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -183,7 +185,16 @@ async def whatsapp(
         ):
             metrics.delivery_outcome("duplicate")
             return twiml(None)
-    speaker = i18n.Speaker(i18n.ENGLISH, "whatsapp", settings.default_phone_region)
+
+    async def speaker() -> i18n.Speaker:
+        """Who is told a fixed answer (an apology): the sender, in their conversation's
+        language (English before there is one, or if the database cannot say)."""
+        language = i18n.ENGLISH
+        if owner is not None:
+            with contextlib.suppress(psycopg.Error):  # the pool's timeout is one too
+                language = await conversation_service.language_of(pool, "whatsapp", sender, owner)
+        return i18n.Speaker(language, "whatsapp", settings.default_phone_region)
+
     try:
         text = params.get("Body", "")
         code = link_service.link_code(text)
@@ -193,8 +204,6 @@ async def whatsapp(
             metrics.delivery_outcome("unlinked")
             told = await link_service.hint(pool, settings, number)
             return twiml(link_service.UNLINKED if told else None)
-        language = await conversation_service.language_of(pool, "whatsapp", sender, owner)
-        speaker = i18n.Speaker(language, "whatsapp", settings.default_phone_region)
         transcript = None
         media: dict[str, Any] | None = None
         if params.get("NumMedia", "0").strip() not in ("", "0"):
@@ -205,6 +214,7 @@ async def whatsapp(
                     data = await twilio_media.download(params["MediaUrl0"], settings)
                 except twilio_media.MediaUnavailable as exc:
                     log.warning("whatsapp message %s: voice note not downloaded: %s", sid, exc)
+                    unavailable = replies.voice_note_unavailable(await speaker())
                     await session_service.record_unread(
                         pool,
                         dispatcher,
@@ -213,17 +223,17 @@ async def whatsapp(
                         user_ref=sender,
                         owner=owner,
                         media={**media, "error": exc.reason},
-                        reply=replies.voice_note_unavailable(speaker),
+                        reply=unavailable,
                         provider_message_id=sid,
                     )
-                    return twiml(replies.voice_note_unavailable(speaker))
+                    return twiml(unavailable)
                 transcript = await speech_service.transcribe(
                     data, settings, filename=None, content_type=kind
                 )
                 media = {**(media or {}), "bytes": len(data)}
                 text = transcript
         if not text.strip():
-            return twiml(replies.unreadable(speaker))
+            return twiml(replies.unreadable(await speaker()))
         turn = await conversation_service.handle(
             pool,
             dispatcher,
@@ -240,7 +250,7 @@ async def whatsapp(
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)
-        return twiml(replies.apology(exc, speaker).text)
+        return twiml(replies.apology(exc, await speaker()).text)
     except Exception:
         async with pool.connection() as conn:
             await conn.execute(
