@@ -21,4 +21,4 @@ if [ "${1:-}" = init ]; then
 fi
 pybabel extract -F pyproject.toml --no-location --sort-output --no-wrap --omit-header \
     -o "$DIR/messages.pot" backend/app
-pybabel update --no-wrap --ignore-obsolete -D messages -i "$DIR/messages.pot" -d "$DIR"
+pybabel update --no-wrap --ignore-obsolete --ignore-pot-creation-date -D messages -i "$DIR/messages.pot" -d "$DIR"

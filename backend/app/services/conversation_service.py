@@ -314,8 +314,8 @@ class _Conversation:
 
     def help(self, *, asked: bool) -> Turn:
         """What the user can do (``asked``: they asked; else the message matched nothing)."""
-        return self.turn("no_action", replies.help_reply(self.intents, self.speaker, asked=asked),
-                         None, {})  # fmt: skip
+        said = replies.help_reply(self.intents, self.speaker, asked=asked)
+        return self.turn("no_action", said, None, {})
 
     def goodbye(self) -> Turn:
         """The user ends the conversation: the pending request is dropped (and said so)."""

@@ -177,11 +177,10 @@ def money(value: dict[str, Any], speaker: Speaker, *, spoken: bool = False) -> s
     amount = Decimal(minor).scaleb(-precision)
     if cents:
         return format_currency(amount, currency, locale=speaker.locale)
-    pattern = speaker.locale.currency_formats["standard"].pattern
+    whole_pattern = re.sub(r"\.0+", "", speaker.locale.currency_formats["standard"].pattern)
     return format_currency(
-        amount, currency, format=re.sub(r"\.0+", "", pattern), currency_digits=False,
-        locale=speaker.locale,
-    )  # fmt: skip
+        amount, currency, format=whole_pattern, currency_digits=False, locale=speaker.locale
+    )
 
 
 def _spoken_money(whole: int, cents: int, currency: str, speaker: Speaker) -> str:

@@ -345,12 +345,11 @@ def goodbye(dropped: Said | None, speaker: Speaker) -> Said:
         return plain(
             speaker(N_("Bye! I've closed our conversation — message me any time to start again."))
         )
-    return _around(
-        N_("Bye! I've dropped {request} and closed our conversation — message me any time to "
-           "start again."),
-        dropped,
-        speaker,
-    )  # fmt: skip
+    closed = N_(
+        "Bye! I've dropped {request} and closed our conversation — message me any time to "
+        "start again."
+    )
+    return _around(closed, dropped, speaker)
 
 
 def unfinished(said: Said, speaker: Speaker) -> Said:
