@@ -371,8 +371,11 @@ def test_intent_parser_rejects_bad_audio_and_input(database_url: str, llm: FakeO
         assert anonymous.json()["error"]["details"][0]["loc"] == ["body", "session_id"]
 
 
-def test_without_a_model_intent_parser_is_503(client: TestClient) -> None:
-    response = client.post("/intent-parser", json={"session_id": "s", "text": "hello"})
+@pytest.mark.parametrize("text", ["hello", "help", "bye"])
+def test_without_a_model_intent_parser_is_503(client: TestClient, text: str) -> None:
+    """Even the words understood without the model: a deployment without one holds no
+    conversation."""
+    response = client.post("/intent-parser", json={"session_id": "s", "text": text})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "llm_not_configured"
 

@@ -153,6 +153,7 @@ async def handle(
     Raises:
         LLMNotConfigured: 503 (a deployment without a model).
     """
+    intents_reader.configured()  # a deployment without a model holds no conversation
     async with _one_turn_at_a_time(settings, f"{owner}:{channel}:{user_ref}"):
         async with pool.connection() as conn, conn.transaction():
             session = await store.open_for(conn, channel, user_ref, owner)

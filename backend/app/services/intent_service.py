@@ -472,6 +472,19 @@ class IntentService:
             else llm.StructuredModel(model, Extraction, settings, purpose="intent")
         )
 
+    def configured(self) -> llm.StructuredModel[Extraction]:
+        """The model that reads messages.
+
+        Raises:
+            LLMNotConfigured: 503, no model is configured (nothing can be understood).
+        """
+        if self.model is None:
+            raise LLMNotConfigured(
+                "no language model is configured: set OPENAI_API_KEY "
+                "(or OPENAI_BASE_URL) to understand messages"
+            )
+        return self.model
+
     async def analyze(
         self,
         text: str,
@@ -485,13 +498,9 @@ class IntentService:
         Raises:
             LLMNotConfigured: 503. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
         """
-        if self.model is None:
-            raise LLMNotConfigured(
-                "no language model is configured: set OPENAI_API_KEY "
-                "(or OPENAI_BASE_URL) to understand messages"
-            )
+        model = self.configured()
         messages = [SystemMessage(_prompt(intents, pending, language)), HumanMessage(text)]
-        extraction = await self.model.ainvoke(messages)
+        extraction = await model.ainvoke(messages)
         analysis = Analysis(
             intent=extraction.intent if extraction.intent in intents else None,
             confidence=extraction.confidence,

@@ -17,6 +17,7 @@ error ``code``, never copied from the error's ``message``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
@@ -300,9 +301,10 @@ def _normal(text: str) -> str:
     return " ".join(kept.split())
 
 
-def _words(kind: str, language: Language) -> list[str]:
+@functools.cache
+def _words(kind: str, language: Language) -> tuple[str, ...]:
     listed = i18n.translate(language, CONTROL_WORDS[kind])
-    return [w for w in (_normal(w) for w in listed.split(",")) if w]
+    return tuple(w for w in (_normal(w) for w in listed.split(",")) if w)
 
 
 def control(text: str, current: Language) -> tuple[str, Language] | None:
