@@ -1,12 +1,10 @@
-# Shared by scripts/*.sh: a virtualenv with the project installed, and a reachable PostgreSQL.
-# DATABASE_URL overrides the default postgresql://postgres@127.0.0.1:5432/blueprints.
+# Shared by scripts/*.sh: a virtualenv with the project installed, the database it will use, the
+# dashboard's build and a Chromium for its tests.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${VENV:-$ROOT/.venv}"
-DEFAULT_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/blueprints"
-export DATABASE_URL="${DATABASE_URL:-$DEFAULT_DATABASE_URL}"
 
 say() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31merror:\033[0m %s\n' "$1" >&2; exit "${2:-1}"; }
@@ -46,35 +44,13 @@ ensure_venv() {
     export PATH="$VENV/bin:$PATH"
 }
 
-pg_reachable() {
-    "$VENV/bin/python" - "$1" <<'PY' >/dev/null 2>&1
-import sys, psycopg
-from psycopg import conninfo
-url = conninfo.make_conninfo(sys.argv[1], dbname="postgres")
-psycopg.connect(url, connect_timeout=3).close()
-PY
-}
-
-# ensure_postgres: find the server in DATABASE_URL, start a local cluster if it is down.
-ensure_postgres() {
-    if pg_reachable "$DATABASE_URL"; then return 0; fi
-    # Only the default local server is ours to start; a DATABASE_URL you set is yours.
-    if [ "$DATABASE_URL" = "$DEFAULT_DATABASE_URL" ] && command -v pg_ctlcluster >/dev/null 2>&1 &&
-       [ -d /etc/postgresql ]; then
-        local version
-        version="$(ls /etc/postgresql | sort -V | tail -1)"
-        say "PostgreSQL is not answering; starting local cluster $version/main"
-        pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null ||
-            pg_ctlcluster "$version" main start 2>/dev/null || true
-        for _ in $(seq 1 30); do
-            pg_reachable "$DATABASE_URL" && return 0
-            sleep 1
-        done
-    fi
-    die "cannot reach PostgreSQL for DATABASE_URL=$DATABASE_URL.
-  Start a server (Debian/Ubuntu: apt-get install postgresql && pg_ctlcluster <version> main start;
-  macOS: brew services start postgresql) or point DATABASE_URL at one you can reach, e.g. a
-  Supabase project's connection string. The role needs CREATEDB (or create the database first)." 3
+# ensure_database: say which PostgreSQL the project's commands will use, as `wf db status`
+# decides (backend/app/store/database.py): DATABASE_URL if set, else the local server on
+# 127.0.0.1:5432 if it answers, else the embedded server in .data/postgres (each command starts
+# it or joins it, and the last to finish stops it). Exits 3 when DATABASE_URL's server does not
+# answer: before the slower steps of test.sh and serve.sh. Needs ensure_venv first.
+ensure_database() {
+    "$VENV/bin/wf" db status || exit $?
 }
 
 # require_node: Node.js >= 18 and npm, or say what to install.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The tests: ruff, mypy (strict on backend/app), the dashboard's type check, then pytest
 # against real PostgreSQL (the browser tests drive the built dashboard in Chromium).
-# Tests use their own database: <DATABASE_URL's name>_test (created and migrated by the suite).
+# Tests use their own database, <name>_test on the server `wf db status` names (blueprints_test
+# unless DATABASE_URL names another database), created and migrated by the suite.
 source "$(dirname "$0")/lib.sh"
 ensure_venv dev
-ensure_postgres
+ensure_database
 ensure_dashboard
 ensure_chromium
 say "ruff"

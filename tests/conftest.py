@@ -1,12 +1,13 @@
 """Fixtures: a real PostgreSQL test database, the API, a local HTTP peer.
 
-The suite uses the database ``<DATABASE_URL's name>_test`` (default ``blueprints_test``),
-recreated and migrated once per session, truncated before each test.
+The suite uses the database ``<name>_test`` (default ``blueprints_test``) on the server the
+project would use (``DATABASE_URL``, else the local server, else the embedded one: see
+``backend/app/store/database.py``), recreated and migrated once per session, truncated before
+each test.
 """
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -17,15 +18,17 @@ from fastapi.testclient import TestClient
 from psycopg import conninfo, sql
 
 from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.store import migrations
+from backend.app.config import Settings, get_settings
+from backend.app.store import database, migrations
 from backend.app.store.accounts import LOCAL_USER_ID
 from tests.support import JWT_SECRET, FakeDNS, Peer
 
 #: Lines for the end of pytest's report (figures a test measured, e.g. the API fuzzing).
 SUMMARY: list[str] = []
 
-BASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/blueprints")
+#: The project's database as ``wf`` would choose it; the suite's is a sibling (``_test``).
+BASE = get_settings()
+BASE_URL = BASE.database_url
 TERMINAL = {"succeeded", "failed", "cancelled"}
 WEBHOOK_SECRET = "whsec_test_secret"
 
@@ -37,18 +40,19 @@ def suite_database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def database_url() -> Iterator[str]:
     url = suite_database_url()
     dbname = conninfo.conninfo_to_dict(url)["dbname"]
     admin = conninfo.make_conninfo(url, dbname="postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname))
-        )
-    assert migrations.ensure_database(url)
-    assert migrations.migrate(url), "the init migration should apply on a fresh database"
-    assert migrations.migrate(url) == [], "a second migrate is a no-op"
-    return url
+    with database.held(BASE):  # the embedded server, if that is it, stays up for the session
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(dbname))
+            )
+        assert migrations.ensure_database(url)
+        assert migrations.migrate(url), "the init migration should apply on a fresh database"
+        assert migrations.migrate(url) == [], "a second migrate is a no-op"
+        yield url
 
 
 @pytest.fixture(autouse=True)
@@ -57,7 +61,8 @@ def clean_db(database_url: str) -> None:
         conn.execute(
             "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
             " workflow_logs, events, webhook_deliveries, sessions, session_messages,"
-            " workflow_schedules, api_keys, channel_links, channel_link_codes, channel_hints"
+            " workflow_schedules, api_keys, channel_links, channel_link_codes, channel_hints,"
+            " credentials"
             " cascade"
         )
         conn.execute("delete from users where id <> %s", (LOCAL_USER_ID,))

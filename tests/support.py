@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import heapq
 import json
+import re
 import socket
 import ssl
 import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -234,26 +238,77 @@ def as_user(user_id: str) -> dict[str, str]:
 FN_ID = "blueprint-engine-run-workflow"
 
 
-class InngestServer:
-    """Plays the Inngest executor against ``POST /api/inngest``: sends the event, the memoized
-    steps (keyed by the hashed step id) and the stack; runs planned steps one request each."""
+#: What an ``on_wait`` answer returns for a wait that no event resolves: it ends at its timeout.
+TIMED_OUT = object()
 
-    def __init__(self, client: TestClient, event: dict[str, Any]) -> None:
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+@dataclasses.dataclass(order=True)
+class _Job:
+    """A queue item of :class:`InngestServer`: a request due at ``due`` (virtual seconds)."""
+
+    due: float
+    seq: int
+    kind: str = dataclasses.field(compare=False)  # discover | step | sleep | wait
+    step_id: str = dataclasses.field(compare=False, default="")  # hashed id
+    name: str = dataclasses.field(compare=False, default="")  # display name
+    attempt: int = dataclasses.field(compare=False, default=0)
+    mode: str = dataclasses.field(compare=False, default="wait")  # the op's parallelMode
+    value: Any = dataclasses.field(compare=False, default=None)  # a wait's event
+
+
+class InngestServer:
+    """Plays the Inngest executor against ``POST /api/inngest``, on a virtual clock.
+
+    Modelled on the server's executor (``pkg/execution/executor/executor.go``, 1.9.1 and
+    later), request by request:
+
+    - every ``StepPlanned`` op becomes a queue item that targets that step
+      (``stepId=<hashed id>``) with its own attempt counter, from 0; a ``StepError`` retries
+      that item with ``attempt + 1``, and on the last attempt (``max_attempts`` = the
+      function's retries + 1, sent in ``ctx``) the SDK reports ``StepFailed`` instead. (The
+      SDK's ``inngest.experimental.mocked`` harness keeps one attempt counter for the whole run
+      and never resets it, so a step after a retried step starts at a later attempt there.)
+    - ``Sleep`` ends ``duration`` later on the virtual clock (``now``); ``WaitForEvent`` ends
+      when ``on_wait(op)`` returns an event (at once) or :data:`TIMED_OUT` (at its timeout).
+      The mocked harness ends every sleep at once, so there a delay never holds anything.
+    - an op handed out again (same step id) while it is queued or pending is dropped, as the
+      server's queue job ids and pause ids do.
+    - when a step, sleep or wait ends, a discovery request (no target) is queued if the op's
+      ``opts.parallelMode`` is ``race``, or else (``wait``, the default) only once no other
+      op handed out is still pending: the server's ``shouldEnqueueDiscovery``.
+
+    The server sends requests concurrently; here they go one at a time in order of due time,
+    then of queuing. ``trace`` lists every request and what it returned, for reading.
+    """
+
+    def __init__(self, client: TestClient, event: dict[str, Any], max_attempts: int = 5) -> None:
         self.client = client
         self.event = event
+        self.max_attempts = max_attempts
         self.steps: dict[str, Any] = {}
         self.stack: list[str] = []
         self.responses: list[list[dict[str, Any]]] = []
+        self.trace: list[str] = []
+        self.now = 0.0
+        self.failure: Any = None
+        self.force_plan = False  # the server's ForceStepPlan after a parallel response
+        self._queue: list[_Job] = []
+        self._seq = 0
+        self._queued: set[str] = set()  # job keys ever queued (step and pause ids dedupe)
+        self._pending: set[str] = set()  # ops handed out that have not ended
 
-    def call(self, step_id: str = "step") -> Any:
+    def call(self, step_id: str = "step", attempt: int = 0) -> Any:
         body = {
             "event": self.event,
             "events": [self.event],
             "steps": self.steps,
             "ctx": {
                 "run_id": "01TESTRUN",
-                "attempt": 0,
-                "disable_immediate_execution": False,
+                "attempt": attempt,
+                "max_attempts": self.max_attempts,
+                "disable_immediate_execution": self.force_plan,
                 "stack": {"stack": self.stack},
             },
             "use_api": False,
@@ -264,30 +319,121 @@ class InngestServer:
         self.steps[op["id"]] = value
         self.stack.append(op["id"])
 
-    def drive(self, on_wait: Any = None, limit: int = 60) -> Any:
-        """Run until the function returns 200 (its output) or a wait the caller must answer."""
-        planned: list[str] = []
-        target = "step"
+    def _push(self, key: str, job: _Job) -> None:
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        self._seq += 1
+        job.seq = self._seq
+        heapq.heappush(self._queue, job)
+
+    def _ended(self, step_id: str, mode: str) -> None:
+        """``step_id`` ended (its result is memoized): queue discovery as the server would."""
+        self._pending.discard(step_id)
+        if mode == "race" or not self._pending:
+            self.force_plan = False
+            self._push(f"discover:{step_id}", _Job(self.now, 0, "discover", step_id))
+
+    def drive(self, on_wait: Any = None, limit: int = 200) -> Any:
+        """Run until the function returns 200 (its output); a failed function leaves its
+        error in ``failure`` and returns None. At most ``limit`` requests."""
+        self._push("start", _Job(self.now, 0, "discover"))
         for _ in range(limit):
-            response = self.call(target)
+            job = heapq.heappop(self._queue)
+            self.now = max(self.now, job.due)
+            if job.kind in ("sleep", "wait"):  # a timer or an event ends a pause
+                if job.step_id not in self.steps:
+                    self.steps[job.step_id] = job.value
+                    self.stack.append(job.step_id)
+                    self._ended(job.step_id, job.mode)
+                continue
+            if job.kind == "step" and job.step_id in self.steps:
+                continue
+            target = job.step_id if job.kind == "step" else "step"
+            response = self.call(target, job.attempt)
+            what = f"{job.name} attempt {job.attempt}" if job.kind == "step" else "discovery"
             if response.status_code == 200:
+                self.trace.append(f"t={self.now:>7.0f}s {what} -> 200 function finished")
                 return response.json()
-            assert response.status_code == 206, response.text
+            if response.status_code != 206:
+                retry = response.headers.get("x-inngest-no-retry") != "true"
+                self.trace.append(f"t={self.now:>7.0f}s {what} -> {response.status_code}")
+                if retry and job.attempt + 1 < self.max_attempts:
+                    self._retry(job)
+                    continue
+                self.failure = response.json()
+                return None
             ops = response.json()
             self.responses.append(ops)
+            self.trace.append(
+                f"t={self.now:>7.0f}s {what} -> "
+                + ", ".join(f"{op['op']} {op['displayName']} [{_mode(op)}]" for op in ops)
+            )
+            if len(ops) > 1:
+                self.force_plan = True
             for op in ops:
-                if op["op"] == "StepRun":
-                    self.memo(op, {"data": op["data"]})
-                elif op["op"] == "Sleep":
-                    self.memo(op, None)
-                elif op["op"] == "WaitForEvent":
-                    assert on_wait is not None, f"unexpected wait {op}"
-                    self.memo(op, on_wait(op))
-                elif op["op"] == "StepPlanned" and op["id"] not in planned:
-                    planned.append(op["id"])
-            planned = [p for p in planned if p not in self.steps]
-            target = planned.pop(0) if planned else "step"
-        raise AssertionError("function did not finish")
+                self._handle(job, op, on_wait)
+            if not self._queue:
+                raise AssertionError(f"nothing left to run:\n{self.trace_text()}")
+        raise AssertionError(f"function did not finish in {limit} requests:\n{self.trace_text()}")
+
+    def _retry(self, job: _Job) -> None:
+        self._seq += 1
+        heapq.heappush(
+            self._queue,
+            dataclasses.replace(
+                job, due=self.now + 2**job.attempt, seq=self._seq, attempt=job.attempt + 1
+            ),
+        )
+
+    def _handle(self, job: _Job, op: dict[str, Any], on_wait: Any) -> None:
+        step_id, name, mode = op["id"], op["displayName"], _mode(op)
+        if step_id in self.steps:
+            return  # handed out again after it ended
+        if op["op"] == "StepRun":
+            self.memo(op, {"data": op.get("data")})
+            self._ended(step_id, mode)
+        elif op["op"] == "StepFailed":
+            self.memo(op, {"error": op["error"]})
+            self._ended(step_id, mode)
+        elif op["op"] == "StepError":
+            self._retry(job)
+        elif op["op"] == "StepPlanned":
+            self._pending.add(step_id)
+            self._push(f"step:{step_id}", _Job(self.now, 0, "step", step_id, name, mode=mode))
+        elif op["op"] == "Sleep":
+            until = datetime.fromisoformat(op["name"].replace("Z", "+00:00"))
+            seconds = max(0.0, (until - datetime.now(UTC)).total_seconds())
+            self._pending.add(step_id)
+            self._push(
+                f"pause:{step_id}", _Job(self.now + seconds, 0, "sleep", step_id, name, mode=mode)
+            )
+        elif op["op"] == "WaitForEvent":
+            if f"pause:{step_id}" in self._queued:
+                return
+            assert on_wait is not None, f"unexpected wait {op}"
+            answer = on_wait(op)
+            timed_out = answer is TIMED_OUT
+            due = self.now + (_seconds(op["opts"]["timeout"]) if timed_out else 0)
+            event = None if timed_out else answer
+            self._pending.add(step_id)
+            self._push(
+                f"pause:{step_id}", _Job(due, 0, "wait", step_id, name, mode=mode, value=event)
+            )
+        else:
+            raise AssertionError(f"opcode this server does not play: {op}")
+
+    def trace_text(self) -> str:
+        return "\n".join(self.trace)
+
+
+def _mode(op: dict[str, Any]) -> str:
+    return str((op.get("opts") or {}).get("parallelMode", "wait"))
+
+
+def _seconds(duration: str) -> float:
+    """An Inngest duration string (``"3d"``, ``"90s"``) in seconds."""
+    return float(sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)([wdhms])", duration)))
 
 
 def parse(lines: list[str]) -> list[dict[str, Any]]:

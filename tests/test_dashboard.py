@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from cryptography.fernet import Fernet
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from backend.app.app import create_app
@@ -31,6 +32,8 @@ from tests.support import JWT_SECRET, Peer, chat_completion, token_for
 from tests.test_drafting import edge, node
 
 KEY = "svc-dashboard-test-key"
+#: The test app's CREDENTIALS_KEY: connections can be stored.
+CREDENTIALS_KEY = Fernet.generate_key().decode()
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 DESKTOP = {"width": 1280, "height": 800}
@@ -124,6 +127,7 @@ def base_url(database_url: str, model: Model) -> Iterator[str]:
         openai_base_url=f"{model.url}/v1",
         openai_api_key="sk-test",
         llm_max_attempts=1,
+        credentials_key=CREDENTIALS_KEY,
     )
     with serving(settings) as url:
         yield url
@@ -467,6 +471,7 @@ def test_main_pages_are_accessible_and_fit_the_screen(
             "/workflow/execute",
             {"workflow_id": workflow_id, "payload": payload},
         )["run_id"]
+        api(page, base_url, "POST", "/credentials", RAZORPAY_CONNECTION)
         pages = {
             "workflows": ("/ui/workflows", "table.list"),
             "draft": ("/ui/new", "textarea"),
@@ -475,6 +480,7 @@ def test_main_pages_are_accessible_and_fit_the_screen(
             "runs": ("/ui/runs", "table.list"),
             "run": (f"/ui/runs/{run_id}", ".card[data-state='succeeded']"),
             "conversations": ("/ui/conversations", "h1"),
+            "connections": ("/ui/connections", "[data-testid='webhook-url']"),
         }
         wide: dict[str, int] = {}
         for name, (path, ready) in pages.items():
@@ -654,3 +660,159 @@ def test_sign_in_with_supabase_auth(browser: Browser, database_url: str) -> None
     finally:
         context.close()
         gotrue.close()
+
+
+#: Secrets typed into the connection forms: the page's HTML must never hold them.
+RZP_SECRET = "rzpKeySecret-7fQ2mX9pL4"
+RZP_ROTATED = "rzpKeySecret-rotated-Hn3Kd8"
+BEARER = "bearer-token-never-shown-0e1f"
+#: A Razorpay connection as POST /credentials takes it.
+RAZORPAY_CONNECTION = {
+    "name": "shop_razorpay",
+    "type": "razorpay",
+    "data": {"key_id": "rzp_test_Shop0001", "key_secret": RZP_SECRET},
+}
+
+
+def assert_no_secret(page: Page) -> None:
+    html = page.content()
+    for secret in (RZP_SECRET, RZP_ROTATED, BEARER):
+        assert secret not in html, "a secret is in the page's HTML"
+
+
+def test_connections_add_replace_delete_and_a_workflows_missing_one(
+    page: Page, base_url: str
+) -> None:
+    sign_in(page, base_url)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Connections").click()
+    expect(page.get_by_text("No connections yet")).to_be_visible()
+
+    # Add one from the form its type's JSON Schema draws: the secret is a password input; a
+    # 422 shows its problem beside the field its loc names.
+    form = page.get_by_role("form", name="Add connection")
+    form.get_by_label("Type").select_option(label="Razorpay")
+    expect(form.locator("[data-field]")).to_have_count(5)  # type, name, key id, key secret, webhook
+    form.get_by_label("Name").fill("shop_razorpay")
+    form.get_by_label("Key Id").fill("not-a-key-id")
+    form.get_by_label("Key Secret").fill(RZP_SECRET)
+    expect(form.get_by_label("Key Secret")).to_have_attribute("type", "password")
+    expect(form.get_by_label("Webhook Secret")).to_have_attribute("type", "password")
+    assert_no_secret(page)  # typed, it is in the input's value only, not in an attribute
+    form.get_by_role("button", name="Save connection").click()
+    key_id = form.locator("[data-field='key_id']")
+    expect(key_id.get_by_test_id("field-problem")).to_contain_text("pattern")
+    expect(form.get_by_label("Key Id")).to_have_attribute("aria-invalid", "true")
+    expect(form.locator("[data-field='key_secret'] [data-testid='field-problem']")).to_have_count(0)
+    expect(form.get_by_label("Key Secret")).to_have_value(RZP_SECRET)  # kept for the retry
+    assert_no_secret(page)
+    form.get_by_label("Key Id").fill("rzp_test_Shop0001")
+    form.get_by_role("button", name="Save connection").click()
+    expect(page.get_by_role("status").first).to_have_text('Saved "shop_razorpay".')
+
+    # Listed with its type, masked hint and webhook URL (copied by its button); never the secret.
+    (stored,) = api(page, base_url, "GET", "/credentials")
+    row = page.locator("tr[data-credential='shop_razorpay']")
+    expect(row).to_contain_text("Razorpay")
+    expect(row.get_by_test_id("hint")).to_have_text(f"rzp_test_Shop0001 · ••••{RZP_SECRET[-4:]}")
+    expect(row).to_contain_text("never")  # not used yet
+    webhook = f"/webhooks/razorpay/{stored['id']}"
+    expect(row.get_by_test_id("webhook-url")).to_have_text(stored["webhook_url"])
+    assert stored["webhook_url"].endswith(webhook)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+    row.get_by_role("button", name="Copy the webhook URL").click()
+    expect(row.get_by_role("status")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == stored["webhook_url"]
+    expect(form.get_by_label("Key Secret")).to_have_value("")  # the form is emptied
+    assert_no_secret(page)
+    shot(page, "connections.png")
+
+    # Replace the secret (PUT): the hint shows the new one's tail.
+    row.get_by_role("button", name="Replace secret").click()
+    replace = page.get_by_role("form", name="Replace secret of shop_razorpay")
+    replace.get_by_label("Key Id").fill("rzp_test_Shop0001")
+    replace.get_by_label("Key Secret").fill(RZP_ROTATED)
+    replace.get_by_role("button", name="Save new secret").click()
+    expect(page.get_by_role("status").first).to_have_text('Replaced the secret of "shop_razorpay".')
+    expect(row.get_by_test_id("hint")).to_have_text(f"rzp_test_Shop0001 · ••••{RZP_ROTATED[-4:]}")
+    expect(replace).to_have_count(0)
+    assert_no_secret(page)
+
+    # An active workflow names it: deleting is refused, listing the workflow as a link.
+    blueprint = {
+        "name": "Payment links",
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}},
+            {
+                "id": "link",
+                "type": "action",
+                "service": "razorpay",
+                "task": "create_payment_link",
+                "params": {"amount": 50000},
+                "credential": "shop_razorpay",
+                "position": {"x": 0, "y": 140},
+            },
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 280}},
+        ],
+        "edges": [{"source": "start", "target": "link"}, {"source": "link", "target": "done"}],
+    }
+    workflow_id = api(page, base_url, "POST", "/workflows", {"blueprint": blueprint})["id"]
+    api(page, base_url, "POST", f"/workflows/{workflow_id}/activate")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    refusal = page.get_by_role("alert")
+    expect(refusal).to_contain_text("used by active workflow(s) 'Payment links'")
+    expect(row).to_be_visible()
+    refusal.get_by_role("link", name="Payment links").click()
+
+    # The workflow's page: the connection it needs is present; the node names it.
+    expect(page).to_have_url(f"{base_url}/ui/workflows/{workflow_id}")
+    needed = page.get_by_test_id("needed-connections")
+    expect(needed).to_contain_text("all present")
+    card(page, "link").click()
+    named = page.get_by_test_id("node-panel").get_by_test_id("node-credential")
+    expect(named).to_contain_text("Connection: shop_razorpay")
+    expect(named).to_contain_text("present")
+
+    # Deactivated, it can be deleted; then the workflow shows it missing, on the node too.
+    page.get_by_role("button", name="Deactivate").click()
+    expect(page.get_by_test_id("active-state")).to_have_text("○ inactive")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Connections").click()
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status").first).to_have_text('Deleted "shop_razorpay".')
+    expect(row).to_have_count(0)
+    assert api(page, base_url, "GET", "/credentials") == []
+
+    page.goto(f"{base_url}/ui/workflows/{workflow_id}")
+    expect(needed).to_contain_text("1 missing")
+    expect(needed.locator("li[data-credential='shop_razorpay']")).to_contain_text("missing")
+    expect(card(page, "link").locator(".card-notes")).to_be_visible()
+    card(page, "link").click()
+    expect(named).to_contain_text("missing")
+    shot(page, "workflow-missing-connection.png")
+
+    # Its link opens the add form with the name and type filled in.
+    needed.get_by_role("link", name="Add connection shop_razorpay").click()
+    form = page.get_by_role("form", name="Add connection")
+    expect(form.get_by_label("Name")).to_have_value("shop_razorpay")
+    expect(form.get_by_label("Type")).to_have_value("razorpay")
+    assert_no_secret(page)
+
+
+def test_without_a_key_the_connection_form_says_how_to_make_one(
+    page: Page, database_url: str
+) -> None:
+    with serving(make_settings(database_url, api_keys=[KEY])) as url:  # no credentials_key
+        sign_in(page, url)
+        page.goto(f"{url}/ui/connections?type=http_bearer")
+        form = page.get_by_role("form", name="Add connection")
+        form.get_by_label("Name").fill("api")
+        form.get_by_label("Token").fill(BEARER)
+        form.get_by_role("button", name="Save connection").click()
+        expect(form.get_by_test_id("key-missing")).to_contain_text(
+            "set CREDENTIALS_KEY to a Fernet key"
+        )
+        expect(form.get_by_test_id("key-missing").locator("code")).to_have_text(
+            "wf credentials new-key"
+        )
+        assert_no_secret(page)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx2
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from backend.app.agents.architect import WorkflowArchitect
@@ -45,6 +46,7 @@ def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
         "timeout": None,
         "output_json": None,
         "on_error": None,
+        "credential": None,
     }
     return {**base, **fields}
 
@@ -105,20 +107,26 @@ def model() -> Model:
     return Model()
 
 
-@pytest.fixture
-def api(database_url: str, model: Model) -> Iterator[TestClient]:
+def architect_app(database_url: str, model: Model, **overrides: Any) -> TestClient:
+    """The API whose architect talks to ``model``."""
     settings = make_settings(
         database_url,
         openai_base_url=LLM,
         openai_api_key="sk-test",
         llm_max_attempts=2,
         llm_backoff_seconds=0,
+        **overrides,
     )
     app = create_app(settings)
     chat_model = build_chat_model(settings, http_client=model.http_client)
     assert chat_model is not None
     app.state.architect = WorkflowArchitect(chat_model, settings)
-    with TestClient(app) as client:
+    return TestClient(app)
+
+
+@pytest.fixture
+def api(database_url: str, model: Model) -> Iterator[TestClient]:
+    with architect_app(database_url, model) as client:
         yield client
 
 
@@ -482,3 +490,51 @@ def test_revise_warns_about_a_missing_profile_field_too(api: TestClient, model: 
         "node 'copy_me' uses {{ owner.phone }}",
     ]
     assert "owner.phone" in model.messages(1)[0]["content"], "revise has the same instructions"
+
+
+def test_the_architect_names_the_users_connections_never_their_values(
+    database_url: str, model: Model
+) -> None:
+    token = "twilio-token-never-shown-0042"
+    key = Fernet.generate_key().decode()
+    with architect_app(database_url, model, credentials_key=key) as client:
+        made = client.post(
+            "/credentials",
+            json={
+                "name": "my_twilio",
+                "type": "twilio",
+                "data": {
+                    "account_sid": "AC" + "0" * 32,
+                    "auth_token": token,
+                    "whatsapp_from": "+14155238886",
+                },
+            },
+        )
+        assert made.status_code == 201, made.text
+        named = json.loads(json.dumps(RECEIPT))
+        named["nodes"][1]["credential"] = "my_twilio"
+        model.answers = [named]
+        response = client.post("/workflow/draft", json={"prompt": "WhatsApp a receipt"})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        nodes = {n["id"]: n for n in body["blueprint"]["nodes"]}
+        assert nodes["send_receipt"]["credential"] == "my_twilio"
+        assert not [w for w in body["warnings"] if "whatsapp" in w]
+        assert "my_twilio (twilio)" in model.messages(0)[1]["content"]
+        assert "credential types: twilio" in model.messages(0)[0]["content"]
+        assert token not in json.dumps(model.requests)
+
+        named["nodes"][1]["credential"] = "shop_twilio"
+        model.answers = [named]
+        response = client.post("/workflow/draft", json={"prompt": "WhatsApp a receipt"})
+        assert response.status_code == 201, response.text
+        warnings = response.json()["warnings"]
+        assert any("connection 'shop_twilio' does not exist yet" in w for w in warnings)
+        saved = client.get(f"/workflows/{response.json()['workflow_id']}").json()
+        assert saved["credentials"][0] == {
+            "name": "shop_twilio",
+            "types": ["twilio"],
+            "nodes": ["send_receipt"],
+            "present": False,
+            "type": None,
+        }

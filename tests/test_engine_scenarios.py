@@ -6,9 +6,20 @@ expected run (status, node states, side-effect counts). The run is created throu
 
 - embedded: the API's embedded runner executes it; events are posted to ``POST /events``.
 - inngest: the API (ENGINE=inngest) queues it and sends ``workflow/run_requested``; the run is
-  executed by the Inngest SDK's own harness, ``inngest.experimental.mocked.trigger``. That
-  harness cannot pause for a live event, so each wait is stubbed with the first scenario event
-  whose ``match`` holds (evaluated by the same expression code), else ``mocked.Timeout``.
+  executed over HTTP through ``/api/inngest`` by :class:`tests.support.InngestServer`, which
+  plays the Inngest executor request by request (planned steps targeted one per request, each
+  with its own attempt counter; sleeps and waits on a virtual clock; discovery after each step
+  in the parallel mode the runner asks for). When the run waits, the scenario's events are
+  posted to ``POST /events``; a wait the API resolves gets that ``workflow/wait_resolved``,
+  the others time out.
+- inngest-sdk-harness: the same run executed by the SDK's own harness,
+  ``inngest.experimental.mocked.trigger`` (an independent reading of the protocol, marked not
+  stable). It differs from a server, and the scenarios here are the ones it can still judge:
+  its attempt counter is one per run and never reset (a step after a retried step starts at a
+  later attempt: ``test_inngest.test_the_sdk_harness_never_resets_the_attempt`` pins this),
+  every sleep ends at once, and it runs one planned step per request, ignoring the parallel
+  mode. It cannot pause for a live event, so each wait is stubbed with the first scenario
+  event whose ``match`` holds (evaluated by the same expression code), else ``mocked.Timeout``.
 """
 
 from __future__ import annotations
@@ -25,10 +36,10 @@ from inngest.experimental import mocked
 from backend.app.workflows import expressions
 from backend.app.workflows.runners.inngest import RUN_REQUESTED, WAIT_RESOLVED
 from tests.conftest import InngestApp
-from tests.support import Peer, execute, node_status, wait_for_run
+from tests.support import TIMED_OUT, InngestServer, Peer, execute, node_status, wait_for_run
 
 SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.json"))
-RUNNERS = ["embedded", "inngest"]
+RUNNERS = ["embedded", "inngest", "inngest-sdk-harness"]
 
 
 def _run_embedded(client: TestClient, scenario: dict[str, Any], payload: Any) -> str:
@@ -60,10 +71,39 @@ def _wait_stubs(scenario: dict[str, Any], payload: Any, run_id: str) -> dict[str
     return stubs
 
 
-def _run_inngest(app: InngestApp, scenario: dict[str, Any], payload: Any) -> str:
+def _queue_on_inngest(app: InngestApp, scenario: dict[str, Any], payload: Any) -> tuple[str, Any]:
     run_id = execute(app.client, scenario["blueprint"], payload)
     [requested] = [e for e in app.events(RUN_REQUESTED) if e["data"]["run_id"] == run_id]
     assert set(requested["data"]) == {"run_id", "workflow_id", "version", "user_id", "dispatch"}
+    return run_id, requested
+
+
+def _run_inngest(app: InngestApp, scenario: dict[str, Any], payload: Any) -> str:
+    run_id, requested = _queue_on_inngest(app, scenario, payload)
+    retries = app.client.app.state.inngest.settings.inngest_retries  # type: ignore[attr-defined]
+    server = InngestServer(app.client, requested, max_attempts=retries + 1)
+    posted = False
+
+    def on_wait(op: dict[str, Any]) -> Any:
+        nonlocal posted
+        if not posted:  # like the embedded run: every event once, when the run first waits
+            wait_for_run(app.client, run_id, {"waiting"})
+            for event in scenario.get("events", []):
+                response = app.client.post("/events", json=event)
+                assert response.status_code == 202, response.text
+            posted = True
+        mine = (run_id, op["displayName"])
+        for resolved in app.events(WAIT_RESOLVED):
+            if (resolved["data"]["run_id"], resolved["data"]["step_id"]) == mine:
+                return resolved
+        return TIMED_OUT
+
+    server.drive(on_wait=on_wait)
+    return run_id
+
+
+def _run_inngest_sdk_harness(app: InngestApp, scenario: dict[str, Any], payload: Any) -> str:
+    run_id, requested = _queue_on_inngest(app, scenario, payload)
     mocked.trigger(
         app.function,
         inngest.Event(name=RUN_REQUESTED, data=requested["data"], id=requested["id"]),
@@ -87,11 +127,12 @@ def test_scenario(path: Path, runner: str, peer: Peer, request: pytest.FixtureRe
     else:
         app: InngestApp = request.getfixturevalue("inngest_app")
         client = app.client
-        run_id = _run_inngest(app, scenario, payload)
+        drive = _run_inngest if runner == "inngest" else _run_inngest_sdk_harness
+        run_id = drive(app, scenario, payload)
     run = wait_for_run(client, run_id)
 
     assert run["status"] == expect["status"], run
-    assert run["engine"] == runner
+    assert run["engine"] == runner.removesuffix("-sdk-harness")
     states = node_status(run)
     for node_id, status in expect.get("nodes", {}).items():
         assert states[node_id] == status, (node_id, run)

@@ -18,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from backend.app.app import create_app
@@ -143,6 +144,14 @@ def populate(client: TestClient, llm: FakeOpenAI, user: str, name: str) -> Accou
     account.trace_id = turn.json()["trace_id"]
     account.session_id = turn.json()["session_id"]
 
+    for credential in ("shop", f"{name.lower()}_only"):
+        made = client.post(
+            "/credentials",
+            json={"name": credential, "type": "http_bearer", "data": {"token": f"{name}-token-1"}},
+            headers=h,
+        )
+        assert made.status_code == 201, made.text
+
     key = client.post("/me/api-keys", json={"name": f"{name}'s laptop"}, headers=h).json()
     account.key_id, account.key = key["id"], key["key"]
     assert client.patch("/me", json={"display_name": name}, headers=h).status_code == 200
@@ -183,6 +192,7 @@ def world(database_url: str, peer: Peer) -> Iterator[World]:
         session_timeout_seconds=3600,
         channel_reply_wait_seconds=5,
         twilio_auth_token="twilio-auth-token",
+        credentials_key=Fernet.generate_key().decode(),
     )
     with TestClient(create_app(settings)) as client:
         alice = populate(client, llm, ALICE, "Alice")
@@ -216,6 +226,7 @@ def snapshot(w: World) -> dict[str, Any]:
         ],
         "event_wf_runs": w.as_alice("GET", f"/workflows/{a.event_wf}/runs").json(),
         "session": w.as_alice("GET", f"/sessions/{a.session_id}").json(),
+        "credentials": w.as_alice("GET", "/credentials").json(),
     }
 
 
@@ -249,6 +260,34 @@ def key_list_is_mine(w: World) -> None:
 
 def key_revoke(w: World) -> None:
     not_found(w.as_bob("DELETE", f"/me/api-keys/{w.alice.key_id}"))
+
+
+def credential_list_is_mine(w: World) -> None:
+    alice = [c["id"] for c in w.as_alice("GET", "/credentials").json()]
+    bob = [c["id"] for c in w.as_bob("GET", "/credentials").json()]
+    assert bob and alice and not set(alice) & set(bob)
+
+
+def new_credential_is_mine(w: World) -> None:
+    """Bob's "shop" is his own (names are per user); a new one lands in his list only."""
+    body = {"name": "shop", "type": "http_bearer", "data": {"token": "bob-token-2"}}
+    assert w.as_bob("POST", "/credentials", json=body).json()["error"]["code"] == (
+        "credential_exists"
+    )
+    body["name"] = "alice_only"
+    assert w.as_bob("POST", "/credentials", json=body).status_code == 201
+    assert "alice_only" in [c["name"] for c in w.as_bob("GET", "/credentials").json()]
+
+
+def rotate_credential(w: World) -> None:
+    body = {"data": {"token": "bob-token-3"}}
+    not_found(w.as_bob("PUT", "/credentials/not_bobs", json=body))
+    assert w.as_bob("PUT", "/credentials/shop", json=body).status_code == 200
+
+
+def delete_credential(w: World) -> None:
+    not_found(w.as_bob("DELETE", "/credentials/not_bobs"))
+    assert w.as_bob("DELETE", "/credentials/bob_only").status_code == 204
 
 
 def catalog_is_the_same_for_everyone(path: str) -> Callable[[World], None]:
@@ -494,6 +533,11 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("DELETE", "/me/api-keys/{key_id}"): key_revoke,
     ("GET", "/blueprint/schema"): catalog_is_the_same_for_everyone("/blueprint/schema"),
     ("GET", "/tools"): catalog_is_the_same_for_everyone("/tools"),
+    ("GET", "/credentials/types"): catalog_is_the_same_for_everyone("/credentials/types"),
+    ("GET", "/credentials"): credential_list_is_mine,
+    ("POST", "/credentials"): new_credential_is_mine,
+    ("PUT", "/credentials/{name}"): rotate_credential,
+    ("DELETE", "/credentials/{name}"): delete_credential,
     ("GET", "/metrics"): metrics_are_no_users,
     ("POST", "/workflows"): create_workflow,
     ("GET", "/workflows/{workflow_id}"): get_workflow,
@@ -530,6 +574,10 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("GET", "/config/public"): "how to sign in: no user data, nothing secret",
     ("POST", "/webhooks/razorpay"): "signed with the deployment's RAZORPAY_WEBHOOK_SECRET; its "
     "events belong to the local user",
+    ("POST", "/webhooks/razorpay/{credential_id}"): "signed with that credential's webhook "
+    "secret; its events belong to the credential's owner (tests/test_credentials.py)",
+    ("POST", "/whatsapp/{credential_id}"): "signed by Twilio with that credential's auth token; "
+    "only its owner's linked senders act (tests/test_credentials.py)",
     ("POST", "/whatsapp"): "signed by Twilio (X-Twilio-Signature); the sender's number decides "
     "the user",
     ("GET", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",

@@ -18,6 +18,7 @@ from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (
     accounts,
     channels,
+    credentials,
     dashboard,
     drafting,
     events,
@@ -35,7 +36,7 @@ from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.progress_hub import ProgressHub
 from backend.app.services.schedule_service import Scheduler
-from backend.app.store import migrations
+from backend.app.store import database, migrations, vault
 from backend.app.store.db import open_pool
 from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
@@ -44,8 +45,9 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API. ``settings`` defaults to the environment's."""
-    settings = settings or get_settings()
+    """Build the API. ``settings`` defaults to the environment's; an unset database URL is
+    chosen as :func:`backend.app.store.database.choose` says."""
+    settings = database.choose(settings) if settings else get_settings()
     auth = Authenticator(settings)
     if auth.open:
         _check_open_access(settings)
@@ -53,9 +55,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "no identity is configured (SUPABASE_URL, SUPABASE_JWT_SECRET, API_KEYS): every "
             "request without credentials acts as the local user, who owns everything"
         )
+    if settings.credentials_key is None:
+        log.warning("connections are off: %s", vault.NEW_KEY_HINT)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The embedded server (if that is the database) stays up while the API runs.
+        hold = await asyncio.to_thread(database.attach, settings)
+        log.info("database: %s", database.describe(settings))
+        try:
+            async with serving(app):
+                yield
+        finally:
+            await asyncio.to_thread(hold.release)
+
+    @asynccontextmanager
+    async def serving(app: FastAPI) -> AsyncIterator[None]:
         if settings.auto_migrate:
             await asyncio.to_thread(migrations.ensure_database, settings.database_url)
             await asyncio.to_thread(migrations.migrate, settings.database_url)
@@ -115,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         public_config,
         accounts,
+        credentials,
         tools,
         workflows,
         drafting,

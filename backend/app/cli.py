@@ -4,6 +4,11 @@ wf migrate
 wf validate examples/payment_receipt/blueprint.json
 wf run examples/payment_receipt/blueprint.json --payload examples/payment_receipt/payload.json
 wf worker            # the embedded runner without the API (Ctrl-C stops it cleanly)
+wf credentials new-key      # a Fernet key for CREDENTIALS_KEY
+wf credentials rotate-key   # re-encrypt every credential with the first CREDENTIALS_KEY
+wf db status         # which PostgreSQL is used (DATABASE_URL, the local server, embedded)
+wf db url            # its URL, for psql and other tools
+wf db start / stop   # keep the embedded server up between commands, or stop it
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +33,9 @@ from rich.table import Table
 
 from backend.app.config import Settings, get_settings
 from backend.app.errors import InvalidBlueprint
-from backend.app.services import run_service
+from backend.app.services import credential_service, run_service
 from backend.app.services.schedule_service import Scheduler
-from backend.app.store import migrations
+from backend.app.store import database, migrations, vault
 from backend.app.store import runs as runs_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
@@ -39,6 +46,10 @@ from backend.app.workflows.schema import Blueprint, validate_blueprint
 cli = typer.Typer(
     help="Durable blueprint runs on PostgreSQL.", no_args_is_help=True, add_completion=False
 )
+db_cli = typer.Typer(
+    help="Which PostgreSQL is used; start and stop the embedded one.", no_args_is_help=True
+)
+cli.add_typer(db_cli, name="db")
 console = Console()
 err = Console(stderr=True)
 
@@ -76,16 +87,28 @@ def _print_issues(exc: InvalidBlueprint) -> None:
     err.print(table)
 
 
+@contextmanager
+def _database(settings: Settings) -> Iterator[None]:
+    """Hold the database for a command (the embedded server stays up until it ends), saying
+    which one it is; exit 3 when the embedded server does not start."""
+    try:
+        hold = database.attach(settings)
+    except database.EmbeddedServerError as exc:
+        err.print(f"[red]Cannot start the embedded PostgreSQL server[/]: {exc}")
+        raise typer.Exit(3) from None
+    console.print(f"[dim]database: {database.describe(settings)}[/]", soft_wrap=True)
+    try:
+        yield
+    finally:
+        hold.release()
+
+
 def _prepare_database(settings: Settings) -> None:
     try:
         created = migrations.ensure_database(settings.database_url)
         applied = migrations.migrate(settings.database_url)
     except psycopg.OperationalError as exc:
-        err.print(
-            f"[red]Cannot reach PostgreSQL[/] ({exc}).\n"
-            "Start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL to a "
-            "reachable server, e.g. postgresql://postgres@127.0.0.1:5432/blueprints"
-        )
+        err.print(f"[red]Cannot reach PostgreSQL[/] ({exc}).\n{_UNREACHABLE}")
         raise typer.Exit(3) from None
     if created:
         console.print("[dim]created database[/]")
@@ -93,10 +116,20 @@ def _prepare_database(settings: Settings) -> None:
         console.print(f"[dim]applied migration {name}[/]")
 
 
+_UNREACHABLE = (
+    "Start that server or point DATABASE_URL at one you can reach (e.g. a Supabase project's "
+    "connection string; the role needs CREATEDB, or create the database first). Unset "
+    "DATABASE_URL to use the local server on 127.0.0.1:5432 if one answers, else the embedded "
+    "one (`wf db status`)."
+)
+
+
 @cli.command()
 def migrate() -> None:
     """Create the database if needed and apply pending migrations."""
-    _prepare_database(get_settings())
+    settings = get_settings()
+    with _database(settings):
+        _prepare_database(settings)
     console.print("[green]database is up to date[/]")
 
 
@@ -256,8 +289,9 @@ def run(
     except InvalidBlueprint as exc:
         _print_issues(exc)
         raise typer.Exit(2) from None
-    _prepare_database(settings)
-    run_state = asyncio.run(_run(settings, blueprint_data, payload_data, max_wait))
+    with _database(settings):
+        _prepare_database(settings)
+        run_state = asyncio.run(_run(settings, blueprint_data, payload_data, max_wait))
     sandboxed = _sandboxed_nodes(run_state)
     if sandboxed:
         console.print(
@@ -286,8 +320,9 @@ def worker(
 ) -> None:
     """Run the embedded runner without the API: resumes unfinished runs, then keeps working."""
     settings = get_settings()
-    _prepare_database(settings)
-    asyncio.run(_work(settings, drain))
+    with _database(settings):
+        _prepare_database(settings)
+        asyncio.run(_work(settings, drain))
 
 
 async def _work(settings: Settings, drain: bool) -> None:
@@ -317,6 +352,131 @@ async def _work(settings: Settings, drain: bool) -> None:
         await runner.stop()
     finally:
         await pool.close()
+
+
+credentials_cli = typer.Typer(help="Encryption keys of stored credentials.", no_args_is_help=True)
+cli.add_typer(credentials_cli, name="credentials")
+
+
+@credentials_cli.command("new-key")
+def new_key() -> None:
+    """Print a fresh Fernet key for CREDENTIALS_KEY (keep it secret; losing it loses every
+    stored credential). To rotate: put the new key first, `KEY_NEW,KEY_OLD`, run rotate-key,
+    then drop the old one."""
+    print(vault.new_key())
+
+
+@credentials_cli.command("rotate-key")
+def rotate_key() -> None:
+    """Re-encrypt every stored credential with the first CREDENTIALS_KEY.
+
+    Exit code: 0 all rotated, 1 some could not be decrypted (left as they were), 2 no key.
+    """
+    settings = get_settings()
+    if settings.credentials_key is None:
+        err.print(f"[red]{vault.NEW_KEY_HINT}[/]")
+        raise typer.Exit(2)
+    _prepare_database(settings)
+    counts = asyncio.run(_rotate(settings))
+    console.print(f"re-encrypted {counts['rotated']} credential(s) with the first key")
+    if counts["unreadable"]:
+        err.print(
+            f"[red]{counts['unreadable']} credential(s) do not decrypt with any configured "
+            "key[/]; they were left as they were (was a key removed too early?)"
+        )
+        raise typer.Exit(1)
+
+
+async def _rotate(settings: Settings) -> dict[str, int]:
+    pool = await open_pool(
+        settings.database_url,
+        min_size=1,
+        max_size=2,
+        acquire_timeout=settings.db_acquire_timeout_seconds,
+    )
+    try:
+        return await credential_service.rotate_key(pool, settings)
+    finally:
+        await pool.close()
+
+
+@db_cli.command("status")
+def db_status() -> None:
+    """Say which PostgreSQL is used: DATABASE_URL if set, else the local server on
+    127.0.0.1:5432 if it lets us in, else the embedded one (started when needed).
+
+    Exit code: 0 usable, 3 DATABASE_URL's server unreachable.
+    """
+    settings = get_settings()
+    server = database.embedded_server(settings)
+    if server is None:
+        if not database.answers(settings.database_url):
+            err.print(
+                f"[red]Cannot reach PostgreSQL[/] at {database.describe(settings)}.\n"
+                + _UNREACHABLE
+            )
+            raise typer.Exit(3)
+        console.print(f"database: {database.describe(settings)}", soft_wrap=True)
+        return
+    if not server.running():
+        state = "not running: started when a command or the API needs it"
+    elif server.kept():
+        state = "running, kept up by `wf db start` until `wf db stop`"
+    elif server.in_use():
+        state = "running while processes use it"
+    else:
+        state = "running, used by no process: `wf db stop` stops it"
+    console.print(f"database: {database.describe(settings)} ({state})", soft_wrap=True)
+
+
+@db_cli.command("url")
+def db_url() -> None:
+    """Print the database URL, e.g. ``psql "$(wf db url)"`` (the embedded server must be
+    running: ``wf db start``)."""
+    settings = get_settings()
+    typer.echo(settings.database_url)
+    server = database.embedded_server(settings)
+    if server is not None and not server.running():
+        err.print("[yellow]the embedded server is not running[/]: `wf db start` starts it")
+
+
+@db_cli.command("start")
+def db_start() -> None:
+    """Start the embedded server and keep it up until ``wf db stop`` (otherwise it runs only
+    while a command or the API uses it)."""
+    settings = get_settings()
+    server = database.embedded_server(settings)
+    if server is None:
+        err.print(f"nothing to start: the database is {database.describe(settings)}")
+        raise typer.Exit(1)
+    try:
+        server.keep()
+    except database.EmbeddedServerError as exc:
+        err.print(f"[red]Cannot start the embedded PostgreSQL server[/]: {exc}")
+        raise typer.Exit(3) from None
+    console.print(
+        f"[green]running[/]: {database.describe(settings)}, until `wf db stop`", soft_wrap=True
+    )
+    typer.echo(settings.database_url)
+
+
+@db_cli.command("stop")
+def db_stop() -> None:
+    """Stop the embedded server now, or, while processes use it, when the last one exits."""
+    settings = get_settings()
+    server = database.embedded_server(settings)
+    if server is None:
+        err.print(f"nothing to stop: the database is {database.describe(settings)}")
+        raise typer.Exit(1)
+    try:
+        stopped = server.unkeep()
+    except database.EmbeddedServerError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if stopped:
+        console.print("stopped")
+    else:
+        console.print("in use: it stops when the last process using it exits")
 
 
 def main() -> None:

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.app.store import database, vault
+
+#: The checkout (or the directory above an installed ``backend`` package).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -22,11 +28,26 @@ class Settings(BaseSettings):
     """
 
     # An empty value (``OPENAI_API_KEY=`` in a .env) means unset, not "configured as ''".
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
+    # Errors never quote the value: it may be a key or a token.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     database_url: str = Field(
-        default="postgresql://postgres@127.0.0.1:5432/blueprints",
-        description="Postgres (or Supabase) connection string.",
+        default="",
+        description="PostgreSQL (or Supabase) connection string. Unset: the server at "
+        "LOCAL_DATABASE_URL if it lets us in, else the embedded server in "
+        "EMBEDDED_DATABASE_DIR; get_settings() fills it in (store/database.py decides).",
+    )
+    local_database_url: str = Field(
+        default=database.LOCAL_DATABASE_URL,
+        description="The machine's server, tried when DATABASE_URL is unset. Point it at a "
+        "closed port to always use the embedded server.",
+    )
+    embedded_database_dir: Path = Field(
+        default=PROJECT_ROOT / ".data" / "postgres",
+        description="Data directory of the embedded PostgreSQL server (created on first use); "
+        "its Unix socket is there too.",
     )
     db_pool_min: int = 2
     db_pool_max: int = 20
@@ -184,6 +205,15 @@ class Settings(BaseSettings):
     )
     max_audio_bytes: int = 25 * 1024 * 1024
 
+    # Credentials (connections): encrypted at rest with these keys
+    credentials_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s) that encrypt stored credentials: one key, or several "
+        "separated by commas (the first encrypts, all decrypt; `wf credentials rotate-key` "
+        "re-encrypts with the first). Make one with `wf credentials new-key`. Without it, "
+        "POST /credentials answers 503.",
+    )
+
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
     twilio_account_sid: str | None = None
@@ -239,6 +269,25 @@ class Settings(BaseSettings):
             "local stack on localhost)"
         )
 
+    @field_validator("credentials_key")
+    @classmethod
+    def _credentials_keys_parse(cls, value: SecretStr | None) -> SecretStr | None:
+        """Every key must be a Fernet key, so a typo stops start-up, not the first step.
+
+        Raises:
+            ValueError: a part is not a Fernet key (the message says which, not its value).
+        """
+        if value is not None:
+            vault.parse_keys(value.get_secret_value())
+        return value
+
+    @field_validator("embedded_database_dir")
+    @classmethod
+    def _absolute_dir(cls, value: Path) -> Path:
+        """Absolute and without symlinks: the same directory names the same server (and
+        socket) whatever the working directory."""
+        return value.expanduser().resolve()
+
     @field_validator("default_timezone")
     @classmethod
     def _timezone_is_known(cls, value: str) -> str:
@@ -274,5 +323,6 @@ def _is_loopback(host: str) -> bool:
 
 @lru_cache
 def get_settings() -> Settings:
-    """Return the process-wide settings, read from the environment on first use."""
-    return Settings()
+    """Return the process-wide settings, read from the environment on first use, with the
+    database chosen (:func:`backend.app.store.database.choose`) when DATABASE_URL is unset."""
+    return database.choose(Settings())

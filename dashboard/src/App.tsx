@@ -12,6 +12,7 @@ const DryRunPage = lazy(() => import("./pages/DryRun"));
 const RunsPage = lazy(() => import("./pages/Runs"));
 const RunView = lazy(() => import("./pages/RunView"));
 const Conversations = lazy(() => import("./pages/Conversations"));
+const Connections = lazy(() => import("./pages/Connections"));
 
 function Shell() {
   const { config, me, signOut } = useAuth();
@@ -26,6 +27,7 @@ function Shell() {
           <NavLink to="/ui/new">New</NavLink>
           <NavLink to="/ui/runs">Runs</NavLink>
           <NavLink to="/ui/conversations">Conversations</NavLink>
+          <NavLink to="/ui/connections">Connections</NavLink>
         </nav>
         <span className="who">
           <span className="muted small">{me.user.display_name || me.user.email || "signed in"} ({me.via})</span>
@@ -48,6 +50,7 @@ function Shell() {
             <Route path="/ui/runs/:id" element={<RunView />} />
             <Route path="/ui/conversations" element={<Conversations />} />
             <Route path="/ui/conversations/:id" element={<Conversations />} />
+            <Route path="/ui/connections" element={<Connections />} />
             <Route path="*" element={<NotFound />} />
           </Routes>
         </Suspense>

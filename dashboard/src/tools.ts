@@ -10,6 +10,8 @@ export interface Tool {
     name: string;
     description: string;
     params: { properties?: Record<string, unknown>; required?: string[] };
+    /** Credential types a node of this task may name (`credential`); none: it takes none. */
+    credential_types: string[];
   }[];
 }
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,6 +85,10 @@ class DraftNode(_Strict):
     timeout: str | None = Field(description="wait_for_event only: e.g. '2d'.")
     output_json: str | None = Field(description="end only: JSON value (templates allowed) or null.")
     on_error: Literal["fail", "continue"] | None = Field(description="action only; default fail.")
+    credential: str | None = Field(
+        description="action only: name of one of the user's connections (credentials) whose "
+        "type the service takes; null to use the deployment's account."
+    )
 
 
 class DraftEdge(_Strict):
@@ -148,6 +152,8 @@ def to_blueprint(draft: DraftBlueprint) -> tuple[dict[str, Any], list[dict[str, 
                 node["timezone"] = n.timezone or "UTC"
         elif n.type == "action":
             node.update(service=n.service, task=n.task, on_error=n.on_error or "fail")
+            if n.credential:
+                node["credential"] = n.credential
             params = _parse_json(n.params_json, ["nodes", i, "params_json"], n.id, issues)
             node["params"] = params if params is not None else {}
         elif n.type == "router":
@@ -180,6 +186,9 @@ def _tool_catalog(registry: dict[str, BaseTool]) -> str:
     lines = []
     for tool in registry.values():
         lines.append(f"### service `{tool.service}`: {tool.description}")
+        if tool.credential_types:
+            kinds = ", ".join(model.kind for model in tool.credential_types)
+            lines.append(f"  credential types: {kinds}")
         for name, task in tool.tasks.items():
             schema = task.params.model_json_schema()
             lines.append(f"- task `{name}`: {task.description}")
@@ -226,6 +235,9 @@ Rules:
   `timeout` like "2d". Its unlabelled edges run when the event arrives; give the edge to run on
   timeout `branch` "timeout".
 - end: optional `output_json` (a JSON value, templates allowed) that becomes the run's output.
+- Secrets (tokens, passwords, API keys, user:password@ in URLs) never go into params: the
+  user keeps them in connections, and an action names one in `credential` — only a name from
+  the user's connections listed with the request, of a type its service takes; otherwise null.
 - Node ids are snake_case identifiers and unique. Money is in paise (₹1 = 100). Phone numbers
   are E.164 (+919876543210). Only use services and tasks from the catalog.
 - Fields that do not apply to a node's type must be null. Edges carry `branch` null unless they
@@ -243,6 +255,14 @@ def _format_issues(issues: list[dict[str, Any]]) -> str:
         node = f"node '{issue['node_id']}' " if issue.get("node_id") else ""
         lines.append(f"- {node}{where}: {issue['message']}")
     return "\n".join(lines)
+
+
+def _connections(connections: Sequence[tuple[str, str]]) -> str:
+    """The user's connection names and types for the request (no values exist here)."""
+    if not connections:
+        return "\n\nThe user has no connections: leave `credential` null."
+    listed = ", ".join(f"{name} ({kind})" for name, kind in connections)
+    return f"\n\nThe user's connections (name (type)): {listed}."
 
 
 _STEP_REF = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -268,10 +288,17 @@ class WorkflowArchitect:
         self.settings = settings
         self.model = llm.StructuredModel(model, DraftBlueprint, settings, purpose="architect")
 
-    async def draft(self, prompt: str, *, owner: Mapping[str, Any] | None = None) -> Draft:
+    async def draft(
+        self,
+        prompt: str,
+        *,
+        owner: Mapping[str, Any] | None = None,
+        connections: Sequence[tuple[str, str]] = (),
+    ) -> Draft:
         """Draft a blueprint for ``prompt``. ``owner``: the profile of the user it is for
         (``{"display_name", "email", "phone"}``); a draft that uses an ``owner.<field>`` it
-        lacks gets a warning (None: not known, no such warnings).
+        lacks gets a warning (None: not known, no such warnings). ``connections``: the user's
+        credentials as ``(name, type)``, which actions may name (never their values).
 
         Raises:
             DraftInvalid: 422 after ``ARCHITECT_MAX_REPAIRS`` repairs.
@@ -280,9 +307,9 @@ class WorkflowArchitect:
         """
         messages: list[BaseMessage] = [
             SystemMessage(system_prompt(self.registry)),
-            HumanMessage(f"Design a workflow for: {prompt}"),
+            HumanMessage(f"Design a workflow for: {prompt}" + _connections(connections)),
         ]
-        draft = await self._generate(messages, owner)
+        draft = await self._generate(messages, owner, connections)
         layered_layout(draft.blueprint)
         return draft
 
@@ -292,6 +319,7 @@ class WorkflowArchitect:
         instruction: str,
         *,
         owner: Mapping[str, Any] | None = None,
+        connections: Sequence[tuple[str, str]] = (),
     ) -> Draft:
         """Apply an edit instruction to ``current``; unchanged nodes keep their ids and canvas
         positions (new nodes go below their parents, clear of every node: see
@@ -307,16 +335,19 @@ class WorkflowArchitect:
                 + json.dumps(current, indent=1)
                 + f"\n\nChange it as follows: {instruction}\n"
                 "Return the whole updated blueprint. Keep the id of every node you do not "
-                "change, and keep unchanged nodes exactly as they are."
+                "change, and keep unchanged nodes exactly as they are." + _connections(connections)
             ),
         ]
-        draft = await self._generate(messages, owner)
+        draft = await self._generate(messages, owner, connections)
         keep_ids(current, draft.blueprint)
         layered_layout(draft.blueprint, keep=current)
         return draft
 
     async def _generate(
-        self, messages: list[BaseMessage], owner: Mapping[str, Any] | None
+        self,
+        messages: list[BaseMessage],
+        owner: Mapping[str, Any] | None,
+        connections: Sequence[tuple[str, str]] = (),
     ) -> Draft:
         """Ask, validate, and send every problem back, ``1 + ARCHITECT_MAX_REPAIRS`` times at
         most. An answer that does not fit the draft schema counts as a failed attempt too."""
@@ -346,7 +377,7 @@ class WorkflowArchitect:
                 except InvalidBlueprint as exc:
                     issues = exc.details
                 else:
-                    warnings = self._warnings(last)
+                    warnings = self._warnings(last, connections)
                     if owner is not None:
                         warnings += profile_warnings(valid, owner)
                     return Draft(last, warnings, attempt)
@@ -371,16 +402,25 @@ class WorkflowArchitect:
             details={"errors": issues, "last_draft": last},
         )
 
-    def _warnings(self, blueprint: dict[str, Any]) -> list[str]:
+    def _warnings(
+        self, blueprint: dict[str, Any], connections: Sequence[tuple[str, str]]
+    ) -> list[str]:
         warnings = []
         probe = ToolContext(idempotency_key="draft", settings=self.settings)
-        used = sorted({n["service"] for n in blueprint["nodes"] if n["type"] == "action"})
+        actions = [n for n in blueprint["nodes"] if n["type"] == "action"]
+        used = sorted({n["service"] for n in actions if not n.get("credential")})
         for service in used:
             if self.registry[service].is_sandboxed(probe):
                 warnings.append(
                     f"{service} has no credentials configured: its steps will run in "
-                    "sandbox mode (recorded, not sent)"
+                    "sandbox mode (recorded, not sent) unless they name a connection"
                 )
+        names = {name for name, _ in connections}
+        for name in sorted({n["credential"] for n in actions if n.get("credential")} - names):
+            warnings.append(
+                f"connection '{name}' does not exist yet: add it (POST /credentials) before "
+                "activating the workflow"
+            )
         for node in blueprint["nodes"]:
             if (
                 node["type"] == "trigger"

@@ -13,6 +13,7 @@ from backend.app.integrations.base import (
     Wording,
 )
 from backend.app.integrations.channel_tool import ChannelTool
+from backend.app.integrations.credentials import CredentialData
 from backend.app.integrations.http_tool import HttpTool
 from backend.app.integrations.llm_tool import LLMTool
 from backend.app.integrations.razorpay_tool import RazorpayTool
@@ -34,12 +35,19 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
 }
 
 
+#: Every credential type a tool declares, by its ``type`` name (``razorpay``, ``http_bearer``…).
+CREDENTIAL_TYPES: dict[str, type[CredentialData]] = {
+    model.kind: model for tool in TOOL_REGISTRY.values() for model in tool.credential_types
+}
+
+
 def public_tools() -> dict[str, BaseTool]:
     """The tools users and the architect see (internal ones serve system blueprints)."""
     return {service: tool for service, tool in TOOL_REGISTRY.items() if not tool.internal}
 
 
 __all__ = [
+    "CREDENTIAL_TYPES",
     "N_",
     "TOOL_REGISTRY",
     "BaseTool",

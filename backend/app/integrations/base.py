@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict
 
 from backend.app.config import Settings
+from backend.app.integrations.credentials import Credential, CredentialData
 
 
 class TaskParams(BaseModel):
@@ -171,11 +172,15 @@ class ToolContext:
         idempotency_key: ``"<run_id>:<node_id>"``; pass it wherever the vendor API accepts one.
         settings: credentials and limits.
         sandbox: True forces sandbox mode even with credentials (dry runs, ``SANDBOX=true``).
+        credential: the node's credential (``"credential": "<name>"``), decrypted for this
+            call only; ``data`` is None in sandbox mode. A tool uses it, else the deployment's
+            settings, else runs in sandbox mode.
     """
 
     idempotency_key: str
     settings: Settings
     sandbox: bool = False
+    credential: Credential | None = None
 
 
 class ToolError(Exception):
@@ -211,6 +216,9 @@ class BaseTool(ABC):
     #: False for tools whose calls change nothing outside the run (``transform``): the engine
     #: need not count their attempts durably before they run, since repeating one is harmless.
     side_effects: ClassVar[bool] = True
+    #: The credential types a node of this tool may name (``"credential": "<name>"``); empty
+    #: for tools that take none. The first is the one the tool's own settings stand in for.
+    credential_types: ClassVar[tuple[type[CredentialData], ...]] = ()
 
     @abstractmethod
     def has_credentials(self, settings: Settings) -> bool:
@@ -233,12 +241,17 @@ class BaseTool(ABC):
         return {}
 
     def is_sandboxed(self, context: ToolContext) -> bool:
-        """True when this call will not leave the process."""
-        return (
-            context.sandbox
-            or context.settings.sandbox
-            or not self.has_credentials(context.settings)
-        )
+        """True when this call will not leave the process: forced, or with neither the node's
+        credential nor the deployment's settings to call with."""
+        if context.sandbox or context.settings.sandbox:
+            return True
+        if context.credential is not None:
+            return context.credential.data is None
+        return not self.has_credentials(context.settings)
+
+    def accepts(self, kind: str) -> bool:
+        """True when a node of this tool may name a credential of type ``kind``."""
+        return any(model.kind == kind for model in self.credential_types)
 
     async def execute(self, task: str, params: TaskParams, context: ToolContext) -> dict[str, Any]:
         """Run ``task`` with validated ``params``; in sandbox mode return the request instead.
@@ -250,11 +263,14 @@ class BaseTool(ABC):
         if task not in self.tasks:
             raise KeyError(f"{self.service} has no task {task!r}")
         if self.is_sandboxed(context):
-            return {
+            result = {
                 "sandbox": True,
                 "request": self.build_request(task, params, context),
                 **self.sandbox_result(task, params, context),
             }
+            if context.credential is not None:  # the reference, never its values
+                result["credential"] = context.credential.name
+            return result
         return await self.send(task, params, context)
 
 

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from backend.app.config import Settings
 from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext
-from backend.app.integrations.whatsapp import SendMessage, WhatsAppTool
+from backend.app.integrations.whatsapp import SendMessage, TwilioCredential, WhatsAppTool
 from backend.app.store import sessions as store
 
 
@@ -34,6 +34,7 @@ class ChannelTool(BaseTool):
     service = "channel"
     description = "Deliver a command's answer to the user (internal)."
     internal = True
+    credential_types = (TwilioCredential,)  # the user's own number, when the message came in on it
     tasks = {
         "reply": Task(
             params=Reply,

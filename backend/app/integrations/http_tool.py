@@ -7,22 +7,106 @@ unless its host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects a
 a 3xx is returned as the result.
 Every request carries ``Idempotency-Key: <run_id>:<node_id>`` (IETF httpapi draft) unless the
 params set that header.
+
+Authentication comes from the node's credential (``"credential": "<name>"``): a bearer token,
+basic auth (RFC 7617), a custom header or a query-string key, added when the request is sent —
+never written into the blueprint's params, where it would be stored and logged.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, HttpUrl
+from pydantic import Field, HttpUrl, SecretStr
 
 from backend.app.config import Settings
 from backend.app.integrations import outbound
 from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from backend.app.integrations.credentials import CredentialData
 from backend.app.store import storable
 
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_REDACTED = "[redacted]"
+#: RFC 9110 field-name token characters.
+_HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
+
+
+class BearerCredential(CredentialData):
+    """``Authorization: Bearer <token>`` (RFC 6750; type ``http_bearer``)."""
+
+    kind = "http_bearer"
+    label = "HTTP bearer token"
+
+    token: SecretStr = Field(title="Token", min_length=1, max_length=8192)
+
+    def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
+        """Add the ``Authorization`` header (``[redacted]`` unless ``reveal``)."""
+        headers["Authorization"] = "Bearer " + (
+            self.token.get_secret_value() if reveal else _REDACTED
+        )
+
+
+class BasicCredential(CredentialData):
+    """``Authorization: Basic base64(user:password)`` (RFC 7617; type ``http_basic``)."""
+
+    kind = "http_basic"
+    label = "HTTP basic auth"
+    identity = ("username",)
+
+    username: str = Field(min_length=1, max_length=200, pattern=r"^[^:]*$")
+    password: SecretStr = Field(min_length=1, max_length=1000)
+
+    def _encoded(self) -> str:
+        pair = f"{self.username}:{self.password.get_secret_value()}".encode()
+        return base64.b64encode(pair).decode()
+
+    def secrets(self) -> list[str]:
+        """The password and the encoded pair that carries it (as a redactor must find it)."""
+        return [*super().secrets(), self._encoded()]
+
+    def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
+        """Add the ``Authorization`` header (``[redacted]`` unless ``reveal``)."""
+        headers["Authorization"] = "Basic " + (self._encoded() if reveal else _REDACTED)
+
+
+class HeaderCredential(CredentialData):
+    """A secret in a header of your choice, e.g. ``X-API-Key`` (type ``http_header``)."""
+
+    kind = "http_header"
+    label = "HTTP header"
+    identity = ("header",)
+
+    header: str = Field(title="Header name", pattern=_HEADER_NAME, examples=["X-API-Key"])
+    value: SecretStr = Field(min_length=1, max_length=8192)
+
+    def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
+        """Set the header (replacing one of the same name in the params)."""
+        for name in [n for n in headers if n.lower() == self.header.lower()]:
+            del headers[name]
+        headers[self.header] = self.value.get_secret_value() if reveal else _REDACTED
+
+
+class QueryCredential(CredentialData):
+    """A secret query-string parameter, e.g. ``?api_key=…`` (type ``http_query``)."""
+
+    kind = "http_query"
+    label = "HTTP query key"
+    identity = ("parameter",)
+
+    parameter: str = Field(
+        title="Query parameter", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.~-]+$"
+    )
+    value: SecretStr = Field(min_length=1, max_length=2000)
+
+    def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
+        """Set the query parameter."""
+        query[self.parameter] = self.value.get_secret_value() if reveal else _REDACTED
+
+
+HttpCredential = BearerCredential | BasicCredential | HeaderCredential | QueryCredential
 
 
 class Request(TaskParams):
@@ -41,6 +125,7 @@ class HttpTool(BaseTool):
 
     service = "http"
     description = "Send an HTTP request to a URL and return the status, headers and body."
+    credential_types = (BearerCredential, BasicCredential, HeaderCredential, QueryCredential)
     tasks = {
         "request": Task(
             params=Request,
@@ -53,21 +138,31 @@ class HttpTool(BaseTool):
         """Needs none."""
         return True
 
-    def _headers(self, params: Any, context: ToolContext) -> dict[str, str]:
+    def _prepare(
+        self, params: Any, context: ToolContext, *, reveal: bool
+    ) -> tuple[dict[str, str], dict[str, Any]]:
+        """Headers and query to send: the params', the idempotency key, and the credential's
+        (its secret ``[redacted]`` unless ``reveal``)."""
         headers = dict(params.headers)
+        query: dict[str, Any] = dict(params.query)
         if not any(name.lower() == "idempotency-key" for name in headers):
             headers["Idempotency-Key"] = context.idempotency_key
-        return headers
+        credential = context.credential
+        if credential is not None and isinstance(credential.data, HttpCredential):
+            credential.data.apply(headers, query, reveal=reveal)
+        return headers, query
 
     def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Method, URL, query, headers and JSON body as they would be sent."""
+        """Method, URL, query, headers and JSON body as they would be sent (credentials shown
+        as ``[redacted]``)."""
+        headers, query = self._prepare(params, context, reveal=False)
         request: dict[str, Any] = {
             "method": params.method,
             "url": str(params.url),
-            "headers": self._headers(params, context),
+            "headers": headers,
         }
-        if params.query:
-            request["query"] = params.query
+        if query:
+            request["query"] = query
         if params.json_body is not None:
             request["body"] = params.json_body
         return request
@@ -82,14 +177,15 @@ class HttpTool(BaseTool):
         settings = context.settings
         url: HttpUrl = params.url
         timeout = params.timeout_seconds or settings.http_timeout_seconds
+        headers, query = self._prepare(params, context, reveal=True)
         try:
             async with (
                 outbound.guarded_client(settings, timeout=timeout) as client,
                 client.stream(
                     params.method,
                     str(url),
-                    params=params.query or None,
-                    headers=self._headers(params, context),
+                    params=query or None,
+                    headers=headers,
                     json=params.json_body,
                 ) as response,
             ):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-from pydantic import Field
+from pydantic import Field, HttpUrl, SecretStr
 
 from backend.app.config import Settings
+from backend.app.integrations import outbound
 from backend.app.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from backend.app.integrations.credentials import CredentialData
 
 SUMMARY_INSTRUCTIONS = (
     "Summarise this conversation between a user and a business assistant in 2-4 sentences: "
@@ -29,6 +31,21 @@ def openai_client(settings: Settings, *, max_retries: int = 0) -> openai.AsyncOp
     )
 
 
+class OpenAICredential(CredentialData):
+    """An OpenAI-compatible model server (type ``openai``): OpenAI itself when ``base_url`` is
+    omitted. A user's base URL is reached through the outbound guard, like the http tool."""
+
+    kind = "openai"
+    label = "OpenAI-compatible model"
+    identity = ("base_url", "model")
+
+    api_key: SecretStr = Field(title="API key", min_length=1, max_length=500)
+    base_url: HttpUrl | None = Field(
+        default=None, title="Base URL", examples=["https://api.openai.com/v1"]
+    )
+    model: str | None = Field(default=None, max_length=200, description="Default: OPENAI_MODEL.")
+
+
 class Summarize(TaskParams):
     """Params of ``llm.summarize``."""
 
@@ -41,6 +58,7 @@ class LLMTool(BaseTool):
 
     service = "llm"
     description = "Summarise text with the configured language model."
+    credential_types = (OpenAICredential,)
     tasks = {
         "summarize": Task(
             params=Summarize,
@@ -53,14 +71,23 @@ class LLMTool(BaseTool):
         """An API key or an OpenAI-compatible base URL."""
         return settings.openai_api_key is not None or settings.openai_base_url is not None
 
+    def _model(self, context: ToolContext) -> tuple[str, str]:
+        """``(base_url, model)`` of the node's credential, else of the settings."""
+        settings = context.settings
+        data = context.credential.data if context.credential is not None else None
+        if isinstance(data, OpenAICredential):
+            base = str(data.base_url) if data.base_url else "https://api.openai.com/v1"
+            return base, data.model or settings.openai_model
+        return settings.openai_base_url or "https://api.openai.com/v1", settings.openai_model
+
     def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
         """The chat completion request."""
-        base = context.settings.openai_base_url or "https://api.openai.com/v1"
+        base, model = self._model(context)
         return {
             "method": "POST",
             "url": f"{base.rstrip('/')}/chat/completions",
             "body": {
-                "model": context.settings.openai_model,
+                "model": model,
                 "messages": [
                     {"role": "system", "content": params.instructions},
                     {"role": "user", "content": params.text},
@@ -79,10 +106,26 @@ class LLMTool(BaseTool):
             ToolError: timeouts, rate limits and 5xx are retryable; other refusals are not.
         """
         settings = context.settings
-        client = openai_client(settings)
+        data = context.credential.data if context.credential is not None else None
+        base, model = self._model(context)
+        if isinstance(data, OpenAICredential):  # the user's server: vetted like the http tool's
+            try:
+                await outbound.vet(settings, base)
+            except outbound.DestinationBlocked as exc:
+                raise ToolError(str(exc), code="destination_blocked", retryable=False) from None
+            except outbound.ResolutionFailed as exc:
+                raise ToolError(str(exc), code="dns_error", retryable=True) from None
+            client = openai.AsyncOpenAI(
+                api_key=data.api_key.get_secret_value(),
+                base_url=base,
+                timeout=settings.llm_timeout_seconds,
+                max_retries=0,
+            )
+        else:
+            client = openai_client(settings)
         try:
             completion = await client.chat.completions.create(
-                model=settings.openai_model,
+                model=model,
                 messages=[
                     {"role": "system", "content": params.instructions},
                     {"role": "user", "content": params.text},

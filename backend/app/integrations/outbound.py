@@ -302,6 +302,26 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+async def vet(settings: Settings, url: str) -> None:
+    """Check before a call that ``url``'s host resolves only to addresses the policy permits,
+    for clients this module cannot carry (the openai SDK's ``httpx2``). Weaker than
+    :func:`guarded_client`: the client resolves again, so a name whose answer changes in
+    between (DNS rebinding) is not caught.
+
+    Raises:
+        DestinationBlocked: a non-public, non-allowed address. ResolutionFailed: DNS failure.
+    """
+    parts = httpx.URL(url)
+    host = parts.host
+    addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    allow = AllowList.parse(settings.http_allow_hosts)
+    blocked = [str(a) for a in addresses if not allow.permits(host, a)]
+    if blocked:
+        raise DestinationBlocked(
+            f"{host} is not a public address; add it to HTTP_ALLOW_HOSTS to allow it"
+        )
+
+
 def guarded_client(settings: Settings, *, timeout: float) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` for URLs a user, model or webhook chose (see the module
     docstring); ``timeout`` in seconds per httpx operation; redirects are not followed.

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import razorpay
 import requests
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from backend.app.config import Settings
@@ -32,8 +32,26 @@ from backend.app.integrations.base import (
     Wording,
     fake_id,
 )
+from backend.app.integrations.credentials import CredentialData
 
 API = "https://api.razorpay.com/v1"
+
+
+class RazorpayCredential(CredentialData):
+    """A Razorpay account's API key pair and, to receive its webhooks at
+    ``/webhooks/razorpay/{credential_id}``, the webhook secret set in its dashboard (type
+    ``razorpay``). Source: https://razorpay.com/docs/api/authentication/ (key ids start with
+    ``rzp_test_`` or ``rzp_live_``)."""
+
+    kind = "razorpay"
+    label = "Razorpay"
+    identity = ("key_id",)
+
+    key_id: str = Field(title="Key ID", pattern=r"^rzp_(test|live)_[A-Za-z0-9]{6,40}$")
+    key_secret: SecretStr = Field(title="Key secret", min_length=8, max_length=200)
+    webhook_secret: SecretStr | None = Field(
+        default=None, title="Webhook secret", min_length=8, max_length=200
+    )
 
 
 class Customer(BaseModel):
@@ -195,6 +213,7 @@ class RazorpayTool(BaseTool):
 
     service = "razorpay"
     description = "Collect and refund payments in India with Razorpay (amounts in paise)."
+    credential_types = (RazorpayCredential,)
     tasks = {
         "create_payment_link": Task(
             command=Command(
@@ -505,13 +524,18 @@ class RazorpayTool(BaseTool):
             }
         return {"id": params.payment_id}
 
+    def _auth(self, context: ToolContext) -> tuple[str, str]:
+        """``(key_id, key_secret)``: the node's credential, else the deployment's settings."""
+        credential = context.credential
+        if credential is not None and isinstance(credential.data, RazorpayCredential):
+            return credential.data.key_id, credential.data.key_secret.get_secret_value()
+        settings = context.settings
+        assert settings.razorpay_key_id is not None and settings.razorpay_key_secret is not None
+        return settings.razorpay_key_id, settings.razorpay_key_secret.get_secret_value()
+
     async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
         """Call Razorpay through its SDK (blocking, so in a worker thread)."""
-        settings = context.settings
-        assert settings.razorpay_key_secret is not None
-        client = razorpay.Client(
-            auth=(settings.razorpay_key_id, settings.razorpay_key_secret.get_secret_value())
-        )
+        client = razorpay.Client(auth=self._auth(context))
         _, _, body = self._payload(task, params, context.idempotency_key)
         call: Any
         if task == "create_payment_link":

@@ -42,8 +42,10 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
 
-async def download(url: str, settings: Settings) -> bytes:
+async def download(url: str, settings: Settings, *, auth: tuple[str, str] | None = None) -> bytes:
     """The bytes at ``url`` (a webhook's ``MediaUrl0``), following Twilio's redirect.
+    ``auth``: ``(account_sid, auth_token)`` of the account the message came in on (a user's
+    ``twilio`` credential), else the deployment's ``TWILIO_ACCOUNT_SID``/``TWILIO_AUTH_TOKEN``.
 
     Raises:
         MediaUnavailable: a hop's host is not allowed or its address is refused, too many
@@ -56,18 +58,22 @@ async def download(url: str, settings: Settings) -> bytes:
             asyncio.timeout(seconds),
             outbound.guarded_client(settings, timeout=seconds) as client,
         ):
-            return await _follow(client, url, settings)
+            return await _follow(client, url, settings, auth)
     except TimeoutError:
         raise MediaUnavailable(f"no complete answer within {seconds:g} s") from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise MediaUnavailable(f"{type(exc).__name__}: {exc}") from None
 
 
-async def _follow(client: httpx.AsyncClient, url: str, settings: Settings) -> bytes:
+async def _follow(
+    client: httpx.AsyncClient, url: str, settings: Settings, account: tuple[str, str] | None
+) -> bytes:
     allowed = _hosts(settings.twilio_media_hosts)
     auth_hosts = _hosts(settings.twilio_media_auth_hosts)
     credentials = None
-    if settings.twilio_account_sid and settings.twilio_auth_token:
+    if account is not None:
+        credentials = httpx.BasicAuth(*account)
+    elif settings.twilio_account_sid and settings.twilio_auth_token:
         credentials = httpx.BasicAuth(
             settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import phonenumbers
-from pydantic import Field, HttpUrl, field_validator
+from pydantic import Field, HttpUrl, SecretStr, field_validator
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
@@ -31,6 +31,7 @@ from backend.app.integrations.base import (
     Wording,
     fake_id,
 )
+from backend.app.integrations.credentials import CredentialData
 
 
 def whatsapp_address(number: str) -> str:
@@ -47,6 +48,37 @@ def whatsapp_address(number: str) -> str:
     if parsed is None or not phonenumbers.is_valid_number(parsed):
         raise ValueError(f"{number!r} is not an E.164 phone number such as +919876543210")
     return f"whatsapp:{phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)}"
+
+
+class TwilioCredential(CredentialData):
+    """A Twilio account and its WhatsApp sender (type ``twilio``).
+
+    Source: https://www.twilio.com/docs/iam/api/account (SIDs are ``AC`` + 32 hex digits).
+    """
+
+    kind = "twilio"
+    label = "Twilio (WhatsApp)"
+    identity = ("account_sid", "whatsapp_from")
+
+    account_sid: str = Field(
+        title="Account SID", pattern=r"^AC[0-9a-fA-F]{32}$", examples=["AC" + "0" * 32]
+    )
+    auth_token: SecretStr = Field(title="Auth token", min_length=8, max_length=200)
+    whatsapp_from: str = Field(
+        title="WhatsApp sender",
+        max_length=40,
+        description="The WhatsApp sender, E.164.",
+        examples=["+14155238886"],
+    )
+
+    @field_validator("whatsapp_from")
+    @classmethod
+    def _normalise_from(cls, value: str) -> str:
+        return whatsapp_address(value)
+
+
+#: Twilio's shared WhatsApp sandbox number, shown in sandbox-mode requests.
+_SANDBOX_SENDER = "+14155238886"
 
 
 class SendMessage(TaskParams):
@@ -72,6 +104,7 @@ class WhatsAppTool(BaseTool):
 
     service = "whatsapp"
     description = "Send WhatsApp messages to customers through Twilio."
+    credential_types = (TwilioCredential,)
     tasks = {
         "send_message": Task(
             command=Command(
@@ -107,17 +140,27 @@ class WhatsAppTool(BaseTool):
             and settings.twilio_whatsapp_from
         )
 
-    def _sender(self, settings: Settings) -> str:
-        return whatsapp_address(settings.twilio_whatsapp_from or "+14155238886")
+    def account(self, context: ToolContext) -> tuple[str, str, str]:
+        """``(account_sid, auth_token, sender)`` to call with: the node's credential, else the
+        deployment's settings (placeholders in sandbox mode, where the token is never sent)."""
+        credential = context.credential
+        if credential is not None:
+            if isinstance(credential.data, TwilioCredential):
+                data = credential.data
+                return data.account_sid, data.auth_token.get_secret_value(), data.whatsapp_from
+            return "AC_SANDBOX", "", whatsapp_address(_SANDBOX_SENDER)
+        settings = context.settings
+        token = settings.twilio_auth_token
+        return (
+            settings.twilio_account_sid or "AC_SANDBOX",
+            token.get_secret_value() if token is not None else "",
+            whatsapp_address(settings.twilio_whatsapp_from or _SANDBOX_SENDER),
+        )
 
     def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
         """The Messages API form post Twilio would receive."""
-        sid = context.settings.twilio_account_sid or "AC_SANDBOX"
-        body: dict[str, Any] = {
-            "To": params.to,
-            "From": self._sender(context.settings),
-            "Body": params.body,
-        }
+        sid, _, sender = self.account(context)
+        body: dict[str, Any] = {"To": params.to, "From": sender, "Body": params.body}
         if params.media_url:
             body["MediaUrl"] = [str(url) for url in params.media_url]
         return {
@@ -148,22 +191,14 @@ class WhatsAppTool(BaseTool):
                 idempotency key, so a retry after an answer that was lost may send twice).
         """
         settings = context.settings
-        assert settings.twilio_auth_token is not None
-        kwargs: dict[str, Any] = {
-            "to": params.to,
-            "from_": self._sender(settings),
-            "body": params.body,
-        }
+        sid, token, sender = self.account(context)
+        kwargs: dict[str, Any] = {"to": params.to, "from_": sender, "body": params.body}
         if params.media_url:
             kwargs["media_url"] = [str(url) for url in params.media_url]
         seconds = settings.http_timeout_seconds
         try:
             async with AsyncTwilioHttpClient() as http, asyncio.timeout(seconds):
-                client = Client(
-                    settings.twilio_account_sid,
-                    settings.twilio_auth_token.get_secret_value(),
-                    http_client=http,
-                )
+                client = Client(sid, token, http_client=http)
                 message = await client.messages.create_async(**kwargs)
         except TwilioRestException as exc:
             retryable = exc.status >= 500 or exc.status == 429

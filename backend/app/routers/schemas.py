@@ -129,6 +129,10 @@ class WorkflowOut(BaseModel):
     archived_at: datetime | None = Field(
         default=None, description="Set once archived (DELETE): it starts no more runs."
     )
+    credentials: list[CredentialNeedOut] = Field(
+        default_factory=list,
+        description="The credentials this version names, and whether you have each.",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -375,3 +379,40 @@ class PublicConfigOut(BaseModel):
     auth: PublicAuthOut
     engine: Literal["embedded", "inngest"]
     version: str
+
+
+class CredentialOut(BaseModel):
+    """A credential as listings show it: never its data."""
+
+    id: UUID
+    name: str
+    type: str
+    hint: str = Field(description="Masked: identity fields and at most a long secret's last 4.")
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None = None
+    webhook_url: str | None = Field(
+        default=None,
+        description="razorpay: where to point the account's webhooks (verified with this "
+        "credential's webhook_secret; events start only your workflows). twilio: the number's "
+        "'when a message comes in' URL (your linked senders command you from it).",
+    )
+
+
+class CredentialTypeOut(BaseModel):
+    """A credential type: what ``data`` it takes (JSON Schema) and which tools use it."""
+
+    type: str
+    label: str
+    schema_: dict[str, Any] = Field(alias="schema")
+    services: list[str]
+
+
+class CredentialNeedOut(BaseModel):
+    """A credential a workflow's blueprint names, and whether the owner has it."""
+
+    name: str
+    types: list[str] = Field(description="Types the naming nodes' tools take.")
+    nodes: list[str]
+    present: bool
+    type: str | None = Field(default=None, description="The stored credential's type.")

@@ -21,7 +21,9 @@ async def blueprint_schema() -> dict[str, Any]:
 
 @router.get("/tools")
 async def list_tools(settings: SettingsDep) -> dict[str, Any]:
-    """Every service with its tasks, params JSON Schema, result shape and sandbox state."""
+    """Every service with its tasks: params JSON Schema, result shape, the credential types a
+    node may name for it (``credential``; GET /credentials/types describes them), and whether
+    it runs in sandbox mode without one."""
     probe = ToolContext(idempotency_key="catalog", settings=settings)
     return {
         "tools": [
@@ -35,6 +37,7 @@ async def list_tools(settings: SettingsDep) -> dict[str, Any]:
                         "description": task.description,
                         "params": task.params.model_json_schema(),
                         "result": task.result,
+                        "credential_types": [model.kind for model in tool.credential_types],
                     }
                     for name, task in tool.tasks.items()
                 ],

@@ -23,7 +23,7 @@ from typing import Any
 from uuid import UUID
 
 from backend.app.config import Settings
-from backend.app.integrations import Lookup
+from backend.app.integrations import TOOL_REGISTRY, Lookup
 from backend.app.services import run_service
 from backend.app.services.intent_service import Intent
 from backend.app.services.replies import MARK, REASON, Said, fill
@@ -44,10 +44,13 @@ REFUSED = frozenset({"razorpay_bad_request", "http_status", "invalid_params"})
 
 @dataclass(frozen=True)
 class LateReply:
-    """Where a late answer goes: the pre-created outbound message and the user's number."""
+    """Where a late answer goes: the pre-created outbound message and the user's number, sent
+    through the user's ``twilio`` credential ``via`` when the message came in on their own
+    number (else the deployment's)."""
 
     message_id: int
     to: str
+    via: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ def command_blueprint(
     nodes = _task_nodes(intent.service, intent.task, intent.description, params)
     nodes[0]["name"] = intent.name
     edges = [{"source": "command", "target": ACT}]
+    if late is not None and late.via and TOOL_REGISTRY[intent.service].accepts("twilio"):
+        nodes[1]["credential"] = late.via  # "send a WhatsApp" from the number it was asked on
     if late is not None:
         nodes[1]["on_error"] = "continue"  # a failure is still reported to the user
         nodes += [
@@ -136,6 +141,7 @@ def command_blueprint(
                     "to": late.to,
                     "text": _late_text(intent),
                 },
+                **({"credential": late.via} if late.via else {}),
             },
         ]
         edges += [{"source": ACT, "target": "hold"}, {"source": "hold", "target": "reply"}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -22,8 +23,10 @@ from backend.app.errors import (
     ValidationFailed,
 )
 from backend.app.integrations import twilio_media
+from backend.app.integrations.whatsapp import TwilioCredential
 from backend.app.services import (
     conversation_service,
+    credential_service,
     i18n,
     link_service,
     replies,
@@ -111,21 +114,57 @@ async def voice_or_text(
     return body
 
 
-def verify_twilio(settings: Settings, url: str, params: dict[str, str], signature: str) -> None:
+@dataclass(frozen=True)
+class Account:
+    """A user's own Twilio number that messages come in on (``/whatsapp/{credential_id}``):
+    whose it is, and the credential that verifies its webhooks and sends its answers."""
+
+    owner: UUID
+    credential: str
+    twilio: TwilioCredential
+
+
+async def account(pool: Pool, settings: Settings, credential_id: UUID) -> Account:
+    """The Twilio credential a WhatsApp webhook is addressed to.
+
+    Raises:
+        NotFound: 404, no Twilio credential has this id. NotConfigured: 503 (no
+            ``CREDENTIALS_KEY``, or it does not open the credential).
+    """
+    who, data = await credential_service.addressed(pool, settings, credential_id, TwilioCredential)
+    return Account(who.owner, who.name, data)
+
+
+def verify_twilio(
+    settings: Settings,
+    url: str,
+    params: dict[str, str],
+    signature: str,
+    via: Account | None = None,
+) -> None:
     """Check ``X-Twilio-Signature`` with the twilio SDK's ``RequestValidator`` over the public
     URL Twilio called (``PUBLIC_BASE_URL`` + path + query) and every POSTed parameter
-    (https://www.twilio.com/docs/usage/webhooks/webhooks-security).
+    (https://www.twilio.com/docs/usage/webhooks/webhooks-security), with the auth token of
+    ``via``'s account, else ``TWILIO_AUTH_TOKEN``.
 
     Raises:
         NotConfigured: 503 without ``TWILIO_AUTH_TOKEN``. SignatureRejected: 403.
     """
-    if settings.twilio_auth_token is None:
+    if via is not None:
+        token = via.twilio.auth_token.get_secret_value()
+    elif settings.twilio_auth_token is not None:
+        token = settings.twilio_auth_token.get_secret_value()
+    else:
         raise NotConfigured(
             "set TWILIO_AUTH_TOKEN to receive WhatsApp messages", code="whatsapp_not_configured"
         )
-    validator = RequestValidator(settings.twilio_auth_token.get_secret_value())
+    validator = RequestValidator(token)
     if not signature or not validator.validate(url, params, signature):
         raise SignatureRejected("X-Twilio-Signature does not match this request")
+
+
+def _basic(twilio: TwilioCredential) -> tuple[str, str]:
+    return twilio.account_sid, twilio.auth_token.get_secret_value()
 
 
 def twiml(text: str | None) -> str:
@@ -144,8 +183,13 @@ async def whatsapp(
     params: dict[str, str],
     *,
     local: bool,
+    via: Account | None = None,
 ) -> str:
     """Handle a verified Twilio WhatsApp webhook; returns TwiML.
+
+    ``via``: the message came in on a user's own Twilio number (a ``twilio`` credential), so
+    only that user's linked senders act (for that user), voice notes are fetched with that
+    account, and late answers are sent from it.
 
     The sender acts for the user their number is linked to (:mod:`link_service`); ``link
     <code>`` links it. An unlinked sender is told how to link (at most once per
@@ -176,6 +220,8 @@ async def whatsapp(
             details=[{"loc": ["body", "From"], "message": "not whatsapp:+<country><number>"}],
         )
     owner = await link_service.owner_of(pool, number)
+    if via is not None and owner != via.owner:
+        owner = None  # linked to another user, or to none: not a sender of this number's user
     if owner is None and local:
         owner = LOCAL_USER_ID
     async with pool.connection() as conn:
@@ -211,7 +257,11 @@ async def whatsapp(
             media = {"url": params.get("MediaUrl0"), "content_type": kind}
             if kind.startswith("audio/") and params.get("MediaUrl0"):
                 try:
-                    data = await twilio_media.download(params["MediaUrl0"], settings)
+                    data = await twilio_media.download(
+                        params["MediaUrl0"],
+                        settings,
+                        auth=None if via is None else _basic(via.twilio),
+                    )
                 except twilio_media.MediaUnavailable as exc:
                     log.warning("whatsapp message %s: voice note not downloaded: %s", sid, exc)
                     unavailable = replies.voice_note_unavailable(await speaker())
@@ -247,6 +297,7 @@ async def whatsapp(
             media=media,
             provider_message_id=sid,
             reply_to=sender,
+            reply_via=None if via is None else via.credential,
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)

@@ -89,6 +89,7 @@ class _Thread:
     session_id: UUID
     owner: UUID
     reply_to: str | None
+    reply_via: str | None = None  # the user's twilio credential the message came in on
 
 
 @asynccontextmanager
@@ -139,13 +140,15 @@ async def handle(
     media: Any = None,
     provider_message_id: str | None = None,
     reply_to: str | None = None,
+    reply_via: str | None = None,
 ) -> Turn:
     """Process one inbound message of (``channel``, ``user_ref``) in ``owner``'s conversation
     and produce the answer, in the user's language.
     Messages of one user are handled one at a time, in arrival order of the lock.
 
     ``reply_to`` (WhatsApp) enables late answers: if the action outlives the inline wait, the
-    run itself sends the answer to that number.
+    run itself sends the answer to that number — through the user's ``twilio`` credential
+    ``reply_via`` when the message came in on their own number.
 
     A model that fails (times out, is unavailable, answers unusably) or an action that cannot
     start or fails is answered with a ``failed`` turn whose reply is an apology in plain words.
@@ -176,7 +179,7 @@ async def handle(
             dispatcher,
             settings,
             intents,
-            _Thread(session_id, owner, reply_to),
+            _Thread(session_id, owner, reply_to, reply_via),
             state,
             channel,
         )
@@ -475,7 +478,7 @@ class _Conversation:
                 outbound_id = await store.add_message(
                     conn, thread.session_id, "out", trace_id=self.trace_id
                 )
-            late = LateReply(outbound_id, thread.reply_to)
+            late = LateReply(outbound_id, thread.reply_to, thread.reply_via)
         try:
             outcome = await action_service.execute(
                 self.pool,

@@ -10,6 +10,7 @@ from backend.app.config import Settings
 from backend.app.errors import LLMNotConfigured, ValidationFailed
 from backend.app.services import workflow_service
 from backend.app.store import accounts as accounts_store
+from backend.app.store import credentials as credentials_store
 from backend.app.store.db import Pool
 from backend.app.workflows.expressions import OWNER_FIELDS
 from backend.app.workflows.runners.dry_run import dry_run as dry_run_blueprint
@@ -43,6 +44,13 @@ async def _profile(pool: Pool, owner: UUID) -> dict[str, Any]:
     return {name: None if user is None else user[name] for name in OWNER_FIELDS}
 
 
+async def _connections(pool: Pool, owner: UUID) -> list[tuple[str, str]]:
+    """The owner's credentials as ``(name, type)``: what the architect may reference."""
+    async with pool.connection() as conn:
+        rows = await credentials_store.list_for(conn, owner)
+    return [(row["name"], row["type"]) for row in rows]
+
+
 def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
     return {
         "workflow_id": workflow["id"],
@@ -73,7 +81,9 @@ async def draft(
         LLMTimeout: 504. LLMUnavailable: 502.
     """
     text = _check_text(prompt, "prompt", settings)
-    result = await _require(architect).draft(text, owner=await _profile(pool, owner))
+    result = await _require(architect).draft(
+        text, owner=await _profile(pool, owner), connections=await _connections(pool, owner)
+    )
     blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
         row = await workflow_service.create_in(
@@ -101,10 +111,19 @@ async def revise(
     text = _check_text(instruction, "instruction", settings)
     current = await workflow_service.get(pool, workflow_id, owner=owner)
     result = await _require(architect).revise(
-        current["blueprint"], text, owner=await _profile(pool, owner)
+        current["blueprint"],
+        text,
+        owner=await _profile(pool, owner),
+        connections=await _connections(pool, owner),
     )
     updated = await workflow_service.update(
-        pool, workflow_id, result.blueprint, name=None, description=None, owner=owner
+        pool,
+        workflow_id,
+        result.blueprint,
+        name=None,
+        description=None,
+        owner=owner,
+        check_credentials=False,  # a missing connection is a warning of the draft
     )
     return _response(updated, result)
 

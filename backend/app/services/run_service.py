@@ -11,7 +11,7 @@ import psycopg
 from backend.app import metrics
 from backend.app.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from backend.app.integrations import TOOL_REGISTRY
-from backend.app.services import paging, workflow_service
+from backend.app.services import credential_service, paging, workflow_service
 from backend.app.store import runs as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
@@ -87,6 +87,7 @@ async def start(
     parsed = None if blueprint is None else await validate_blueprint_async(blueprint, registry)
     async with pool.connection() as conn, conn.transaction() as tx:
         if parsed is not None:
+            await credential_service.check_references(conn, parsed, owner, registry)
             row = await workflow_service.store_once_in(conn, parsed, owner=owner, origin=origin)
             workflow_id, version = row["id"], 1
         else:

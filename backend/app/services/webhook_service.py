@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from uuid import UUID
 
 import razorpay
 from razorpay.errors import SignatureVerificationError
 
 from backend.app import boundary, metrics
 from backend.app.config import Settings
-from backend.app.errors import InvalidHeader, InvalidPayload, NotConfigured, SignatureInvalid
-from backend.app.services import event_service
+from backend.app.errors import (
+    InvalidHeader,
+    InvalidPayload,
+    NotConfigured,
+    SignatureInvalid,
+)
+from backend.app.integrations.razorpay_tool import RazorpayCredential
+from backend.app.services import credential_service, event_service
 from backend.app.store import events as store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
@@ -46,7 +53,7 @@ async def receive_razorpay(
 
     Owner: ``RAZORPAY_WEBHOOK_SECRET`` is the deployment's, so its events belong to the local
     user (the deployment's own account): they start that user's workflows and resume that
-    user's waits.
+    user's waits. A user's own Razorpay account posts to :func:`receive_razorpay_for`.
 
     Returns:
         ``{"duplicate": bool, "event": name, "event_id"?, "started_run_ids", "resumed_run_ids"}``.
@@ -65,11 +72,80 @@ async def receive_razorpay(
             "set RAZORPAY_WEBHOOK_SECRET to receive Razorpay webhooks",
             code="webhook_not_configured",
         )
+    return await _receive(
+        pool,
+        dispatcher,
+        raw_body,
+        signature,
+        event_id,
+        secret=secret.get_secret_value(),
+        owner=LOCAL_USER_ID,
+        provider="razorpay",
+    )
+
+
+async def receive_razorpay_for(
+    pool: Pool,
+    settings: Settings,
+    dispatcher: Dispatcher,
+    credential_id: UUID,
+    raw_body: bytes,
+    signature: str | None,
+    event_id: str | None,
+) -> dict[str, Any]:
+    """A delivery to ``/webhooks/razorpay/{credential_id}``: one user's Razorpay account.
+
+    Verified with that credential's ``webhook_secret`` (decrypted for this check only); its
+    events belong to the credential's owner, so they start only that user's workflows and
+    resume only that user's waits. Deliveries are deduplicated per credential.
+
+    Returns:
+        As :func:`receive_razorpay`.
+
+    Raises:
+        NotFound: 404, no Razorpay credential has this id. NotConfigured: 503
+        ``webhook_not_configured`` (the credential has no webhook secret) or
+        ``credentials_key_missing``. The rest as :func:`receive_razorpay`.
+    """
+    account, data = await credential_service.addressed(
+        pool, settings, credential_id, RazorpayCredential
+    )
+    if data.webhook_secret is None:
+        raise NotConfigured(
+            f"credential '{account.name}' has no webhook_secret; add it with PUT "
+            f"/credentials/{account.name}",
+            code="webhook_not_configured",
+        )
+    secret = data.webhook_secret.get_secret_value()
+    return await _receive(
+        pool,
+        dispatcher,
+        raw_body,
+        signature,
+        event_id,
+        secret=secret,
+        owner=account.owner,
+        provider=f"razorpay:{credential_id}",
+    )
+
+
+async def _receive(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    raw_body: bytes,
+    signature: str | None,
+    event_id: str | None,
+    *,
+    secret: str,
+    owner: UUID,
+    provider: str,
+) -> dict[str, Any]:
+    """Verify with ``secret``, parse, dedupe (per ``provider``) and emit for ``owner``."""
     if not signature:
         raise SignatureInvalid("missing X-Razorpay-Signature header")
     try:  # the SDK's hmac.compare_digest raises TypeError on a non-ASCII str: never pass one
         valid = signature.isascii() and razorpay.Utility(None).verify_webhook_signature(
-            raw_body.decode("utf-8"), signature, secret.get_secret_value()
+            raw_body.decode("utf-8"), signature, secret
         )
     except (SignatureVerificationError, UnicodeDecodeError):
         valid = False
@@ -90,14 +166,14 @@ async def receive_razorpay(
     delivery = event_id or f"sha256:{body_sha256}"
     async with pool.connection() as conn, conn.transaction():
         if not await store.record_delivery(
-            conn, "razorpay", delivery, name, owner=LOCAL_USER_ID, body_sha256=body_sha256
+            conn, provider, delivery, name, owner=owner, body_sha256=body_sha256
         ):
             metrics.delivery_outcome("duplicate")
             return {"duplicate": True, "event": name, "started_run_ids": [], "resumed_run_ids": []}
         result = await event_service.emit_in(
-            conn, name, payload, source="razorpay", engine=dispatcher.engine, owner=LOCAL_USER_ID
+            conn, name, payload, source="razorpay", engine=dispatcher.engine, owner=owner
         )
-        await store.link_delivery(conn, "razorpay", delivery, result.event_id)
+        await store.link_delivery(conn, provider, delivery, result.event_id)
     await event_service.dispatch(pool, dispatcher, result)
     return {
         "duplicate": False,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from backend.app.errors import Conflict, NotFound
-from backend.app.services import paging
+from backend.app.services import credential_service, paging
 from backend.app.store import schedules as schedules_store
 from backend.app.store import workflows as store
 from backend.app.store.db import Conn, Pool
@@ -104,6 +104,7 @@ async def create(
     """
     blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
+        await credential_service.check_references(conn, blueprint, owner)
         row = await create_in(
             conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
@@ -118,11 +119,15 @@ async def update(
     name: str | None,
     description: str | None,
     owner: UUID,
+    check_credentials: bool = True,
 ) -> dict[str, Any]:
     """Save a new version. The active version stays pinned until activated again.
+    ``check_credentials`` False: a credential the owner lacks is saved as named (a revised
+    draft warns of it instead; :func:`get` lists it as not present).
 
     Raises:
-        InvalidBlueprint: 422. NotFound: 404. Conflict: 409 ``workflow_archived``.
+        InvalidBlueprint: 422 (also a named credential that is missing, not the owner's or of
+            a type the tool does not take). NotFound: 404. Conflict: 409 ``workflow_archived``.
     """
     blueprint = await validate_blueprint_async(data)
     trigger = _trigger(blueprint)
@@ -131,6 +136,8 @@ async def update(
         if current is None:
             raise NotFound("workflow", workflow_id)
         refuse_archived(current)
+        if check_credentials:
+            await credential_service.check_references(conn, blueprint, owner)
         row = await store.add_version(
             conn,
             workflow_id,
@@ -164,12 +171,16 @@ async def get(
         if version_row is None:
             raise NotFound("workflow version", f"{workflow_id}@{wanted}")
         versions = await store.list_versions(conn, workflow_id)
+        needs = await credential_service.requirements(
+            conn, Blueprint.model_validate(version_row["blueprint"]), owner
+        )
     return {
         **row,
         "active": row["active_version"] is not None,
         "version": wanted,
         "blueprint": version_row["blueprint"],
         "versions": versions,
+        "credentials": needs,
     }
 
 

@@ -490,9 +490,13 @@ async def move_sleep(conn: Conn, run_id: UUID, step_id: str, wake_at: datetime) 
         return False
     if not run["opened"]:
         if run["status"] == "running":
+            # The pass may open it between the select above and here (it does not lock the
+            # run row): then this later wake-up replaces the one it wrote.
             await conn.execute(
                 "insert into run_waits (run_id, owner_id, step_id, node_id, kind, wake_at)"
-                " select id, owner_id, %s, %s, 'sleep', %s from workflow_runs where id = %s",
+                " select id, owner_id, %s, %s, 'sleep', %s from workflow_runs where id = %s"
+                " on conflict (run_id, step_id) do update set wake_at = excluded.wake_at"
+                " where run_waits.resolved_at is null",
                 (step_id, step_id, wake_at, run_id),
             )
         return True

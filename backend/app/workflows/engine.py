@@ -38,8 +38,14 @@ from pydantic import ValidationError
 from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
+from backend.app.integrations.credentials import (
+    Credential,
+    CredentialData,
+    CredentialUnavailable,
+)
 from backend.app.store import storable
 from backend.app.workflows import expressions
+from backend.app.workflows.redaction import Redactor
 from backend.app.workflows.schema import (
     TIMEOUT_BRANCH,
     ActionNode,
@@ -63,6 +69,18 @@ class Retry:
 
 
 NO_RETRY = Retry(1, 0.0, 0.0, 0.0)
+
+
+class CredentialSource(Protocol):
+    """Where a run's steps get their owner's credentials (the runners pass one)."""
+
+    async def load(self, name: str, accepted: tuple[type[CredentialData], ...]) -> Credential:
+        """The owner's credential ``name``, decrypted, as one of the ``accepted`` types.
+
+        Raises:
+            CredentialUnavailable: missing, of another type, or unreadable.
+        """
+        ...
 
 
 @dataclass
@@ -91,6 +109,16 @@ class StepError(Exception):
         self.retryable = retryable
         self.input = input
         self.details = details or {}
+
+    def redacted(self, redact: Redactor) -> StepError:
+        """This error with its message, input and details passed through ``redact``."""
+        return StepError(
+            self.code,
+            redact.text(self.message),
+            retryable=self.retryable,
+            input=redact(self.input),
+            details=redact(self.details),
+        )
 
     def to_error(self) -> dict[str, Any]:
         """JSON form stored in logs and on the run."""
@@ -215,6 +243,8 @@ class Engine:
             undefined there, so a step that uses it fails with ``expression_error`` naming the
             field and ``PATCH /me`` (:class:`~backend.app.workflows.expressions.OwnerProfile`).
         sandbox: force every tool into sandbox mode.
+        credentials: the run owner's credentials, for nodes that name one (None: such nodes
+            get a bare reference, as in sandbox mode).
 
     The runners pass the snapshot stored on the run when it was queued (``workflow_runs
     .owner_profile``), never the live profile: a run parked for days on a delay or a wait
@@ -234,6 +264,7 @@ class Engine:
         workflow_id: UUID,
         owner: Mapping[str, Any] | None,
         sandbox: bool = False,
+        credentials: CredentialSource | None = None,
     ) -> None:
         self.graph = blueprint.graph
         self.registry = registry
@@ -242,6 +273,7 @@ class Engine:
         self.run_info = {"id": str(run_id), "workflow_id": str(workflow_id)}
         self.owner = expressions.owner_profile(owner)
         self.sandbox = sandbox
+        self.credentials = credentials
 
     async def execute(self, trigger_data: Any, port: StepPort) -> RunOutcome:
         """Advance the run as far as it can go.
@@ -385,6 +417,50 @@ class Engine:
         return _NodeResult(output)
 
     async def _action_step(self, node: ActionNode, attempt: int) -> StepOutcome:
+        """Resolve the params, load the node's credential, call the tool; whatever the step
+        records (input, output, error) passes through the step's :class:`Redactor`, which knows
+        the credential's values."""
+        redact = Redactor()
+        try:
+            credential = await self._credential(node)
+            if credential is not None:
+                redact = Redactor(credential.secrets())
+            outcome = await self._call(node, credential)
+        except StepError as exc:
+            raise exc.redacted(redact) from None
+        storable_output = redact(outcome.output)
+        return _storable(StepOutcome(input=redact(outcome.input), output=storable_output))
+
+    async def _credential(self, node: ActionNode) -> Credential | None:
+        """The node's credential: decrypted for a real call, a bare reference when the step is
+        sandboxed (a dry run shows which credential, never its values).
+
+        Raises:
+            StepError: the credential is missing, of a type the tool does not take, or cannot
+                be read (not retryable); it could not be loaded (retryable).
+        """
+        if node.credential is None:
+            return None
+        if self.sandbox or self.settings.sandbox or self.credentials is None:
+            return Credential(node.credential)
+        tool = self.registry[node.service]
+        try:
+            return await self.credentials.load(node.credential, tool.credential_types)
+        except CredentialUnavailable as exc:
+            raise StepError(
+                exc.code,
+                exc.message,
+                retryable=False,
+                details={"loc": ["credential"], "credential": node.credential},
+            ) from None
+        except Exception as exc:  # the database, mostly: worth another attempt
+            raise StepError(
+                "credential_load_failed",
+                f"credential '{node.credential}' could not be loaded: {type(exc).__name__}",
+                retryable=True,
+            ) from None
+
+    async def _call(self, node: ActionNode, credential: Credential | None) -> StepOutcome:
         tool = self.registry[node.service]
         task = tool.tasks[node.task]
         try:
@@ -416,7 +492,10 @@ class Engine:
                 details={"errors": problems},
             ) from None
         context = ToolContext(
-            idempotency_key=f"{self.run_id}:{node.id}", settings=self.settings, sandbox=self.sandbox
+            idempotency_key=f"{self.run_id}:{node.id}",
+            settings=self.settings,
+            sandbox=self.sandbox,
+            credential=credential,
         )
         try:
             output = await tool.execute(node.task, params, context)
@@ -427,8 +506,8 @@ class Engine:
         except Exception as exc:  # a tool bug must not lose the run: record it and retry
             raise StepError(
                 "tool_crashed", f"{type(exc).__name__}: {exc}", retryable=True, input=resolved
-            ) from exc
-        return _storable(StepOutcome(input=resolved, output=output))
+            ) from None
+        return StepOutcome(input=resolved, output=output)
 
     def _retry(self, node: ActionNode) -> Retry:
         s = self.settings

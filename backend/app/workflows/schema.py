@@ -43,7 +43,7 @@ from pydantic import (
 
 from backend.app.errors import InvalidBlueprint
 from backend.app.integrations import BaseTool, public_tools
-from backend.app.workflows import expressions
+from backend.app.workflows import expressions, redaction
 from backend.app.workflows.graph import Graph
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -149,6 +149,10 @@ class RetryPolicy(_Model):
     max_backoff_seconds: float | None = Field(default=None, ge=0, le=3600)
 
 
+#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
+CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class ActionNode(_Node):
     """Calls ``TOOL_REGISTRY[service]`` task ``task`` with ``params`` (templates resolved)."""
 
@@ -156,6 +160,12 @@ class ActionNode(_Node):
     service: str
     task: str
     params: dict[str, Any] = Field(default_factory=dict)
+    credential: str | None = Field(
+        default=None,
+        pattern=CREDENTIAL_NAME,
+        description="Name of the owner's credential (connection) the tool calls with, e.g. "
+        "'shop_razorpay'; its secrets never appear in the blueprint, params or logs.",
+    )
     retry: RetryPolicy | None = None
     on_error: Literal["fail", "continue"] = "fail"
 
@@ -486,6 +496,15 @@ class _GraphChecker:
                 if isinstance(value, str) and expressions.is_template(value):
                     continue  # resolved at run time, validated again then
                 self.add([*loc, "params", *err["loc"]], err["msg"], node.id)
+        for path, what in redaction.literal_secrets(node.params):
+            self.add(
+                [*loc, "params", *path],
+                f"{what}: store it as a credential (POST /credentials) and name that in the "
+                "node's 'credential'",
+                node.id,
+            )
+        if node.credential is not None and not tool.credential_types:
+            self.add([*loc, "credential"], f"{node.service} takes no credential", node.id)
 
     def _check_refs(self, graph: Graph, site: TemplateSite) -> None:
         loc, node_id, text = site.loc, site.node_id, site.text

@@ -16,6 +16,9 @@ export type WorkflowSummary = Schemas["WorkflowSummaryOut"];
 export type RunSummary = Schemas["RunSummaryOut"];
 export type PublicConfig = Schemas["PublicConfigOut"];
 export type Me = Schemas["MeOut"];
+export type Credential = Schemas["CredentialOut"];
+export type CredentialType = Schemas["CredentialTypeOut"];
+export type CredentialNeed = Schemas["CredentialNeedOut"];
 
 /** Supplies the headers that say who the caller is (none in local mode). */
 let credentials: () => Promise<Record<string, string>> = async () => ({});

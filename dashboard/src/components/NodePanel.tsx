@@ -1,6 +1,10 @@
 // The selected node: what it is, its params with {{ }} references highlighted, the fields its
-// task accepts (GET /tools), its problems, and (in a run or dry run) what it got and gave.
+// task accepts (GET /tools), the connection it calls with, its problems, and (in a run or dry run)
+// what it got and gave.
+import { Link } from "react-router";
+import type { CredentialNeed } from "../api/client";
 import { KIND_LABEL, type BlueprintNode } from "../graph/blueprint";
+import { addLink } from "../credentials";
 import { Json, Templated } from "./Json";
 import { StatusBadge } from "./Status";
 import type { Tool } from "../tools";
@@ -25,6 +29,8 @@ interface Props {
   node: BlueprintNode;
   problems?: Problem[];
   tools?: Tool[];
+  /** The workflow's connections (GET /workflows/{id}), to say whether the node's is present. */
+  credentials?: CredentialNeed[];
   notes?: string[];
   io?: NodeIO;
   onClose: () => void;
@@ -42,7 +48,7 @@ function typeOf(schema: FieldSchema): string {
   return "any";
 }
 
-export function NodePanel({ node, tools, notes, problems, io, onClose }: Props) {
+export function NodePanel({ node, tools, credentials, notes, problems, io, onClose }: Props) {
   const fieldProblems = (field: string) => (problems ?? []).filter((p) => p.loc?.includes(field));
   const task = node.type === "action"
     ? tools?.find((t) => t.service === node.service)?.tasks.find((t) => t.name === node.task)
@@ -89,6 +95,8 @@ export function NodePanel({ node, tools, notes, problems, io, onClose }: Props) 
             {node.service}.{node.task}
           </h3>
           {task ? <p className="muted">{task.description}</p> : <p className="warning">Unknown task.</p>}
+          <Connection name={node.credential} need={credentials?.find((c) => c.name === node.credential)}
+            accepted={task?.credential_types ?? []} />
           {task && (
             <table className="fields">
               <caption>Fields this task accepts</caption>
@@ -143,5 +151,30 @@ export function NodePanel({ node, tools, notes, problems, io, onClose }: Props) 
         </section>
       )}
     </aside>
+  );
+}
+
+/** The connection an action calls with: its name and, on a workflow's page, whether you have it;
+ * without one, what the tool falls back to. */
+function Connection({ name, need, accepted }: { name?: string | null; need?: CredentialNeed; accepted: string[] }) {
+  if (!name) {
+    if (accepted.length === 0) return null;
+    return (
+      <p className="muted small" data-testid="node-credential">
+        No connection: it uses the deployment's settings, else sandbox mode (takes {accepted.join(", ")}).
+      </p>
+    );
+  }
+  return (
+    <p data-testid="node-credential">
+      Connection: <code>{name}</code>{" "}
+      {need?.present === true && <span className="badge state-succeeded"><span aria-hidden="true">✓</span> present</span>}
+      {need?.present === false && (
+        <>
+          <span className="badge state-failed"><span aria-hidden="true">✕</span> missing</span>{" "}
+          <Link to={addLink(need)}>Add it</Link>
+        </>
+      )}
+    </p>
   );
 }

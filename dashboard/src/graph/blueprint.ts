@@ -15,6 +15,8 @@ export interface BlueprintNode {
   service?: string;
   task?: string;
   params?: Record<string, unknown>;
+  /** The owner's credential (connection) an action calls its service with. */
+  credential?: string | null;
   conditions?: { branch: string; when: string }[];
   default?: string;
   duration?: string | number;

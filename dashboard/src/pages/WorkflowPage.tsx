@@ -1,9 +1,10 @@
 // Canvas: the workflow drawn from its positions; select a node for its params and task fields;
 // drag and save positions (a new version); activate / deactivate; revise by instruction;
-// version history with a diff of nodes.
+// version history with a diff of nodes; the connections it names, missing ones marked.
 import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { api, ApiFailure, unwrap, type Workflow } from "../api/client";
+import { NeededConnections } from "../components/NeededConnections";
 import { NodePanel, type Problem } from "../components/NodePanel";
 import { ErrorNote, When } from "../components/Status";
 import { Graph } from "../graph/Graph";
@@ -47,8 +48,12 @@ export default function WorkflowPage() {
     for (const p of problems) {
       if (p.node_id) map.set(p.node_id, [...(map.get(p.node_id) ?? []), `${(p.loc ?? []).join(".")}: ${p.message}`]);
     }
+    for (const need of workflow?.credentials ?? []) {
+      if (need.present) continue;
+      for (const id of need.nodes) map.set(id, [...(map.get(id) ?? []), `connection '${need.name}' is missing`]);
+    }
     return map;
-  }, [blueprint, warnings, problems]);
+  }, [blueprint, warnings, problems, workflow]);
 
   const act = async (label: string, action: () => Promise<void>) => {
     setBusy(label);
@@ -176,6 +181,7 @@ export default function WorkflowPage() {
           {problems.map((p, i) => (<li key={i}><code>{p.node_id ?? ""} {(p.loc ?? []).join(".")}</code> {p.message}</li>))}
         </ul>
       )}
+      <NeededConnections needs={workflow.credentials ?? []} onSelect={setSelected} />
       {warnings.length > 0 && (
         <ul className="warnings" aria-label="Warnings">
           {warnings.map((w) => (<li key={w} className="warning"><span aria-hidden="true">⚠ </span>{w}</li>))}
@@ -184,7 +190,7 @@ export default function WorkflowPage() {
       <div className="canvas-layout">
         <Graph blueprint={blueprint} notes={notes} selected={selected} onSelect={setSelected} onMove={setMoved} label={`Canvas of ${workflow.name}`} />
         {node && (
-          <NodePanel node={node} tools={tools} notes={warningsByNode(blueprint, warnings).get(node.id)}
+          <NodePanel node={node} tools={tools} credentials={workflow.credentials} notes={warningsByNode(blueprint, warnings).get(node.id)}
             problems={problems.filter((p) => p.node_id === node.id)} onClose={() => setSelected(null)} />
         )}
       </div>

@@ -53,6 +53,7 @@ from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
 from backend.app.store.steps import Lease, LeaseLost, LogRow
+from backend.app.store.vault import Vault
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -63,6 +64,7 @@ from backend.app.workflows.engine import (
     StepOutcome,
     Suspended,
 )
+from backend.app.workflows.runners.credentials import StoredCredentials
 from backend.app.workflows.runners.writer import StepWriter
 from backend.app.workflows.schema import Blueprint, validate_blueprint_async
 
@@ -418,6 +420,7 @@ class EmbeddedRunner:
         self._tasks: list[asyncio.Task[None]] = []
         self._blueprints: OrderedDict[tuple[UUID, int], Blueprint] = OrderedDict()
         self._writer = StepWriter(pool)
+        self.vault = Vault(settings.credentials_key)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -638,6 +641,7 @@ class EmbeddedRunner:
             workflow_id=run["workflow_id"],
             owner=run["owner_profile"],
             sandbox=sandbox,
+            credentials=StoredCredentials(self.pool.connection, self.vault, run["owner_id"]),
         )
         outcome = await engine.execute(run["trigger_data"], port)
         async with self.pool.connection() as conn:

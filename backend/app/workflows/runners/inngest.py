@@ -13,8 +13,15 @@ workflow_id, version, user_id). Each request from Inngest replays the engine; th
   ``workflow/wait_resolved`` for this run and step. The API evaluates the wait's ``match`` (the
   same Jinja condition as the embedded runner) and sends that event; on timeout the run_waits
   row is consulted, so an event that raced the wait's registration is still honoured.
-- every step goes through ``ctx.group.parallel``: new steps are planned, not run inline, so
-  independent branches reported in the same pass run in parallel on Inngest.
+
+Scheduling: each pass (one request from Inngest) replays the engine, whose independent nodes
+run concurrently; every step call goes through ``ctx.group.parallel`` with
+``ParallelMode.RACE``, so a new step is planned, not run inline, and the pass goes on with the
+other nodes. The pass then hands back everything it reached in one reply: the steps to plan,
+the sleeps and waits to start, the result of the step Inngest targeted. ``RACE`` asks Inngest
+for a discovery request as soon as any one of them ends; in the default mode, ``WAIT``, Inngest
+waits until all of them ended (a 3-day sleep included) before it asks what comes next, which
+would hold every other branch.
 
 Flow control: concurrency keyed by ``event.data.user_id``, ``retries``, ``cancel`` on
 ``workflow/run_cancelled`` with the same run_id, ``idempotency`` on run_id, and ``on_failure``
@@ -23,16 +30,19 @@ marking the run failed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from typing import Any
 from uuid import UUID
 
 import inngest
 import psycopg
-from inngest._internal.step_lib import ResponseInterrupt, SkipInterrupt
 from psycopg.rows import DictRow, dict_row
 
 from backend.app.config import Settings
@@ -43,6 +53,7 @@ from backend.app.store import steps as steps_store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Conn
 from backend.app.store.steps import LeaseLost, LogRow, Write
+from backend.app.store.vault import Vault
 from backend.app.workflows.engine import (
     Engine,
     Retry,
@@ -52,6 +63,7 @@ from backend.app.workflows.engine import (
     Suspended,
 )
 from backend.app.workflows.runners import QueuedRun
+from backend.app.workflows.runners.credentials import StoredCredentials
 from backend.app.workflows.schema import Blueprint
 
 log = logging.getLogger(__name__)
@@ -60,6 +72,10 @@ RUN_REQUESTED = "workflow/run_requested"
 RUN_CANCELLED = "workflow/run_cancelled"
 WAIT_RESOLVED = "workflow/wait_resolved"
 FUNCTION_ID = "run-workflow"
+
+#: How every step is handed to Inngest: a branch's next step is discovered as soon as its
+#: previous one ends, whatever the other branches are doing.
+PARALLEL_MODE = inngest.ParallelMode.RACE
 
 
 def _secret(value: Any) -> str | None:
@@ -109,13 +125,11 @@ class InngestPort:
         self.settings = settings
 
     async def _call(self, thunk: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one step call as a parallel group: a new step is planned, not run inline, and
-        the engine keeps going with other nodes while Inngest runs it."""
-        try:
-            results = await self.ctx.group.parallel((thunk,))
-        except ResponseInterrupt as interrupt:
-            raise Suspended(payload=interrupt) from None
-        if not results:  # another step is targeted in this request
+        """One step call as a parallel group: a memoized step returns its result; a new one is
+        planned (or, when Inngest targeted it, run) and :class:`Suspended` carries the SDK's
+        signal for it; a step Inngest did not target in this request suspends with none."""
+        results = await _parallel_group(self.ctx, (thunk,))
+        if not results:
             raise Suspended(payload=None)
         return results[0]
 
@@ -331,6 +345,18 @@ class InngestRunner:
             self.settings.database_url, autocommit=True, row_factory=dict_row
         )
 
+    def _credentials(self, conn: Conn, owner_id: str | None) -> StoredCredentials | None:
+        """The run owner's credentials, read through the run's connection (None for a run
+        loaded before runs recorded their owner here: it names no credentials)."""
+        if owner_id is None:
+            return None
+
+        @asynccontextmanager
+        async def lend() -> AsyncIterator[Conn]:
+            yield conn
+
+        return StoredCredentials(lend, Vault(self.settings.credentials_key), UUID(owner_id))
+
     async def _run(self, ctx: inngest.Context) -> Any:
         run_id = UUID(str(ctx.event.data["run_id"]))
         async with await self._connect() as conn:
@@ -348,6 +374,7 @@ class InngestRunner:
                     "blueprint": version["blueprint"],
                     "trigger_data": run["trigger_data"],
                     "owner_profile": run["owner_profile"],
+                    "owner_id": str(run["owner_id"]),
                     "status": run["status"],
                 }
 
@@ -364,6 +391,7 @@ class InngestRunner:
                 workflow_id=UUID(loaded["workflow_id"]),
                 owner=loaded["owner_profile"],
                 sandbox=self.settings.sandbox,
+                credentials=self._credentials(conn, loaded.get("owner_id")),
             )
             try:
                 outcome = await engine.execute(
@@ -372,7 +400,7 @@ class InngestRunner:
             except LeaseLost:
                 raise inngest.NonRetriableError(f"run {run_id} was cancelled") from None
             if outcome.status == "waiting":
-                _hand_back(outcome.suspended)
+                await _hand_back(ctx, outcome.suspended)
 
             async def finish() -> bool:
                 return await runs_store.finish(
@@ -393,13 +421,69 @@ class InngestRunner:
             return outcome.output
 
 
-def _hand_back(suspended: list[Suspended]) -> None:
-    """Give Inngest every step this pass reached (planned steps, sleeps, waits, a step's
-    result); with none (the targeted step is elsewhere) skip like the SDK does."""
-    responses = [r for s in suspended if s.payload is not None for r in s.payload.responses]
-    if responses:
-        raise ResponseInterrupt(responses)
-    raise SkipInterrupt("run-workflow")
+# -- the SDK's step signals ---------------------------------------------------------------
+# The one place that relies on how the SDK hands steps back (inngest 0.5.x): a step that cannot
+# return in this request raises a signal that is a BaseException but not an Exception (so that
+# user code does not catch it), and ``ctx.group.parallel`` gathers the signals its callables
+# raise into one reply. Neither the signals nor their classes are public, so they are caught
+# here by that shape and handed back, unopened, through ``ctx.group.parallel`` itself.
+# tests/test_inngest.py (test_sdk_step_signals_*) fails if the SDK changes either.
+
+#: BaseExceptions that are not the SDK's step signals.
+_NOT_STEP_SIGNALS = (
+    Exception,
+    asyncio.CancelledError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+    BaseExceptionGroup,
+)
+
+
+async def _parallel_group(
+    ctx: inngest.Context, callables: tuple[Callable[[], Awaitable[Any]], ...]
+) -> tuple[Any, ...]:
+    """``ctx.group.parallel(callables)`` in :data:`PARALLEL_MODE`; the outputs of the callables
+    that returned (a step Inngest did not target in this request returns nothing).
+
+    Raises:
+        Suspended: with the SDK's signal as ``payload``, when a step is handed back.
+    """
+    try:
+        return await ctx.group.parallel(callables, parallel_mode=PARALLEL_MODE)
+    except _NOT_STEP_SIGNALS:
+        raise
+    except BaseException as signal:
+        raise Suspended(payload=signal) from None
+
+
+async def _rethrow(signal: BaseException) -> None:
+    raise signal
+
+
+async def _hand_back(ctx: inngest.Context, suspended: list[Suspended]) -> None:
+    """Give Inngest, in one reply, every step this pass reached: steps to plan, sleeps and
+    waits to start, the targeted step's result.
+
+    Raises:
+        BaseException: always, when all is well: the SDK's signal that ``ctx.group.parallel``
+            gathered from them, which the SDK turns into its reply.
+        RuntimeError: nothing to hand back (Inngest targeted a step this replay did not reach,
+            so it retries the request, as the SDK does for an unexpected step), or the SDK did
+            not raise what it was handed (an SDK this runner does not support).
+    """
+    signals = [s.payload for s in suspended if s.payload is not None]
+    if not signals:
+        raise RuntimeError("Inngest targeted a step that this replay of the run did not reach")
+    replies = tuple(functools.partial(_rethrow, signal) for signal in signals)
+    try:
+        await _parallel_group(ctx, replies)
+    except Suspended as gathered:
+        raise gathered.payload from None
+    raise RuntimeError(
+        "ctx.group.parallel returned instead of handing the steps back: inngest "
+        f"{version('inngest')} is not an SDK this runner supports (0.5.x)"
+    )
 
 
 class InngestDispatcher:
