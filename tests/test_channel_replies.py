@@ -24,7 +24,19 @@ from backend.app.integrations import public_tools
 from tests.support import Peer, assert_plain_words
 from tests.test_channels import USER, FakeOpenAI, _settings, whatsapp
 
-REFUND_URL = "https://api.razorpay.com/v1/payments/pay_29QQoUBi66xm2f/refund"
+PAYMENT_URL = "https://api.razorpay.com/v1/payments/pay_29QQoUBi66xm2f"
+REFUND_URL = f"{PAYMENT_URL}/refund"
+#: Razorpay's payment entity (GET /v1/payments/{id}), as the refund's lookup reads it.
+PAYMENT = {
+    "id": "pay_29QQoUBi66xm2f",
+    "entity": "payment",
+    "amount": 249900,
+    "currency": "INR",
+    "status": "captured",
+    "amount_refunded": 0,
+    "contact": "+919876543210",
+    "email": "asha@example.com",
+}
 TWILIO_URL = "https://api.twilio.com/2010-04-01/Accounts/ACtest/Messages.json"
 UNREACHABLE = requests.ConnectionError(
     "HTTPSConnectionPool(host='api.razorpay.com', port=443): Max retries exceeded with url: "
@@ -61,7 +73,7 @@ def test_refund_with_a_bad_payment_id_is_asked_again_never_confirmed(
 ) -> None:
     llm.say("REFUND_PAYMENT", payment_id="Asha's payment from Tuesday")
     first = whatsapp(api, "refund Asha's payment from Tuesday", "SMr1")
-    assert "Please confirm" not in first.text
+    assert "Refund" not in first.text
     assert "That doesn't look like a Razorpay payment id — they start with pay_." in first.text
     assert "Which payment should I refund" in first.text
     assert_plain_words(first.text)
@@ -73,12 +85,15 @@ def test_refund_with_a_bad_payment_id_is_asked_again_never_confirmed(
 
     llm.say("REFUND_PAYMENT", payment_id="pay_29QQoUBi66xm2f")
     third = whatsapp(api, "pay_29QQoUBi66xm2f", "SMr3")
-    assert "Please confirm" in third.text and "pay_29QQoUBi66xm2f" in third.text
+    # Sandboxed, the lookup cannot see the payment's amount: the confirmation says "in full".
+    assert "Refund payment pay_29QQoUBi66xm2f in full?" in third.text
+    assert command_runs(database_url) == 1, "the lookup"
 
     llm.say(None, confirmation="yes")
     done = whatsapp(api, "yes", "SMr4")
-    assert "Refund rfnd_sandbox_" in done.text and "is processed" in done.text
-    assert command_runs(database_url) == 1
+    assert "Done — I've refunded payment pay_29QQoUBi66xm2f in full;" in done.text
+    assert "\nRefund id: rfnd_sandbox_" in done.text
+    assert command_runs(database_url) == 2, "the lookup and the refund"
 
 
 def test_a_message_too_long_for_whatsapp_is_asked_again(
@@ -96,7 +111,7 @@ def test_a_message_too_long_for_whatsapp_is_asked_again(
     llm.say("SEND_WHATSAPP", message="The shop opens at ten")
     sent = api.post("/intent-parser", json={"session_id": "k", "text": "opens at ten"}).json()
     assert sent["status"] == "completed", sent
-    assert sent["reply"] == "Sent your WhatsApp message to +919812345678."
+    assert sent["reply"] == "Sent your WhatsApp message to +91 98123 45678."
 
 
 def test_a_failed_action_is_told_in_plain_words_and_yes_does_not_repeat_it(
@@ -109,15 +124,18 @@ def test_a_failed_action_is_told_in_plain_words_and_yes_does_not_repeat_it(
         responses.RequestsMock() as vendor,
         TestClient(create_app(settings)) as api,
     ):
+        vendor.add("GET", PAYMENT_URL, json=PAYMENT)
         vendor.add("POST", REFUND_URL, body=UNREACHABLE)
         llm.say("REFUND_PAYMENT", payment_id="pay_29QQoUBi66xm2f")
         asked = api.post("/intent-parser", json={"session_id": "v", "text": "refund it"}).json()
-        assert "Please confirm" in asked["reply"]
+        assert asked["reply"].startswith("Refund the full ₹2,499 of payment pay_29QQoUBi66xm2f?")
         llm.say(None, confirmation="yes")
         failed = api.post("/intent-parser", json={"session_id": "v", "text": "yes"}).json()
         assert failed["status"] == "failed", failed
-        assert failed["reply"].startswith("Sorry, that didn't work")
-        assert "could not be reached" in failed["reply"]
+        assert failed["reply"] == (
+            "Sorry, I couldn't refund the full ₹2,499 of payment pay_29QQoUBi66xm2f: the service"
+            " it needs could not be reached; please try again in a few minutes."
+        )
         assert_plain_words(failed["reply"])
         run = api.get(f"/runs/{failed['run_id']}").json()
         assert "HTTPSConnectionPool" in run["error"]["message"], "the detail stays in the run"
@@ -126,7 +144,7 @@ def test_a_failed_action_is_told_in_plain_words_and_yes_does_not_repeat_it(
         llm.say(None, confirmation="yes")
         again = api.post("/intent-parser", json={"session_id": "v", "text": "yes"}).json()
         assert again["status"] == "no_action"
-        assert command_runs(database_url) == 1
+        assert command_runs(database_url) == 2, "the lookup and the one refund"
 
 
 def test_a_late_failure_is_sent_in_plain_words(database_url: str, llm: FakeOpenAI) -> None:
@@ -155,18 +173,22 @@ def test_a_late_failure_is_sent_in_plain_words(database_url: str, llm: FakeOpenA
         aioresponses() as twilio_api,
         TestClient(create_app(settings)) as api,
     ):
+        vendor.add("GET", PAYMENT_URL, json=PAYMENT)
         vendor.add_callback("POST", REFUND_URL, callback=slow_and_down)
         twilio_api.post(TWILIO_URL, callback=twilio, repeat=True)
         llm.say("REFUND_PAYMENT", payment_id="pay_29QQoUBi66xm2f")
-        assert "Please confirm" in whatsapp(api, "refund pay_29QQoUBi66xm2f", "SMl1").text
+        asked = whatsapp(api, "refund pay_29QQoUBi66xm2f", "SMl1").text
+        assert "Refund the full ₹2,499 of payment pay_29QQoUBi66xm2f?" in asked
         llm.say(None, confirmation="yes")
         assert "working on it" in whatsapp(api, "yes", "SMl2").text
         deadline = time.monotonic() + 15
         while not sent and time.monotonic() < deadline:
             time.sleep(0.1)
     [late] = sent
-    assert late.startswith("Sorry, that didn't work")
-    assert "could not be reached" in late
+    assert late == (
+        "Sorry, I couldn't refund the full ₹2,499 of payment pay_29QQoUBi66xm2f: the service"
+        " it needs could not be reached; please try again in a few minutes."
+    )
     assert_plain_words(late)
 
 

@@ -739,7 +739,7 @@ def test_messages_to_a_users_own_number_act_for_that_user_only(
             "SM-alice-1",
         )
         assert answer.status_code == 200, answer.text
-        assert "+919812345678" in answer.text
+        assert "Sent your WhatsApp message to +91 98123 45678." in answer.text
         [call] = twilio.requests[("POST", URL(messages_url))]
         assert (call.kwargs["auth"].login, call.kwargs["auth"].password) == (ALICE_SID, ALICE_TOKEN)
         assert call.kwargs["data"]["From"] == "whatsapp:+14155550100"

@@ -127,7 +127,7 @@ def test_intent_parser_apologises_for_unusable_answers(
 
     model.say("CREATE_INVOICE", customer_name="Acme", amount="5000 INR")
     again = api.post("/intent-parser", json={"session_id": "kiosk", "text": "Acme, 5000"})
-    assert "Please confirm" in again.json()["reply"], "the pending request survived"
+    assert "Invoice Acme for ₹5,000?" in again.json()["reply"], "the pending request survived"
     session = api.get(f"/sessions/{body['session_id']}").json()
     outs = [m["text"] for m in session["messages"] if m["direction"] == "out"]
     assert outs[1] == body["reply"], "the apology is part of the conversation"

@@ -351,7 +351,7 @@ def test_webhook_deliveries_are_counted_by_provider_and_outcome(secured: TestCli
 def test_model_calls_are_counted_and_timed_by_purpose_and_outcome(
     database_url: str, peer: Peer
 ) -> None:
-    nothing = {"intent": None, "confidence": 0.2, "cancel": False, "entities": []}
+    nothing = {"intent": None, "confidence": 0.2, "cancel": False, "entities": [], "language": "en"}
     answers = [json.dumps({**nothing, "confirmation": None}), "this is not JSON"]
     peer.handlers["/v1/chat/completions"] = lambda body: (200, chat_completion(answers.pop(0)))
     settings = make_settings(

@@ -31,7 +31,7 @@ from backend.app.routers import (
     webhooks,
     workflows,
 )
-from backend.app.services import intent_service
+from backend.app.services import i18n, intent_service
 from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.progress_hub import ProgressHub
@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(migrations.ensure_database, settings.database_url)
             await asyncio.to_thread(migrations.migrate, settings.database_url)
         await asyncio.to_thread(intent_service.warm_up_dates)
+        await asyncio.to_thread(i18n.load_catalogs)  # the replies' translations, compiled
         pool = await open_pool(
             settings.database_url,
             min_size=settings.db_pool_min,

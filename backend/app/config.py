@@ -197,6 +197,12 @@ class Settings(BaseSettings):
     transcription_model: str = "whisper-1"
     speech_model: str = "tts-1"
     speech_voice: str = "alloy"
+    speech_voices: dict[str, str] = Field(
+        default_factory=dict,
+        description="Voice per reply language (BCP 47 tag -> voice), for a speech API that has "
+        'voices for a language, e.g. {"hi": "hf_alpha"} on Kokoro; else SPEECH_VOICE, which '
+        "OpenAI's voices use for every language.",
+    )
     max_audio_bytes: int = 25 * 1024 * 1024
 
     # Credentials (connections): encrypted at rest with these keys

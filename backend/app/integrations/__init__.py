@@ -1,13 +1,16 @@
 """Integrations and ``TOOL_REGISTRY``: adding a tool is one file and one line here."""
 
 from backend.app.integrations.base import (
+    N_,
     BaseTool,
     Command,
+    Lookup,
     Slot,
     Task,
     TaskParams,
     ToolContext,
     ToolError,
+    Wording,
 )
 from backend.app.integrations.channel_tool import ChannelTool
 from backend.app.integrations.credentials import CredentialData
@@ -45,13 +48,16 @@ def public_tools() -> dict[str, BaseTool]:
 
 __all__ = [
     "CREDENTIAL_TYPES",
+    "N_",
     "TOOL_REGISTRY",
     "BaseTool",
     "Command",
+    "Lookup",
     "Slot",
     "Task",
     "TaskParams",
     "ToolContext",
     "ToolError",
+    "Wording",
     "public_tools",
 ]

@@ -40,7 +40,7 @@ class Slot:
     Attributes:
         type: how the value is normalised (money -> minor units + currency, phone -> E.164,
             date -> ISO 8601).
-        question: what to ask when it is missing.
+        question: what to ask when it is missing (English, marked with :func:`N_`).
         param: where the command's ``build_params`` puts the value in the task's params (a
             dotted path: ``payment_id``, ``customer.email``, ``line_items.0.amount``), so a
             value the params model refuses is traced back to this slot and asked for again.
@@ -59,25 +59,92 @@ class Slot:
     hint: str | None = None
 
 
+def N_(message: str) -> str:
+    """Mark ``message`` (a reply template, a question) for translation and return it as is.
+
+    Babel's extractor collects every ``N_("…")`` into the catalogs (``backend/app/locale``);
+    the reply is translated when it is said, in the user's language (``services/i18n``).
+    """
+    return message
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How one reply of a command reads, in English (translated by the catalogs).
+
+    Templates name values in braces: a slot (``{amount}``, formatted for the user's language:
+    money with Babel, phones grouped, dates spelled out), a fact the command's :class:`Lookup`
+    found (``{paid}``), or an output of the task (``{link}``, see :attr:`Command.outputs`).
+
+    Attributes:
+        variants: the first whose every value is known is said, so list the most specific
+            first and end with one that needs only what is always known.
+        extras: sentences added after the first line of the chosen variant when their values
+            are known and it did not say them ("Razorpay will email it to {customer_email}.").
+    """
+
+    variants: tuple[str, ...]
+    extras: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A read-only task a command runs once its details are complete, before asking for
+    confirmation, so the confirmation can state what the user did not say (how much a full
+    refund is, who gets it back).
+
+    Attributes:
+        task: a task of the same tool (``fetch_payment``).
+        build_params: normalised slots -> the lookup's params.
+        facts: the lookup's output -> values the wordings may name; money as
+            ``{"amount_minor", "currency"}``, phone numbers in E.164. Unknown facts are left
+            out (a sandboxed lookup knows none), and the wordings fall back to variants
+            without them.
+        slot: the slot blamed when the remote service refuses the lookup (no such payment):
+            it is dropped and asked for again after ``refused``.
+        refused: said, in plain words, when that happens.
+    """
+
+    task: str
+    build_params: Callable[[dict[str, Any]], dict[str, Any]]
+    facts: Callable[[dict[str, Any]], dict[str, Any]]
+    slot: str
+    refused: str
+
+
 @dataclass(frozen=True)
 class Command:
-    """Declares a task as a user command (an intent) for the WhatsApp and voice channels.
+    """Declares a task as a user command (an intent) for the WhatsApp and voice channels,
+    with what the user is told about it (each text is English, marked with :func:`N_`).
 
     Attributes:
         intent: e.g. ``CREATE_INVOICE``.
+        description: what the command does, for the model that reads messages.
         slots: what to extract or ask for.
         build_params: normalised slots -> the task's params.
-        reply: template for the answer; ``trigger_data`` holds the slots and
-            ``steps.act.output`` the task's output.
-        confirm: ask yes/no before running (anything that moves money).
+        help: the line of the help reply that offers it ("Create a payment link").
+        request: the request as a noun phrase ("the payment link for {amount}"), for "cancelled:
+            …" and "unfinished from earlier: …"; its last variant names no value.
+        result: the answer when the task succeeded, with what the user needs next (the link);
+            a line naming an output is left out of a spoken reply (it is in the chat).
+        failure: the answer when it failed; ``{reason}`` is why, in plain words.
+        confirmation: asked before running, stating every consequential fact (amounts,
+            recipients, dates); None runs it at once (nothing that moves money).
+        outputs: value name -> the task's output field (``{"link": "short_url"}``).
+        lookup: a read-only task whose facts the confirmation states.
     """
 
     intent: str
     description: str
     slots: tuple[Slot, ...]
     build_params: Callable[[dict[str, Any]], dict[str, Any]]
-    reply: str
-    confirm: bool = False
+    help: str
+    request: Wording
+    result: Wording
+    failure: Wording
+    confirmation: Wording | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    lookup: Lookup | None = None
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,16 @@ from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from backend.app.config import Settings
 from backend.app.integrations.base import (
+    N_,
     BaseTool,
     Command,
+    Lookup,
     Slot,
     Task,
     TaskParams,
     ToolContext,
     ToolError,
+    Wording,
     fake_id,
 )
 from backend.app.integrations.credentials import CredentialData
@@ -133,6 +136,8 @@ def _invoice_params(slots: dict[str, Any]) -> dict[str, Any]:
         ],
         "currency": amount["currency"],
         "description": slots.get("description"),
+        "sms_notify": bool(slots.get("customer_phone")),
+        "email_notify": bool(slots.get("customer_email")),
     }
 
 
@@ -146,6 +151,10 @@ def _link_params(slots: dict[str, Any]) -> dict[str, Any]:
     customer = _customer(slots)
     if customer:
         params["customer"] = customer
+    if slots.get("customer_phone"):
+        params["notify_sms"] = True  # Razorpay texts the link: the confirmation says so
+    if slots.get("customer_email"):
+        params["notify_email"] = True
     return {k: v for k, v in params.items() if v is not None}
 
 
@@ -156,15 +165,38 @@ def _refund_params(slots: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def _payment_facts(payment: dict[str, Any]) -> dict[str, Any]:
+    """What a fetched payment tells a refund's confirmation: how much was paid, refunded
+    before and is left, and who paid (their phone or email)."""
+    facts: dict[str, Any] = {}
+    amount, currency = payment.get("amount"), payment.get("currency")
+    if isinstance(amount, int) and amount > 0 and isinstance(currency, str):
+        facts["paid"] = {"amount_minor": amount, "currency": currency}
+        refunded = payment.get("amount_refunded")
+        if isinstance(refunded, int) and 0 < refunded < amount:
+            facts["refunded"] = {"amount_minor": refunded, "currency": currency}
+            facts["remaining"] = {"amount_minor": amount - refunded, "currency": currency}
+    payer = payment.get("contact") or payment.get("email")
+    if isinstance(payer, str) and payer.strip():
+        facts["payer"] = payer.strip()
+    return facts
+
+
 _CUSTOMER_SLOTS = (
     Slot(
         "customer_phone",
         "phone",
         False,
-        "What is the customer's phone number?",
+        N_("What is the customer's phone number?"),
         param="customer.contact",
     ),
-    Slot("customer_email", "email", False, "What is the customer's email?", param="customer.email"),
+    Slot(
+        "customer_email",
+        "email",
+        False,
+        N_("What is the customer's email?"),
+        param="customer.email",
+    ),
 )
 
 
@@ -192,17 +224,57 @@ class RazorpayTool(BaseTool):
                         "amount",
                         "money",
                         True,
-                        "How much should the payment link be for?",
+                        N_("How much should the payment link be for?"),
                         param="amount",
                     ),
-                    Slot("customer_name", "text", False, "Who is it for?", param="customer.name"),
-                    Slot("description", "text", False, "What is it for?", param="description"),
+                    Slot(
+                        "customer_name",
+                        "text",
+                        False,
+                        N_("Who is it for?"),
+                        param="customer.name",
+                    ),
+                    Slot("description", "text", False, N_("What is it for?"), param="description"),
                     *_CUSTOMER_SLOTS,
                 ),
                 build_params=_link_params,
-                reply="Payment link for {{ trigger_data.amount.display }}: "
-                "{{ steps.act.output.short_url }}",
-                confirm=True,
+                help=N_("Create a payment link"),
+                request=Wording(
+                    (
+                        N_("the {amount} payment link for {customer_name}"),
+                        N_("the payment link for {amount}"),
+                        N_("the payment link"),
+                    )
+                ),
+                confirmation=Wording(
+                    (
+                        N_(
+                            "Create a {amount} payment link for {customer_name} and text it "
+                            "to {customer_phone}?"
+                        ),
+                        N_("Create a payment link for {amount} and text it to {customer_phone}?"),
+                        N_("Create a {amount} payment link for {customer_name}?"),
+                        N_("Create a payment link for {amount}?"),
+                    ),
+                    extras=(
+                        N_("It's for “{description}”."),
+                        N_("Razorpay will email it to {customer_email}."),
+                    ),
+                ),
+                result=Wording(
+                    (
+                        N_("Done — {customer_name}'s payment link for {amount} is ready.\n{link}"),
+                        N_("Done — the payment link for {amount} is ready.\n{link}"),
+                    ),
+                    extras=(
+                        N_("Razorpay has texted it to {customer_phone}."),
+                        N_("Razorpay has emailed it to {customer_email}."),
+                    ),
+                ),
+                failure=Wording(
+                    (N_("Sorry, I couldn't create the payment link for {amount}: {reason}."),)
+                ),
+                outputs={"link": "short_url"},
             ),
             params=CreatePaymentLink,
             description="Create a shareable payment link for an amount.",
@@ -223,29 +295,55 @@ class RazorpayTool(BaseTool):
                         "customer_name",
                         "text",
                         True,
-                        "Who should the invoice be for?",
+                        N_("Who should the invoice be for?"),
                         param="customer.name",
                     ),
                     Slot(
                         "amount",
                         "money",
                         True,
-                        "How much should the invoice be for?",
+                        N_("How much should the invoice be for?"),
                         param="line_items",
                     ),
                     Slot(
                         "description",
                         "text",
                         False,
-                        "What is the invoice for?",
+                        N_("What is the invoice for?"),
                         param="description",
                     ),
                     *_CUSTOMER_SLOTS,
                 ),
                 build_params=_invoice_params,
-                reply="Invoice {{ steps.act.output.id }} for {{ trigger_data.customer_name }} "
-                "({{ trigger_data.amount.display }}): {{ steps.act.output.short_url }}",
-                confirm=True,
+                help=N_("Create and send an invoice"),
+                request=Wording(
+                    (
+                        N_("the invoice for {customer_name} for {amount}"),
+                        N_("the invoice for {customer_name}"),
+                        N_("the invoice"),
+                    )
+                ),
+                confirmation=Wording(
+                    (
+                        N_("Invoice {customer_name} for {amount} and text it to {customer_phone}?"),
+                        N_("Invoice {customer_name} for {amount}?"),
+                    ),
+                    extras=(
+                        N_("It's for “{description}”."),
+                        N_("Razorpay will email it to {customer_email}."),
+                    ),
+                ),
+                result=Wording(
+                    (N_("Done — {customer_name} has been invoiced {amount}.\n{invoice}: {link}"),),
+                    extras=(
+                        N_("Razorpay has texted it to {customer_phone}."),
+                        N_("Razorpay has emailed it to {customer_email}."),
+                    ),
+                ),
+                failure=Wording(
+                    (N_("Sorry, I couldn't create the invoice for {customer_name}: {reason}."),)
+                ),
+                outputs={"invoice": "id", "link": "short_url"},
             ),
             params=CreateInvoice,
             description="Create and issue an invoice to a customer.",
@@ -277,16 +375,79 @@ class RazorpayTool(BaseTool):
                         "payment_id",
                         "text",
                         True,
-                        "Which payment should I refund (pay_…)?",
+                        N_("Which payment should I refund (pay_…)?"),
                         param="payment_id",
-                        hint="That doesn't look like a Razorpay payment id — they start with pay_",
+                        hint=N_(
+                            "That doesn't look like a Razorpay payment id — they start with pay_"
+                        ),
                     ),
-                    Slot("amount", "money", False, "How much should I refund?", param="amount"),
+                    Slot("amount", "money", False, N_("How much should I refund?"), param="amount"),
                 ),
                 build_params=_refund_params,
-                reply="Refund {{ steps.act.output.id }} for payment {{ trigger_data.payment_id }}"
-                " is {{ steps.act.output.status }}.",
-                confirm=True,
+                help=N_("Refund a payment"),
+                request=Wording(
+                    (
+                        N_("the refund of {amount} of payment {payment_id}"),
+                        N_("the full refund of payment {payment_id}"),
+                        N_("the refund"),
+                    )
+                ),
+                confirmation=Wording(
+                    (
+                        N_("Refund {amount} of the {paid} payment {payment_id}?"),
+                        N_("Refund {amount} of payment {payment_id}?"),
+                        N_(
+                            "Refund the remaining {remaining} of payment {payment_id}? "
+                            "{refunded} of its {paid} was refunded before."
+                        ),
+                        N_("Refund the full {paid} of payment {payment_id}?"),
+                        N_("Refund payment {payment_id} in full?"),
+                    ),
+                    extras=(
+                        N_("{refunded} of it was refunded before."),
+                        N_("The money goes back to {payer}."),
+                    ),
+                ),
+                result=Wording(
+                    (
+                        N_(
+                            "Done — I've refunded {amount} of payment {payment_id}; it usually "
+                            "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
+                        ),
+                        N_(
+                            "Done — I've refunded the remaining {remaining} of payment "
+                            "{payment_id}; it usually reaches the customer in 5 to 7 working "
+                            "days.\nRefund id: {refund}"
+                        ),
+                        N_(
+                            "Done — I've refunded the full {paid} of payment {payment_id}; it "
+                            "usually reaches the customer in 5 to 7 working days.\n"
+                            "Refund id: {refund}"
+                        ),
+                        N_(
+                            "Done — I've refunded payment {payment_id} in full; it usually "
+                            "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
+                        ),
+                    )
+                ),
+                failure=Wording(
+                    (
+                        N_("Sorry, I couldn't refund {amount} of payment {payment_id}: {reason}."),
+                        N_(
+                            "Sorry, I couldn't refund the full {paid} of payment {payment_id}: "
+                            "{reason}."
+                        ),
+                        N_("Sorry, I couldn't refund payment {payment_id}: {reason}."),
+                    )
+                ),
+                outputs={"refund": "id"},
+                lookup=Lookup(
+                    task="fetch_payment",
+                    build_params=lambda slots: {"payment_id": slots["payment_id"]},
+                    facts=_payment_facts,
+                    slot="payment_id",
+                    refused=N_("I couldn't find that payment on Razorpay"),
+                ),
             ),
             params=RefundPayment,
             description="Refund a captured payment, fully or partly.",

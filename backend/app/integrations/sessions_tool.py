@@ -21,6 +21,12 @@ class CloseIfIdle(TaskParams):
     idle_seconds: float = Field(gt=0)
 
 
+class Transcript(TaskParams):
+    """Params of ``sessions.transcript``."""
+
+    session_id: UUID
+
+
 class StoreSummary(TaskParams):
     """Params of ``sessions.store_summary``."""
 
@@ -51,6 +57,11 @@ class SessionsTool(BaseTool):
             description="Close the session if it saw no message for idle_seconds.",
             result={"closed": "boolean", "transcript": "string"},
         ),
+        "transcript": Task(
+            params=Transcript,
+            description="The session's transcript (to summarise a session the user ended).",
+            result={"transcript": "string"},
+        ),
         "store_summary": Task(
             params=StoreSummary,
             description="Store the closed session's summary.",
@@ -75,6 +86,8 @@ class SessionsTool(BaseTool):
                 closed = await store.close_if_idle(conn, params.session_id, params.idle_seconds)
                 text = transcript(await store.messages(conn, params.session_id)) if closed else ""
                 return {"closed": closed, "transcript": text}
+            if task == "transcript":
+                return {"transcript": transcript(await store.messages(conn, params.session_id))}
             source = params.source if params.summary else "unavailable (no language model)"
             await store.store_summary(conn, params.session_id, params.summary, source)
             return {"stored": True}

@@ -20,6 +20,7 @@ from twilio.rest import Client
 
 from backend.app.config import Settings
 from backend.app.integrations.base import (
+    N_,
     BaseTool,
     Command,
     Slot,
@@ -27,6 +28,7 @@ from backend.app.integrations.base import (
     TaskParams,
     ToolContext,
     ToolError,
+    Wording,
     fake_id,
 )
 from backend.app.integrations.credentials import CredentialData
@@ -110,12 +112,19 @@ class WhatsAppTool(BaseTool):
                 description="Send a WhatsApp message to a phone number.",
                 slots=(
                     Slot(
-                        "to", "phone", True, "Who should I send it to (phone number)?", param="to"
+                        "to",
+                        "phone",
+                        True,
+                        N_("Who should I send it to (phone number)?"),
+                        param="to",
                     ),
-                    Slot("message", "text", True, "What should the message say?", param="body"),
+                    Slot("message", "text", True, N_("What should the message say?"), param="body"),
                 ),
                 build_params=lambda slots: {"to": slots["to"], "body": slots["message"]},
-                reply="Sent your WhatsApp message to {{ trigger_data.to }}.",
+                help=N_("Send a WhatsApp message"),
+                request=Wording((N_("your message to {to}"), N_("your message"))),
+                result=Wording((N_("Sent your WhatsApp message to {to}."),)),
+                failure=Wording((N_("Sorry, I couldn't send your message to {to}: {reason}."),)),
             ),
             params=SendMessage,
             description="Send a WhatsApp message (text, optionally one media attachment).",

@@ -187,6 +187,9 @@ class AnalysisOut(BaseModel):
     missing_slots: list[str]
     confidence: float | None = None
     transcript: str | None = None
+    language: str | None = Field(
+        default=None, description="The language of the reply (BCP 47: en, hi, hi-Latn)."
+    )
 
 
 class TurnOut(BaseModel):
@@ -199,7 +202,9 @@ class TurnOut(BaseModel):
     trace_id: str
     session_id: UUID
     reply_audio: dict[str, str] | None = Field(
-        default=None, description='{"format": "mp3", "base64": ...} when reply_audio was asked.'
+        default=None,
+        description='{"format": "mp3", "base64": ..., "text": the words spoken, "voice": ...} '
+        "when reply_audio was asked.",
     )
 
 

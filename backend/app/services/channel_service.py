@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -25,6 +27,7 @@ from backend.app.integrations.whatsapp import TwilioCredential
 from backend.app.services import (
     conversation_service,
     credential_service,
+    i18n,
     link_service,
     replies,
     session_service,
@@ -38,10 +41,6 @@ from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
 
 log = logging.getLogger(__name__)
-
-VOICE_NOTE_UNAVAILABLE = (
-    "Sorry, I couldn't download your voice note — could you send it again or type your message?"
-)
 
 
 def turn_body(turn: Turn) -> dict[str, Any]:
@@ -72,8 +71,10 @@ async def voice_or_text(
     turn in their voice session ``session_ref``.
 
     A failed model, action or engine is a ``failed`` turn with an apology (see
-    :func:`conversation_service.handle`); if the spoken reply cannot be made, the answer comes
-    without ``reply_audio``.
+    :func:`conversation_service.handle`). The spoken reply (``reply_audio``: mp3, the words
+    spoken and the voice) reads amounts as words and stays short (:func:`replies.spoken`), in
+    a voice for the reply's language (:func:`speech_service.voice_for`); if it cannot be made,
+    the answer comes without it.
 
     Raises:
         UnsupportedMedia: 415. PayloadTooLarge: 413. AppError: 422 for empty input.
@@ -105,9 +106,11 @@ async def voice_or_text(
     body = turn_body(turn)
     if reply_audio:
         try:
-            body["reply_audio"] = await speech_service.speak(turn.reply, settings)
+            audio_reply = await speech_service.speak(turn.speech, settings, language=turn.language)
         except (LLMTimeout, LLMUnavailable) as exc:  # the turn happened: its text reply stands
             log.warning("session %s: no spoken reply: %s", turn.session_id, exc)
+        else:
+            body["reply_audio"] = {**audio_reply, "text": turn.speech}
     return body
 
 
@@ -228,6 +231,16 @@ async def whatsapp(
         ):
             metrics.delivery_outcome("duplicate")
             return twiml(None)
+
+    async def speaker() -> i18n.Speaker:
+        """Who is told a fixed answer (an apology): the sender, in their conversation's
+        language (English before there is one, or if the database cannot say)."""
+        language = i18n.ENGLISH
+        if owner is not None:
+            with contextlib.suppress(psycopg.Error):  # the pool's timeout is one too
+                language = await conversation_service.language_of(pool, "whatsapp", sender, owner)
+        return i18n.Speaker(language, "whatsapp", settings.default_phone_region)
+
     try:
         text = params.get("Body", "")
         code = link_service.link_code(text)
@@ -251,6 +264,7 @@ async def whatsapp(
                     )
                 except twilio_media.MediaUnavailable as exc:
                     log.warning("whatsapp message %s: voice note not downloaded: %s", sid, exc)
+                    unavailable = replies.voice_note_unavailable(await speaker())
                     await session_service.record_unread(
                         pool,
                         dispatcher,
@@ -259,17 +273,17 @@ async def whatsapp(
                         user_ref=sender,
                         owner=owner,
                         media={**media, "error": exc.reason},
-                        reply=VOICE_NOTE_UNAVAILABLE,
+                        reply=unavailable,
                         provider_message_id=sid,
                     )
-                    return twiml(VOICE_NOTE_UNAVAILABLE)
+                    return twiml(unavailable)
                 transcript = await speech_service.transcribe(
                     data, settings, filename=None, content_type=kind
                 )
                 media = {**(media or {}), "bytes": len(data)}
                 text = transcript
         if not text.strip():
-            return twiml("Sorry, I can only read text and voice notes.")
+            return twiml(replies.unreadable(await speaker()))
         turn = await conversation_service.handle(
             pool,
             dispatcher,
@@ -287,7 +301,7 @@ async def whatsapp(
         )
     except AppError as exc:
         log.warning("whatsapp message %s: %s", sid, exc.message)
-        return twiml(replies.apology(exc))
+        return twiml(replies.apology(exc, await speaker()).text)
     except Exception:
         async with pool.connection() as conn:
             await conn.execute(

@@ -1,5 +1,5 @@
-"""Sessions: listing and reading them, and closing them after inactivity with a durable engine
-timer.
+"""Sessions: listing and reading them, closing them after inactivity with a durable engine
+timer, and ending them when the user says goodbye.
 
 A session's timer is one run of the system blueprint "session timeout": delay
 ``SESSION_TIMEOUT_SECONDS`` -> ``sessions.close_if_idle`` -> (closed?) ``llm.summarize`` ->
@@ -9,11 +9,16 @@ starts only when there is none it can move (the first message, a timer already d
 changed timeout, or the Inngest engine, whose sleeps cannot be moved: there each message starts
 its own run, and only the one after the last message acts). The timer is a run on the engine,
 so it survives restarts.
+
+A user who says goodbye ends the session at once (:func:`end`): it closes in the turn, and a
+run of the system blueprint "session summary" (``sessions.transcript`` -> ``llm.summarize`` ->
+``sessions.store_summary``) stores its summary straight away; the timer is moved to now, so it
+finds the session closed and ends.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -80,10 +85,55 @@ def timeout_blueprint(seconds: float) -> dict[str, Any]:
     }
 
 
+def summary_blueprint() -> dict[str, Any]:
+    """The system blueprint that summarises a session the user ended."""
+    return {
+        "name": "system: session summary",
+        "description": "Summarise a conversation the user ended.",
+        "nodes": [
+            {"id": "ended", "type": "trigger", "trigger": "manual"},
+            {
+                "id": "transcript",
+                "type": "action",
+                "service": "sessions",
+                "task": "transcript",
+                "params": {"session_id": "{{ trigger_data.session_id }}"},
+            },
+            {
+                "id": "summarize",
+                "type": "action",
+                "service": "llm",
+                "task": "summarize",
+                "on_error": "continue",
+                "params": {"text": "{{ steps.transcript.output.transcript }}"},
+            },
+            {
+                "id": "save",
+                "type": "action",
+                "service": "sessions",
+                "task": "store_summary",
+                "params": {
+                    "session_id": "{{ trigger_data.session_id }}",
+                    "summary": "{{ steps.summarize.output.summary | default(none) }}",
+                },
+            },
+        ],
+        "edges": [
+            {"source": "ended", "target": "transcript"},
+            {"source": "transcript", "target": "summarize"},
+            {"source": "summarize", "target": "save"},
+        ],
+    }
+
+
 async def _timeout_workflow(pool: Pool, seconds: float, owner: UUID) -> tuple[UUID, int]:
-    """The owner's copy of the system blueprint (its runs are the owner's, like the session):
+    """The owner's copy of the timeout blueprint: ``(workflow_id, version)``."""
+    return await _system_workflow(pool, timeout_blueprint(seconds), owner)
+
+
+async def _system_workflow(pool: Pool, blueprint: dict[str, Any], owner: UUID) -> tuple[UUID, int]:
+    """The owner's copy of a system blueprint (its runs are the owner's, like the session):
     ``(workflow_id, version)``."""
-    blueprint = timeout_blueprint(seconds)
     async with pool.connection() as conn:
         row = await workflows_store.find_system(conn, blueprint["name"], owner)
     if row is None:
@@ -139,6 +189,41 @@ async def schedule_timeout(
             engine=dispatcher.engine,
         )
         await store.set_timer(conn, session_id, run_id)
+    if created:
+        await run_service.dispatch(
+            pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)]
+        )
+    return run_id
+
+
+async def end(pool: Pool, dispatcher: Dispatcher, session_id: UUID, *, owner: UUID) -> UUID | None:
+    """Close the owner's session now and start the run that stores its summary (idempotent
+    per session); its inactivity timer is moved to now, to find it closed and end. Returns
+    the summary run's id; None when the session was not open.
+
+    Raises:
+        EngineUnavailable: 503, the summary run was refused (the session stays closed).
+    """
+    workflow_id, version = await _system_workflow(pool, summary_blueprint(), owner)
+    async with pool.connection() as conn, conn.transaction():
+        session = await store.lock(conn, session_id)
+        if (
+            session is None
+            or session["owner_id"] != owner
+            or not await store.close(conn, session_id)
+        ):
+            return None
+        if session["timer_run_id"] is not None:
+            await steps_store.move_sleep(conn, session["timer_run_id"], "idle", datetime.now(UTC))
+        run_id, created = await runs_store.create(
+            conn,
+            owner=owner,
+            workflow_id=workflow_id,
+            version=version,
+            trigger_data={"session_id": str(session_id)},
+            idempotency_key=f"session-summary:{session_id}",
+            engine=dispatcher.engine,
+        )
     if created:
         await run_service.dispatch(
             pool, dispatcher, [QueuedRun(run_id, workflow_id, version, owner)]

@@ -131,17 +131,23 @@ async def transcribe(
     return str(result.text).strip()
 
 
-async def speak(text: str, settings: Settings) -> dict[str, Any]:
-    """Text -> speech with ``SPEECH_MODEL``/``SPEECH_VOICE``: ``{"format": "mp3", "base64"}``.
+def voice_for(language: str, settings: Settings) -> str:
+    """The voice for a reply in ``language`` (a BCP 47 tag: ``hi``, ``hi-Latn``):
+    ``SPEECH_VOICES``' for the tag, else for its language (``hi``), else ``SPEECH_VOICE``."""
+    voices = settings.speech_voices
+    return voices.get(language) or voices.get(language.split("-")[0]) or settings.speech_voice
+
+
+async def speak(text: str, settings: Settings, *, language: str = "en") -> dict[str, Any]:
+    """Text -> speech with ``SPEECH_MODEL`` in the voice for ``language``
+    (:func:`voice_for`): ``{"format": "mp3", "base64", "voice"}``.
 
     Raises:
         LLMNotConfigured: 503. LLMTimeout: 504. LLMUnavailable: 502.
     """
+    voice = voice_for(language, settings)
     async with _speech(settings, "speech synthesis", "speech") as client:
         response = await client.audio.speech.create(
-            model=settings.speech_model,
-            voice=settings.speech_voice,
-            input=text,
-            response_format="mp3",
+            model=settings.speech_model, voice=voice, input=text, response_format="mp3"
         )
-    return {"format": "mp3", "base64": base64.b64encode(response.content).decode()}
+    return {"format": "mp3", "base64": base64.b64encode(response.content).decode(), "voice": voice}

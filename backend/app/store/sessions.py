@@ -13,16 +13,48 @@ from backend.app.store.db import Conn, jsonb
 
 
 async def open_for(conn: Conn, channel: str, user_ref: str, owner: UUID) -> DictRow:
-    """The owner's open session of (channel, user), created if none; marks activity now."""
+    """The owner's open session of (channel, user), created if none (``created`` says so);
+    marks activity now."""
     cur = await conn.execute(
         "insert into sessions (owner_id, channel, user_ref) values (%s, %s, %s)"
         " on conflict (owner_id, channel, user_ref) where status = 'open'"
-        " do update set last_activity_at = now() returning *",
+        " do update set last_activity_at = now() returning *, (xmax = 0) as created",
         (owner, channel, user_ref),
     )
     row = await cur.fetchone()
     assert row is not None
     return row
+
+
+async def previous(conn: Conn, channel: str, user_ref: str, owner: UUID) -> DictRow | None:
+    """The owner's most recently closed session of (channel, user), or None."""
+    cur = await conn.execute(
+        "select * from sessions where owner_id = %s and channel = %s and user_ref = %s"
+        " and status = 'closed' order by closed_at desc nulls last, id desc limit 1",
+        (owner, channel, user_ref),
+    )
+    return await cur.fetchone()
+
+
+async def language(conn: Conn, channel: str, user_ref: str, owner: UUID) -> str | None:
+    """The language (BCP 47 tag) of the owner's latest session with (channel, user), if any."""
+    cur = await conn.execute(
+        "select state ->> 'language' as language from sessions where owner_id = %s"
+        " and channel = %s and user_ref = %s order by last_activity_at desc limit 1",
+        (owner, channel, user_ref),
+    )
+    row = await cur.fetchone()
+    return None if row is None else row["language"]
+
+
+async def close(conn: Conn, session_id: UUID) -> bool:
+    """Close the session now (the user said goodbye). Returns True if it was open."""
+    cur = await conn.execute(
+        "update sessions set status = 'closed', closed_at = now()"
+        " where id = %s and status = 'open' returning id",
+        (session_id,),
+    )
+    return await cur.fetchone() is not None
 
 
 async def lock(conn: Conn, session_id: UUID) -> DictRow | None:
