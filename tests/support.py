@@ -93,6 +93,7 @@ class Peer:
         self.hits: Counter[str] = Counter()
         self.bodies: dict[str, list[Any]] = defaultdict(list)
         self.headers: dict[str, list[dict[str, str]]] = defaultdict(list)
+        self.targets: dict[str, list[str]] = defaultdict(list)  # path -> request targets (?query)
         self.script: dict[str, list[int]] = {}
         self.handlers: dict[str, Callable[[Any], tuple[int, Any]]] = {}
         self.lock = threading.Lock()
@@ -112,6 +113,7 @@ class Peer:
                     count = peer.hits[path]
                     peer.bodies[path].append(body)
                     peer.headers[path].append(dict(self.headers))
+                    peer.targets[path].append(self.path)
                 extra: dict[str, str | None] = {}
                 if path in peer.handlers:
                     status, payload, *more = peer.handlers[path](body)

@@ -46,7 +46,18 @@ BASIC_PASSWORD = "pw_PLANTED_basic_99cc03"
 #: Secrets written into blueprints: refused, so stored nowhere either.
 HEADER_LITERAL = "PLANTED_header_66dd04"
 URL_PASSWORD = "PLANTED_urlpass_55ee05"
-PLANTED = (BEARER, RZP_SECRET, RZP_HOOK, BASIC_PASSWORD, HEADER_LITERAL, URL_PASSWORD)
+#: A base64 API key sent in the query string (so also as AbC%2BdEf…%3D%3D).
+QUERY_KEY = "AbC+dEf/PLANTED_query==="
+PLANTED = (
+    BEARER,
+    RZP_SECRET,
+    RZP_HOOK,
+    BASIC_PASSWORD,
+    HEADER_LITERAL,
+    URL_PASSWORD,
+    QUERY_KEY,
+    "AbC%2BdEf%2FPLANTED_query%3D%3D%3D",
+)
 
 
 def _settings(database_url: str, **overrides: Any) -> Settings:
@@ -204,6 +215,20 @@ def test_credential_lifecycle_never_returns_the_secret(vault: TestClient) -> Non
             {"name": "../etc", "type": "http_bearer", "data": {"token": BEARER}},
             ["body", "name"],
             None,
+        ),
+        (
+            {"name": "x", "type": "http_bearer", "data": {"token": f"{BEARER}\r\nX-Evil: 1"}},
+            ["body", "data", "token"],
+            "validation_error",
+        ),
+        (
+            {
+                "name": "x",
+                "type": "http_header",
+                "data": {"header": "X-A", "value": f"{BEARER}\nX-Evil: 1"},
+            },
+            ["body", "data", "value"],
+            "validation_error",
         ),
     ],
 )
@@ -418,6 +443,7 @@ def test_a_planted_secret_never_reaches_a_table_a_response_or_the_log(
             "webhook_secret": RZP_HOOK,
         },
     )
+    _create(vault, ALICE, "query_api", "http_query", {"parameter": "api_key", "value": QUERY_KEY})
     blueprint = _blueprint(
         _http_node(f"{peer.url}/echo", credential="echo_api"),
         {**_http_node(f"{peer.url}/echo", credential="basic_api"), "id": "basic"},
@@ -426,7 +452,9 @@ def test_a_planted_secret_never_reaches_a_table_a_response_or_the_log(
             "id": "denied",
             "on_error": "continue",
         },
+        {**_http_node(f"{peer.url}/q", credential="query_api"), "id": "query"},
     )
+    peer.handlers["/q"] = lambda body: (200, {"you_asked_for": peer.targets["/q"][-1]})
     wf = vault.post("/workflows", json={"blueprint": blueprint}, headers=as_user(ALICE))
     assert wf.status_code == 201, wf.text
     started = vault.post(
@@ -442,7 +470,9 @@ def test_a_planted_secret_never_reaches_a_table_a_response_or_the_log(
     assert sent[0]["Authorization"] == f"Bearer {BEARER}", "the tool really sent the credential"
     pair = base64.b64encode(f"shop:{BASIC_PASSWORD}".encode()).decode()
     assert sent[1]["Authorization"] == f"Basic {pair}"
+    assert peer.targets["/q"][0] == "/q?api_key=AbC%2BdEf%2FPLANTED_query%3D%3D%3D"
     nodes = {n["id"]: n for n in run["nodes"]}
+    assert nodes["query"]["output"]["body"]["you_asked_for"] == "/q?api_key=[redacted]"
     assert nodes["call"]["output"]["body"]["seen"]["Authorization"] == "[redacted]"
     assert nodes["call"]["output"]["body"]["note"] == "you sent Bearer [redacted]"
     assert nodes["basic"]["output"]["body"]["note"] == "you sent Basic [redacted]"
@@ -527,7 +557,18 @@ def test_a_dry_run_shows_the_reference_not_the_values(vault: TestClient) -> None
     _create(vault, ALICE, "echo_api", "http_bearer", {"token": BEARER})
     wf = vault.post(
         "/workflows",
-        json={"blueprint": _blueprint(_http_node("https://example.com/x", credential="echo_api"))},
+        json={
+            "blueprint": _blueprint(
+                _http_node("https://example.com/x", credential="echo_api"),
+                {
+                    "id": "after",
+                    "type": "action",
+                    "service": "transform",
+                    "task": "build",
+                    "params": {"fields": {"status": "{{ steps.call.output.status_code }}"}},
+                },
+            )
+        },
         headers=as_user(ALICE),
     ).json()
     result = vault.post(
@@ -536,6 +577,7 @@ def test_a_dry_run_shows_the_reference_not_the_values(vault: TestClient) -> None
     assert result.status_code == 200, result.text
     call = next(n for n in result.json()["nodes"] if n["id"] == "call")
     assert call["output"]["credential"] == "echo_api" and call["output"]["sandbox"] is True
+    assert result.json()["status"] == "succeeded", "later steps read the sandboxed output"
     _assert_absent(result.text, "a dry run")
 
 
@@ -806,3 +848,54 @@ def test_on_inngest_the_step_gets_the_credential_and_records_none_of_it(
         ]
     _assert_absent("\n".join(seen), "the Inngest run", (BEARER,))
     _assert_absent(_dump(database_url), "the database", (BEARER,))
+
+
+def test_an_openai_connection_keeps_its_base_url(vault: TestClient) -> None:
+    made = _create(
+        vault,
+        ALICE,
+        "model",
+        "openai",
+        {"api_key": "sk-test-0123456789abcdef", "base_url": "https://llm.example.com/v1"},
+    )
+    assert made["hint"] == "https://llm.example.com/v1 · ••••cdef"
+    rotated = vault.put(
+        "/credentials/model",
+        json={"data": {"api_key": "sk-test-fedcba9876543210", "model": "gpt-4o-mini"}},
+        headers=as_user(ALICE),
+    )
+    assert rotated.status_code == 200, rotated.text
+
+
+def test_an_http_connection_goes_only_to_its_allowed_hosts(vault: TestClient, peer: Peer) -> None:
+    """A token limited to its API's host cannot be sent elsewhere by a blueprint (or by anyone
+    holding a personal API key who can run one)."""
+    peer.handlers["/echo"] = lambda body: (200, {"ok": True})
+    _create(
+        vault,
+        ALICE,
+        "pinned",
+        "http_bearer",
+        {"token": BEARER, "allowed_hosts": ["api.example.com"]},
+    )
+    _create(vault, ALICE, "local", "http_bearer", {"token": BEARER, "allowed_hosts": ["127.0.0.1"]})
+    refused = _run_adhoc(
+        vault, ALICE, _http_node(f"{peer.url}/echo", credential="pinned"), {"order": 1}
+    )
+    assert refused["status"] == "failed"
+    assert refused["error"]["code"] == "credential_host_not_allowed"
+    assert "/echo" not in peer.hits, "nothing was sent"
+    allowed = _run_adhoc(
+        vault, ALICE, _http_node(f"{peer.url}/echo", credential="local"), {"order": 1}
+    )
+    assert allowed["status"] == "succeeded", allowed["error"]
+
+
+def test_literal_query_keys_in_a_url_are_refused(vault: TestClient) -> None:
+    response = vault.post(
+        "/workflows",
+        json={"blueprint": _blueprint(_http_node("https://maps.example.com/api?key=AIzaLITERAL1"))},
+        headers=as_user(ALICE),
+    )
+    assert response.status_code == 422
+    assert "'key' parameter holds a secret" in response.json()["error"]["details"][0]["message"]

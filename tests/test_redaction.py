@@ -41,6 +41,8 @@ def test_credential_values_are_found_anywhere_but_short_ones_are_left_to_names()
         "n": 2,
     }
     assert redact("ab stays: abc") == "ab stays: abc"
+    encoded = Redactor(["AbC+dEf/key=="])
+    assert encoded("GET /q?x=AbC%2BdEf%2Fkey%3D%3D") == f"GET /q?x={REDACTED}"
     assert (
         redact.text("error at https://h/?token=s3cr3t-value")
         == f"error at https://h/?token={REDACTED}"
@@ -60,8 +62,9 @@ def test_literal_secrets_are_found_and_templates_allowed() -> None:
         "url": "https://u:p@example.com",
         "headers": {"Authorization": "Bearer x", "X-Api-Key": "{{ trigger_data.key }}"},
         "query": {"token": "abc"},
+        "maps": "https://maps.example.com/api?key=AIza123&zoom=3",
         "json": {"password": ""},
         "list": ["https://{{ trigger_data.user }}@example.com"],
     }
     found = sorted(tuple(map(str, path)) for path, _ in literal_secrets(params))
-    assert found == [("headers", "Authorization"), ("query", "token"), ("url",)]
+    assert found == [("headers", "Authorization"), ("maps",), ("query", "token"), ("url",)]

@@ -191,4 +191,8 @@ def _serve_engine(app: FastAPI, settings: Settings) -> Dispatcher:
 
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+# HTTP clients log every request's full URL at INFO, and a URL may carry a connection's query key
+# (http_query) or a user's literal one: keep them to warnings.
+for _client in ("httpx", "httpx2", "httpcore", "httpcore2"):
+    logging.getLogger(_client).setLevel(logging.WARNING)
 app = create_app()

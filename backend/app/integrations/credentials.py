@@ -43,11 +43,14 @@ class CredentialData(BaseModel):
         ]
 
     def plain(self) -> dict[str, Any]:
-        """Every field with secrets revealed, as JSON values (what the vault encrypts)."""
-        return {
-            name: value.get_secret_value() if isinstance(value, SecretStr) else value
-            for name, value in self.model_dump(mode="python").items()
-        }
+        """Every field as a JSON value (URLs as text), secrets revealed: what the vault
+        encrypts, and what :meth:`model_validate` takes back."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                data[name] = value.get_secret_value()
+        return data
 
     def hint(self) -> str:
         """A masked description for listings: the identity fields and, for a long secret, its

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any, Literal
 
 import httpx
-from pydantic import Field, HttpUrl, SecretStr
+from pydantic import Field, HttpUrl, SecretStr, field_validator
 
 from backend.app.config import Settings
 from backend.app.integrations import outbound
@@ -32,15 +33,59 @@ _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _REDACTED = "[redacted]"
 #: RFC 9110 field-name token characters.
 _HEADER_NAME = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$"
+#: A header value we send: visible ASCII with inner spaces (no CR/LF, no control characters,
+#: which would split the header or fail at send time, quoting the value in the error).
+_HEADER_VALUE = r"^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$"
+#: A token: visible ASCII, no spaces (RFC 6750's b64token and the usual API keys fit).
+_VISIBLE_ASCII = r"^[\x21-\x7e]+$"
 
 
-class BearerCredential(CredentialData):
+def _matching(value: SecretStr, pattern: str, what: str) -> SecretStr:
+    """``value`` if its secret fully matches ``pattern``.
+
+    Raises:
+        ValueError: it does not; the message says what is allowed, never the value.
+    """
+    if re.fullmatch(pattern, value.get_secret_value()) is None:
+        raise ValueError(f"only {what}: no line breaks or control characters")
+    return value
+
+
+class _HttpCredential(CredentialData):
+    """What every HTTP credential has: the hosts it may be sent to."""
+
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=50,
+        title="Allowed hosts",
+        description="Send this credential only to these hosts ('api.example.com', or "
+        "'.example.com' for it and its subdomains); empty: any host. A step with another host "
+        "fails with credential_host_not_allowed.",
+    )
+
+    def permits(self, host: str) -> bool:
+        """True when this credential may go to ``host``."""
+        if not self.allowed_hosts:
+            return True
+        host = host.lower().rstrip(".")
+        for allowed in (entry.strip().lower().rstrip(".") for entry in self.allowed_hosts):
+            if host == allowed.lstrip(".") or (allowed.startswith(".") and host.endswith(allowed)):
+                return True
+        return False
+
+
+class BearerCredential(_HttpCredential):
     """``Authorization: Bearer <token>`` (RFC 6750; type ``http_bearer``)."""
 
     kind = "http_bearer"
     label = "HTTP bearer token"
 
     token: SecretStr = Field(title="Token", min_length=1, max_length=8192)
+
+    @field_validator("token")
+    @classmethod
+    def _sendable(cls, value: SecretStr) -> SecretStr:
+        return _matching(value, _VISIBLE_ASCII, "visible ASCII characters, no spaces")
 
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
         """Add the ``Authorization`` header (``[redacted]`` unless ``reveal``)."""
@@ -49,7 +94,7 @@ class BearerCredential(CredentialData):
         )
 
 
-class BasicCredential(CredentialData):
+class BasicCredential(_HttpCredential):
     """``Authorization: Basic base64(user:password)`` (RFC 7617; type ``http_basic``)."""
 
     kind = "http_basic"
@@ -72,7 +117,7 @@ class BasicCredential(CredentialData):
         headers["Authorization"] = "Basic " + (self._encoded() if reveal else _REDACTED)
 
 
-class HeaderCredential(CredentialData):
+class HeaderCredential(_HttpCredential):
     """A secret in a header of your choice, e.g. ``X-API-Key`` (type ``http_header``)."""
 
     kind = "http_header"
@@ -82,6 +127,11 @@ class HeaderCredential(CredentialData):
     header: str = Field(title="Header name", pattern=_HEADER_NAME, examples=["X-API-Key"])
     value: SecretStr = Field(min_length=1, max_length=8192)
 
+    @field_validator("value")
+    @classmethod
+    def _sendable(cls, value: SecretStr) -> SecretStr:
+        return _matching(value, _HEADER_VALUE, "visible ASCII characters and inner spaces")
+
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
         """Set the header (replacing one of the same name in the params)."""
         for name in [n for n in headers if n.lower() == self.header.lower()]:
@@ -89,7 +139,7 @@ class HeaderCredential(CredentialData):
         headers[self.header] = self.value.get_secret_value() if reveal else _REDACTED
 
 
-class QueryCredential(CredentialData):
+class QueryCredential(_HttpCredential):
     """A secret query-string parameter, e.g. ``?api_key=…`` (type ``http_query``)."""
 
     kind = "http_query"
@@ -167,6 +217,10 @@ class HttpTool(BaseTool):
             request["body"] = params.json_body
         return request
 
+    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+        """The result's fields, empty, so later steps that read them still resolve."""
+        return {"status_code": None, "headers": {}, "body": None}
+
     async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
         """Send the request through the outbound guard.
 
@@ -176,6 +230,17 @@ class HttpTool(BaseTool):
         """
         settings = context.settings
         url: HttpUrl = params.url
+        credential = context.credential
+        if (
+            credential is not None
+            and isinstance(credential.data, _HttpCredential)
+            and not credential.data.permits(url.host or "")
+        ):
+            raise ToolError(
+                f"credential '{credential.name}' may not be sent to {url.host} (its allowed_hosts)",
+                code="credential_host_not_allowed",
+                retryable=False,
+            )
         timeout = params.timeout_seconds or settings.http_timeout_seconds
         headers, query = self._prepare(params, context, reveal=True)
         try:

@@ -287,7 +287,7 @@ async def addressed(
         data = model.model_validate(_vault(settings).decrypt(row["secret"]))
     except (Unreadable, ValidationError):
         raise NotConfigured(
-            f"credential '{row['name']}' cannot be read with the configured CREDENTIALS_KEY",
+            "this credential cannot be read with the configured CREDENTIALS_KEY",
             code="credential_unreadable",
         ) from None
     return Addressed(row["id"], row["owner_id"], row["name"]), data

@@ -112,8 +112,8 @@ async def receive_razorpay_for(
     )
     if data.webhook_secret is None:
         raise NotConfigured(
-            f"credential '{account.name}' has no webhook_secret; add it with PUT "
-            f"/credentials/{account.name}",
+            "this Razorpay credential has no webhook_secret: its owner adds one with PUT "
+            "/credentials/<name> (with all its fields)",
             code="webhook_not_configured",
         )
     secret = data.webhook_secret.get_secret_value()

@@ -21,6 +21,7 @@ import functools
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 REDACTED = "[redacted]"
 
@@ -69,6 +70,16 @@ def is_secret_name(name: str) -> bool:
     return normal in SECRET_NAMES or normal.endswith(_SECRET_SUFFIXES)
 
 
+#: Query parameters that carry secrets though, as field names, they mostly do not (``?key=`` of
+#: Google's APIs, ``?sig=`` of signed URLs).
+_SECRET_PARAMS = frozenset({"key", "sig", "signature", "auth", "access_key", "code"})
+
+
+def is_secret_param(name: str) -> bool:
+    """True for a query parameter whose value is a secret (``api_key``, ``token``, ``key``)."""
+    return is_secret_name(name) or name.strip().lower().replace("-", "_") in _SECRET_PARAMS
+
+
 class Redactor:
     """Replaces secrets in JSON-like values (dicts, lists, strings, scalars).
 
@@ -77,7 +88,13 @@ class Redactor:
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = sorted({s for s in secrets if len(s) >= MIN_VERBATIM}, key=len, reverse=True)
+        # as sent in a query string or a form too (``+`` ``/`` ``=`` of base64 keys encoded)
+        forms = {
+            form
+            for secret in secrets
+            for form in (secret, quote(secret, safe=""), quote_plus(secret, safe=""))
+        }
+        values = sorted({s for s in forms if len(s) >= MIN_VERBATIM}, key=len, reverse=True)
         self._verbatim = re.compile("|".join(map(re.escape, values))) if values else None
 
     def __call__(self, value: Any) -> Any:
@@ -119,7 +136,7 @@ def _hidden(value: Any) -> Any:
 
 
 def _redact_param(match: re.Match[str]) -> str:
-    if not match.group(3) or not is_secret_name(match.group(2)):
+    if not match.group(3) or not is_secret_param(match.group(2)):
         return match.group(0)
     return f"{match.group(1)}{match.group(2)}={REDACTED}"
 
@@ -153,6 +170,11 @@ def literal_secrets(params: Any) -> Iterator[tuple[list[str | int], str]]:
             for match in _USERINFO.finditer(value):
                 if not _templated(match.group(2)):
                     yield path, "the URL holds a user name or password in clear"
+                    break
+            for match in _QUERY_PARAM.finditer(value):
+                name, item = match.group(2), match.group(3)
+                if item and is_secret_param(name) and not _templated(item):
+                    yield path, f"the URL's '{name}' parameter holds a secret in clear"
                     break
 
 
