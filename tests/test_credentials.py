@@ -387,6 +387,9 @@ def test_deleting_a_credential_an_active_workflow_uses_is_409(vault: TestClient)
     assert vault.delete("/credentials/api", headers=as_user(ALICE)).status_code == 204
     needs = vault.get(f"/workflows/{wf['id']}", headers=as_user(ALICE)).json()["credentials"]
     assert needs[0]["present"] is False
+    again = vault.post(f"/workflows/{wf['id']}/activate", headers=as_user(ALICE))
+    assert again.status_code == 422, "a workflow whose connection is gone does not go live"
+    assert again.json()["error"]["details"][0]["loc"] == ["nodes", 1, "credential"]
 
 
 def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> None:

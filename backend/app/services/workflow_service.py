@@ -192,11 +192,15 @@ async def activate(
 
     Raises:
         NotFound: unknown workflow or version. Conflict: 409 ``workflow_archived``.
+        InvalidBlueprint: 422, a credential it names is missing (deleted, or a draft's that
+            was never made) or of a type its tool does not take.
     """
     current = await get(pool, workflow_id, version, owner=owner)
     refuse_archived(current)
-    trigger = _trigger(Blueprint.model_validate(current["blueprint"]))
+    blueprint = Blueprint.model_validate(current["blueprint"])
+    trigger = _trigger(blueprint)
     async with pool.connection() as conn, conn.transaction():
+        await credential_service.check_references(conn, blueprint, owner)
         await store.set_active_version(conn, workflow_id, current["version"], owner)
         if trigger.trigger == "schedule" and trigger.cron:
             first = next_fire_time(trigger.cron, trigger.timezone, datetime.now(UTC))
