@@ -166,6 +166,39 @@ async def _wait(
     return await run_service.get(pool, run_id, owner=owner)
 
 
+async def _run_task(
+    pool: Pool,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    blueprint: dict[str, Any],
+    payload: dict[str, Any],
+    idempotency_key: str,
+    trace_id: str,
+    owner: UUID,
+) -> tuple[UUID, dict[str, Any], dict[str, Any]]:
+    """Start a system blueprint whose task node is :data:`ACT`, in the conversation's trace, and
+    wait (inline) for that node: ``(run_id, run, act node)``.
+
+    Raises:
+        EngineUnavailable: the engine did not take the run (503).
+    """
+    run_id, _ = await run_service.start(
+        pool,
+        dispatcher,
+        workflow_id=None,
+        version=None,
+        blueprint=blueprint,
+        payload=payload,
+        idempotency_key=idempotency_key,
+        trace_id=trace_id,
+        origin="channel",
+        owner=owner,
+        system=True,
+    )
+    run = await _wait(pool, run_id, settings, ACT, owner)
+    return run_id, run, next(n for n in run["nodes"] if n["id"] == ACT)
+
+
 async def execute(
     pool: Pool,
     dispatcher: Dispatcher,
@@ -208,21 +241,16 @@ async def execute(
     assert intent.command is not None
     params = intent.command.build_params(slots)
     words = {"done": replies.done.text, "failed": replies.failed.text, "reasons": replies.reasons}
-    run_id, _ = await run_service.start(
+    run_id, run, act = await _run_task(
         pool,
         dispatcher,
-        workflow_id=None,
-        version=None,
-        blueprint=command_blueprint(intent, params, late, settings),
-        payload={**slots, PARAMS: params, **({REPLY: words} if late else {})},
-        idempotency_key=f"command:{trace_id}",
-        trace_id=trace_id,
-        origin="channel",
-        owner=owner,
-        system=True,
+        settings,
+        command_blueprint(intent, params, late, settings),
+        {**slots, PARAMS: params, **({REPLY: words} if late else {})},
+        f"command:{trace_id}",
+        trace_id,
+        owner,
     )
-    run = await _wait(pool, run_id, settings, ACT, owner)
-    act = next(n for n in run["nodes"] if n["id"] == ACT)
     if act["status"] == "succeeded":
         return ActionOutcome("completed", fill(replies.done, act["output"] or {}), run_id, True)
     if act["status"] == "failed" or run["status"] == "failed":
@@ -261,25 +289,20 @@ async def look_up(
     lookup: Lookup | None = intent.lookup
     assert lookup is not None and intent.service is not None
     params = lookup.build_params(slots)
-    run_id, _ = await run_service.start(
+    run_id, run, act = await _run_task(
         pool,
         dispatcher,
-        workflow_id=None,
-        version=None,
-        blueprint={
+        settings,
+        {
             "name": f"lookup {intent.name}",
             "nodes": _task_nodes(intent.service, lookup.task, f"Look up for {intent.name}", params),
             "edges": [{"source": "command", "target": ACT}],
         },
-        payload={PARAMS: params},
-        idempotency_key=f"lookup:{trace_id}:{uuid.uuid4().hex}",
-        trace_id=trace_id,
-        origin="channel",
-        owner=owner,
-        system=True,
+        {PARAMS: params},
+        f"lookup:{trace_id}:{uuid.uuid4().hex}",
+        trace_id,
+        owner,
     )
-    run = await _wait(pool, run_id, settings, ACT, owner)
-    act = next(n for n in run["nodes"] if n["id"] == ACT)
     if act["status"] == "succeeded":
         return Found(lookup.facts(act["output"] or {}))
     if act["status"] == "failed" or run["status"] == "failed":

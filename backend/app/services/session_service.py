@@ -35,6 +35,32 @@ from backend.app.workflows.runners import Dispatcher, QueuedRun
 from backend.app.workflows.schema import validate_blueprint
 
 
+def _summarize_and_save(transcript: str) -> list[dict[str, Any]]:
+    """The ``summarize`` and ``save`` nodes that end both session blueprints: summarise the
+    transcript at ``transcript`` (an expression) and store it on the session; a model that
+    fails leaves the summary empty, not the session open."""
+    return [
+        {
+            "id": "summarize",
+            "type": "action",
+            "service": "llm",
+            "task": "summarize",
+            "on_error": "continue",
+            "params": {"text": f"{{{{ {transcript} }}}}"},
+        },
+        {
+            "id": "save",
+            "type": "action",
+            "service": "sessions",
+            "task": "store_summary",
+            "params": {
+                "session_id": "{{ trigger_data.session_id }}",
+                "summary": "{{ steps.summarize.output.summary | default(none) }}",
+            },
+        },
+    ]
+
+
 def timeout_blueprint(seconds: float) -> dict[str, Any]:
     """The system blueprint that closes an idle session and stores its summary."""
     return {
@@ -56,24 +82,7 @@ def timeout_blueprint(seconds: float) -> dict[str, Any]:
                 "default": "still_open",
                 "conditions": [{"branch": "closed", "when": "steps.close.output.closed"}],
             },
-            {
-                "id": "summarize",
-                "type": "action",
-                "service": "llm",
-                "task": "summarize",
-                "on_error": "continue",
-                "params": {"text": "{{ steps.close.output.transcript }}"},
-            },
-            {
-                "id": "save",
-                "type": "action",
-                "service": "sessions",
-                "task": "store_summary",
-                "params": {
-                    "session_id": "{{ trigger_data.session_id }}",
-                    "summary": "{{ steps.summarize.output.summary | default(none) }}",
-                },
-            },
+            *_summarize_and_save("steps.close.output.transcript"),
         ],
         "edges": [
             {"source": "message", "target": "idle"},
@@ -99,24 +108,7 @@ def summary_blueprint() -> dict[str, Any]:
                 "task": "transcript",
                 "params": {"session_id": "{{ trigger_data.session_id }}"},
             },
-            {
-                "id": "summarize",
-                "type": "action",
-                "service": "llm",
-                "task": "summarize",
-                "on_error": "continue",
-                "params": {"text": "{{ steps.transcript.output.transcript }}"},
-            },
-            {
-                "id": "save",
-                "type": "action",
-                "service": "sessions",
-                "task": "store_summary",
-                "params": {
-                    "session_id": "{{ trigger_data.session_id }}",
-                    "summary": "{{ steps.summarize.output.summary | default(none) }}",
-                },
-            },
+            *_summarize_and_save("steps.transcript.output.transcript"),
         ],
         "edges": [
             {"source": "ended", "target": "transcript"},
