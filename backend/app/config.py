@@ -15,10 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.app import resources
 from backend.app.store import database, vault
-
-#: The checkout (or the directory above an installed ``backend`` package).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -45,7 +43,7 @@ class Settings(BaseSettings):
         "closed port to always use the embedded server.",
     )
     embedded_database_dir: Path = Field(
-        default=PROJECT_ROOT / ".data" / "postgres",
+        default_factory=lambda: resources.data_dir() / "postgres",
         description="Data directory of the embedded PostgreSQL server (created on first use); "
         "its Unix socket is there too.",
     )
