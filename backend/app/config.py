@@ -196,6 +196,22 @@ class Settings(BaseSettings):
     speech_model: str = "tts-1"
     speech_voice: str = "alloy"
     max_audio_bytes: int = 25 * 1024 * 1024
+    # Voice notes and spoken replies are kept (services/audio_store.py)
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        description="The project's service role (secret) key: with SUPABASE_URL, audio is kept "
+        "in Supabase Storage (AUDIO_BUCKET) instead of AUDIO_DIR. Server-side only.",
+    )
+    audio_bucket: str = Field(
+        default="audio", description="The private Storage bucket for audio (supabase/config.toml)."
+    )
+    audio_dir: Path = Field(
+        default_factory=lambda: resources.data_dir() / "audio",
+        description="Where audio is kept without Supabase Storage.",
+    )
+    audio_url_ttl_seconds: int = Field(
+        default=3600, ge=60, le=604_800, description="Validity of Storage's signed audio URLs."
+    )
 
     # Credentials (connections): encrypted at rest with these keys
     credentials_key: SecretStr | None = Field(
