@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         "cannot get one answers 503 database_unavailable instead of hanging.",
     )
     auto_migrate: bool = Field(default=True, description="Apply pending migrations at start-up.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per line with request_id, run_id, node_id, trace_id "
+        "where known (backend/app/logs.py).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # HTTP layer
     api_keys: list[SecretStr] = Field(
