@@ -2,8 +2,8 @@
 
 The suite uses the database ``<name>_test`` (default ``blueprints_test``) on the server the
 project would use (``DATABASE_URL``, else the local server, else the embedded one: see
-``backend/app/store/database.py``), recreated and migrated once per session, truncated before
-each test.
+``backend/app/store/database.py``), recreated and migrated once per session, truncated
+before each test.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def test_wf_migrate_and_validate_from_the_installed_wheel(
     try:
         where = _run(
             venv / "bin" / "python", "-c",
-            "from backend.app import resources; print(resources.CHECKOUT, resources.migrations())",
+            "from backend.app import resources as r; print(r.CHECKOUT, r.migrations())",
             cwd=tmp_path, env=env,
         )  # fmt: skip
         assert where.startswith("None ") and str(venv) in where, where
