@@ -20,27 +20,89 @@ find_python() {
     die "Python 3.11 or newer is required (set PYTHON=/path/to/python3.11)"
 }
 
-# ensure_venv EXTRAS: create .venv and (re)install when pyproject.toml changed.
-ensure_venv() {
-    local extras="$1"
-    if [ ! -x "$VENV/bin/python" ]; then
-        say "creating virtualenv in $VENV"
-        "$(find_python)" -m venv "$VENV"
-        "$VENV/bin/python" -m pip install --quiet --upgrade pip
+# The uv that scripts use when none as recent is on PATH: installed from PyPI into .tools/uv.
+UV_VERSION=0.13.9
+
+# find_uv: print the path of a uv >= 0.13 (PATH's, else UV_VERSION installed from PyPI with pip
+# into .tools/uv); print nothing when none can be had (ensure_venv then falls back to pip).
+find_uv() {
+    local found
+    found="$(command -v uv 2>/dev/null || true)"
+    if [ -n "$found" ] && "$found" --version 2>/dev/null |
+            awk '{ split($2, v, "."); exit !(v[1] > 0 || v[2] >= 13) }'; then
+        echo "$found"; return 0
     fi
-    local stamp="$VENV/.installed-$extras"
+    local tools="$ROOT/.tools/uv"
+    if [ ! -x "$tools/bin/uv" ]; then
+        say "no uv >= 0.13 on PATH: installing uv $UV_VERSION from PyPI into .tools/uv"
+        mkdir -p "$ROOT/.tools"
+        "$(find_python)" -m pip install --quiet --disable-pip-version-check --target "$tools" \
+            "uv==$UV_VERSION" >"$ROOT/.tools/uv-install.log" 2>&1 || return 0
+    fi
+    echo "$tools/bin/uv"
+}
+
+# pip_constraints: uv.lock's versions as pip constraints (name==version), for the pip fallback.
+pip_constraints() {
+    "$1" - <<'PY'
+import collections, tomllib
+packages = tomllib.load(open("uv.lock", "rb"))["package"]
+counts = collections.Counter(p["name"] for p in packages)
+for p in packages:
+    # The project itself is not pinned; a name locked at two versions (per Python) is left free.
+    if "registry" in p.get("source", {}) and counts[p["name"]] == 1:
+        print(f"{p['name']}=={p['version']}")
+PY
+}
+
+# ensure_venv GROUPS: .venv with the project (editable) and the versions of uv.lock: the runtime
+# dependencies and the comma-separated dependency groups of pyproject.toml (e.g. dev, or
+# dev,bench). Synced with `uv sync` when pyproject.toml, uv.lock or GROUPS changed; in CI
+# (CI=true) with --locked, so a lock file out of step with pyproject.toml fails the run. Where
+# uv cannot be had, pip installs the same versions (uv.lock's, as constraints) and says so.
+ensure_venv() {
+    local groups="$1"
+    local uv
+    uv="$(find_uv)"
+    local stamp="$VENV/.installed"
     local want
-    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        say "installing the project and its dependencies ($extras)"
-        local log="$VENV/pip-install.log"
-        if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e ".[$extras]" \
+    want="$(cat pyproject.toml uv.lock | sha256sum | cut -d' ' -f1) $groups ${uv:+uv}"
+    if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        export PATH="$VENV/bin:$PATH"
+        return 0
+    fi
+    mkdir -p "$ROOT/.tools"
+    local log="$ROOT/.tools/install.log"
+    if [ -n "$uv" ]; then
+        say "installing the project and its locked dependencies with uv (groups: $groups)"
+        local args=(sync --python "$(find_python)" --no-progress)
+        if [ -z "$groups" ]; then args+=(--no-dev); fi
+        local group
+        for group in ${groups//,/ }; do args+=(--group "$group"); done
+        if [ "${CI:-}" = true ]; then args+=(--locked); fi
+        if ! UV_PROJECT_ENVIRONMENT="$VENV" UV_PYTHON_DOWNLOADS=never "$uv" "${args[@]}" \
+                >"$log" 2>&1; then
+            tail -30 "$log" >&2
+            die "uv sync failed (full log: $log)"
+        fi
+    else
+        say "uv cannot be had here (see .tools/uv-install.log): installing with pip instead," \
+            "pinned to uv.lock's versions (slower)"
+        if [ ! -x "$VENV/bin/python" ]; then "$(find_python)" -m venv "$VENV"; fi
+        local constraints="$VENV/constraints.txt"
+        pip_constraints "$VENV/bin/python" >"$constraints"
+        local args=(-e . -c "$constraints")
+        local group
+        for group in ${groups//,/ }; do args+=(--group "$group"); done
+        # --group needs pip >= 25.1.
+        if ! { "$VENV/bin/python" -m pip install --quiet --upgrade "pip>=25.1" &&
+               "$VENV/bin/python" -m pip install --disable-pip-version-check "${args[@]}"; } \
                 >"$log" 2>&1; then
             tail -30 "$log" >&2
             die "pip install failed (full log: $log)"
         fi
-        echo "$want" > "$stamp"
     fi
+    echo "$want" > "$stamp"
     export PATH="$VENV/bin:$PATH"
 }
 

@@ -2,14 +2,18 @@
 
 The suite uses the database ``<name>_test`` (default ``blueprints_test``) on the server the
 project would use (``DATABASE_URL``, else the local server, else the embedded one: see
-``backend/app/store/database.py``), recreated and migrated once per session, truncated before
-each test.
+``backend/app/store/database.py``), recreated and migrated once per session, truncated
+before each test.
 """
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -31,6 +35,9 @@ BASE = get_settings()
 BASE_URL = BASE.database_url
 TERMINAL = {"succeeded", "failed", "cancelled"}
 WEBHOOK_SECRET = "whsec_test_secret"
+#: Kept audio (voice notes, spoken replies) of the suite's APIs: not the checkout's .data.
+AUDIO_DIR = Path(tempfile.mkdtemp(prefix="blueprints-test-audio-"))
+atexit.register(shutil.rmtree, AUDIO_DIR, ignore_errors=True)
 
 
 def suite_database_url() -> str:
@@ -84,6 +91,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "razorpay_webhook_secret": WEBHOOK_SECRET,
         "http_allow_hosts": ["127.0.0.1"],
         "shutdown_grace_seconds": 2.0,
+        "audio_dir": AUDIO_DIR,
     }
     base.update(overrides)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]

@@ -1,7 +1,7 @@
 """Which PostgreSQL the project uses, and the embedded server it falls back to.
 
-Mechanisms under test (``backend/app/store/database.py``): the choice DATABASE_URL -> the local
-server -> the embedded server; the embedded server's data surviving a stop (the main job's
+Mechanisms under test (``backend/app/store/database.py``): the choice DATABASE_URL -> the
+local server -> the embedded server; the embedded server's data surviving a stop (the main job's
 example, run by ``wf run``, read back through the API after a restart); processes sharing one
 server, the last to exit stopping it (flock-counted users); and crashes — of a user or of the
 server itself, even with its pid reused — leaving nothing that blocks the next start.

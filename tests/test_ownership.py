@@ -202,6 +202,15 @@ def world(database_url: str, peer: Peer) -> Iterator[World]:
                 "insert into channel_links (owner_id, channel, number) values (%s, 'whatsapp', %s)",
                 (ALICE, ALICES_NUMBER),
             )
+            # Alice's first message came with a voice note, kept on this machine.
+            audio = {"store": "local", "key": f"{ALICE}/note.ogg", "content_type": "audio/ogg"}
+            (settings.audio_dir / ALICE).mkdir(parents=True, exist_ok=True)
+            (settings.audio_dir / audio["key"]).write_bytes(b"OggS Alice's voice")
+            conn.execute(
+                "update session_messages set media = jsonb_build_object('audio', %s::jsonb)"
+                " where id = (select min(id) from session_messages where session_id = %s)",
+                (json.dumps(audio), alice.session_id),
+            )
         yield World(client, llm, database_url, alice, bob)
 
 
@@ -476,6 +485,15 @@ def get_session(w: World) -> None:
     assert w.as_alice("GET", f"/sessions/{w.alice.session_id}").status_code == 200
 
 
+def session_audio(w: World) -> None:
+    """Alice's voice note is hers: Bob gets 404 naming her session or his own."""
+    mine = w.as_alice("GET", f"/sessions/{w.alice.session_id}").json()
+    [voiced] = [m for m in mine["messages"] if m["audio_url"]]
+    assert w.as_alice("GET", voiced["audio_url"]).content == b"OggS Alice's voice"
+    not_found(w.as_bob("GET", voiced["audio_url"]))
+    not_found(w.as_bob("GET", f"/sessions/{w.bob.session_id}/messages/{voiced['id']}/audio"))
+
+
 def first_event(w: World, url: str) -> str:
     """The first SSE event of Alice's (endless) stream, then hang up."""
     with w.client.stream("GET", url, headers=w.alice.headers) as response:
@@ -563,6 +581,7 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/intent-parser"): intent_parser,
     ("GET", "/sessions/{session_id}"): get_session,
     ("GET", "/sessions/{session_id}/stream"): session_stream,
+    ("GET", "/sessions/{session_id}/messages/{message_id}/audio"): session_audio,
     ("GET", "/sessions"): list_sessions,
     ("POST", "/me/channels/whatsapp"): link_code,
     ("DELETE", "/me/channels/whatsapp/{number}"): unlink,

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from backend.app import logs
 from backend.app.agents.architect import WorkflowArchitect
 from backend.app.agents.llm import build_chat_model
 from backend.app.config import Settings, get_settings
@@ -42,6 +44,9 @@ from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 
 log = logging.getLogger(__name__)
+
+#: The header that carries a request's id, both ways.
+REQUEST_ID = "X-Request-ID"
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -117,7 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            expose_headers=[REQUEST_ID],
         )
+    # Outermost: every response carries its X-Request-ID (the caller's UUID, else a new one),
+    # and every log line written while serving it (backend/app/logs.py).
+    app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID)
     # Inngest's signed requests carry step memos and may exceed the API's body limit; voice
     # uploads may be as large as the transcription API accepts.
     app.add_middleware(
@@ -190,9 +199,6 @@ def _serve_engine(app: FastAPI, settings: Settings) -> Dispatcher:
     return inngest_runner.InngestDispatcher(runner.client)
 
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-# HTTP clients log every request's full URL at INFO, and a URL may carry a connection's query key
-# (http_query) or a user's literal one: keep them to warnings.
-for _client in ("httpx", "httpx2", "httpcore", "httpcore2"):
-    logging.getLogger(_client).setLevel(logging.WARNING)
-app = create_app()
+_settings = get_settings()
+logs.configure(_settings.log_format, _settings.log_level)
+app = create_app(_settings)

@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from backend.app import logs
 from backend.app.config import Settings, get_settings
 from backend.app.errors import InvalidBlueprint
 from backend.app.services import credential_service, run_service
@@ -318,8 +319,10 @@ def run(
 def worker(
     drain: Annotated[bool, typer.Option(help="Exit when no run is claimable")] = False,
 ) -> None:
-    """Run the embedded runner without the API: resumes unfinished runs, then keeps working."""
+    """Run the embedded runner without the API: resumes unfinished runs, then keeps working.
+    Logs go to stderr as the API's do (``LOG_FORMAT``)."""
     settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
     with _database(settings):
         _prepare_database(settings)
         asyncio.run(_work(settings, drain))

@@ -15,10 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.app import resources
 from backend.app.store import database, vault
-
-#: The checkout (or the directory above an installed ``backend`` package).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -45,7 +43,7 @@ class Settings(BaseSettings):
         "closed port to always use the embedded server.",
     )
     embedded_database_dir: Path = Field(
-        default=PROJECT_ROOT / ".data" / "postgres",
+        default_factory=lambda: resources.data_dir() / "postgres",
         description="Data directory of the embedded PostgreSQL server (created on first use); "
         "its Unix socket is there too.",
     )
@@ -58,6 +56,12 @@ class Settings(BaseSettings):
         "cannot get one answers 503 database_unavailable instead of hanging.",
     )
     auto_migrate: bool = Field(default=True, description="Apply pending migrations at start-up.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="json: one JSON object per line with request_id, run_id, node_id, trace_id "
+        "where known (backend/app/logs.py).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     # HTTP layer
     api_keys: list[SecretStr] = Field(
@@ -204,6 +208,22 @@ class Settings(BaseSettings):
         "OpenAI's voices use for every language.",
     )
     max_audio_bytes: int = 25 * 1024 * 1024
+    # Voice notes and spoken replies are kept (services/audio_store.py)
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        description="The project's service role (secret) key: with SUPABASE_URL, audio is kept "
+        "in Supabase Storage (AUDIO_BUCKET) instead of AUDIO_DIR. Server-side only.",
+    )
+    audio_bucket: str = Field(
+        default="audio", description="The private Storage bucket for audio (supabase/config.toml)."
+    )
+    audio_dir: Path = Field(
+        default_factory=lambda: resources.data_dir() / "audio",
+        description="Where audio is kept without Supabase Storage.",
+    )
+    audio_url_ttl_seconds: int = Field(
+        default=3600, ge=60, le=604_800, description="Validity of Storage's signed audio URLs."
+    )
 
     # Credentials (connections): encrypted at rest with these keys
     credentials_key: SecretStr | None = Field(

@@ -137,7 +137,8 @@ def registry() -> CollectorRegistry:
 
 def runs_started(engine: str, dispatches: Iterable[int]) -> None:
     """Count runs handed to ``engine`` (``embedded``/``inngest``), given by their dispatch
-    numbers (:class:`~backend.app.workflows.runners.QueuedRun`: 0 first start, else a retry)."""
+    numbers (:class:`~backend.app.workflows.runners.QueuedRun`: 0 first start, else a
+    retry)."""
     for dispatch in dispatches:
         RUNS_STARTED.labels(engine, "retry" if dispatch else "new").inc()
 

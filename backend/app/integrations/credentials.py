@@ -3,8 +3,9 @@
 A tool lists the types it accepts in ``BaseTool.credential_types``; each type is a Pydantic model
 (a :class:`CredentialData`) whose secret fields are ``SecretStr``, so ``POST /credentials``
 validates ``data`` per type and nothing prints a secret by accident. The vault stores the model
-encrypted (:mod:`backend.app.store.vault`); a step gets it decrypted as a :class:`Credential` in
-its :class:`~backend.app.integrations.base.ToolContext`, and nowhere else.
+encrypted (:mod:`backend.app.store.vault`); a step gets it decrypted as a
+:class:`Credential` in its :class:`~backend.app.integrations.base.ToolContext`, and nowhere
+else.
 """
 
 from __future__ import annotations

@@ -15,10 +15,12 @@ from fastapi import FastAPI
 from starlette.responses import FileResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.app import resources
 from backend.app.http import error_response
 
-#: Where ``vite build`` writes the app (``./scripts/serve.sh`` builds it when sources change).
-DIST = Path(__file__).resolve().parents[3] / "dashboard" / "dist"
+#: Where ``vite build`` writes the app (``./scripts/serve.sh`` builds it when sources change;
+#: the container image has it in ``DASHBOARD_DIST``).
+DIST = resources.dashboard_dist()
 
 
 def install(app: FastAPI, dist: Path = DIST) -> None:

@@ -221,6 +221,11 @@ class MessageOut(BaseModel):
     trace_id: str | None = None
     provider_message_id: str | None = None
     delivery: str | None = None
+    audio_url: str | None = Field(
+        default=None,
+        description="The kept voice note or spoken reply: a signed Supabase Storage URL, or "
+        "this API's /sessions/{id}/messages/{message_id}/audio.",
+    )
     created_at: datetime
 
 

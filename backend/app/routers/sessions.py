@@ -6,11 +6,22 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
-from backend.app.http import Authenticated, CallerDep, CheckedRoute, CursorDep, HubDep, PoolDep, sse
+from backend.app.errors import NotFound
+from backend.app.http import (
+    Authenticated,
+    CallerDep,
+    CheckedRoute,
+    CursorDep,
+    HubDep,
+    PoolDep,
+    SettingsDep,
+    sse,
+)
 from backend.app.routers.schemas import SessionOut, SessionPageOut
-from backend.app.services import session_service, stream_service
+from backend.app.services import audio_store, session_service, stream_service
 
 router = APIRouter(route_class=CheckedRoute, tags=["sessions"], dependencies=[Authenticated])
 
@@ -31,10 +42,38 @@ SessionID = Annotated[UUID, Path(description="Session id")]
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
-async def get_session(session_id: SessionID, pool: PoolDep, caller: CallerDep) -> dict[str, Any]:
+async def get_session(
+    session_id: SessionID, pool: PoolDep, caller: CallerDep, settings: SettingsDep
+) -> dict[str, Any]:
     """State (open/closed), pending intent and slots, every message in and out, and the summary
-    stored when the session closed after inactivity."""
-    return await session_service.get(pool, session_id, owner=caller.user_id)
+    stored when the session closed after inactivity. A message with kept audio (a voice note,
+    a spoken reply) has its ``audio_url``: a signed Supabase Storage URL (valid
+    ``AUDIO_URL_TTL_SECONDS``), or ``/sessions/{id}/messages/{message_id}/audio`` on this API."""
+    session = await session_service.get(pool, session_id, owner=caller.user_id)
+    return await audio_store.link_all(settings, session)
+
+
+@router.get(
+    "/sessions/{session_id}/messages/{message_id}/audio",
+    response_class=FileResponse,
+    responses={200: {"content": {"audio/*": {}}, "description": "The audio as it was kept."}},
+)
+async def get_message_audio(
+    session_id: SessionID,
+    message_id: Annotated[int, Path(ge=1, le=2**63 - 1, description="Message id")],
+    pool: PoolDep,
+    caller: CallerDep,
+    settings: SettingsDep,
+) -> FileResponse:
+    """The voice note or spoken reply kept with one of your messages on this machine
+    (``AUDIO_DIR``); 404 if it has none here (audio kept in Supabase Storage is linked from
+    ``GET /sessions/{id}`` with a signed URL instead)."""
+    session = await session_service.get(pool, session_id, owner=caller.user_id)
+    message = next((m for m in session["messages"] if m["id"] == message_id), None)
+    if message is None:
+        raise NotFound("message", message_id)
+    path, content_type = audio_store.local_file(settings, message)
+    return FileResponse(path, media_type=content_type)
 
 
 @router.get("/sessions/{session_id}/stream", response_class=EventSourceResponse)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from backend.app.errors import (
 from backend.app.integrations import twilio_media
 from backend.app.integrations.whatsapp import TwilioCredential
 from backend.app.services import (
+    audio_store,
     conversation_service,
     credential_service,
     i18n,
@@ -36,6 +38,7 @@ from backend.app.services import (
 from backend.app.services.conversation_service import Turn
 from backend.app.services.intent_service import IntentService
 from backend.app.store import events as events_store
+from backend.app.store import sessions as sessions_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool
 from backend.app.workflows.runners import Dispatcher
@@ -81,13 +84,18 @@ async def voice_or_text(
         LLMNotConfigured: 503. LLMTimeout, LLMUnavailable: transcribing the audio failed.
     """
     transcript = None
-    media = None
+    media: dict[str, Any] | None = None
     if audio is not None:
         data, filename, content_type = audio
         transcript = await speech_service.transcribe(
             data, settings, filename=filename, content_type=content_type
         )
         media = {"filename": filename, "content_type": content_type, "bytes": len(data)}
+        kept = await audio_store.keep(
+            settings, owner, data, filename=filename, content_type=content_type
+        )
+        if kept is not None:
+            media["audio"] = kept
         text = transcript
     if not text or not text.strip():
         raise ValidationFailed(["body", "text"], "nothing to understand: the text is empty")
@@ -111,7 +119,23 @@ async def voice_or_text(
             log.warning("session %s: no spoken reply: %s", turn.session_id, exc)
         else:
             body["reply_audio"] = {**audio_reply, "text": turn.speech}
+            await _keep_spoken_reply(pool, settings, owner, turn, body["reply_audio"])
     return body
+
+
+async def _keep_spoken_reply(
+    pool: Pool, settings: Settings, owner: UUID, turn: Turn, spoken: dict[str, Any]
+) -> None:
+    """Keep the spoken reply's audio with the reply message it speaks (``audio_store``)."""
+    if turn.outbound_id is None:
+        return
+    data = base64.b64decode(spoken["base64"])
+    kept = await audio_store.keep(
+        settings, owner, data, filename=f"reply.{spoken['format']}", content_type=None
+    )
+    if kept is not None:
+        async with pool.connection() as conn:
+            await sessions_store.add_audio(conn, turn.outbound_id, kept)
 
 
 @dataclass(frozen=True)
@@ -281,6 +305,9 @@ async def whatsapp(
                     data, settings, filename=None, content_type=kind
                 )
                 media = {**(media or {}), "bytes": len(data)}
+                kept = await audio_store.keep(settings, owner, data, content_type=kind)
+                if kept is not None:
+                    media["audio"] = kept
                 text = transcript
         if not text.strip():
             return twiml(replies.unreadable(await speaker()))

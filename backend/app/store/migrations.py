@@ -7,39 +7,37 @@ transaction under an advisory lock, so concurrent migrators do not race.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import conninfo, sql
 
-#: ``MIGRATIONS_DIR`` overrides the repository's folder (e.g. in an image without the sources).
-MIGRATIONS_DIR = Path(
-    os.environ.get("MIGRATIONS_DIR")
-    or Path(__file__).resolve().parents[3] / "supabase" / "migrations"
-)
+from backend.app import resources
+
 _LOCK_KEY = 0x5F1A_0001
 
 
 @dataclass(frozen=True)
 class Migration:
-    """One migration file: ``<version>_<name>.sql``."""
+    """One migration file: ``<version>_<name>.sql`` (a file of the package or of a directory)."""
 
     version: str
     name: str
-    path: Path
+    path: Traversable
 
 
-def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """List migration files sorted by version.
+def discover(directory: Traversable | None = None) -> list[Migration]:
+    """List the migration files of ``directory`` (default: the package's) sorted by version.
 
     Raises:
         ValueError: a file name does not start with a numeric version and ``_``.
     """
     found = []
-    for path in sorted(directory.glob("*.sql")):
-        version, sep, name = path.stem.partition("_")
+    where = resources.migrations() if directory is None else directory
+    entries = [entry for entry in where.iterdir() if entry.name.endswith(".sql")]
+    for path in sorted(entries, key=lambda entry: entry.name):
+        version, sep, name = path.name.removesuffix(".sql").partition("_")
         if not sep or not version.isdigit():
             raise ValueError(f"{path.name}: migration names look like 20261122030000_init.sql")
         found.append(Migration(version, name, path))
@@ -66,8 +64,8 @@ def ensure_database(database_url: str) -> bool:
         return True
 
 
-def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply pending migrations.
+def migrate(database_url: str, directory: Traversable | None = None) -> list[str]:
+    """Apply pending migrations (of ``directory``, default: the package's).
 
     Returns:
         The file names applied by this call (empty when up to date).
@@ -89,7 +87,7 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
             for migration in discover(directory):
                 if migration.version in done:
                     continue
-                text = migration.path.read_text()
+                text = migration.path.read_text(encoding="utf-8")
                 with conn.transaction():
                     conn.execute(text.encode())
                     conn.execute(

@@ -203,7 +203,7 @@ update workflow_runs r
      for update skip locked) c
  where r.id = c.id
 returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
-          r.lease_token, r.pass_failures, c.first_pass
+          r.lease_token, r.pass_failures, r.trace_id, c.first_pass
 """
 
 

@@ -152,6 +152,15 @@ async def add_message(
     return message_id
 
 
+async def add_audio(conn: Conn, message_id: int, audio: dict[str, Any]) -> None:
+    """Reference kept audio from a message: ``media.audio`` (``services/audio_store.py``)."""
+    await conn.execute(
+        "update session_messages set media = coalesce(media, '{}'::jsonb)"
+        " || jsonb_build_object('audio', %s::jsonb) where id = %s",
+        (jsonb(audio), message_id),
+    )
+
+
 async def claim_delivery(conn: Conn, message_id: int, delivery: str, text: str | None) -> bool:
     """Claim who delivers an outbound reply (inline TwiML or the WhatsApp API); first wins."""
     cur = await conn.execute(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,7 +36,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 
-from backend.app import metrics
+from backend.app import logs, metrics
 from backend.app.config import Settings
 from backend.app.integrations import BaseTool, ToolContext, ToolError
 from backend.app.integrations.credentials import (
@@ -56,6 +57,8 @@ from backend.app.workflows.schema import (
     TriggerNode,
     WaitForEventNode,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -276,7 +279,8 @@ class Engine:
         self.credentials = credentials
 
     async def execute(self, trigger_data: Any, port: StepPort) -> RunOutcome:
-        """Advance the run as far as it can go.
+        """Advance the run as far as it can go; its log lines carry ``run_id`` (and each
+        node's, ``node_id``).
 
         Returns:
             ``succeeded`` / ``failed`` (with the failing node's error) / ``waiting`` (with the
@@ -286,6 +290,10 @@ class Engine:
             Whatever the port raises besides the step signals (e.g. a lost lease); running
             steps are cancelled first.
         """
+        with logs.bound(run_id=self.run_id):
+            return await self._advance(trigger_data, port)
+
+    async def _advance(self, trigger_data: Any, port: StepPort) -> RunOutcome:
         graph = self.graph
         self._trigger_data = trigger_data
         self._outputs: dict[str, Any] = {}
@@ -380,6 +388,10 @@ class Engine:
         }
 
     async def _run_node(self, node_id: str, port: StepPort) -> _NodeResult:
+        with logs.bound(node_id=node_id):  # this node's own task
+            return await self._run_node_bound(node_id, port)
+
+    async def _run_node_bound(self, node_id: str, port: StepPort) -> _NodeResult:
         node = self.graph.nodes[node_id]
         if isinstance(node, TriggerNode):
             return _NodeResult(await port.run(node_id, self._trigger_step, NO_RETRY, pure=True))
@@ -427,7 +439,17 @@ class Engine:
                 redact = Redactor(credential.secrets())
             outcome = await self._call(node, credential)
         except StepError as exc:
-            raise exc.redacted(redact) from None
+            redacted = exc.redacted(redact)
+            log.warning(
+                "%s.%s attempt %d failed (%s%s): %s",
+                node.service,
+                node.task,
+                attempt,
+                redacted.code,
+                ", retryable" if redacted.retryable else "",
+                redacted.message,
+            )
+            raise redacted from None
         storable_output = redact(outcome.output)
         return _storable(StepOutcome(input=redact(outcome.input), output=storable_output))
 

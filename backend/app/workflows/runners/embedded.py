@@ -45,6 +45,7 @@ from tenacity import (
     wait_random,
 )
 
+from backend.app import logs
 from backend.app.config import Settings
 from backend.app.errors import InvalidBlueprint
 from backend.app.integrations import TOOL_REGISTRY, BaseTool
@@ -659,6 +660,13 @@ class EmbeddedRunner:
         return outcome
 
     async def _execute(
+        self, run: dict[str, Any], claimed: _Pass, sandbox: bool
+    ) -> RunOutcome | None:
+        run_id: UUID = run["id"]
+        with logs.bound(run_id=run_id, trace_id=run.get("trace_id")):
+            return await self._execute_bound(run, claimed, sandbox)
+
+    async def _execute_bound(
         self, run: dict[str, Any], claimed: _Pass, sandbox: bool
     ) -> RunOutcome | None:
         run_id: UUID = run["id"]
