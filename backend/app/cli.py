@@ -98,22 +98,22 @@ def _print_issues(exc: InvalidBlueprint) -> None:
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[None]:
+def _database(settings: Settings, out: Console = console) -> Iterator[None]:
     """Hold the database for a command (the embedded server stays up until it ends), saying
-    which one it is; exit 3 when the embedded server does not start."""
+    which one it is on ``out``; exit 3 when the embedded server does not start."""
     try:
         hold = database.attach(settings)
     except database.EmbeddedServerError as exc:
         err.print(f"[red]Cannot start the embedded PostgreSQL server[/]: {exc}")
         raise typer.Exit(3) from None
-    console.print(f"[dim]database: {database.describe(settings)}[/]", soft_wrap=True)
+    out.print(f"[dim]database: {database.describe(settings)}[/]", soft_wrap=True)
     try:
         yield
     finally:
         hold.release()
 
 
-def _prepare_database(settings: Settings) -> None:
+def _prepare_database(settings: Settings, out: Console = console) -> None:
     try:
         created = migrations.ensure_database(settings.database_url)
         applied = migrations.migrate(settings.database_url)
@@ -121,9 +121,9 @@ def _prepare_database(settings: Settings) -> None:
         err.print(f"[red]Cannot reach PostgreSQL[/] ({exc}).\n{_UNREACHABLE}")
         raise typer.Exit(3) from None
     if created:
-        console.print("[dim]created database[/]")
+        out.print("[dim]created database[/]")
     for name in applied:
-        console.print(f"[dim]applied migration {name}[/]")
+        out.print(f"[dim]applied migration {name}[/]")
 
 
 _UNREACHABLE = (
@@ -515,8 +515,8 @@ def users_export(
 ) -> None:
     """Write the user's export (the JSON document of GET /me/export) to stdout or a file."""
     settings = get_settings()
-    with _database(settings):
-        _prepare_database(settings)
+    with _database(settings, err):  # stdout is the document
+        _prepare_database(settings, err)
         asyncio.run(_export(settings, user_id, output))
 
 
@@ -553,12 +553,13 @@ def users_erase(
     with _database(settings):
         _prepare_database(settings)
         result = asyncio.run(_erase(settings, user_id))
-    table = Table(title=f"erased user {user_id}")
+    table = Table(title="deleted")
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, rows in sorted(result["deleted"].items()):
         table.add_row(name, str(rows))
     console.print(table)
+    console.print(f"erased user {user_id}", soft_wrap=True)
     console.print(
         f"cancelled {result['cancelled_runs']} unfinished run(s), deactivated "
         f"{result['deactivated_workflows']} workflow(s)"
