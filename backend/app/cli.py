@@ -46,6 +46,7 @@ from backend.app.services import (
 from backend.app.services.retention_service import Pruner
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import database, migrations, vault
+from backend.app.store import retention as retention_store
 from backend.app.store import runs as runs_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
@@ -443,11 +444,15 @@ def prune(
         now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
     with _database(settings):
         _prepare_database(settings)
-        report = asyncio.run(_prune(settings, now, dry_run, batch_size))
+        try:
+            report = asyncio.run(_prune(settings, now, dry_run, batch_size))
+        except psycopg.OperationalError as exc:
+            err.print(f"[red]The database went away[/] ({exc}); run it again to go on")
+            raise typer.Exit(3) from None
     table = Table(title="would be deleted (dry run)" if dry_run else "deleted")
     table.add_column("table")
     table.add_column("rows", justify="right")
-    for name in _PRUNED_TABLES:
+    for name in retention_store.PRUNED_TABLES:
         table.add_row(name, str(report.rows.get(name, 0)))
     console.print(table)
     latencies = sorted(report.batch_seconds)
@@ -460,21 +465,6 @@ def prune(
     if not report.complete:
         err.print("[yellow]stopped at PRUNE_PASS_SECONDS[/]: run it again to go on")
         raise typer.Exit(1)
-
-
-_PRUNED_TABLES = (
-    "workflow_runs",
-    "workflow_logs",
-    "step_checkpoints",
-    "step_attempts",
-    "run_waits",
-    "sessions",
-    "session_messages",
-    "events",
-    "webhook_deliveries",
-    "workflows",
-    "workflow_versions",
-)
 
 
 async def _prune(

@@ -257,6 +257,13 @@ class Settings(BaseSettings):
         gt=0,
         description="A pruning pass stops after this long and goes on at the next interval.",
     )
+    prune_batch_pause_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        le=60,
+        description="Pause between pruning batches: leaves the database to the runner's "
+        "steps (bench/prune_bench.py measures the trade).",
+    )
 
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")

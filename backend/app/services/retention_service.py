@@ -6,10 +6,11 @@ scheduler (the API, ``wf worker``), every ``PRUNE_INTERVAL_SECONDS``; ``wf prune
 pass by hand. A pass (:func:`prune`) walks each family of rows of
 :data:`backend.app.store.retention.FAMILIES` oldest first in batches of
 ``PRUNE_BATCH_SIZE``, each its own short transaction whose statements give up after
-``PRUNE_BATCH_TIMEOUT_SECONDS`` and whose lock waits after 1 s; rows another process is pruning
-are skipped (``SKIP LOCKED``), so several processes share the work. The runner is never held
-up: only finished runs are locked, never one it holds. A pass stops after
-``PRUNE_PASS_SECONDS`` and the next one goes on.
+``PRUNE_BATCH_TIMEOUT_SECONDS`` and whose lock waits after 1 s, with
+``PRUNE_BATCH_PAUSE_SECONDS`` between batches; rows another process is pruning are skipped
+(``SKIP LOCKED``), so several processes share the work. The runner is never held up: only
+finished runs are locked, never one it holds. A pass stops after ``PRUNE_PASS_SECONDS`` and
+the next one goes on.
 """
 
 from __future__ import annotations
@@ -194,6 +195,7 @@ async def prune(
     now = now or datetime.now(UTC)
     limit = batch_size or settings.prune_batch_size
     budget = settings.prune_pass_seconds if time_limit is None else time_limit
+    pause = 0.0 if dry_run else settings.prune_batch_pause_seconds
     policy = defaults(settings)
     report = PruneReport()
     started = time.monotonic()
@@ -224,6 +226,7 @@ async def prune(
             if scanned.seen < limit or scanned.after is None:
                 break
             after = scanned.after
+            await asyncio.sleep(pause)
         if not report.complete:
             break
     report.seconds = time.monotonic() - started

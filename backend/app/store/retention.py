@@ -165,10 +165,11 @@ class Scanned:
 
 @dataclass(frozen=True)
 class Family:
-    """A kind of row the pruner removes: ``table`` (its primary rows), the scan's SQL (a
-    query over the subquery ``s`` of candidate rows past the cursor, ordered like the index it
-    walks), the cursor's start, and what deleting (or, in a dry run, counting) a batch of
-    locked ids takes with it."""
+    """A kind of row the pruner removes: ``table`` (its primary rows); ``scan_sql``, which
+    reads up to ``%(limit)s`` candidates past the cursor along an index and says which are
+    ``due`` (``{dry}``: whether a dry run asks); ``start``, the cursor before the oldest row;
+    ``lock_sql``, which locks those still as scanned; and what deleting (or, in a dry run,
+    counting) a batch of locked ids takes with it."""
 
     table: str
     scan_sql: str
@@ -215,6 +216,15 @@ class Family:
             self.lock_sql.encode(), ([ident for ident, _ in due], [stamp for _, stamp in due])
         )
         return [row["id"] for row in await cur.fetchall()]
+
+
+#: What goes with a run, child tables first: (table, column naming the run).
+RUN_CHILDREN = (
+    ("workflow_logs", "run_id"),
+    ("step_checkpoints", "run_id"),
+    ("step_attempts", "run_id"),
+    ("run_waits", "run_id"),
+)
 
 
 _NEVER = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
@@ -342,6 +352,17 @@ WORKFLOWS = Family(
 #: In the order a pass prunes them: a workflow goes once its runs went; an event once its
 #: deliveries went.
 FAMILIES = (RUNS, SESSIONS, DELIVERIES, EVENTS, WORKFLOWS)
+#: Every table a pass deletes from, in that order.
+PRUNED_TABLES = (
+    "workflow_runs",
+    *(table for table, _ in RUN_CHILDREN),
+    "sessions",
+    "session_messages",
+    "webhook_deliveries",
+    "events",
+    "workflows",
+    "workflow_versions",
+)
 
 
 async def horizons(conn: Conn, defaults: Defaults, now: datetime) -> dict[str, datetime]:
@@ -369,14 +390,6 @@ async def horizons(conn: Conn, defaults: Defaults, now: datetime) -> dict[str, d
 
 
 # -- deleting (shared with erasure) --------------------------------------------------------
-
-#: What goes with a run, child tables first: (table, column naming the run).
-RUN_CHILDREN = (
-    ("workflow_logs", "run_id"),
-    ("step_checkpoints", "run_id"),
-    ("step_attempts", "run_id"),
-    ("run_waits", "run_id"),
-)
 
 
 async def delete_rows(conn: Conn, ids: list[Any], tables: Sequence[tuple[str, str]]) -> Counts:
