@@ -69,7 +69,7 @@ def clean_db(database_url: str) -> None:
             "truncate workflows, workflow_versions, workflow_runs, step_checkpoints, run_waits,"
             " workflow_logs, events, webhook_deliveries, sessions, session_messages,"
             " workflow_schedules, api_keys, channel_links, channel_link_codes, channel_hints,"
-            " credentials"
+            " credentials, retention_policies"
             " cascade"
         )
         conn.execute("delete from users where id <> %s", (LOCAL_USER_ID,))

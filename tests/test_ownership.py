@@ -236,6 +236,8 @@ def snapshot(w: World) -> dict[str, Any]:
         "event_wf_runs": w.as_alice("GET", f"/workflows/{a.event_wf}/runs").json(),
         "session": w.as_alice("GET", f"/sessions/{a.session_id}").json(),
         "credentials": w.as_alice("GET", "/credentials").json(),
+        "retention": w.as_alice("GET", "/me/retention").json(),
+        "workflow_retention": w.as_alice("GET", f"/workflows/{a.event_wf}/retention").json(),
     }
 
 
@@ -543,6 +545,78 @@ def unlink(w: World) -> None:
     not_found(w.as_bob("DELETE", f"/me/channels/whatsapp/{ALICES_NUMBER}"))
 
 
+def retention_is_mine(w: World) -> None:
+    mine = w.as_bob("GET", "/me/retention")
+    assert mine.status_code == 200 and mine.json()["override"]["failed_runs_days"] is None
+
+
+def retention_change_is_mine(w: World) -> None:
+    changed = w.as_bob("PUT", "/me/retention", json={"failed_runs_days": 7})
+    assert changed.status_code == 200 and changed.json()["effective"]["failed_runs_days"] == 7
+    assert w.as_alice("GET", "/me/retention").json()["effective"]["failed_runs_days"] == 90
+
+
+def workflow_retention(w: World) -> None:
+    not_found(w.as_bob("GET", f"/workflows/{w.alice.event_wf}/retention"))
+
+
+def workflow_retention_change(w: World) -> None:
+    url = f"/workflows/{w.alice.event_wf}/retention"
+    not_found(w.as_bob("PUT", url, json={"succeeded_runs_days": 1}))
+    assert w.as_bob("PUT", f"/workflows/{w.bob.event_wf}/retention", json={}).status_code == 200
+
+
+def export_is_mine(w: World) -> None:
+    """Bob's export holds his objects and none of Alice's."""
+    export = w.as_bob("GET", "/me/export")
+    assert export.status_code == 200
+    text = export.text
+    assert w.bob.event_run in text and w.bob.session_id in text
+    alices = [w.alice.event_wf, w.alice.wait_wf, *alice_runs(w), w.alice.session_id, ALICE]
+    assert not [i for i in alices if i in text]
+    assert "Alice" not in text
+
+
+def import_is_mine(w: World) -> None:
+    """An import naming Alice's workflow (and her as user) makes a workflow of Bob's."""
+    body = {
+        "user_id": ALICE,
+        "workflows": [
+            {
+                "id": w.alice.event_wf,
+                "name": "copied",
+                "versions": [{"version": 1, "blueprint": event_workflow("copied")}],
+            }
+        ],
+    }
+    made = w.as_bob("POST", "/me/import", json=body)
+    assert made.status_code == 201, made.text
+    [entry] = made.json()["imported"]
+    assert w.as_bob("GET", f"/workflows/{entry['id']}").json()["owner_id"] == BOB
+    not_found(w.as_alice("GET", f"/workflows/{entry['id']}"))
+
+
+CAROL = "ca201000-0000-4000-8000-000000000003"
+
+
+def erase_is_mine(w: World) -> None:
+    """Erasing acts on the caller only: Bob's token cannot name Alice (X-User-Id is a service
+    key's), his personal key cannot erase at all, and Carol erasing herself leaves Alice and
+    Bob as they were (Alice checked by the snapshot)."""
+    refused = w.as_bob("DELETE", "/me/data", headers={"X-User-Id": ALICE})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_header"
+    forbidden = w.client.delete("/me/data", headers={"X-API-Key": w.bob.key})
+    assert forbidden.status_code == 403, forbidden.text
+    carol = as_user(CAROL)
+    made = w.client.post("/workflows", json={"blueprint": event_workflow("Carol's")}, headers=carol)
+    assert made.status_code == 201
+    bob_before = w.as_bob("GET", "/workflows").json()
+    erased = w.client.delete("/me/data", headers=carol)
+    assert erased.status_code == 200 and erased.json()["deleted"]["workflows"] == 1
+    assert w.as_bob("GET", "/workflows").json() == bob_before
+    assert w.as_bob("GET", f"/runs/{w.bob.event_run}").status_code == 200
+
+
 CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/me"): me_is_mine,
     ("PATCH", "/me"): profile_change_is_mine,
@@ -585,6 +659,13 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("GET", "/sessions"): list_sessions,
     ("POST", "/me/channels/whatsapp"): link_code,
     ("DELETE", "/me/channels/whatsapp/{number}"): unlink,
+    ("GET", "/me/retention"): retention_is_mine,
+    ("PUT", "/me/retention"): retention_change_is_mine,
+    ("GET", "/workflows/{workflow_id}/retention"): workflow_retention,
+    ("PUT", "/workflows/{workflow_id}/retention"): workflow_retention_change,
+    ("GET", "/me/export"): export_is_mine,
+    ("POST", "/me/import"): import_is_mine,
+    ("DELETE", "/me/data"): erase_is_mine,
 }
 
 #: Routes without a user's credentials, and why.

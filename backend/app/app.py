@@ -18,6 +18,7 @@ from backend.app.agents.llm import build_chat_model
 from backend.app.config import Settings, get_settings
 from backend.app.http import BodyLimitMiddleware, install_error_handlers
 from backend.app.routers import (
+    account_data,
     accounts,
     channels,
     credentials,
@@ -27,6 +28,7 @@ from backend.app.routers import (
     health,
     metrics,
     public_config,
+    retention,
     runs,
     sessions,
     tools,
@@ -37,6 +39,7 @@ from backend.app.services import i18n, intent_service
 from backend.app.services.auth_service import Authenticator
 from backend.app.services.intent_service import IntentService
 from backend.app.services.progress_hub import ProgressHub
+from backend.app.services.retention_service import Pruner
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import database, migrations, vault
 from backend.app.store.db import open_pool
@@ -99,9 +102,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         scheduler = Scheduler(pool, app.state.dispatcher, settings.scheduler_poll_seconds)
         if settings.run_scheduler:
             scheduler.start()
+        # Pruning runs beside the processes' background work (runner, scheduler), not in a
+        # process that only serves requests.
+        pruner = Pruner(pool, settings)
+        if settings.run_pruner and (embedded or settings.run_scheduler):
+            pruner.start()
         try:
             yield
         finally:
+            await pruner.stop()
             await scheduler.stop()
             if embedded:
                 await runner.stop()
@@ -139,6 +148,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health,
         public_config,
         accounts,
+        account_data,
+        retention,
         credentials,
         tools,
         workflows,

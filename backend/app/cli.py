@@ -9,6 +9,9 @@ wf credentials rotate-key   # re-encrypt every credential with the first CREDENT
 wf db status         # which PostgreSQL is used (DATABASE_URL, the local server, embedded)
 wf db url            # its URL, for psql and other tools
 wf db start / stop   # keep the embedded server up between commands, or stop it
+wf prune [--dry-run] # delete what is past the retention policy (or say what would go)
+wf users export USER_ID > export.json
+wf users erase USER_ID      # everything the user owns, for good
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,13 +38,20 @@ from rich.table import Table
 from backend.app import logs
 from backend.app.config import Settings, get_settings
 from backend.app.errors import InvalidBlueprint
-from backend.app.services import credential_service, run_service
+from backend.app.services import (
+    account_data_service,
+    credential_service,
+    retention_service,
+    run_service,
+)
+from backend.app.services.retention_service import Pruner
 from backend.app.services.schedule_service import Scheduler
 from backend.app.store import database, migrations, vault
+from backend.app.store import retention as retention_store
 from backend.app.store import runs as runs_store
 from backend.app.store.accounts import LOCAL_USER_ID
 from backend.app.store.db import Pool, open_pool
-from backend.app.workflows.runners import EmbeddedDispatcher
+from backend.app.workflows.runners import Dispatcher, EmbeddedDispatcher
 from backend.app.workflows.runners.embedded import EmbeddedRunner
 from backend.app.workflows.schema import Blueprint, validate_blueprint
 
@@ -89,22 +100,22 @@ def _print_issues(exc: InvalidBlueprint) -> None:
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[None]:
+def _database(settings: Settings, out: Console = console) -> Iterator[None]:
     """Hold the database for a command (the embedded server stays up until it ends), saying
-    which one it is; exit 3 when the embedded server does not start."""
+    which one it is on ``out``; exit 3 when the embedded server does not start."""
     try:
         hold = database.attach(settings)
     except database.EmbeddedServerError as exc:
         err.print(f"[red]Cannot start the embedded PostgreSQL server[/]: {exc}")
         raise typer.Exit(3) from None
-    console.print(f"[dim]database: {database.describe(settings)}[/]", soft_wrap=True)
+    out.print(f"[dim]database: {database.describe(settings)}[/]", soft_wrap=True)
     try:
         yield
     finally:
         hold.release()
 
 
-def _prepare_database(settings: Settings) -> None:
+def _prepare_database(settings: Settings, out: Console = console) -> None:
     try:
         created = migrations.ensure_database(settings.database_url)
         applied = migrations.migrate(settings.database_url)
@@ -112,9 +123,9 @@ def _prepare_database(settings: Settings) -> None:
         err.print(f"[red]Cannot reach PostgreSQL[/] ({exc}).\n{_UNREACHABLE}")
         raise typer.Exit(3) from None
     if created:
-        console.print("[dim]created database[/]")
+        out.print("[dim]created database[/]")
     for name in applied:
-        console.print(f"[dim]applied migration {name}[/]")
+        out.print(f"[dim]applied migration {name}[/]")
 
 
 _UNREACHABLE = (
@@ -349,8 +360,12 @@ async def _work(settings: Settings, drain: bool) -> None:
         scheduler = Scheduler(pool, EmbeddedDispatcher(), settings.scheduler_poll_seconds)
         if settings.run_scheduler:
             scheduler.start()
+        pruner = Pruner(pool, settings)
+        if settings.run_pruner:
+            pruner.start()
         await stop.wait()
         console.print("stopping: finishing steps in flight…")
+        await pruner.stop()
         await scheduler.stop()
         await runner.stop()
     finally:
@@ -401,6 +416,164 @@ async def _rotate(settings: Settings) -> dict[str, int]:
         return await credential_service.rotate_key(pool, settings)
     finally:
         await pool.close()
+
+
+@cli.command()
+def prune(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Change nothing; print what would be deleted")
+    ] = False,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            help="Apply the policy as if it were this time (ISO 8601, e.g. 2027-01-31; "
+            "UTC unless it says otherwise), e.g. with --dry-run to see what goes next month",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, max=10_000, help="Rows per batch (PRUNE_BATCH_SIZE)")
+    ] = None,
+) -> None:
+    """Delete the finished runs, closed conversations, events and unused workflows that are
+    past the retention policy, in batches (as the API's pruner does every
+    PRUNE_INTERVAL_SECONDS), and print the rows per table.
+
+    Exit code: 0 done, 1 stopped by PRUNE_PASS_SECONDS before the end, 3 database unreachable.
+    """
+    settings = get_settings()
+    now = None
+    if as_of is not None:
+        now = as_of if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
+    with _database(settings):
+        _prepare_database(settings)
+        try:
+            report = asyncio.run(_prune(settings, now, dry_run, batch_size))
+        except psycopg.OperationalError as exc:
+            err.print(f"[red]The database went away[/] ({exc}); run it again to go on")
+            raise typer.Exit(3) from None
+    table = Table(title="would be deleted (dry run)" if dry_run else "deleted")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name in retention_store.PRUNED_TABLES:
+        table.add_row(name, str(report.rows.get(name, 0)))
+    console.print(table)
+    latencies = sorted(report.batch_seconds)
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else 0.0
+    console.print(
+        f"{report.total} rows in {report.batches} batches, {report.seconds:.2f} s"
+        f" (batch median {p50:.1f} ms)"
+        + (f"; {report.given_up} batches gave up (retried next pass)" if report.given_up else "")
+    )
+    if not report.complete:
+        err.print("[yellow]stopped at PRUNE_PASS_SECONDS[/]: run it again to go on")
+        raise typer.Exit(1)
+
+
+async def _prune(
+    settings: Settings, now: datetime | None, dry_run: bool, batch_size: int | None
+) -> retention_service.PruneReport:
+    pool = await _small_pool(settings)
+    try:
+        return await retention_service.prune(
+            pool, settings, now=now, dry_run=dry_run, batch_size=batch_size
+        )
+    finally:
+        await pool.close()
+
+
+async def _small_pool(settings: Settings) -> Pool:
+    try:
+        return await open_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=2,
+            acquire_timeout=settings.db_acquire_timeout_seconds,
+        )
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]Cannot reach PostgreSQL[/] ({exc}).\n{_UNREACHABLE}")
+        raise typer.Exit(3) from None
+
+
+users_cli = typer.Typer(help="A user's data: export it, erase it.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+
+
+@users_cli.command("export")
+def users_export(
+    user_id: Annotated[UUID, typer.Argument(help="The user's id")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout)")
+    ] = None,
+) -> None:
+    """Write the user's export (the JSON document of GET /me/export) to stdout or a file."""
+    settings = get_settings()
+    with _database(settings, err):  # stdout is the document
+        _prepare_database(settings, err)
+        asyncio.run(_export(settings, user_id, output))
+
+
+async def _export(settings: Settings, user_id: UUID, output: Path | None) -> None:
+    pool = await _small_pool(settings)
+    try:
+        chunks = await account_data_service.export(pool, user_id)
+        if output is None:
+            async for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            return
+        with output.open("wb") as sink:
+            async for chunk in chunks:
+                sink.write(chunk)
+    finally:
+        await pool.close()
+
+
+@users_cli.command("erase")
+def users_erase(
+    user_id: Annotated[UUID, typer.Argument(help="The user's id")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation")] = False,
+) -> None:
+    """Erase everything the user owns (as DELETE /me/data): stop their keys, numbers,
+    connections, schedules and unfinished runs, then delete their workflows, runs, logs,
+    conversations, events and profile. Safe to repeat; `wf users export` first.
+
+    Exit code: 0 erased, 1 not confirmed, 3 database unreachable.
+    """
+    if not yes and not typer.confirm(f"Erase everything user {user_id} owns, for good?"):
+        raise typer.Exit(1)
+    settings = get_settings()
+    with _database(settings):
+        _prepare_database(settings)
+        result = asyncio.run(_erase(settings, user_id))
+    table = Table(title="deleted")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, rows in sorted(result["deleted"].items()):
+        table.add_row(name, str(rows))
+    console.print(table)
+    console.print(f"erased user {user_id}", soft_wrap=True)
+    console.print(
+        f"cancelled {result['cancelled_runs']} unfinished run(s), deactivated "
+        f"{result['deactivated_workflows']} workflow(s)"
+    )
+
+
+async def _erase(settings: Settings, user_id: UUID) -> dict[str, Any]:
+    pool = await _small_pool(settings)
+    try:
+        return await account_data_service.erase(pool, _dispatcher(settings), user_id)
+    finally:
+        await pool.close()
+
+
+def _dispatcher(settings: Settings) -> Dispatcher:
+    """The engine's dispatcher, to stop a user's runs on Inngest too."""
+    if settings.engine == "embedded":
+        return EmbeddedDispatcher()
+    from backend.app.workflows.runners import inngest as inngest_runner
+
+    return inngest_runner.InngestDispatcher(inngest_runner.make_client(settings))
 
 
 @db_cli.command("status")

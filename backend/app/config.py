@@ -234,6 +234,63 @@ class Settings(BaseSettings):
         "POST /credentials answers 503.",
     )
 
+    # Retention: deployment defaults (a user may override them for their data and per
+    # workflow, up to RETENTION_MAX_DAYS) and the pruner that applies them
+    retention_succeeded_runs_days: int = Field(
+        default=30,
+        ge=1,
+        le=36500,
+        description="Keep a succeeded run this many days after it ended.",
+    )
+    retention_failed_runs_days: int = Field(
+        default=90,
+        ge=1,
+        le=36500,
+        description="Keep a failed or cancelled run this many days after it ended.",
+    )
+    retention_conversations_days: int = Field(
+        default=90,
+        ge=1,
+        le=36500,
+        description="Keep a conversation (session and messages) this many days after it closed.",
+    )
+    retention_max_days: int = Field(
+        default=3650, ge=1, le=36500, description="The longest retention a user may ask for."
+    )
+    run_pruner: bool = Field(
+        default=True,
+        description="Prune by the retention policy in this process (when it runs the embedded "
+        "runner or the scheduler).",
+    )
+    prune_interval_seconds: float = Field(
+        default=600, gt=0, description="Seconds between pruning passes."
+    )
+    prune_batch_size: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Rows a pruning batch looks at (and at most deletes), in one transaction.",
+    )
+    prune_batch_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="A pruning batch's statements give up after this long (it is retried "
+        "next pass); a lock is waited for at most 1 s.",
+    )
+    prune_pass_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="A pruning pass stops after this long and goes on at the next interval.",
+    )
+    prune_batch_pause_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        le=60,
+        description="Pause between pruning batches: leaves the database to the runner's "
+        "steps (bench/prune_bench.py measures the trade).",
+    )
+
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
     twilio_account_sid: str | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -114,11 +114,37 @@ LLM_DURATION = Histogram(
     buckets=_LLM_BUCKETS,
 )
 
+PRUNED_ROWS = Counter(
+    "blueprint_pruned_rows",
+    "Rows the retention pruner deleted, by table (workflow_runs, workflow_logs, "
+    "step_checkpoints, step_attempts, run_waits, sessions, session_messages, events, "
+    "webhook_deliveries, workflows, workflow_versions).",
+    ["table"],
+)
+PRUNE_BATCH_DURATION = Histogram(
+    "blueprint_prune_batch_duration_seconds",
+    "Duration of one pruning batch (scan, lock, delete, commit), by table family.",
+    ["family"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PRUNE_PASSES = Counter(
+    "blueprint_prune_passes",
+    "Pruning passes by outcome: complete, time_limit (stopped by PRUNE_PASS_SECONDS, goes "
+    "on at the next interval), error (the database failed; retried at the next interval).",
+    ["outcome"],
+)
+ERASURES = Counter(
+    "blueprint_erasures",
+    "Users whose data was erased (DELETE /me/data, wf users erase), repeats included.",
+)
+
 # Series that exist from the start, at 0, so that rates and sums see the first event.
 for _status in ("succeeded", "failed", "cancelled"):
     RUNS_FINISHED.labels(_status)
 for _kind in ("run", "runs", "workflow", "session"):
     SSE_WATCHERS.labels(_kind)
+for _outcome in ("complete", "time_limit", "error"):
+    PRUNE_PASSES.labels(_outcome)
 
 
 def registry() -> CollectorRegistry:
@@ -296,3 +322,15 @@ def _llm_outcome(exc: Exception) -> str:
     if isinstance(exc, LLMTimeout):
         return "timeout"
     return "error"
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+def pruned(family: str, seconds: float, counts: Mapping[str, int]) -> None:
+    """Record one pruning batch of ``family`` (a table name fixed in code): its duration and
+    the rows it deleted per table."""
+    PRUNE_BATCH_DURATION.labels(family).observe(seconds)
+    for table, rows in counts.items():
+        if rows:
+            PRUNED_ROWS.labels(table).inc(rows)
