@@ -75,6 +75,7 @@ class Users:
     peer: Peer
     alice: Account
     bob: Account
+    audio_dir: Path
 
 
 def more(client: TestClient, peer: Peer, account: Account, number: str, database_url: str) -> None:
@@ -107,7 +108,7 @@ def more(client: TestClient, peer: Peer, account: Account, number: str, database
 
 
 @pytest.fixture
-def users(database_url: str, peer: Peer) -> Iterator[Users]:
+def users(database_url: str, peer: Peer, tmp_path: Path) -> Iterator[Users]:
     llm = FakeOpenAI(peer)
     settings = make_settings(
         database_url,
@@ -119,7 +120,12 @@ def users(database_url: str, peer: Peer) -> Iterator[Users]:
         channel_reply_wait_seconds=5,
         credentials_key=Fernet.generate_key().decode(),
         run_pruner=False,
+        audio_dir=tmp_path / "audio",
     )
+    for owner in (ALICE, BOB):  # a kept voice note each (as audio_store.keep files them)
+        note = tmp_path / "audio" / owner / "note.ogg"
+        note.parent.mkdir(parents=True)
+        note.write_bytes(b"OggS voice")
     with TestClient(create_app(settings)) as client:
         alice = populate(client, llm, ALICE, "Alice")
         bob = populate(client, llm, BOB, "Bob")
@@ -132,7 +138,7 @@ def users(database_url: str, peer: Peer) -> Iterator[Users]:
                 )
         more(client, peer, alice, "+919800000011", database_url)
         more(client, peer, bob, "+919800000022", database_url)
-        yield Users(client, database_url, peer, alice, bob)
+        yield Users(client, database_url, peer, alice, bob, tmp_path / "audio")
 
 
 def owner_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
@@ -186,7 +192,9 @@ def test_erasing_one_user_leaves_the_other_untouched(users: Users) -> None:
     body = erased.json()
     assert body["user_id"] == ALICE
     # it says what it deleted: every row she had
-    assert body["deleted"] == alice_before, body
+    assert body["deleted"] == {**alice_before, "audio_files": 1}, body
+    assert not (users.audio_dir / ALICE).exists(), "her kept voice notes are gone"
+    assert (users.audio_dir / BOB / "note.ogg").is_file(), "his are not"
     assert body["cancelled_runs"] == 2  # the parked run and her session's timer
     assert body["deactivated_workflows"] == 2
     assert counts(users.database_url, ALICE) == dict.fromkeys(alice_before, 0)
@@ -196,7 +204,11 @@ def test_erasing_one_user_leaves_the_other_untouched(users: Users) -> None:
     # signed-in user's first request creates their account); `wf users erase` answers 0 there.
     again = c.delete("/me/data", headers=alice)
     assert again.status_code == 200
-    assert again.json()["deleted"] == {**dict.fromkeys(alice_before, 0), "users": 1}
+    assert again.json()["deleted"] == {
+        **dict.fromkeys(alice_before, 0),
+        "users": 1,
+        "audio_files": 0,
+    }
     assert again.json()["cancelled_runs"] == 0
     assert counts(users.database_url, BOB) == bob_before
 

@@ -15,6 +15,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -533,3 +534,25 @@ def test_policy_survives_in_the_export(accounts: TestClient) -> None:
     exported = json.loads(accounts.get("/me/export", headers=alice).content)
     assert exported["retention"]["failed_runs_days"] == 120
     assert JWT_SECRET not in json.dumps(exported)
+
+
+def test_a_pruned_conversation_takes_its_kept_audio(settings: Settings, tmp_path: Path) -> None:
+    """Voice notes kept for a conversation's messages go with it (after the batch commits);
+    a kept conversation's stay."""
+    local = settings.model_copy(update={"audio_dir": tmp_path})
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute("insert into users (id) values (%s) on conflict do nothing", (ALICE,))
+        for days, name in ((100, "old"), (5, "recent")):
+            session_id = _session(conn, ALICE, days)
+            key = f"{ALICE}/{name}.ogg"
+            (tmp_path / ALICE).mkdir(exist_ok=True)
+            (tmp_path / key).write_bytes(b"OggS voice")
+            conn.execute(
+                "update session_messages set media = jsonb_build_object('audio',"
+                " jsonb_build_object('store', 'local', 'key', %s::text)) where session_id = %s",
+                (key, session_id),
+            )
+    report = prune(local, datetime.now(UTC))
+    assert report.rows["sessions"] == 1 and report.rows["audio_files"] == 1
+    assert not (tmp_path / ALICE / "old.ogg").exists()
+    assert (tmp_path / ALICE / "recent.ogg").is_file()

@@ -562,7 +562,7 @@ def users_erase(
 async def _erase(settings: Settings, user_id: UUID) -> dict[str, Any]:
     pool = await _small_pool(settings)
     try:
-        return await account_data_service.erase(pool, _dispatcher(settings), user_id)
+        return await account_data_service.erase(pool, _dispatcher(settings), settings, user_id)
     finally:
         await pool.close()
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from backend.app.http import CallerDep, CheckedRoute, DispatcherDep, PoolDep
+from backend.app.http import CallerDep, CheckedRoute, DispatcherDep, PoolDep, SettingsDep
 from backend.app.services import account_data_service
 
 router = APIRouter(route_class=CheckedRoute, tags=["account"])
@@ -122,12 +122,15 @@ async def import_data(body: ImportIn, pool: PoolDep, caller: CallerDep) -> dict[
 
 
 @router.delete("/me/data", response_model=ErasureOut)
-async def erase_data(pool: PoolDep, dispatcher: DispatcherDep, caller: CallerDep) -> dict[str, Any]:
+async def erase_data(
+    pool: PoolDep, dispatcher: DispatcherDep, settings: SettingsDep, caller: CallerDep
+) -> dict[str, Any]:
     """Erase everything you own, for good: first your API keys, linked numbers, connections
     and schedules go, your workflows are deactivated and your unfinished runs cancelled; then
     your workflows and versions, runs with their logs, conversations with their messages and
-    transcripts, events and webhook deliveries, and your profile. Answers with the rows
-    deleted per table; calling again is safe (and finishes an erasure a failure cut short).
+    transcripts and kept voice notes, events and webhook deliveries, and your profile. Answers
+    with the rows deleted per table; calling again is safe (and finishes an erasure a failure
+    cut short).
     Export first (``GET /me/export``): this cannot be undone. 403 with a personal API key."""
     caller.require_not_personal_key("erase your data")
-    return await account_data_service.erase(pool, dispatcher, caller.user_id)
+    return await account_data_service.erase(pool, dispatcher, settings, caller.user_id)

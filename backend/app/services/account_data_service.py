@@ -29,8 +29,9 @@ from uuid import UUID
 from psycopg import errors as pg_errors
 
 from backend.app import metrics
+from backend.app.config import Settings
 from backend.app.errors import AppError, DatabaseUnavailable, InvalidBlueprint
-from backend.app.services import workflow_service
+from backend.app.services import audio_store, workflow_service
 from backend.app.store import account_data as store
 from backend.app.store import accounts as accounts_store
 from backend.app.store import channel_links as channel_links_store
@@ -276,7 +277,9 @@ ERASE_BATCH = 500
 _LOCKED_WAITS = 25
 
 
-async def erase(pool: Pool, dispatcher: Dispatcher, owner: UUID) -> dict[str, Any]:
+async def erase(
+    pool: Pool, dispatcher: Dispatcher, settings: Settings, owner: UUID
+) -> dict[str, Any]:
     """Erase everything the user owns (see the module docstring).
 
     Returns:
@@ -288,7 +291,7 @@ async def erase(pool: Pool, dispatcher: Dispatcher, owner: UUID) -> dict[str, An
             calling again finishes the erasure.
     """
     try:
-        return await _erase(pool, dispatcher, owner)
+        return await _erase(pool, dispatcher, settings, owner)
     except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
         log.warning("erasure of %s stopped half-way: %s", owner, exc)
         raise DatabaseUnavailable(
@@ -296,7 +299,9 @@ async def erase(pool: Pool, dispatcher: Dispatcher, owner: UUID) -> dict[str, An
         ) from None
 
 
-async def _erase(pool: Pool, dispatcher: Dispatcher, owner: UUID) -> dict[str, Any]:
+async def _erase(
+    pool: Pool, dispatcher: Dispatcher, settings: Settings, owner: UUID
+) -> dict[str, Any]:
     deleted = retention_store.Counts({table: 0 for table, _ in store.OWNED})
     deleted.update({table: 0 for table in store.RUN_OWNED})
     async with pool.connection() as conn, conn.transaction():
@@ -317,6 +322,7 @@ async def _erase(pool: Pool, dispatcher: Dispatcher, owner: UUID) -> dict[str, A
             )
     for table, delete in _ERASED:
         deleted.update(await _drain(pool, owner, table, delete))
+    deleted["audio_files"] = await audio_store.forget_owner(settings, owner)
     async with pool.connection() as conn, conn.transaction():
         await retention_store.bound(conn, 60, lock_seconds=10)
         deleted["users"] += await store.forget_user(conn, owner)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -126,6 +127,72 @@ def local_file(settings: Settings, message: dict[str, Any]) -> tuple[Path, str]:
     if not path.is_file():
         raise NotFound("audio", message.get("id", "?"))
     return path, str(audio.get("content_type") or "application/octet-stream")
+
+
+#: Keys removed from Storage per request, and the most listed per owner when erasing.
+_REMOVE_CHUNK = 100
+_MAX_LISTED = 100_000
+
+
+async def forget(settings: Settings, keys: list[str]) -> int:
+    """Delete kept audio by key (the pruner's, after their messages went); returns how many
+    were deleted. A store that fails is logged: a file outliving its message is harmless, and
+    the owner's erasure removes it for good."""
+    local = [k for k in keys if isinstance(k, str) and k]
+    if not local:
+        return 0
+    try:
+        if where(settings) == "supabase":
+            for start in range(0, len(local), _REMOVE_CHUNK):
+                async with _bucket(settings) as bucket:
+                    await bucket.remove(local[start : start + _REMOVE_CHUNK])
+            return len(local)
+        return await asyncio.to_thread(_unlink_all, settings, local)
+    except Exception as exc:
+        log.warning("kept audio not deleted: %s: %s", type(exc).__name__, exc)
+        return 0
+
+
+async def forget_owner(settings: Settings, owner: UUID) -> int:
+    """Delete every audio file kept for ``owner`` (erasure): their prefix in the bucket and
+    their folder under ``AUDIO_DIR`` alike (a deployment may have used both). Returns the count.
+
+    Raises:
+        Exception: the bucket could not be listed or emptied (erasure reports it; calling
+            again finishes it).
+    """
+    removed = await asyncio.to_thread(_remove_folder, settings, owner)
+    if where(settings) != "supabase":
+        return removed
+    async with _bucket(settings) as bucket:
+        for _ in range(_MAX_LISTED // _REMOVE_CHUNK):  # bounded: each round removes what it listed
+            listed = await bucket.list(str(owner), {"limit": _REMOVE_CHUNK})
+            names = [f"{owner}/{item['name']}" for item in listed if item.get("name")]
+            if not names:
+                break
+            await bucket.remove(names)
+            removed += len(names)
+    return removed
+
+
+def _unlink_all(settings: Settings, keys: list[str]) -> int:
+    count = 0
+    for key in keys:
+        try:
+            _local_path(settings, key).unlink()
+            count += 1
+        except (FileNotFoundError, NotFound):
+            pass
+    return count
+
+
+def _remove_folder(settings: Settings, owner: UUID) -> int:
+    folder = settings.audio_dir.resolve() / str(owner)
+    if not folder.is_dir():
+        return 0
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    shutil.rmtree(folder, ignore_errors=True)
+    return len(files)
 
 
 def _local_path(settings: Settings, key: str) -> Path:

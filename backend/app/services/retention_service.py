@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 from backend.app import metrics
 from backend.app.config import Settings
 from backend.app.errors import NotFound, ValidationFailed
+from backend.app.services import audio_store
 from backend.app.store import retention as store
 from backend.app.store import workflows as workflows_store
 from backend.app.store.db import Pool
@@ -268,10 +269,13 @@ async def _batch(
         due = [ident for ident, _ in scanned.due]
         if dry_run:
             return scanned, await family.count(conn, due), False
+        audio: list[str] = []
         try:
             async with conn.transaction():  # a savepoint: giving up keeps the scan's cursor
                 locked = await family.lock(conn, scanned.due)
-                return scanned, await family.delete(conn, locked), False
+                if family is store.SESSIONS:
+                    audio = await store.audio_keys(conn, locked)
+                counts = await family.delete(conn, locked)
         except (pg_errors.LockNotAvailable, pg_errors.QueryCanceled) as exc:
             log.info(
                 "pruning %s: a batch gave up (%s); the next pass retries it",
@@ -279,6 +283,11 @@ async def _batch(
                 type(exc).__name__,
             )
             return scanned, store.Counts(), True
+    # After the commit: a file outliving its message is harmless, a message losing its file
+    # to a batch that rolled back is not.
+    if audio:
+        counts["audio_files"] += await audio_store.forget(settings, audio)
+    return scanned, counts, False
 
 
 class Pruner:

@@ -428,6 +428,18 @@ async def count_runs(conn: Conn, run_ids: list[UUID]) -> Counts:
     return await count_rows(conn, run_ids, [*RUN_CHILDREN, ("workflow_runs", "id")])
 
 
+async def audio_keys(conn: Conn, session_ids: list[UUID]) -> list[str]:
+    """The keys of the audio kept for these sessions' messages (``media.audio.key``)."""
+    if not session_ids:
+        return []
+    cur = await conn.execute(
+        "select media->'audio'->>'key' as key from session_messages"
+        " where session_id = any(%s) and media->'audio'->>'key' is not null",
+        (session_ids,),
+    )
+    return [row["key"] for row in await cur.fetchall()]
+
+
 async def delete_sessions(conn: Conn, session_ids: list[UUID]) -> Counts:
     """Delete conversations with their messages (transcripts and media references)."""
     return await delete_rows(
