@@ -19,7 +19,7 @@ COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-install-project
 COPY README.md ./
-COPY backend ./backend
+COPY src ./src
 COPY supabase/migrations ./supabase/migrations
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv build --wheel --out-dir /dist \
@@ -27,7 +27,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # The OpenAPI document, read from the installed app (no server, no database).
 WORKDIR /tmp
 RUN /app/.venv/bin/python -c "import json, logging; logging.disable(logging.CRITICAL); \
-from backend.app.app import create_app; print(json.dumps(create_app().openapi()))" \
+from blueprint_engine.app import create_app; print(json.dumps(create_app().openapi()))" \
     > /src/openapi.json
 
 FROM node:22-bookworm-slim AS dashboard
@@ -49,4 +49,4 @@ USER 10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request as r; r.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
-CMD ["uvicorn", "backend.app.app:app", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["uvicorn", "blueprint_engine.app:app", "--host", "0.0.0.0", "--port", "8000"]

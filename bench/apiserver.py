@@ -1,6 +1,6 @@
 """Shared by the HTTP benchmarks: a fresh database, the real API (and workers) in subprocesses.
 
-The API is started the way the README says (``uvicorn backend.app.app:app``: migrations, the
+The API is started the way the README says (``uvicorn blueprint_engine.app:app``: migrations, the
 pool, the embedded runner) in local mode (no identity configured), from an empty working
 directory so that no ``.env`` changes its settings.
 """
@@ -25,7 +25,7 @@ import httpx
 import psycopg
 from psycopg import conninfo
 
-from backend.app.store import migrations
+from blueprint_engine.store import migrations
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/blueprints"
 #: Settings that would turn on identity (every request would then need credentials).
@@ -154,7 +154,7 @@ class Child:
 
 
 class ApiServer(Child):
-    """``uvicorn backend.app.app:app`` on a free local port (see :class:`Child`); entering
+    """``uvicorn blueprint_engine.app:app`` on a free local port (see :class:`Child`); entering
     waits until ``/health`` answers 200.
 
     Raises:
@@ -167,7 +167,7 @@ class ApiServer(Child):
         self.port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self._start_timeout = start_timeout
-        args = ["-m", "uvicorn", "backend.app.app:app", "--host", "127.0.0.1"]
+        args = ["-m", "uvicorn", "blueprint_engine.app:app", "--host", "127.0.0.1"]
         args += ["--port", str(self.port), "--no-access-log", "--log-level", "warning"]
         super().__init__(args, database_url, env)
 
@@ -194,7 +194,7 @@ class ApiServer(Child):
 
 def worker(database_url: str, env: dict[str, str] | None = None) -> Child:
     """``wf worker``: the embedded runner in a process of its own (without the API)."""
-    return Child(["-m", "backend.app.cli", "worker"], database_url, env)
+    return Child(["-m", "blueprint_engine.cli", "worker"], database_url, env)
 
 
 def cpu_seconds(pid: int) -> float:

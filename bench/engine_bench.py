@@ -26,16 +26,16 @@ from uuid import UUID
 import psycopg
 from psycopg import conninfo
 
-from backend.app.config import Settings
-from backend.app.integrations import TOOL_REGISTRY, BaseTool, Task, TaskParams, ToolContext
-from backend.app.services import workflow_service
-from backend.app.store import migrations
-from backend.app.store import runs as runs_store
-from backend.app.store.accounts import LOCAL_USER_ID
-from backend.app.store.db import Pool, open_pool
-from backend.app.store.steps import Lease
-from backend.app.workflows.runners.embedded import EmbeddedRunner
-from backend.app.workflows.schema import validate_blueprint
+from blueprint_engine.config import Settings
+from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, Task, TaskParams, ToolContext
+from blueprint_engine.services import workflow_service
+from blueprint_engine.store import migrations
+from blueprint_engine.store import runs as runs_store
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store.db import Pool, open_pool
+from blueprint_engine.store.steps import Lease
+from blueprint_engine.workflows.runners.embedded import EmbeddedRunner
+from blueprint_engine.workflows.schema import validate_blueprint
 
 
 class NoParams(TaskParams):

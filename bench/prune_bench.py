@@ -27,13 +27,13 @@ import psycopg
 from engine_bench import REGISTRY, _reset, _workflow
 from psycopg import conninfo
 
-from backend.app.config import Settings
-from backend.app.services import retention_service
-from backend.app.store import runs as runs_store
-from backend.app.store.accounts import LOCAL_USER_ID
-from backend.app.store.db import Pool, open_pool
-from backend.app.store.steps import Lease
-from backend.app.workflows.runners.embedded import EmbeddedRunner
+from blueprint_engine.config import Settings
+from blueprint_engine.services import retention_service
+from blueprint_engine.store import runs as runs_store
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store.db import Pool, open_pool
+from blueprint_engine.store.steps import Lease
+from blueprint_engine.workflows.runners.embedded import EmbeddedRunner
 
 SEED_CHUNK = 10_000
 

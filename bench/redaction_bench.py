@@ -1,7 +1,7 @@
 """What redaction adds to a step: the redactor over a typical action's input and output.
 
 Every action step's resolved input, output and error pass through
-``backend.app.workflows.redaction.Redactor`` before they are recorded. This times it on
+``blueprint_engine.workflows.redaction.Redactor`` before they are recorded. This times it on
 the shapes steps really record, with and without a credential's values to search for.
 
     .venv/bin/python bench/redaction_bench.py
@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import Any
 
-from backend.app.workflows.redaction import Redactor
+from blueprint_engine.workflows.redaction import Redactor
 
 #: A WhatsApp step's input and output, and an HTTP step's (headers, a 4 KB JSON body).
 WHATSAPP_IN = {

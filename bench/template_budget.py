@@ -17,7 +17,7 @@ import statistics
 import time
 from typing import Any
 
-from backend.app.workflows import expressions, sandbox
+from blueprint_engine.workflows import expressions, sandbox
 
 BIG = "a" * 900_000
 CONTEXT: dict[str, Any] = {

@@ -107,7 +107,7 @@ ensure_venv() {
 }
 
 # ensure_database: say which PostgreSQL the project's commands will use, as `wf db status`
-# decides (backend/app/store/database.py): DATABASE_URL if set, else the local server on
+# decides (src/blueprint_engine/store/database.py): DATABASE_URL if set, else the local server on
 # 127.0.0.1:5432 if it answers, else the embedded server in .data/postgres (each command starts
 # it or joins it, and the last to finish stops it). Exits 3 when DATABASE_URL's server does not
 # answer: before the slower steps of test.sh and serve.sh. Needs ensure_venv first.
@@ -142,7 +142,7 @@ ensure_dashboard() {
     fi
     local openapi="$dir/node_modules/.openapi.json"
     "$VENV/bin/python" -c "import json, logging; logging.disable(logging.CRITICAL)
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 print(json.dumps(create_app().openapi(), sort_keys=True))" > "$openapi" ||
         die "could not read the API's OpenAPI document (see the error above)"
     local want

@@ -9,4 +9,4 @@ ensure_dashboard
 PORT="${PORT:-8000}"
 HOST="${HOST:-127.0.0.1}"
 say "dashboard and API at http://$HOST:$PORT/  (API docs: http://$HOST:$PORT/docs)"
-exec "$VENV/bin/uvicorn" backend.app.app:app --host "$HOST" --port "$PORT"
+exec "$VENV/bin/uvicorn" blueprint_engine.app:app --host "$HOST" --port "$PORT"

@@ -2,7 +2,7 @@
 
 The suite uses the database ``<name>_test`` (default ``blueprints_test``) on the server the
 project would use (``DATABASE_URL``, else the local server, else the embedded one: see
-``backend/app/store/database.py``), recreated and migrated once per session, truncated
+``src/blueprint_engine/store/database.py``), recreated and migrated once per session, truncated
 before each test.
 """
 
@@ -21,10 +21,10 @@ import pytest
 from fastapi.testclient import TestClient
 from psycopg import conninfo, sql
 
-from backend.app.app import create_app
-from backend.app.config import Settings, get_settings
-from backend.app.store import database, migrations
-from backend.app.store.accounts import LOCAL_USER_ID
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings, get_settings
+from blueprint_engine.store import database, migrations
+from blueprint_engine.store.accounts import LOCAL_USER_ID
 from tests.support import JWT_SECRET, FakeDNS, Peer
 
 #: Lines for the end of pytest's report (figures a test measured, e.g. the API fuzzing).

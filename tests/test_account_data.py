@@ -23,9 +23,9 @@ from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 from psycopg import sql
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.store import account_data
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.store import account_data
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, Peer, as_user, wait_for_run
 from tests.test_channels import FakeOpenAI
@@ -396,7 +396,7 @@ def test_wf_users_export_and_erase(users: Users, tmp_path: Path) -> None:
     assert again.returncode == 0 and "cancelled 0 unfinished run(s)" in again.stdout
 
     unconfirmed = subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", "users", "erase", BOB],
+        [sys.executable, "-m", "blueprint_engine.cli", "users", "erase", BOB],
         input="n\n",
         env={**os.environ, "DATABASE_URL": settings.database_url},
         capture_output=True,

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.store.accounts import LOCAL_USER_ID
+from blueprint_engine.app import create_app
+from blueprint_engine.store.accounts import LOCAL_USER_ID
 from tests.conftest import ALICE, BOB
 from tests.support import JWT_SECRET, Peer, as_user
 from tests.test_channels import FakeOpenAI, _settings, wav_bytes, whatsapp

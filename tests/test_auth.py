@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import make_settings
 
 

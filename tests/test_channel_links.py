@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import ALICE, BOB
 from tests.support import JWT_SECRET, REMINDER_INTENT, as_user, assert_plain_words
 from tests.test_channels import USER, FakeOpenAI, _settings, count, whatsapp

@@ -27,8 +27,8 @@ from aioresponses import CallbackResult, aioresponses
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from backend.app.app import create_app
-from backend.app.store.runs import TERMINAL
+from blueprint_engine.app import create_app
+from blueprint_engine.store.runs import TERMINAL
 from tests.conftest import make_settings
 from tests.support import REMINDER_INTENT, Peer, Reader, chat_completion
 

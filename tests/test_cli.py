@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend.app.config import Settings
+from blueprint_engine.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,7 @@ def wf(
         "WORKER_POLL_SECONDS": "0.05",
     }
     return subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", *args],
+        [sys.executable, "-m", "blueprint_engine.cli", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

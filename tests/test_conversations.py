@@ -29,8 +29,8 @@ import responses
 from aioresponses import CallbackResult, aioresponses
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.integrations import public_tools
+from blueprint_engine.app import create_app
+from blueprint_engine.integrations import public_tools
 from tests.support import REMINDER_INTENT, Peer, assert_plain_words
 from tests.test_channels import FakeOpenAI, _settings, wav_bytes, whatsapp
 

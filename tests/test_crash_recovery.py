@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from backend.app.config import Settings
+from blueprint_engine.config import Settings
 from tests.support import Peer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def _start_and_kill_mid_step(
     blueprint.write_text(json.dumps({"nodes": nodes, "edges": edges}))
 
     first = subprocess.Popen(
-        [sys.executable, "-m", "backend.app.cli", "run", str(blueprint)],
+        [sys.executable, "-m", "blueprint_engine.cli", "run", str(blueprint)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -95,7 +95,7 @@ def _start_and_kill_mid_step(
 
 def _drain(env: dict[str, str]) -> None:
     second = subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", "worker", "--drain"],
+        [sys.executable, "-m", "blueprint_engine.cli", "worker", "--drain"],
         cwd=ROOT,
         env=env,
         capture_output=True,

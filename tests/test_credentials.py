@@ -28,9 +28,9 @@ from psycopg import sql
 from twilio.request_validator import RequestValidator
 from yarl import URL
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.workflows.runners.inngest import RUN_REQUESTED
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.workflows.runners.inngest import RUN_REQUESTED
 from tests.conftest import ALICE, BOB, InngestApp, make_settings
 from tests.support import InngestServer, Peer, as_user, wait_for_run
 from tests.test_channels import PUBLIC, FakeOpenAI
@@ -598,7 +598,7 @@ def test_rotating_the_key_keeps_every_credential_readable(peer: Peer, database_u
     before = _dump(database_url)
     env = {"DATABASE_URL": database_url, "CREDENTIALS_KEY": f"{KEY_B},{KEY_A}", "PATH": ""}
     rotated = subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", "credentials", "rotate-key"],
+        [sys.executable, "-m", "blueprint_engine.cli", "credentials", "rotate-key"],
         env=env,
         capture_output=True,
         text=True,

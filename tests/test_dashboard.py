@@ -23,9 +23,9 @@ import uvicorn
 from cryptography.fernet import Fernet
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.routers.dashboard import DIST
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.routers.dashboard import DIST
 from tests.browser import launch
 from tests.conftest import make_settings
 from tests.support import JWT_SECRET, Peer, chat_completion, token_for
@@ -407,7 +407,7 @@ def test_revise_by_instruction_and_compare_versions(
 def test_conversations_show_messages_live(page: Page, base_url: str, database_url: str) -> None:
     import psycopg
 
-    from backend.app.store.accounts import LOCAL_USER_ID
+    from blueprint_engine.store.accounts import LOCAL_USER_ID
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         (session_id,) = conn.execute(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import make_settings
 from tests.support import JWT_SECRET, ONE_STEP, Reader, as_user, wait_for_run
 

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import SUMMARY, make_settings
 from tests.support import Peer, execute, wait_for_run
 

@@ -15,10 +15,10 @@ import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from backend.app.agents.architect import WorkflowArchitect
-from backend.app.agents.llm import build_chat_model
-from backend.app.app import create_app
-from backend.app.workflows.layout import X_GAP, Y_GAP
+from blueprint_engine.agents.architect import WorkflowArchitect
+from blueprint_engine.agents.llm import build_chat_model
+from blueprint_engine.app import create_app
+from blueprint_engine.workflows.layout import X_GAP, Y_GAP
 from tests.conftest import make_settings
 from tests.support import chat_completion
 

@@ -1,6 +1,6 @@
 """Which PostgreSQL the project uses, and the embedded server it falls back to.
 
-Mechanisms under test (``backend/app/store/database.py``): the choice DATABASE_URL -> the
+Mechanisms under test (``src/blueprint_engine/store/database.py``): the choice DATABASE_URL -> the
 local server -> the embedded server; the embedded server's data surviving a stop (the main job's
 example, run by ``wf run``, read back through the API after a restart); processes sharing one
 server, the last to exit stopping it (flock-counted users); and crashes — of a user or of the
@@ -26,10 +26,10 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.store import database
-from backend.app.store.database import EmbeddedServer
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.store import database
+from blueprint_engine.store.database import EmbeddedServer
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 def wf(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "backend.app.cli", *args],
+        [sys.executable, "-m", "blueprint_engine.cli", *args],
         cwd=ROOT,
         env=_env(data_dir),
         capture_output=True,
@@ -76,7 +76,7 @@ def wf(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def _worker(data_dir: Path) -> subprocess.Popen[str]:
     """``wf worker``, once it has said it started (it is then attached to the server)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "backend.app.cli", "worker"],
+        [sys.executable, "-m", "blueprint_engine.cli", "worker"],
         cwd=ROOT,
         env=_env(data_dir, PYTHONUNBUFFERED="1"),
         stdout=subprocess.PIPE,

@@ -33,8 +33,8 @@ import pytest
 from fastapi.testclient import TestClient
 from inngest.experimental import mocked
 
-from backend.app.workflows import expressions
-from backend.app.workflows.runners.inngest import RUN_REQUESTED, WAIT_RESOLVED
+from blueprint_engine.workflows import expressions
+from blueprint_engine.workflows.runners.inngest import RUN_REQUESTED, WAIT_RESOLVED
 from tests.conftest import InngestApp
 from tests.support import TIMED_OUT, InngestServer, Peer, execute, node_status, wait_for_run
 

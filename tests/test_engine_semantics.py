@@ -14,16 +14,16 @@ from uuid import UUID, uuid4
 import psycopg
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.services import run_service
-from backend.app.store import runs as runs_store
-from backend.app.store import steps as steps_store
-from backend.app.store.accounts import LOCAL_USER_ID
-from backend.app.store.db import open_pool
-from backend.app.store.steps import Lease, LogRow
-from backend.app.workflows.runners import EmbeddedDispatcher
-from backend.app.workflows.runners.embedded import EmbeddedRunner
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.services import run_service
+from blueprint_engine.store import runs as runs_store
+from blueprint_engine.store import steps as steps_store
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store.db import open_pool
+from blueprint_engine.store.steps import Lease, LogRow
+from blueprint_engine.workflows.runners import EmbeddedDispatcher
+from blueprint_engine.workflows.runners.embedded import EmbeddedRunner
 from tests.conftest import make_settings
 from tests.support import Peer, execute, node_status, wait_for_run
 

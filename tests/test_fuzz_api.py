@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from twilio.request_validator import RequestValidator
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import SUMMARY, WEBHOOK_SECRET, make_settings, suite_database_url
 
 MAX_EXAMPLES = 60

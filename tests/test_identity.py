@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from backend.app.app import create_app
-from backend.app.services import auth_service
-from backend.app.store.accounts import LOCAL_USER_ID
+from blueprint_engine.app import create_app
+from blueprint_engine.services import auth_service
+from blueprint_engine.store.accounts import LOCAL_USER_ID
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, ONE_STEP, Peer, as_user, token_for
 

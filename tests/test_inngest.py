@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 from inngest.experimental import mocked
 
-from backend.app.app import create_app
-from backend.app.workflows.runners.inngest import RUN_CANCELLED, RUN_REQUESTED, WAIT_RESOLVED
+from blueprint_engine.app import create_app
+from blueprint_engine.workflows.runners.inngest import RUN_CANCELLED, RUN_REQUESTED, WAIT_RESOLVED
 from tests.conftest import InngestApp, make_settings
 from tests.support import (
     FN_ID,
@@ -385,7 +385,7 @@ def test_the_runner_imports_no_sdk_internals() -> None:
     import ast
     from pathlib import Path
 
-    root = Path(__file__).parents[1] / "backend"
+    root = Path(__file__).parents[1] / "src" / "blueprint_engine"
     found = []
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

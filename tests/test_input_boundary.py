@@ -2,7 +2,7 @@
 hold is a 4xx naming the field, never a 500, and nothing is stored.
 
 Every case here was a 500 (or a connection reset, or FastAPI's field-less "error parsing the
-body") before ``backend/app/boundary.py``.
+body") before ``src/blueprint_engine/boundary.py``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import uvicorn
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from backend.app import routers
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.http import CheckedRoute
+from blueprint_engine import routers
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.http import CheckedRoute
 from tests.conftest import WEBHOOK_SECRET, make_settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

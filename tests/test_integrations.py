@@ -14,7 +14,7 @@ from aioresponses import aioresponses
 from fastapi.testclient import TestClient
 from yarl import URL
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import make_settings
 from tests.support import Peer, execute, wait_for_run
 

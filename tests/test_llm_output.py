@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.support import Peer, assert_plain_words, chat_completion
 from tests.test_channels import USER, FakeOpenAI, _settings, whatsapp
 from tests.test_drafting import RECEIPT

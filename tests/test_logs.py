@@ -65,7 +65,7 @@ def test_json_log_lines_say_which_request_run_and_node(database_url: str, peer: 
         "RUN_SCHEDULER": "false",
     }
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "backend.app.app:app", "--port", str(port)],
+        [sys.executable, "-m", "uvicorn", "blueprint_engine.app:app", "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

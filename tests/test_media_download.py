@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.support import FakeDNS, Peer
 from tests.test_channels import TOKEN, FakeOpenAI, _settings, wav_bytes, whatsapp
 

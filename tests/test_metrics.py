@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from twilio.request_validator import RequestValidator
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import WEBHOOK_SECRET, make_settings
 from tests.support import (
     JWT_SECRET,
@@ -373,13 +373,13 @@ def test_model_calls_are_counted_and_timed_by_purpose_and_outcome(
 # -- processes -------------------------------------------------------------------------------
 
 _WORKER = """
-from backend.app import metrics
+from blueprint_engine import metrics
 metrics.run_finished("succeeded")
 metrics.run_finished("succeeded")
 """
 _SCRAPER = """
 from prometheus_client import generate_latest
-from backend.app import metrics
+from blueprint_engine import metrics
 print(generate_latest(metrics.registry()).decode())
 """
 

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from backend.app.store import migrations
-from backend.app.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store import migrations
+from blueprint_engine.store.accounts import LOCAL_USER_ID
 
 ACCOUNTS = "20261122090000"
 

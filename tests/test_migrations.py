@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import conninfo, sql
 
-from backend.app.store import migrations
+from blueprint_engine.store import migrations
 from tests.conftest import ALICE, BOB
 
 #: What a dashboard reads straight from Supabase (PostgREST, Realtime): each user their own rows.

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from backend.app.integrations import Slot
-from backend.app.services.intent_service import SlotValueError, normalize, normalize_email
+from blueprint_engine.integrations import Slot
+from blueprint_engine.services.intent_service import SlotValueError, normalize, normalize_email
 from tests.conftest import make_settings
 
 

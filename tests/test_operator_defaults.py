@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import make_settings
 
 SERVICE_KEY = "service-key-of-the-deployment"

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.workflows.runners.inngest import RUN_REQUESTED, WAIT_RESOLVED
+from blueprint_engine.workflows.runners.inngest import RUN_REQUESTED, WAIT_RESOLVED
 from tests.conftest import InngestApp
 from tests.support import InngestServer, execute, node_status, wait_for_run
 

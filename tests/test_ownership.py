@@ -21,7 +21,7 @@ import pytest
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, Peer, as_user
 from tests.test_channels import FakeOpenAI

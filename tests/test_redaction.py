@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from backend.app.workflows.redaction import MAX_DEPTH, REDACTED, Redactor, literal_secrets
+from blueprint_engine.workflows.redaction import MAX_DEPTH, REDACTED, Redactor, literal_secrets
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from backend.app.integrations import Slot
-from backend.app.services import i18n, replies
-from backend.app.services.i18n import Speaker
-from backend.app.services.intent_service import Intent, command_intents, workflow_intent
+from blueprint_engine.integrations import Slot
+from blueprint_engine.services import i18n, replies
+from blueprint_engine.services.i18n import Speaker
+from blueprint_engine.services.intent_service import Intent, command_intents, workflow_intent
 
 #: A value of each slot type, as normalisation stores it.
 SAMPLE: dict[str, Any] = {

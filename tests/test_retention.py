@@ -22,11 +22,11 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.services import retention_service
-from backend.app.store.accounts import LOCAL_USER_ID
-from backend.app.store.db import open_pool
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.services import retention_service
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store.db import open_pool
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, Peer, as_user, execute, wait_for_run
 from tests.test_cli import wf

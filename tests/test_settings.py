@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.config import Settings
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
 
 
 @pytest.mark.parametrize("source", ["environment", "dotenv"])

@@ -20,7 +20,7 @@ import pytest
 import trustme
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
+from blueprint_engine.app import create_app
 from tests.conftest import make_settings
 from tests.support import FakeDNS, Peer, execute, wait_for_run
 

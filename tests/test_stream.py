@@ -20,12 +20,12 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.app import create_app
-from backend.app.config import Settings
-from backend.app.services.progress_hub import DROPPED_FRAME, ProgressHub, SessionTopic
-from backend.app.store import runs as runs_store
-from backend.app.store.accounts import LOCAL_USER_ID
-from backend.app.store.db import open_pool
+from blueprint_engine.app import create_app
+from blueprint_engine.config import Settings
+from blueprint_engine.services.progress_hub import DROPPED_FRAME, ProgressHub, SessionTopic
+from blueprint_engine.store import runs as runs_store
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from blueprint_engine.store.db import open_pool
 from tests.conftest import make_settings
 from tests.support import Reader, execute, read_events
 
@@ -188,7 +188,7 @@ def test_a_run_executed_by_another_process_is_seen_live(
     assert logs_of(reader.events) == []  # nothing has run: all that follows arrives live
 
     worker = subprocess.Popen(
-        [sys.executable, "-m", "backend.app.cli", "worker"],
+        [sys.executable, "-m", "blueprint_engine.cli", "worker"],
         cwd=ROOT,
         env={**os.environ, "DATABASE_URL": settings.database_url, "WORKER_POLL_SECONDS": "0.05"},
         stdout=subprocess.DEVNULL,

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 from fastapi.testclient import TestClient
 
-from backend.app.config import Settings
-from backend.app.services import audio_store, speech_service
+from blueprint_engine.config import Settings
+from blueprint_engine.services import audio_store, speech_service
 from tests.support import wait_for_run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""The gettext catalogs replies are translated with (``backend/app/locale``): complete, in step
-with the code, and compiled by Babel as the app uses them.
+"""The gettext catalogs replies are translated with (``src/blueprint_engine/locale``):
+complete, in step with the code, and compiled by Babel as the app uses them.
 
 A message added or changed in the code (``N_("…")``) fails these tests until
 ``scripts/translations.sh`` has extracted it and every catalog translates it with the same
@@ -16,7 +16,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.frontend import CommandLineInterface
 from babel.messages.pofile import read_po
 
-from backend.app.services import i18n
+from blueprint_engine.services import i18n
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGS = [lang.catalog for lang in i18n.LANGUAGES.values() if lang.catalog]
@@ -42,7 +42,7 @@ def test_the_template_lists_exactly_the_messages_of_the_code(
     extracted = tmp_path / "messages.pot"
     CommandLineInterface().run(
         ["pybabel", "-q", "extract", "-F", "pyproject.toml", "--no-location", "--omit-header",
-         "-o", str(extracted), "backend/app"]
+         "-o", str(extracted), "src/blueprint_engine"]
     )  # fmt: skip
     committed = _ids(_read(i18n.LOCALE_DIR / "messages.pot"))
     in_code = _ids(_read(extracted))

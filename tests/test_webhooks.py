@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from backend.app.config import Settings
+from blueprint_engine.config import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support import node_status, wait_for_run
 
@@ -138,7 +138,7 @@ def test_signed_body_that_is_not_an_event_is_400(client: TestClient) -> None:
 
 
 def test_webhook_without_secret_configured_is_503(database_url: str) -> None:
-    from backend.app.app import create_app
+    from blueprint_engine.app import create_app
     from tests.conftest import make_settings
 
     settings = make_settings(database_url, razorpay_webhook_secret=None, run_worker=False)

@@ -64,11 +64,11 @@ def test_the_wheel_carries_the_engine_and_its_migrations_only(
     names = zipfile.ZipFile(wheel).namelist()
     packaged = sorted(n.rsplit("/", 1)[1] for n in names if n.endswith(".sql"))
     assert packaged == MIGRATIONS
-    assert "backend/py.typed" in names
+    assert "blueprint_engine/py.typed" in names
     top_levels = {
         n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(".dist-info")
     }
-    assert top_levels == {"backend"}, "evals/, tests/ and bench/ stay in the checkout"
+    assert top_levels == {"blueprint_engine"}, "evals/, tests/ and bench/ stay in the checkout"
 
 
 def test_wf_migrate_and_validate_from_the_installed_wheel(
@@ -88,7 +88,7 @@ def test_wf_migrate_and_validate_from_the_installed_wheel(
     try:
         where = _run(
             venv / "bin" / "python", "-c",
-            "from backend.app import resources as r; print(r.CHECKOUT, r.migrations())",
+            "from blueprint_engine import resources as r; print(r.CHECKOUT, r.migrations())",
             cwd=tmp_path, env=env,
         )  # fmt: skip
         assert where.startswith("None ") and str(venv) in where, where

@@ -17,7 +17,7 @@ function openapiDocument() {
   const python = process.env.PYTHON || (existsSync(venvPython) ? venvPython : "python3");
   const code =
     "import json, logging; logging.disable(logging.CRITICAL)\n" +
-    "from backend.app.app import create_app\n" +
+    "from blueprint_engine.app import create_app\n" +
     "print(json.dumps(create_app().openapi()))";
   return execFileSync(python, ["-c", code], { cwd: root, encoding: "utf8", maxBuffer: 64 << 20 });
 }

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backend.app.agents.architect import WorkflowArchitect
-from backend.app.agents.llm import build_chat_model
-from backend.app.config import Settings
-from backend.app.errors import AppError
+from blueprint_engine.agents.architect import WorkflowArchitect
+from blueprint_engine.agents.llm import build_chat_model
+from blueprint_engine.config import Settings
+from blueprint_engine.errors import AppError
 
 CASES = Path(__file__).with_name("cases.json")
 

@@ -2,7 +2,7 @@
 -- `workflow_progress`, from triggers, so every writer (the embedded runner in any process, the
 -- Inngest runner, the API) is covered and announcements arrive in commit order. Payloads carry
 -- ids only; each process LISTENs once and reads a changed row once for all its watchers
--- (backend/app/services/progress_hub.py).
+-- (src/blueprint_engine/services/progress_hub.py).
 --
 --   a log row          {"log": <id>, "run": <run id>}
 --   a run's status     {"run": <run id>, "workflow": <workflow id>, "owner": <owner id>,

@@ -1,5 +1,5 @@
 -- Retention: how long finished runs and closed conversations are kept, and what the pruner
--- walks to remove them (backend/app/store/retention.py).
+-- walks to remove them (src/blueprint_engine/store/retention.py).
 --
 -- The deployment's defaults are settings (RETENTION_*_DAYS). A user may override them for all
 -- their data (workflow_id null) and for one workflow's runs (workflow_id set); a null column

@@ -1,0 +1,63 @@
+"""Integrations and ``TOOL_REGISTRY``: adding a tool is one file and one line here."""
+
+from blueprint_engine.integrations.base import (
+    N_,
+    BaseTool,
+    Command,
+    Lookup,
+    Slot,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+    Wording,
+)
+from blueprint_engine.integrations.channel_tool import ChannelTool
+from blueprint_engine.integrations.credentials import CredentialData
+from blueprint_engine.integrations.http_tool import HttpTool
+from blueprint_engine.integrations.llm_tool import LLMTool
+from blueprint_engine.integrations.razorpay_tool import RazorpayTool
+from blueprint_engine.integrations.sessions_tool import SessionsTool
+from blueprint_engine.integrations.transform import TransformTool
+from blueprint_engine.integrations.whatsapp import WhatsAppTool
+
+TOOL_REGISTRY: dict[str, BaseTool] = {
+    tool.service: tool
+    for tool in (
+        WhatsAppTool(),
+        RazorpayTool(),
+        HttpTool(),
+        TransformTool(),
+        LLMTool(),
+        SessionsTool(),
+        ChannelTool(),
+    )
+}
+
+
+#: Every credential type a tool declares, by its ``type`` name (``razorpay``, ``http_bearer``…).
+CREDENTIAL_TYPES: dict[str, type[CredentialData]] = {
+    model.kind: model for tool in TOOL_REGISTRY.values() for model in tool.credential_types
+}
+
+
+def public_tools() -> dict[str, BaseTool]:
+    """The tools users and the architect see (internal ones serve system blueprints)."""
+    return {service: tool for service, tool in TOOL_REGISTRY.items() if not tool.internal}
+
+
+__all__ = [
+    "CREDENTIAL_TYPES",
+    "N_",
+    "TOOL_REGISTRY",
+    "BaseTool",
+    "Command",
+    "Lookup",
+    "Slot",
+    "Task",
+    "TaskParams",
+    "ToolContext",
+    "ToolError",
+    "Wording",
+    "public_tools",
+]
