@@ -164,6 +164,15 @@ class DatabaseUnavailable(AppError):
     code = "database_unavailable"
 
 
+class StorageUnavailable(AppError):
+    """The audio store (Supabase Storage) did not answer (503); calling again finishes what was
+    cut short."""
+
+    status_code = 503
+    code = "storage_unavailable"
+    retry_after = 30
+
+
 class EngineUnavailable(AppError):
     """The workflow engine could not be reached; the run was marked failed, not left queued."""
 

@@ -30,7 +30,12 @@ from psycopg import errors as pg_errors
 
 from blueprint_engine import metrics
 from blueprint_engine.config import Settings
-from blueprint_engine.errors import AppError, DatabaseUnavailable, InvalidBlueprint
+from blueprint_engine.errors import (
+    AppError,
+    DatabaseUnavailable,
+    InvalidBlueprint,
+    StorageUnavailable,
+)
 from blueprint_engine.services import audio_store, workflow_service
 from blueprint_engine.store import account_data as store
 from blueprint_engine.store import accounts as accounts_store
@@ -289,6 +294,7 @@ async def erase(
     Raises:
         DatabaseUnavailable: 503, the database went away or kept rows locked too long;
             calling again finishes the erasure.
+        StorageUnavailable: 503, the audio store did not answer; calling again finishes it.
     """
     try:
         return await _erase(pool, dispatcher, settings, owner)
@@ -322,7 +328,13 @@ async def _erase(
             )
     for table, delete in _ERASED:
         deleted.update(await _drain(pool, owner, table, delete))
-    deleted["audio_files"] = await audio_store.forget_owner(settings, owner)
+    try:
+        deleted["audio_files"] = await audio_store.forget_owner(settings, owner)
+    except Exception as exc:  # the profile stays: a repeat finds the files again and ends it
+        log.warning("erasure of %s: kept audio not deleted: %s", owner, type(exc).__name__)
+        raise StorageUnavailable(
+            "the audio store did not answer; call again to finish the erasure"
+        ) from None
     async with pool.connection() as conn, conn.transaction():
         await retention_store.bound(conn, 60, lock_seconds=10)
         deleted["users"] += await store.forget_user(conn, owner)
