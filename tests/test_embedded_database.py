@@ -87,7 +87,7 @@ def _worker(data_dir: Path) -> subprocess.Popen[str]:
     seen = []
     for line in process.stdout:  # ends when the worker exits
         seen.append(line)
-        if "started" in line:
+        if line.startswith("worker ") and line.rstrip().endswith(" started"):
             return process
     raise AssertionError(f"wf worker exited: {''.join(seen)}")
 

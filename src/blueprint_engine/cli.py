@@ -347,15 +347,17 @@ async def _work(settings: Settings, drain: bool) -> None:
         acquire_timeout=settings.db_acquire_timeout_seconds,
     )
     runner = EmbeddedRunner(pool, settings)
-    console.print(f"worker {runner.worker_id} started")
     try:
         if drain:
+            console.print(f"worker {runner.worker_id} started")
             await runner.drain()
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # Said once a signal stops it cleanly: whoever waits for this line may then send one.
+        console.print(f"worker {runner.worker_id} started")
         await runner.start()
         scheduler = Scheduler(pool, EmbeddedDispatcher(), settings.scheduler_poll_seconds)
         if settings.run_scheduler:
