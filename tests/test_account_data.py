@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,11 @@ from blueprint_engine.config import Settings
 from blueprint_engine.store import account_data
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, Peer, as_user, wait_for_run
-from tests.test_channels import FakeOpenAI
+from tests.test_audio_kept import SERVICE_KEY, FakeStorage
+from tests.test_channels import FakeOpenAI, wav_bytes
 from tests.test_cli import wf
 from tests.test_ownership import ALICES_NUMBER, CAROL, Account, populate, waiting_workflow
-from tests.test_retention import _old_runs, _row
+from tests.test_retention import _old_runs, _row, prune
 
 
 def schedule_workflow() -> dict[str, Any]:
@@ -407,3 +409,79 @@ def test_wf_users_export_and_erase(users: Users, tmp_path: Path) -> None:
     assert counts(users.database_url, BOB) == bob_before
     bad = wf(settings, "users", "erase", "not-a-uuid", "--yes")
     assert bad.returncode == 2
+
+
+@pytest.fixture
+def storage() -> Iterator[FakeStorage]:
+    fake = FakeStorage()
+    yield fake
+    fake.server.shutdown()
+
+
+def test_audio_kept_in_supabase_storage_goes_with_its_owner_and_its_conversation(
+    database_url: str, peer: Peer, storage: FakeStorage, tmp_path: Path
+) -> None:
+    """With Supabase Storage, through real voice turns: erasing Alice removes every object
+    under her id and none of Bob's; a dry run counts the audio a pass would delete, and the
+    pass deletes it with Bob's closed conversation; an erasure that cannot reach the store is a
+    503 and a repeat finishes it."""
+    llm = FakeOpenAI(peer)
+    settings = make_settings(
+        database_url,
+        api_keys=["svc"],
+        openai_base_url=llm.url,
+        openai_api_key="sk-test",
+        llm_backoff_seconds=0,
+        supabase_url=storage.url,
+        supabase_service_role_key=SERVICE_KEY,
+        audio_dir=tmp_path,
+        run_pruner=False,
+    )
+    as_alice = {"X-API-Key": "svc", "X-User-Id": ALICE}
+    as_bob = {"X-API-Key": "svc", "X-User-Id": BOB}
+
+    def objects(owner: str) -> set[str]:
+        return {name for name in storage.objects if name.startswith(f"audio/{owner}/")}
+
+    def voice(client: TestClient, headers: dict[str, str]) -> None:
+        llm.transcripts.append("what can you do")
+        llm.say(None)
+        turn = client.post(
+            "/intent-parser",
+            data={"session_id": "kiosk", "reply_audio": "true"},
+            files={"audio_file": ("question.wav", wav_bytes(), "audio/wav")},
+            headers=headers,
+        )
+        assert turn.status_code == 200, turn.text
+
+    with TestClient(create_app(settings)) as client:
+        voice(client, as_alice)
+        voice(client, as_bob)
+        assert len(objects(ALICE)) == 2 and len(objects(BOB)) == 2  # note and spoken reply
+        bobs = objects(BOB)
+        erased = client.delete("/me/data", headers=as_alice)
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["deleted"]["audio_files"] == 2
+        assert objects(ALICE) == set() and objects(BOB) == bobs
+
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "update sessions set status = 'closed', closed_at = now() - interval '91 days'"
+                " where owner_id = %s",
+                (BOB,),
+            )
+        dry = prune(settings, datetime.now(UTC), dry_run=True)
+        assert dry.rows["audio_files"] == 2 and objects(BOB) == bobs
+        report = prune(settings, datetime.now(UTC))
+        assert report.rows["sessions"] == 1 and report.rows["audio_files"] == 2
+        assert objects(BOB) == set()
+
+        voice(client, as_bob)
+        storage.fail = True
+        refused = client.delete("/me/data", headers=as_bob)
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "storage_unavailable"
+        storage.fail = False
+        again = client.delete("/me/data", headers=as_bob)
+        assert again.status_code == 200 and again.json()["deleted"]["audio_files"] == 2
+        assert objects(BOB) == set()

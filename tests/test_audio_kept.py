@@ -27,8 +27,9 @@ SERVICE_KEY = "service-role-key-for-tests"
 
 
 class FakeStorage:
-    """Supabase Storage's object API on 127.0.0.1: upload (multipart) and signed URLs, for the
-    service role's key only. ``fail`` makes every request a 500."""
+    """Supabase Storage's object API on 127.0.0.1: upload (multipart), signed URLs, listing a
+    folder and removing objects, for the service role's key only. ``fail`` makes every request
+    a 500."""
 
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}
@@ -43,6 +44,15 @@ class FakeStorage:
                 if self.headers.get("authorization") != f"Bearer {SERVICE_KEY}":
                     return self._reply(403, {"statusCode": "403", "error": "x", "message": "no"})
                 path = self.path.split("?")[0]
+                if path.startswith("/storage/v1/object/list/"):
+                    bucket = path.removeprefix("/storage/v1/object/list/")
+                    query = json.loads(raw)
+                    folder = f"{bucket}/{query['prefix']}/"
+                    names = sorted(n.removeprefix(folder) for n in storage.objects
+                                   if n.startswith(folder))  # fmt: skip
+                    start = query.get("offset", 0)
+                    page = names[start : start + query.get("limit", 100)]
+                    return self._reply(200, [{"name": n, "id": n} for n in page])
                 if path.startswith("/storage/v1/object/sign/"):
                     name = path.removeprefix("/storage/v1/object/sign/")
                     if name not in storage.objects:
@@ -57,6 +67,19 @@ class FakeStorage:
                 [part] = [p for p in message.iter_parts() if p.get_filename()]
                 storage.objects[name] = (part.get_payload(decode=True), part.get_content_type())
                 return self._reply(200, {"Key": name, "Id": "1"})
+
+            def do_DELETE(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if storage.fail:
+                    return self._reply(500, {"statusCode": "500", "error": "x", "message": "down"})
+                if self.headers.get("authorization") != f"Bearer {SERVICE_KEY}":
+                    return self._reply(403, {"statusCode": "403", "error": "x", "message": "no"})
+                bucket = self.path.split("?")[0].removeprefix("/storage/v1/object/")
+                removed = []
+                for name in json.loads(raw)["prefixes"]:
+                    if storage.objects.pop(f"{bucket}/{name}", None) is not None:
+                        removed.append({"name": name})
+                return self._reply(200, removed)
 
             def _reply(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()

@@ -268,7 +268,10 @@ async def _batch(
         )
         due = [ident for ident, _ in scanned.due]
         if dry_run:
-            return scanned, await family.count(conn, due), False
+            counts = await family.count(conn, due)
+            if family is store.SESSIONS:  # what would go from the audio store too
+                counts["audio_files"] += len(await store.audio_keys(conn, due))
+            return scanned, counts, False
         audio: list[str] = []
         try:
             async with conn.transaction():  # a savepoint: giving up keeps the scan's cursor
