@@ -51,8 +51,9 @@ def _matching(value: SecretStr, pattern: str, what: str) -> SecretStr:
     return value
 
 
-class _HttpCredential(CredentialData):
-    """What every HTTP credential has: the hosts it may be sent to."""
+class HttpCredential(CredentialData):
+    """What every HTTP credential has: the hosts it may be sent to, and how it goes on a
+    request (:meth:`apply`)."""
 
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -73,8 +74,13 @@ class _HttpCredential(CredentialData):
                 return True
         return False
 
+    def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
+        """Put the credential on the request's ``headers`` or ``query`` (its secret shown as
+        ``[redacted]`` unless ``reveal``)."""
+        raise NotImplementedError
 
-class BearerCredential(_HttpCredential):
+
+class BearerCredential(HttpCredential):
     """``Authorization: Bearer <token>`` (RFC 6750; type ``http_bearer``)."""
 
     kind = "http_bearer"
@@ -94,7 +100,7 @@ class BearerCredential(_HttpCredential):
         )
 
 
-class BasicCredential(_HttpCredential):
+class BasicCredential(HttpCredential):
     """``Authorization: Basic base64(user:password)`` (RFC 7617; type ``http_basic``)."""
 
     kind = "http_basic"
@@ -117,7 +123,7 @@ class BasicCredential(_HttpCredential):
         headers["Authorization"] = "Basic " + (self._encoded() if reveal else _REDACTED)
 
 
-class HeaderCredential(_HttpCredential):
+class HeaderCredential(HttpCredential):
     """A secret in a header of your choice, e.g. ``X-API-Key`` (type ``http_header``)."""
 
     kind = "http_header"
@@ -139,7 +145,7 @@ class HeaderCredential(_HttpCredential):
         headers[self.header] = self.value.get_secret_value() if reveal else _REDACTED
 
 
-class QueryCredential(_HttpCredential):
+class QueryCredential(HttpCredential):
     """A secret query-string parameter, e.g. ``?api_key=…`` (type ``http_query``)."""
 
     kind = "http_query"
@@ -154,9 +160,6 @@ class QueryCredential(_HttpCredential):
     def apply(self, headers: dict[str, str], query: dict[str, Any], *, reveal: bool) -> None:
         """Set the query parameter."""
         query[self.parameter] = self.value.get_secret_value() if reveal else _REDACTED
-
-
-HttpCredential = BearerCredential | BasicCredential | HeaderCredential | QueryCredential
 
 
 class Request(TaskParams):
@@ -233,7 +236,7 @@ class HttpTool(BaseTool):
         credential = context.credential
         if (
             credential is not None
-            and isinstance(credential.data, _HttpCredential)
+            and isinstance(credential.data, HttpCredential)
             and not credential.data.permits(url.host or "")
         ):
             raise ToolError(
