@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from blueprint_engine.agents import llm
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import AppError, InvalidBlueprint, LLMBadOutput
-from blueprint_engine.integrations import BaseTool, ToolContext, public_tools
+from blueprint_engine.integrations import BaseTool, public_tools
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.layout import layered_layout
 from blueprint_engine.workflows.schema import Blueprint, template_sites, validate_blueprint
@@ -193,8 +193,8 @@ def _tool_catalog(registry: dict[str, BaseTool]) -> str:
             schema = task.params.model_json_schema()
             lines.append(f"- task `{name}`: {task.description}")
             lines.append(f"  params JSON schema: {json.dumps(schema, separators=(',', ':'))}")
-            if task.result:
-                lines.append(f"  output fields: {json.dumps(task.result)}")
+            fields = json.dumps(task.result_fields(), ensure_ascii=False)
+            lines.append(f"  output fields: {fields}")
     return "\n".join(lines)
 
 
@@ -406,11 +406,10 @@ class WorkflowArchitect:
         self, blueprint: dict[str, Any], connections: Sequence[tuple[str, str]]
     ) -> list[str]:
         warnings = []
-        probe = ToolContext(idempotency_key="draft", settings=self.settings)
         actions = [n for n in blueprint["nodes"] if n["type"] == "action"]
         used = sorted({n["service"] for n in actions if not n.get("credential")})
         for service in used:
-            if self.registry[service].is_sandboxed(probe):
+            if self.registry[service].sandboxed(self.settings):
                 warnings.append(
                     f"{service} has no credentials configured: its steps will run in "
                     "sandbox mode (recorded, not sent) unless they name a connection"

@@ -38,7 +38,7 @@ from pydantic import ValidationError
 
 from blueprint_engine import logs, metrics
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import BaseTool, ToolContext, ToolError
+from blueprint_engine.integrations import BaseTool, ToolContext, ToolError, ToolResources
 from blueprint_engine.integrations.credentials import (
     Credential,
     CredentialData,
@@ -245,6 +245,7 @@ class Engine:
             text or null), exposed to templates as ``owner.<field>``; a field that is null is
             undefined there, so a step that uses it fails with ``expression_error`` naming the
             field and ``PATCH /me`` (:class:`~blueprint_engine.workflows.expressions.OwnerProfile`).
+        tools: the process's database and HTTP client, lent to every tool call.
         sandbox: force every tool into sandbox mode.
         credentials: the run owner's credentials, for nodes that name one (None: such nodes
             get a bare reference, as in sandbox mode).
@@ -266,6 +267,7 @@ class Engine:
         run_id: UUID,
         workflow_id: UUID,
         owner: Mapping[str, Any] | None,
+        tools: ToolResources,
         sandbox: bool = False,
         credentials: CredentialSource | None = None,
     ) -> None:
@@ -275,6 +277,7 @@ class Engine:
         self.run_id = run_id
         self.run_info = {"id": str(run_id), "workflow_id": str(workflow_id)}
         self.owner = expressions.owner_profile(owner)
+        self.tools = tools
         self.sandbox = sandbox
         self.credentials = credentials
 
@@ -516,6 +519,7 @@ class Engine:
         context = ToolContext(
             idempotency_key=f"{self.run_id}:{node.id}",
             settings=self.settings,
+            resources=self.tools,
             sandbox=self.sandbox,
             credential=credential,
         )
