@@ -15,9 +15,9 @@ from blueprint_engine.services import credential_service, paging, workflow_servi
 from blueprint_engine.store import runs as store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
-from blueprint_engine.workflows.engine import continued_output
 from blueprint_engine.workflows.runners import Dispatcher, QueuedRun
 from blueprint_engine.workflows.schema import validate_blueprint_async
+from blueprint_engine.workflows.steps import continued_output
 
 #: Origins of the workflows the system saves for its own blueprints (session timers, channel
 #: commands). They may use the internal tools on ids taken from their trigger data (a session
