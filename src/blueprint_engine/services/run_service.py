@@ -11,7 +11,7 @@ import psycopg
 from blueprint_engine import metrics
 from blueprint_engine.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from blueprint_engine.integrations import TOOL_REGISTRY
-from blueprint_engine.services import credential_service, paging, workflow_service
+from blueprint_engine.services import call_graph, credential_service, paging, workflow_service
 from blueprint_engine.store import runs as store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
@@ -88,6 +88,7 @@ async def start(
     async with pool.connection() as conn, conn.transaction() as tx:
         if parsed is not None:
             await credential_service.check_references(conn, parsed, owner, registry)
+            await call_graph.check_calls(conn, parsed, owner)
             row = await workflow_service.store_once_in(conn, parsed, owner=owner, origin=origin)
             workflow_id, version = row["id"], 1
         else:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from blueprint_engine.errors import Conflict, NotFound
-from blueprint_engine.services import credential_service, paging
+from blueprint_engine.services import call_graph, credential_service, paging
 from blueprint_engine.store import schedules as schedules_store
 from blueprint_engine.store import workflows as store
 from blueprint_engine.store.db import Conn, Pool
@@ -102,6 +102,7 @@ async def create(
     blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
         await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner)
         row = await create_in(
             conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
@@ -135,6 +136,7 @@ async def update(
         refuse_archived(current)
         if check_credentials:
             await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner, workflow_id)
         row = await store.add_version(
             conn,
             workflow_id,
@@ -198,6 +200,7 @@ async def activate(
     trigger = blueprint.trigger
     async with pool.connection() as conn, conn.transaction():
         await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner, workflow_id)
         await store.set_active_version(conn, workflow_id, current["version"], owner)
         if isinstance(trigger, ScheduleTrigger) and trigger.cron:
             first = next_fire_time(trigger.cron, trigger.timezone, datetime.now(UTC))

@@ -211,6 +211,10 @@ class NodeKind(Model):
         """The labels its outgoing edges may carry (None: unlabelled)."""
         return frozenset({None})
 
+    def calls(self) -> list[tuple[UUID, int | None]]:
+        """The saved workflows (and pinned versions) it runs as child runs."""
+        return []
+
     def is_live(self, edge: Edge, result: NodeResult) -> bool:
         """Whether ``edge`` leaving this node is taken after it ended with ``result``."""
         return True

@@ -108,6 +108,12 @@ class ForeachNode(NodeKind):
         for path, text in expressions.template_strings(self.items):
             yield TemplateSite(self.id, [*loc, "items", *path], text)
 
+    def calls(self) -> list[tuple[UUID, int | None]]:
+        """Its saved workflow, or what its body's nodes run."""
+        if self.workflow is not None:
+            return [(self.workflow.workflow_id, self.workflow.version)]
+        return [call for node in self.body.nodes for call in node.calls()] if self.body else []
+
     def check(self, checker: Checker, loc: Loc) -> None:
         """Exactly one of ``body`` and ``workflow``; ``items`` a template or a list; the body
         checked as a graph of its own."""

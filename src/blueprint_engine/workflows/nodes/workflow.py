@@ -58,9 +58,9 @@ class WorkflowNode(NodeKind):
         for path, text in expressions.template_strings(self.input):
             yield TemplateSite(self.id, [*loc, "input", *path], text)
 
-    def child_workflow(self) -> tuple[UUID, int | None]:
-        """The workflow (and pinned version) this node runs: what cycle checks follow."""
-        return self.workflow_id, self.version
+    def calls(self) -> list[tuple[UUID, int | None]]:
+        """The workflow (and pinned version) it runs."""
+        return [(self.workflow_id, self.version)]
 
     async def run(self, ctx: NodeRun) -> NodeResult:
         """Start the child (once) and wait for its end through the port."""
