@@ -422,8 +422,24 @@ class InngestServer:
             self._push(
                 f"pause:{step_id}", _Job(due, 0, "wait", step_id, name, mode=mode, value=event)
             )
+        elif op["op"] == "InvokeFunction":  # a child run of the same app, played to its end
+            self._invoke(op, on_wait)
+            self._ended(step_id, mode)
         else:
             raise AssertionError(f"opcode this server does not play: {op}")
+
+    def _invoke(self, op: dict[str, Any], on_wait: Any) -> None:
+        """Run the invoked function with ``inngest/function.invoked`` (its payload's data) on
+        a server of its own; memoize its output, or its failure as the invoke's error."""
+        payload = op["opts"]["payload"]
+        event = {"name": "inngest/function.invoked", "data": payload["data"], "id": op["id"]}
+        child = InngestServer(self.client, event, self.max_attempts)
+        output = child.drive(on_wait=on_wait)
+        self.trace.extend(f"  child: {line}" for line in child.trace)
+        if child.failure is None:
+            self.memo(op, {"data": output})
+        else:
+            self.memo(op, {"error": {"name": "Error", "message": str(child.failure)}})
 
     def trace_text(self) -> str:
         return "\n".join(self.trace)

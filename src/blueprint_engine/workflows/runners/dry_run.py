@@ -16,14 +16,9 @@ from typing import Any
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool
-from blueprint_engine.workflows.engine import (
-    Engine,
-    Retry,
-    StepError,
-    StepFailed,
-    StepFn,
-)
+from blueprint_engine.workflows.engine import Engine
 from blueprint_engine.workflows.schema import Blueprint
+from blueprint_engine.workflows.steps import ChildRun, Retry, StepError, StepFailed, StepFn
 
 
 class DryRunPort:
@@ -73,6 +68,20 @@ class DryRunPort:
             "output": {"event": received, "timed_out": received is None, "short_circuited": True},
         }
         return received
+
+    async def run_child(self, step_id: str, child: ChildRun) -> Any:
+        """Not started: a dry run leaves nothing behind; recorded with what it would start."""
+        output = {"sandbox": True, "short_circuited": True}
+        self.nodes[step_id] = {
+            "status": "succeeded",
+            "input": {
+                "workflow_id": str(child.workflow_id),
+                "version": child.version,
+                "input": child.input,
+            },
+            "output": output,
+        }
+        return output
 
     async def skip(self, node_ids: list[str]) -> None:
         """Record skipped nodes."""
