@@ -14,6 +14,7 @@ from blueprint_engine.integrations.base import (
 )
 from blueprint_engine.integrations.channel_tool import ChannelTool
 from blueprint_engine.integrations.credentials import CredentialData
+from blueprint_engine.integrations.email_tool import EmailTool
 from blueprint_engine.integrations.http_tool import HttpTool
 from blueprint_engine.integrations.llm_tool import LLMTool
 from blueprint_engine.integrations.razorpay_tool import RazorpayTool
@@ -31,6 +32,7 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
         LLMTool(),
         SessionsTool(),
         ChannelTool(),
+        EmailTool(),
     )
 }
 
