@@ -182,6 +182,7 @@ def test_catalog_schema_and_health(client: TestClient) -> None:
         "transform",
         "llm",
         "email",
+        "slack",
     }
     assert tools["whatsapp"]["sandbox"] is True, "no Twilio credentials in tests"
     assert {t["name"] for t in tools["razorpay"]["tasks"]} == {

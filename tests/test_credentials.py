@@ -408,6 +408,7 @@ def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> 
         "http_query",
         "openai",
         "smtp",
+        "slack",
     }
     assert types["http_bearer"]["schema"]["properties"]["token"]["writeOnly"] is True
 

@@ -332,6 +332,11 @@ class Settings(BaseSettings):
     smtp_timeout_seconds: float = Field(
         default=30, gt=0, description="Limit for a whole send: connection, TLS, login, message."
     )
+    # The slack tool's bot token when a node names no slack connection
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="The Web API's base URL."
+    )
     http_timeout_seconds: float = 30.0
     http_allow_hosts: list[str] = Field(
         default_factory=list,

@@ -19,6 +19,7 @@ from blueprint_engine.integrations.http_tool import HttpTool
 from blueprint_engine.integrations.llm_tool import LLMTool
 from blueprint_engine.integrations.razorpay_tool import RazorpayTool
 from blueprint_engine.integrations.sessions_tool import SessionsTool
+from blueprint_engine.integrations.slack_tool import SlackTool
 from blueprint_engine.integrations.transform import TransformTool
 from blueprint_engine.integrations.whatsapp import WhatsAppTool
 
@@ -33,6 +34,7 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
         SessionsTool(),
         ChannelTool(),
         EmailTool(),
+        SlackTool(),
     )
 }
 
