@@ -183,6 +183,7 @@ def test_catalog_schema_and_health(client: TestClient) -> None:
         "llm",
         "email",
         "slack",
+        "instagram",
     }
     assert tools["whatsapp"]["sandbox"] is True, "no Twilio credentials in tests"
     assert {t["name"] for t in tools["razorpay"]["tasks"]} == {

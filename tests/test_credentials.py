@@ -409,6 +409,7 @@ def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> 
         "openai",
         "smtp",
         "slack",
+        "instagram",
     }
     assert types["http_bearer"]["schema"]["properties"]["token"]["writeOnly"] is True
 

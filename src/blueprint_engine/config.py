@@ -337,6 +337,14 @@ class Settings(BaseSettings):
     slack_api_url: str = Field(
         default="https://slack.com/api/", description="The Web API's base URL."
     )
+    # The instagram tool's account when a node names no instagram connection
+    instagram_access_token: SecretStr | None = None
+    instagram_user_id: str | None = Field(default=None, pattern=r"^\d{1,25}$")
+    instagram_graph_url: str = Field(
+        default="https://graph.facebook.com/v25.0",
+        description="The Graph API's base URL with its version (graph.facebook.com for "
+        "accounts with Facebook Login, graph.instagram.com for Instagram Login).",
+    )
     http_timeout_seconds: float = 30.0
     http_allow_hosts: list[str] = Field(
         default_factory=list,

@@ -16,6 +16,7 @@ from blueprint_engine.integrations.channel_tool import ChannelTool
 from blueprint_engine.integrations.credentials import CredentialData
 from blueprint_engine.integrations.email_tool import EmailTool
 from blueprint_engine.integrations.http_tool import HttpTool
+from blueprint_engine.integrations.instagram_tool import InstagramTool
 from blueprint_engine.integrations.llm_tool import LLMTool
 from blueprint_engine.integrations.razorpay_tool import RazorpayTool
 from blueprint_engine.integrations.sessions_tool import SessionsTool
@@ -35,6 +36,7 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
         ChannelTool(),
         EmailTool(),
         SlackTool(),
+        InstagramTool(),
     )
 }
 
