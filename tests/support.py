@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import heapq
@@ -19,6 +20,11 @@ from typing import Any
 
 import jwt
 from fastapi.testclient import TestClient
+
+from blueprint_engine.config import Settings
+from blueprint_engine.integrations.base import BaseTool, TaskParams, ToolContext
+from blueprint_engine.integrations.credentials import Credential
+from blueprint_engine.integrations.resources import ToolResources
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -422,8 +428,24 @@ class InngestServer:
             self._push(
                 f"pause:{step_id}", _Job(due, 0, "wait", step_id, name, mode=mode, value=event)
             )
+        elif op["op"] == "InvokeFunction":  # a child run of the same app, played to its end
+            self._invoke(op, on_wait)
+            self._ended(step_id, mode)
         else:
             raise AssertionError(f"opcode this server does not play: {op}")
+
+    def _invoke(self, op: dict[str, Any], on_wait: Any) -> None:
+        """Run the invoked function with ``inngest/function.invoked`` (its payload's data) on
+        a server of its own; memoize its output, or its failure as the invoke's error."""
+        payload = op["opts"]["payload"]
+        event = {"name": "inngest/function.invoked", "data": payload["data"], "id": op["id"]}
+        child = InngestServer(self.client, event, self.max_attempts)
+        output = child.drive(on_wait=on_wait)
+        self.trace.extend(f"  child: {line}" for line in child.trace)
+        if child.failure is None:
+            self.memo(op, {"data": output})
+        else:
+            self.memo(op, {"error": {"name": "Error", "message": str(child.failure)}})
 
     def trace_text(self) -> str:
         return "\n".join(self.trace)
@@ -536,3 +558,29 @@ REMINDER_INTENT: dict[str, Any] = {
     ],
     "edges": [{"source": "asked", "target": "remind"}],
 }
+
+
+def _no_database() -> Any:
+    raise AssertionError("a task called outside a run has no database")
+
+
+def call_task(
+    tool: BaseTool,
+    name: str,
+    params: TaskParams,
+    settings: Settings,
+    *,
+    key: str = "run:node",
+    credential: Credential | None = None,
+) -> dict[str, Any]:
+    """Call a tool's task as a step would (``tool.execute``), outside a run: with its own
+    :class:`ToolResources` (the guarded HTTP client, no database), closed afterwards."""
+
+    async def call() -> dict[str, Any]:
+        async with ToolResources(settings, _no_database) as tools:
+            context = ToolContext(
+                idempotency_key=key, settings=settings, resources=tools, credential=credential
+            )
+            return await tool.execute(name, params, context)
+
+    return asyncio.run(call())

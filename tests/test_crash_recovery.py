@@ -154,3 +154,86 @@ def test_interrupted_last_attempt_is_not_run_again(
     assert status == "failed"
     assert error["node_id"] == "slow" and error["code"] == "attempt_lost", error
     assert dict(peer.hits) == {"/a": 1, "/b": 1, "/slow": 1}
+
+
+def test_sigkilled_mid_loop_reruns_no_finished_item(
+    settings: Settings, peer: Peer, tmp_path: Path
+) -> None:
+    """A foreach over six items, SIGKILLed while item 3's request is in flight: another
+    process finishes the loop; items 0-2 (recorded under ``each.<i>.call``) are not sent
+    again, only the one in flight is, and the results keep the input order."""
+    release = threading.Event()
+
+    def slow(_: Any) -> tuple[int, Any]:
+        release.wait(timeout=30)
+        return 200, {"slow": True}
+
+    peer.handlers["/i3"] = slow
+    items = [f"i{n}" for n in range(6)]
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "each",
+                "type": "foreach",
+                "items": items,
+                "body": {
+                    "nodes": [
+                        {
+                            "id": "call",
+                            "type": "action",
+                            "service": "http",
+                            "task": "request",
+                            "params": {"url": f"{peer.url}/{{{{ item }}}}"},
+                        },
+                        {"id": "out", "type": "end", "output": "{{ item }}"},
+                    ],
+                    "edges": [{"source": "call", "target": "out"}],
+                },
+            },
+            {"id": "done", "type": "end", "output": "{{ steps.each.output.results }}"},
+        ],
+        "edges": [{"source": "start", "target": "each"}, {"source": "each", "target": "done"}],
+    }
+    path = tmp_path / "loop.json"
+    path.write_text(json.dumps(blueprint))
+    env = _env(settings)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "blueprint_engine.cli", "run", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: peer.hits["/i3"] == 1, 30, "the first process to reach item 3")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    release.set()
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        done = conn.execute(
+            "select step_id from step_checkpoints where step_id like 'each.%%.call'"
+            " order by step_id"
+        ).fetchall()
+        assert [d[0] for d in done] == ["each.0.call", "each.1.call", "each.2.call"]
+        _wait(
+            lambda: bool(
+                (
+                    row := conn.execute(
+                        "select lease_expires_at < now() from workflow_runs"
+                    ).fetchone()
+                )
+                and row[0]
+            ),
+            10,
+            "the dead worker's lease to expire",
+        )
+
+    _drain(env)
+
+    with psycopg.connect(settings.database_url) as conn:
+        status, output = conn.execute("select status, output from workflow_runs").fetchone()  # type: ignore[misc]
+    assert status == "succeeded"
+    assert output == items
+    assert dict(peer.hits) == {"/i0": 1, "/i1": 1, "/i2": 1, "/i3": 2, "/i4": 1, "/i5": 1}

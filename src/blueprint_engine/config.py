@@ -215,6 +215,19 @@ class Settings(BaseSettings):
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=30.0, ge=0)
     retry_jitter_seconds: float = Field(default=0.5, ge=0)
+    foreach_max_items: int = Field(
+        default=1000, ge=1, le=100_000, description="Most items one foreach node may loop over."
+    )
+    foreach_max_concurrency: int = Field(
+        default=10, ge=1, le=100, description="Most items of one foreach running at once."
+    )
+    subworkflow_max_depth: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="Most workflow nodes nested in a chain of child runs (a run and its "
+        "children, grandchildren…); deeper fails with workflow_depth_exceeded.",
+    )
 
     # LLM (WorkflowArchitect): any OpenAI-compatible server
     openai_api_key: SecretStr | None = None

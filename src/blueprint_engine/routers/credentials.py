@@ -11,7 +11,7 @@ from blueprint_engine.http import Authenticated, CallerDep, CheckedRoute, PoolDe
 from blueprint_engine.integrations import CREDENTIAL_TYPES, TOOL_REGISTRY
 from blueprint_engine.routers.schemas import CredentialOut, CredentialTypeOut
 from blueprint_engine.services import credential_service
-from blueprint_engine.workflows.schema import CREDENTIAL_NAME
+from blueprint_engine.workflows.nodes.action import CREDENTIAL_NAME
 
 router = APIRouter(route_class=CheckedRoute, tags=["credentials"])
 

@@ -45,7 +45,7 @@ from blueprint_engine.store import retention as retention_store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Conn, Pool
 from blueprint_engine.workflows.runners import Dispatcher
-from blueprint_engine.workflows.schema import TriggerNode, validate_blueprint_async
+from blueprint_engine.workflows.schema import validate_blueprint_async
 
 log = logging.getLogger(__name__)
 
@@ -254,14 +254,14 @@ async def _recreate(
         origin=workflow.get("origin", "api"),
     )
     for blueprint in later:
-        trigger = next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
+        trigger = blueprint.trigger
         await workflows_store.add_version(
             conn,
             row["id"],
             owner=owner,
             blueprint=workflow_service.stored_form(blueprint),
             trigger_kind=trigger.trigger,
-            trigger_event=trigger.event,
+            trigger_event=trigger.event_name(),
             name=None,
             description=None,
         )

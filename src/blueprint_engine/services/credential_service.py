@@ -27,7 +27,8 @@ from blueprint_engine.integrations.credentials import CredentialData
 from blueprint_engine.store import credentials as store
 from blueprint_engine.store.db import Conn, Pool
 from blueprint_engine.store.vault import NEW_KEY_HINT, Unreadable, Vault
-from blueprint_engine.workflows.schema import ActionNode, Blueprint
+from blueprint_engine.workflows.nodes import ActionNode
+from blueprint_engine.workflows.schema import Blueprint
 
 CredentialDataT = TypeVar("CredentialDataT", bound=CredentialData)
 

@@ -46,7 +46,8 @@ from blueprint_engine.integrations import (
 from blueprint_engine.services.i18n import Phrase
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
-from blueprint_engine.workflows.schema import Blueprint, TriggerNode
+from blueprint_engine.workflows.nodes import IntentTrigger
+from blueprint_engine.workflows.schema import Blueprint
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,10 @@ async def catalog(pool: Pool, owner: UUID) -> dict[str, Intent]:
         rows = await workflows_store.active_with_intent_triggers(conn, owner)
     for row in rows:
         blueprint = Blueprint.model_validate(row["blueprint"])
-        trigger = next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
-        if not trigger.intent or trigger.intent in intents:
+        trigger = blueprint.trigger
+        if not isinstance(trigger, IntentTrigger) or not trigger.intent:
+            continue
+        if trigger.intent in intents:
             continue
         slots = tuple(
             Slot(s.name, s.type, s.required, s.question, s.description) for s in trigger.slots

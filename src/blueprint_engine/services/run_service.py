@@ -11,13 +11,13 @@ import psycopg
 from blueprint_engine import metrics
 from blueprint_engine.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from blueprint_engine.integrations import TOOL_REGISTRY
-from blueprint_engine.services import credential_service, paging, workflow_service
+from blueprint_engine.services import call_graph, credential_service, paging, workflow_service
 from blueprint_engine.store import runs as store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
-from blueprint_engine.workflows.engine import continued_output
 from blueprint_engine.workflows.runners import Dispatcher, QueuedRun
 from blueprint_engine.workflows.schema import validate_blueprint_async
+from blueprint_engine.workflows.steps import continued_output
 
 #: Origins of the workflows the system saves for its own blueprints (session timers, channel
 #: commands). They may use the internal tools on ids taken from their trigger data (a session
@@ -88,6 +88,7 @@ async def start(
     async with pool.connection() as conn, conn.transaction() as tx:
         if parsed is not None:
             await credential_service.check_references(conn, parsed, owner, registry)
+            await call_graph.check_calls(conn, parsed, owner)
             row = await workflow_service.store_once_in(conn, parsed, owner=owner, origin=origin)
             workflow_id, version = row["id"], 1
         else:

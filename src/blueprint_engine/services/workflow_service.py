@@ -9,12 +9,13 @@ from typing import Any, Literal
 from uuid import UUID
 
 from blueprint_engine.errors import Conflict, NotFound
-from blueprint_engine.services import credential_service, paging
+from blueprint_engine.services import call_graph, credential_service, paging
 from blueprint_engine.store import schedules as schedules_store
 from blueprint_engine.store import workflows as store
 from blueprint_engine.store.db import Conn, Pool
+from blueprint_engine.workflows.nodes import ScheduleTrigger
 from blueprint_engine.workflows.schedule import next_fire_time
-from blueprint_engine.workflows.schema import Blueprint, TriggerNode, validate_blueprint_async
+from blueprint_engine.workflows.schema import Blueprint, validate_blueprint_async
 
 
 def stored_form(blueprint: Blueprint) -> dict[str, Any]:
@@ -30,10 +31,6 @@ def refuse_archived(workflow: Any) -> None:
         raise Conflict(f"workflow {workflow['id']} is archived", code="workflow_archived")
 
 
-def _trigger(blueprint: Blueprint) -> TriggerNode:
-    return next(n for n in blueprint.nodes if isinstance(n, TriggerNode))
-
-
 async def create_in(
     conn: Conn,
     blueprint: Blueprint,
@@ -45,7 +42,7 @@ async def create_in(
 ) -> dict[str, Any]:
     """Insert the owner's workflow + version 1 for an already validated blueprint (inside a
     transaction)."""
-    trigger = _trigger(blueprint)
+    trigger = blueprint.trigger
     row = await store.create(
         conn,
         owner=owner,
@@ -54,7 +51,7 @@ async def create_in(
         origin=origin,
         blueprint=stored_form(blueprint),
         trigger_kind=trigger.trigger,
-        trigger_event=trigger.event,
+        trigger_event=trigger.event_name(),
     )
     return dict(row)
 
@@ -76,7 +73,7 @@ async def store_once_in(
     Raises:
         Conflict: 409 ``workflow_archived``: the stored copy kept being archived meanwhile.
     """
-    trigger = _trigger(blueprint)
+    trigger = blueprint.trigger
     stored = stored_form(blueprint)
     row = await store.create_once(
         conn,
@@ -87,7 +84,7 @@ async def store_once_in(
         blueprint=stored,
         content_sha256=content_sha256(stored),
         trigger_kind=trigger.trigger,
-        trigger_event=trigger.event,
+        trigger_event=trigger.event_name(),
     )
     if row is None:
         raise Conflict("the stored blueprint was archived meanwhile", code="workflow_archived")
@@ -105,6 +102,7 @@ async def create(
     blueprint = await validate_blueprint_async(data)
     async with pool.connection() as conn, conn.transaction():
         await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner)
         row = await create_in(
             conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
@@ -130,7 +128,7 @@ async def update(
             a type the tool does not take). NotFound: 404. Conflict: 409 ``workflow_archived``.
     """
     blueprint = await validate_blueprint_async(data)
-    trigger = _trigger(blueprint)
+    trigger = blueprint.trigger
     async with pool.connection() as conn, conn.transaction():
         current = await store.get(conn, workflow_id, owner)
         if current is None:
@@ -138,13 +136,14 @@ async def update(
         refuse_archived(current)
         if check_credentials:
             await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner, workflow_id)
         row = await store.add_version(
             conn,
             workflow_id,
             owner=owner,
             blueprint=stored_form(blueprint),
             trigger_kind=trigger.trigger,
-            trigger_event=trigger.event,
+            trigger_event=trigger.event_name(),
             name=name,
             description=description,
         )
@@ -198,11 +197,12 @@ async def activate(
     current = await get(pool, workflow_id, version, owner=owner)
     refuse_archived(current)
     blueprint = Blueprint.model_validate(current["blueprint"])
-    trigger = _trigger(blueprint)
+    trigger = blueprint.trigger
     async with pool.connection() as conn, conn.transaction():
         await credential_service.check_references(conn, blueprint, owner)
+        await call_graph.check_calls(conn, blueprint, owner, workflow_id)
         await store.set_active_version(conn, workflow_id, current["version"], owner)
-        if trigger.trigger == "schedule" and trigger.cron:
+        if isinstance(trigger, ScheduleTrigger) and trigger.cron:
             first = next_fire_time(trigger.cron, trigger.timezone, datetime.now(UTC))
             await schedules_store.upsert(
                 conn, workflow_id, current["version"], trigger.cron, trigger.timezone, first

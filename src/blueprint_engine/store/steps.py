@@ -359,7 +359,8 @@ async def _check_fence(conn: Conn, run_id: UUID, lease: Lease | None) -> None:
 async def record_skipped(
     conn: Conn, run_id: UUID, lease: Lease | None, node_ids: list[str], at: datetime
 ) -> None:
-    """Checkpoint and log nodes that will not run (branch not taken), once each. Nodes all
+    """Checkpoint and log nodes (by step id) that will not run (branch not taken), once each;
+    a loop body's step ``each.3.send`` is logged as node ``send``. Nodes all
     recorded already (a replay) make it a no-op, whatever the run's state.
 
     Raises:
@@ -370,12 +371,13 @@ async def record_skipped(
         + """,
         ck as (
             insert into step_checkpoints (run_id, step_id, node_id, status)
-            select fence.id, n, n, 'skipped' from fence, unnest(%(nodes)s::text[]) as n
+            select fence.id, n, regexp_replace(n, '^.*[.]', ''), 'skipped'
+              from fence, unnest(%(nodes)s::text[]) as n
             on conflict do nothing
-            returning run_id, node_id)
+            returning run_id, step_id, node_id)
         insert into workflow_logs (run_id, owner_id, node_id, step_id, status, attempt,
                                    started_at, finished_at, duration_ms)
-        select ck.run_id, fence.owner_id, ck.node_id, ck.node_id, 'skipped', 0, %(at)s, %(at)s, 0
+        select ck.run_id, fence.owner_id, ck.node_id, ck.step_id, 'skipped', 0, %(at)s, %(at)s, 0
           from ck, fence
         returning 1""",
         {**_lease(run_id, lease), "nodes": node_ids, "at": at},
@@ -417,7 +419,7 @@ async def open_wait(
     waiting: dict[str, Any] = {"seconds": seconds}
     if kind == "event":
         waiting.update(event_name=event_name, match=match)
-    log = LogRow(step_id, step_id, "waiting", 1, now, now, input=waiting)
+    log = LogRow(step_id.rpartition(".")[2], step_id, "waiting", 1, now, now, input=waiting)
     async with conn.transaction():
         await log_attempt(conn, run_id, lease, log)
         cur = await conn.execute(

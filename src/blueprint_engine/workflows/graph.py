@@ -1,34 +1,49 @@
-"""Graph view of a blueprint: adjacency, reachability, cycle detection."""
+"""Graph view of a blueprint (or of a loop's body): adjacency, reachability, cycle detection."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from blueprint_engine.workflows.schema import Blueprint, Edge
+    from blueprint_engine.workflows.nodes import Edge, Node
+
+
+class Nodes(Protocol):
+    """A blueprint or a loop body: nodes and the edges between them."""
+
+    @property
+    def nodes(self) -> Sequence[Node]:
+        """Its nodes, in order."""
+        ...
+
+    @property
+    def edges(self) -> Sequence[Edge]:
+        """Its edges, in order."""
+        ...
 
 
 class Graph:
-    """Adjacency of a blueprint whose node ids are unique and whose edges name real nodes.
+    """Adjacency of a blueprint (or body) whose node ids are unique and whose edges name real
+    nodes.
 
     Attributes:
         nodes: node id -> node, in blueprint order.
         incoming / outgoing: node id -> edges, in blueprint order.
-        trigger: the (single) trigger node.
+        entries: the nodes without incoming edges, where a walk starts (a valid blueprint's
+            is its trigger).
     """
 
-    def __init__(self, blueprint: Blueprint) -> None:
-        self.nodes: dict[str, Any] = {node.id: node for node in blueprint.nodes}
+    def __init__(self, blueprint: Nodes) -> None:
+        self.nodes: dict[str, Node] = {node.id: node for node in blueprint.nodes}
         self.order = {node_id: i for i, node_id in enumerate(self.nodes)}
         self.incoming: dict[str, list[Edge]] = {node_id: [] for node_id in self.nodes}
         self.outgoing: dict[str, list[Edge]] = {node_id: [] for node_id in self.nodes}
         for edge in blueprint.edges:
             self.outgoing[edge.source].append(edge)
             self.incoming[edge.target].append(edge)
-        triggers = [n for n in blueprint.nodes if n.type == "trigger"]
-        self.trigger = triggers[0]
+        self.entries = [node_id for node_id in self.nodes if not self.incoming[node_id]]
         self.ancestors = cache(self._ancestors)
 
     def descendants(self, node_id: str) -> set[str]:

@@ -16,14 +16,16 @@ from typing import Any
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
-from blueprint_engine.workflows.engine import (
-    Engine,
+from blueprint_engine.workflows.engine import Engine
+from blueprint_engine.workflows.schema import Blueprint
+from blueprint_engine.workflows.steps import (
+    ChildRun,
     Retry,
     StepError,
     StepFailed,
     StepFn,
+    node_of,
 )
-from blueprint_engine.workflows.schema import Blueprint
 
 
 class DryRunPort:
@@ -74,6 +76,20 @@ class DryRunPort:
         }
         return received
 
+    async def run_child(self, step_id: str, child: ChildRun) -> Any:
+        """Not started: a dry run leaves nothing behind; recorded with what it would start."""
+        output = {"sandbox": True, "short_circuited": True}
+        self.nodes[step_id] = {
+            "status": "succeeded",
+            "input": {
+                "workflow_id": str(child.workflow_id),
+                "version": child.version,
+                "input": child.input,
+            },
+            "output": output,
+        }
+        return output
+
     async def skip(self, node_ids: list[str]) -> None:
         """Record skipped nodes."""
         for node_id in node_ids:
@@ -100,7 +116,9 @@ async def dry_run(
 
     Returns:
         ``{"status", "output", "error", "sandbox": True, "nodes": [{"id", "type", "name",
-        "status", "input"?, "output"?, "error"?}]}`` in blueprint order.
+        "status", "input"?, "output"?, "error"?}], "steps": [...]}``: ``nodes`` in blueprint
+        order; ``steps`` the steps of loop bodies (``{"step_id": "each.0.send", "node_id":
+        "send", "status", ...}``) in the order they ran.
     """
     port = DryRunPort(events or {})
     engine = Engine(
@@ -118,10 +136,16 @@ async def dry_run(
         {"id": n.id, "type": n.type, "name": n.name, **port.nodes.get(n.id, {"status": "pending"})}
         for n in blueprint.nodes
     ]
+    steps = [
+        {"step_id": step_id, "node_id": node_of(step_id), **result}
+        for step_id, result in port.nodes.items()
+        if step_id != node_of(step_id)
+    ]
     return {
         "status": outcome.status,
         "output": outcome.output,
         "error": outcome.error,
         "sandbox": True,
         "nodes": nodes,
+        "steps": steps,
     }

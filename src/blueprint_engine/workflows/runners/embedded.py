@@ -49,25 +49,29 @@ from blueprint_engine import logs
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import InvalidBlueprint
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
+from blueprint_engine.store import children
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store import workflows as workflows_store
+from blueprint_engine.store.children import ChildRefused
 from blueprint_engine.store.db import Pool
 from blueprint_engine.store.steps import Lease, LeaseLost, LogRow
 from blueprint_engine.store.vault import Vault
-from blueprint_engine.workflows.engine import (
-    Engine,
+from blueprint_engine.workflows.engine import Engine, RunOutcome
+from blueprint_engine.workflows.runners.credentials import StoredCredentials
+from blueprint_engine.workflows.runners.writer import StepWriter
+from blueprint_engine.workflows.schema import Blueprint, validate_blueprint_async
+from blueprint_engine.workflows.steps import (
+    ChildRun,
     Retry,
-    RunOutcome,
     StepError,
     StepFailed,
     StepFn,
     StepOutcome,
     Suspended,
+    child_error,
+    node_of,
 )
-from blueprint_engine.workflows.runners.credentials import StoredCredentials
-from blueprint_engine.workflows.runners.writer import StepWriter
-from blueprint_engine.workflows.schema import Blueprint, validate_blueprint_async
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +248,7 @@ class EmbeddedPort:
             error = {**exc.to_error(), "attempts": attempt_no}
             self._hold(
                 LogRow(
-                    step_id,
+                    node_of(step_id),
                     step_id,
                     "failed",
                     attempt_no,
@@ -258,7 +262,7 @@ class EmbeddedPort:
             )
             raise StepFailed(error) from None
         row = LogRow(
-            step_id,
+            node_of(step_id),
             step_id,
             "succeeded",
             current.number,
@@ -285,7 +289,7 @@ class EmbeddedPort:
         }
         now = _now()
         self._hold(
-            LogRow(step_id, step_id, "failed", started, now, now, error=error),
+            LogRow(node_of(step_id), step_id, "failed", started, now, now, error=error),
             attempt=started,
             error=error,
         )
@@ -295,7 +299,7 @@ class EmbeddedPort:
         self, step_id: str, attempt: int, started: datetime, exc: StepError
     ) -> None:
         row = LogRow(
-            step_id,
+            node_of(step_id),
             step_id,
             "retrying",
             attempt,
@@ -323,7 +327,13 @@ class EmbeddedPort:
         began = wait.wake_at - timedelta(seconds=seconds)
         self._hold(
             LogRow(
-                step_id, step_id, "succeeded", 1, began, _now(), output={"slept_seconds": seconds}
+                node_of(step_id),
+                step_id,
+                "succeeded",
+                1,
+                began,
+                _now(),
+                output={"slept_seconds": seconds},
             )
         )
 
@@ -355,10 +365,93 @@ class EmbeddedPort:
             raise Suspended(wait.wake_at)
         output = {"event": received, "timed_out": received is None}
         self._hold(
-            LogRow(step_id, step_id, "succeeded", 1, wait.created_at, _now(), output=output),
+            LogRow(
+                node_of(step_id), step_id, "succeeded", 1, wait.created_at, _now(), output=output
+            ),
             timed_out=received is None,
         )
         return received
+
+    async def run_child(self, step_id: str, child: ChildRun) -> Any:
+        """Start the child run and park on a ``child`` wait that its end resolves (a trigger
+        in the database); then record its output, or its failure (or a timeout)."""
+        checkpoint = self.state.checkpoints.get(step_id)
+        if checkpoint is not None:
+            return _result(checkpoint)
+        wait = self.state.waits.get(step_id)
+        if wait is None:
+            await self._start_child(step_id, child)
+        assert wait is not None
+        if wait.resolved and not wait.timed_out:
+            ended = wait.event
+        elif wait.resolved or wait.due:
+            async with self.pool.connection() as conn:
+                ended = await steps_store.time_out_wait(conn, self.run_id, step_id)
+        else:
+            raise Suspended(wait.wake_at)
+        error = child_error(ended, child.timeout_seconds)
+        if error is not None:
+            now = _now()
+            self._hold(
+                LogRow(node_of(step_id), step_id, "failed", 1, wait.created_at, now, error=error),
+                attempt=1,
+                error=error,
+            )
+            raise StepFailed(error)
+        output = ended["output"]
+        self._hold(
+            LogRow(
+                node_of(step_id), step_id, "succeeded", 1, wait.created_at, _now(), output=output
+            )
+        )
+        return output
+
+    async def _start_child(self, step_id: str, child: ChildRun) -> NoReturn:
+        """Queue the child and open the parent's wait on it, in one transaction.
+
+        Raises:
+            Suspended: always, when the child started.
+            StepFailed: it cannot start (recorded with the refusal's code).
+        """
+        async with self._writing:
+            await self._write_held()
+            async with self.pool.connection() as conn, conn.transaction():
+                try:
+                    started = await children.start(
+                        conn,
+                        self.run_id,
+                        step_id,
+                        workflow_id=child.workflow_id,
+                        version=child.version,
+                        trigger_data=child.input,
+                        max_depth=child.max_depth,
+                    )
+                except ChildRefused as refused:
+                    error: dict[str, str] | None = {
+                        "code": refused.code,
+                        "message": refused.message,
+                    }
+                else:
+                    error = None
+                    wake_at = await steps_store.open_wait(
+                        conn,
+                        self.run_id,
+                        self.lease,
+                        step_id=step_id,
+                        kind="child",
+                        seconds=child.timeout_seconds,
+                        context={"run_id": str(started["run_id"])},
+                    )
+        if error is not None:
+            now = _now()
+            self._hold(
+                LogRow(node_of(step_id), step_id, "failed", 1, now, now, input=None, error=error),
+                attempt=1,
+                error=error,
+            )
+            raise StepFailed(error)
+        self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
+        raise Suspended(wake_at)
 
     async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
         async with self._writing:
@@ -381,7 +474,7 @@ class EmbeddedPort:
         now = _now()
         for node_id in node_ids:
             if node_id not in self.state.checkpoints:
-                self._hold(LogRow(node_id, node_id, "skipped", 0, now, now))
+                self._hold(LogRow(node_of(node_id), node_id, "skipped", 0, now, now))
 
 
 @dataclass

@@ -31,6 +31,7 @@ marking the run failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -48,23 +49,27 @@ from psycopg.rows import DictRow, dict_row
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import EngineUnavailable
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
+from blueprint_engine.store import children
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Conn
 from blueprint_engine.store.steps import LeaseLost, LogRow, Write
 from blueprint_engine.store.vault import Vault
-from blueprint_engine.workflows.engine import (
-    Engine,
+from blueprint_engine.workflows.engine import Engine
+from blueprint_engine.workflows.runners import QueuedRun
+from blueprint_engine.workflows.runners.credentials import StoredCredentials
+from blueprint_engine.workflows.schema import Blueprint
+from blueprint_engine.workflows.steps import (
+    ChildRun,
     Retry,
     StepError,
     StepFailed,
     StepFn,
     Suspended,
+    child_error,
+    node_of,
 )
-from blueprint_engine.workflows.runners import QueuedRun
-from blueprint_engine.workflows.runners.credentials import StoredCredentials
-from blueprint_engine.workflows.schema import Blueprint
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +123,19 @@ def _now() -> datetime:
 class InngestPort:
     """:class:`~blueprint_engine.workflows.engine.StepPort` over ``ctx.step`` for one request."""
 
-    def __init__(self, ctx: inngest.Context, conn: Conn, run_id: UUID, settings: Settings) -> None:
+    def __init__(
+        self,
+        ctx: inngest.Context,
+        conn: Conn,
+        run_id: UUID,
+        settings: Settings,
+        function: inngest.Function[Any],
+    ) -> None:
         self.ctx = ctx
         self.conn = conn
         self.run_id = run_id
         self.settings = settings
+        self.function = function
 
     async def _call(self, thunk: Callable[[], Awaitable[Any]]) -> Any:
         """One step call as a parallel group: a memoized step returns its result; a new one is
@@ -166,7 +179,7 @@ class InngestPort:
             except StepError as exc:
                 if exc.retryable and attempt < attempts:
                     row = LogRow(
-                        step_id,
+                        node_of(step_id),
                         step_id,
                         "retrying",
                         attempt,
@@ -180,7 +193,7 @@ class InngestPort:
                 error = {**exc.to_error(), "attempts": attempt}
                 return await self._record(
                     LogRow(
-                        step_id,
+                        node_of(step_id),
                         step_id,
                         "failed",
                         attempt,
@@ -192,7 +205,7 @@ class InngestPort:
                 )
             return await self._record(
                 LogRow(
-                    step_id,
+                    node_of(step_id),
                     step_id,
                     "succeeded",
                     attempt,
@@ -235,7 +248,7 @@ class InngestPort:
         async def end() -> dict[str, Any]:
             return await self._record(
                 LogRow(
-                    step_id,
+                    node_of(step_id),
                     step_id,
                     "succeeded",
                     1,
@@ -276,12 +289,69 @@ class InngestPort:
                 received = await steps_store.time_out_wait(self.conn, self.run_id, step_id)
             output = {"event": received, "timed_out": received is None}
             return await self._record(
-                LogRow(step_id, step_id, "succeeded", 1, _now(), _now(), output=output)
+                LogRow(node_of(step_id), step_id, "succeeded", 1, _now(), _now(), output=output)
             )
 
         memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
         result: dict[str, Any] | None = memo["output"]["event"]
         return result
+
+    async def run_child(self, step_id: str, child: ChildRun) -> Any:
+        """Queue the child run (in a step), ``ctx.step.invoke`` this same function on it, then
+        record what the child's row says about its end (in a step): its output, its failure,
+        or a timeout."""
+
+        async def start() -> dict[str, Any]:
+            try:
+                started = await children.start(
+                    self.conn,
+                    self.run_id,
+                    step_id,
+                    workflow_id=child.workflow_id,
+                    version=child.version,
+                    trigger_data=child.input,
+                    max_depth=child.max_depth,
+                )
+            except children.ChildRefused as refused:
+                return {"error": {"code": refused.code, "message": refused.message}}
+            return {
+                "run_id": str(started["run_id"]),
+                "workflow_id": str(started["workflow_id"]),
+                "version": started["version"],
+                "user_id": str(started["owner_id"]),
+                "dispatch": 0,
+            }
+
+        started = await self._call(lambda: self.ctx.step.run(f"{step_id}:start", start))
+        if "error" not in started:
+            # A child that failed or timed out fails the invoke: its row says which, below.
+            with contextlib.suppress(inngest.StepError):
+                await self._call(
+                    lambda: self.ctx.step.invoke(
+                        step_id,
+                        function=self.function,
+                        data=started,
+                        timeout=timedelta(seconds=max(1, math.ceil(child.timeout_seconds))),
+                    )
+                )
+
+        async def end() -> dict[str, Any]:
+            now = _now()
+            error = started.get("error")
+            output = None
+            if error is None:
+                ended = await children.ended(self.conn, UUID(started["run_id"]))
+                error = child_error(ended, child.timeout_seconds)
+                output = None if ended is None else ended["output"]
+            status = "failed" if error is not None else "succeeded"
+            return await self._record(
+                LogRow(node_of(step_id), step_id, status, 1, now, now, output=output, error=error)
+            )
+
+        memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
+        if memo["status"] == "failed":
+            raise StepFailed(memo["error"])
+        return memo["output"]
 
     async def skip(self, node_ids: list[str]) -> None:
         """Idempotent bookkeeping, repeated on every replay, so no step is needed."""
@@ -409,7 +479,8 @@ class InngestRunner:
             )
             try:
                 outcome = await engine.execute(
-                    loaded["trigger_data"], InngestPort(ctx, conn, run_id, self.settings)
+                    loaded["trigger_data"],
+                    InngestPort(ctx, conn, run_id, self.settings, self.function),
                 )
             except LeaseLost:
                 raise inngest.NonRetriableError(f"run {run_id} was cancelled") from None

@@ -1,0 +1,89 @@
+"""Sub-workflows through the API: calls only to one's own workflows, no cycles, bounded depth,
+and a child run that is a run of its own (its own logs, pointing at its parent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tests.support import execute, wait_for_run
+
+
+def _calling(workflow_id: str, node: str = "call") -> dict[str, Any]:
+    return {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {"id": node, "type": "workflow", "workflow_id": workflow_id, "input": {"n": 1}},
+        ],
+        "edges": [{"source": "start", "target": node}],
+    }
+
+
+LEAF = {
+    "nodes": [
+        {"id": "start", "type": "trigger"},
+        {"id": "done", "type": "end", "output": {"got": "{{ trigger_data.n }}"}},
+    ],
+    "edges": [{"source": "start", "target": "done"}],
+}
+
+
+def _save(client: TestClient, blueprint: dict[str, Any], *, activate: bool = True) -> str:
+    response = client.post("/workflows", json={"name": "w", "blueprint": blueprint})
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["id"]
+    if activate:
+        assert client.post(f"/workflows/{workflow_id}/activate").status_code == 200
+    return workflow_id
+
+
+def test_a_child_run_has_its_own_logs_and_its_output_flows_back(client: TestClient) -> None:
+    leaf = _save(client, LEAF)
+    run_id = execute(client, _calling(leaf))
+    run = wait_for_run(client, run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["output"] == {"call": {"got": 1}}
+    children = client.get("/runs", params={"workflow_id": leaf}).json()["runs"]
+    assert len(children) == 1
+    child_logs = client.get(f"/runs/{children[0]['id']}/logs").json()["logs"]
+    assert {row["node_id"] for row in child_logs} == {"start", "done"}
+
+
+def test_calling_a_missing_or_inactive_workflow_is_refused_or_fails(client: TestClient) -> None:
+    response = client.post(
+        "/workflow/execute",
+        json={"blueprint": _calling("00000000-0000-0000-0000-00000000beef"), "payload": {}},
+    )
+    assert response.status_code == 422
+    [issue] = response.json()["error"]["details"]
+    assert issue["loc"] == ["nodes", 1, "workflow_id"] and "not one of yours" in issue["message"]
+
+    inactive = _save(client, LEAF, activate=False)
+    run = wait_for_run(client, execute(client, _calling(inactive)))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "workflow_not_active"
+
+
+def test_workflows_calling_each_other_in_a_cycle_are_refused(client: TestClient) -> None:
+    first = _save(client, LEAF)
+    second = _save(client, _calling(first))
+    response = client.put(f"/workflows/{first}", json={"blueprint": _calling(second)})
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["error"]["details"]
+    assert issue["loc"] == ["nodes", 1, "workflow_id"]
+    assert "cycle" in issue["message"] and second in issue["message"]
+    calling_itself = client.put(f"/workflows/{second}", json={"blueprint": _calling(second)})
+    assert calling_itself.status_code == 422
+
+
+def test_a_chain_deeper_than_the_limit_fails_at_run_time(client: TestClient) -> None:
+    depth = client.app.state.settings.subworkflow_max_depth  # type: ignore[attr-defined]
+    target = _save(client, LEAF)
+    for _ in range(depth):
+        target = _save(client, _calling(target))
+    run = wait_for_run(client, execute(client, _calling(target)))
+    assert run["status"] == "failed"
+    # the deepest parent reports the refusal; each level above reports its child's failure
+    assert run["error"]["code"] == "child_failed"
+    assert "workflow_depth_exceeded" in str(run["error"])
