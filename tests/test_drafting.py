@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from blueprint_engine.agents.architect import WorkflowArchitect
+from blueprint_engine.agents.draft_format import DraftNode
 from blueprint_engine.agents.llm import build_chat_model
 from blueprint_engine.app import create_app
 from blueprint_engine.workflows.layout import X_GAP, Y_GAP
@@ -27,28 +28,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
-    """A node as the model writes it: every field present, null when it does not apply."""
-    base: dict[str, Any] = {
-        "id": id,
-        "type": type,
-        "name": id.replace("_", " ").title(),
-        "trigger": None,
-        "event": None,
-        "cron": None,
-        "timezone": None,
-        "service": None,
-        "task": None,
-        "params_json": None,
-        "conditions": None,
-        "default_branch": None,
-        "duration": None,
-        "match": None,
-        "timeout": None,
-        "output_json": None,
-        "on_error": None,
-        "credential": None,
-    }
-    return {**base, **fields}
+    """A node as the model writes it: every field of the draft schema present, null when it
+    does not apply."""
+    base = dict.fromkeys(DraftNode.model_fields)
+    unknown = fields.keys() - base.keys()
+    assert not unknown, f"not draft fields: {unknown}"
+    return {**base, "id": id, "type": type, "name": id.replace("_", " ").title(), **fields}
 
 
 def edge(source: str, target: str, branch: str | None = None) -> dict[str, Any]:
