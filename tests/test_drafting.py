@@ -639,6 +639,14 @@ def test_the_users_workflows_are_offered_and_no_other_may_be_run(
         "runs workflow 'Dormant', which is not active" in w for w in response.json()["warnings"]
     )
 
+    model.requests.clear()
+    model.answers = [good]
+    other = api.post("/workflow/draft", json={"prompt": "run my reminder", "user_id": DRAFTER})
+    assert other.status_code == 422, "another user's workflow is never theirs to run"
+    assert remind not in model.messages(0)[1]["content"]
+    assert "not one of the user's saved workflows" in model.messages(1)[-1]["content"]
+
+    model.requests.clear()
     workflow_id = response.json()["workflow_id"]
     model.answers = [{**made_up, "nodes": [start, _runs(workflow_id)]}]
     revised = api.post(f"/workflows/{workflow_id}/revise", json={"instruction": "run yourself"})

@@ -112,8 +112,8 @@ Rules:
 - Secrets (tokens, passwords, API keys, user:password@ in URLs) never go into params: the
   user keeps them in connections, and an action names one in `credential` — only a name from
   the user's connections listed with the request, of a type its service takes; otherwise null.
-- A `workflow` node or a foreach's `workflow_id` names only a workflow from the user's saved
-  workflows listed with the request; when none fits, build the steps here instead.
+- A workflow to run as a child run is one of the user's saved workflows listed with the
+  request, by its id; when none fits, build the steps in this workflow instead.
 - Node ids are snake_case identifiers and unique. Money is in paise (₹1 = 100). Phone numbers
   are E.164 (+919876543210). Only use services and tasks from the catalog.
 - Fields that do not apply to a node's type must be null. Edges carry `branch` null unless they
@@ -163,7 +163,7 @@ class UserWorkflow:
 #: Most of the user's workflows listed with a request (the caller gives the most recent first).
 MAX_LISTED_WORKFLOWS = 50
 #: Longest name or description of a listed workflow, in characters.
-_LISTED_CHARS = 200
+_LISTED_CHARS = 120
 
 
 def _one_line(text: str) -> str:
@@ -172,13 +172,10 @@ def _one_line(text: str) -> str:
 
 
 def _workflows(workflows: Sequence[UserWorkflow]) -> str:
-    """The user's active workflows for the request: what ``workflow_id`` may name."""
+    """The user's active workflows for the request: what a draft may run as child runs."""
     active = [w for w in workflows if w.active][:MAX_LISTED_WORKFLOWS]
     if not active:
-        return (
-            "\n\nThe user has no active saved workflows: use no `workflow` node and no "
-            "foreach `workflow_id`."
-        )
+        return "\n\nThe user has no active saved workflows: the draft can run none of them."
     lines = [
         f"- {w.id}: {_one_line(w.name)}"
         + (f" — {_one_line(w.description)}" if w.description else "")
@@ -186,7 +183,7 @@ def _workflows(workflows: Sequence[UserWorkflow]) -> str:
         for w in active
     ]
     return (
-        "\n\nThe user's saved workflows that a `workflow` node or a foreach may run "
+        "\n\nThe user's saved workflows, which the draft may run as child runs "
         "(id: name — description (trigger kind)):\n" + "\n".join(lines)
     )
 

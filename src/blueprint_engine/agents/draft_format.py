@@ -148,12 +148,12 @@ def draft_fields() -> dict[str, _Field]:
 def _trigger_description() -> str:
     kinds = "; ".join(
         f"{name}: {kind.summary.rstrip('.')}"
-        for name, kind in zip(TRIGGER_NAMES, kind_classes_of(TriggerNode), strict=True)
+        for name, kind in zip(TRIGGER_NAMES, _kinds_of(TriggerNode), strict=True)
     )
     return f"trigger only: how runs start ({kinds})"
 
 
-def kind_classes_of(base: type[NodeKind]) -> list[type[NodeKind]]:
+def _kinds_of(base: type[NodeKind]) -> list[type[NodeKind]]:
     """The registered kinds that are ``base`` or derive from it, in registry order."""
     return [kind for kind in kind_classes() if issubclass(kind, base)]
 
@@ -232,7 +232,7 @@ def kind_rules() -> str:
         fields = ", ".join(kind.draft_fields)
         has = f" ({fields})" if fields else ""
         if issubclass(kind, TriggerNode):
-            if kind is kind_classes_of(TriggerNode)[0]:
+            if kind is _kinds_of(TriggerNode)[0]:
                 lines.append(f"- trigger: {TriggerNode.summary} {TriggerNode.draft_rule}")
             name = kind_name(kind).removesuffix(" trigger")
             lines.append(f'  - `trigger` "{name}"{has}: {kind.summary} {kind.draft_rule}')
