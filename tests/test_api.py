@@ -175,7 +175,16 @@ def test_catalog_schema_and_health(client: TestClient) -> None:
     schema = client.get("/blueprint/schema").json()
     assert schema["title"] == "Blueprint" and "nodes" in schema["properties"]
     tools = {t["service"]: t for t in client.get("/tools").json()["tools"]}
-    assert set(tools) == {"whatsapp", "razorpay", "http", "transform", "llm"}
+    assert set(tools) == {
+        "whatsapp",
+        "razorpay",
+        "http",
+        "transform",
+        "llm",
+        "email",
+        "slack",
+        "instagram",
+    }
     assert tools["whatsapp"]["sandbox"] is True, "no Twilio credentials in tests"
     assert {t["name"] for t in tools["razorpay"]["tasks"]} == {
         "create_payment_link",

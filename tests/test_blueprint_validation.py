@@ -44,10 +44,10 @@ def _set(node_id: str, **fields: Any) -> Callable[[dict[str, Any]], None]:
 CASES: list[tuple[str, Callable[[dict[str, Any]], None], str | None, list[Any], str]] = [
     (
         "unknown_service",
-        _set("send", service="slack"),
+        _set("send", service="telegram"),
         "send",
         ["nodes", 1, "service"],
-        "unknown service 'slack'",
+        "unknown service 'telegram'",
     ),
     ("unknown_task", _set("send", task="call"), "send", ["nodes", 1, "task"], "no task 'call'"),
     (

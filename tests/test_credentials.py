@@ -397,6 +397,7 @@ def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> 
     assert tools["razorpay"]["tasks"][0]["credential_types"] == ["razorpay"]
     assert tools["whatsapp"]["tasks"][0]["credential_types"] == ["twilio"]
     assert tools["transform"]["tasks"][0]["credential_types"] == []
+    assert tools["email"]["tasks"][0]["credential_types"] == ["smtp"]
     types = {t["type"]: t for t in vault.get("/credentials/types", headers=as_user(ALICE)).json()}
     assert set(types) == {
         "twilio",
@@ -406,6 +407,9 @@ def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> 
         "http_header",
         "http_query",
         "openai",
+        "smtp",
+        "slack",
+        "instagram",
     }
     assert types["http_bearer"]["schema"]["properties"]["token"]["writeOnly"] is True
 

@@ -160,7 +160,7 @@ def test_invalid_draft_is_repaired_with_the_validator_errors(api: TestClient, mo
         **RECEIPT,
         "nodes": [
             RECEIPT["nodes"][0],
-            node("send_receipt", "action", service="slack", task="post", params_json="{}"),
+            node("send_receipt", "action", service="telegram", task="post", params_json="{}"),
         ],
     }
     model.answers = [wrong, RECEIPT]
@@ -168,7 +168,7 @@ def test_invalid_draft_is_repaired_with_the_validator_errors(api: TestClient, mo
     assert response.status_code == 201, response.text
     assert response.json()["attempts"] == 2
     feedback = model.messages(1)[-1]["content"]
-    assert "unknown service 'slack'" in feedback and "node 'send_receipt'" in feedback
+    assert "unknown service 'telegram'" in feedback and "node 'send_receipt'" in feedback
     assert model.messages(1)[-2]["role"] == "assistant"
 
 

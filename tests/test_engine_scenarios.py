@@ -19,7 +19,12 @@ expected run (status, node states, side-effect counts). The run is created throu
   later attempt: ``test_inngest.test_the_sdk_harness_never_resets_the_attempt`` pins this),
   every sleep ends at once, and it runs one planned step per request, ignoring the parallel
   mode. It cannot pause for a live event, so each wait is stubbed with the first scenario
-  event whose ``match`` holds (evaluated by the same expression code), else ``mocked.Timeout``.
+  event whose ``match`` holds (evaluated by the same expression code), else ``mocked.Timeout``;
+  nor run a child function, so scenarios with other ``workflows`` are skipped there.
+
+A scenario's ``workflows`` (name -> blueprint) are saved and activated first; the string
+``"$workflow:<name>"`` anywhere in it stands for that workflow's id (``workflow`` nodes). The
+test Inngest server plays ``InvokeFunction`` by running the child function to its end.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import EmailStr, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blueprint_engine import resources
@@ -327,6 +327,37 @@ class Settings(BaseSettings):
     razorpay_key_id: str | None = None
     razorpay_key_secret: SecretStr | None = None
     razorpay_webhook_secret: SecretStr | None = None
+    # The email tool's server when a node names no smtp connection (SMTP_HOST and SMTP_FROM
+    # both set; else sandbox mode).
+    smtp_host: str | None = Field(default=None, description="The email tool's SMTP server.")
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Default: 587 (starttls), 465 (tls), 25 (none)."
+    )
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls",
+        description="starttls: upgrade to TLS or fail; tls: TLS from the start; none: plain "
+        "text (a relay on a trusted network only).",
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: EmailStr | None = Field(default=None, description="The sender address (From).")
+    smtp_from_name: str | None = Field(default=None, max_length=200)
+    smtp_timeout_seconds: float = Field(
+        default=30, gt=0, description="Limit for a whole send: connection, TLS, login, message."
+    )
+    # The slack tool's bot token when a node names no slack connection
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str = Field(
+        default="https://slack.com/api/", description="The Web API's base URL."
+    )
+    # The instagram tool's account when a node names no instagram connection
+    instagram_access_token: SecretStr | None = None
+    instagram_user_id: str | None = Field(default=None, pattern=r"^\d{1,25}$")
+    instagram_graph_url: str = Field(
+        default="https://graph.facebook.com/v25.0",
+        description="The Graph API's base URL with its version (graph.facebook.com for "
+        "accounts with Facebook Login, graph.instagram.com for Instagram Login).",
+    )
     http_timeout_seconds: float = 30.0
     http_allow_hosts: list[str] = Field(
         default_factory=list,

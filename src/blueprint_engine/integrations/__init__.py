@@ -14,10 +14,13 @@ from blueprint_engine.integrations.base import (
 )
 from blueprint_engine.integrations.channel_tool import ChannelTool
 from blueprint_engine.integrations.credentials import CredentialData
+from blueprint_engine.integrations.email_tool import EmailTool
 from blueprint_engine.integrations.http_tool import HttpTool
+from blueprint_engine.integrations.instagram_tool import InstagramTool
 from blueprint_engine.integrations.llm_tool import LLMTool
 from blueprint_engine.integrations.razorpay_tool import RazorpayTool
 from blueprint_engine.integrations.sessions_tool import SessionsTool
+from blueprint_engine.integrations.slack_tool import SlackTool
 from blueprint_engine.integrations.transform import TransformTool
 from blueprint_engine.integrations.whatsapp import WhatsAppTool
 
@@ -31,6 +34,9 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
         LLMTool(),
         SessionsTool(),
         ChannelTool(),
+        EmailTool(),
+        SlackTool(),
+        InstagramTool(),
     )
 }
 

@@ -9,6 +9,9 @@ second lookup for a rebinding DNS server to answer differently. Only the socket 
 pinned: httpcore negotiates TLS on that socket with the URL's host as ``server_hostname``, so
 SNI and the certificate check use the name, and the Host header is the URL's.
 
+:func:`open_socket` applies the same policy to a plain TCP socket, for clients that are not
+httpx (the email tool's SMTP connection).
+
 The client never follows redirects (a caller that wants them re-checks each hop) and ignores
 ``HTTP(S)_PROXY`` (a proxy would resolve the name itself). ``SSL_CERT_FILE``/``SSL_CERT_DIR``
 replace the certifi CA bundle, as in httpx.
@@ -16,6 +19,7 @@ replace the certifi CA bundle, as in httpx.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -302,6 +306,17 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         await self._pool.aclose()
 
 
+def _vetted(settings: Settings, host: str, addresses: list[IPAddress]) -> None:
+    """Raise DestinationBlocked unless every address of ``host`` is permitted."""
+    allow = AllowList.parse(settings.http_allow_hosts)
+    blocked = [str(a) for a in addresses if not allow.permits(host, a)]
+    if blocked:
+        detail = "" if blocked == [host] else f" (resolves to {', '.join(blocked)})"
+        raise DestinationBlocked(
+            f"{host}{detail} is not a public address; add it to HTTP_ALLOW_HOSTS to allow it"
+        )
+
+
 async def vet(settings: Settings, url: str) -> None:
     """Check before a call that ``url``'s host resolves only to addresses the policy permits,
     for clients this module cannot carry (the openai SDK's ``httpx2``). Weaker than
@@ -314,12 +329,53 @@ async def vet(settings: Settings, url: str) -> None:
     parts = httpx.URL(url)
     host = parts.host
     addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
-    allow = AllowList.parse(settings.http_allow_hosts)
-    blocked = [str(a) for a in addresses if not allow.permits(host, a)]
-    if blocked:
-        raise DestinationBlocked(
-            f"{host} is not a public address; add it to HTTP_ALLOW_HOSTS to allow it"
-        )
+    _vetted(settings, host, addresses)
+
+
+async def open_socket(settings: Settings, host: str, port: int, *, seconds: float) -> socket.socket:
+    """A non-blocking TCP socket connected to a vetted address of ``host``: resolved once,
+    every address checked as :class:`GuardedBackend` does, then the first that answers, in
+    resolver order, each given an equal share of the time left. For clients that take a
+    connected socket and are not httpx (aiosmtplib's ``sock=``); the caller owns the socket.
+
+    ``seconds`` bounds the lookup and every connection attempt together.
+
+    Raises:
+        DestinationBlocked: an address is not public and not allowed (nothing is opened).
+        ResolutionFailed: DNS failure. TimeoutError: no answer in time. OSError: every
+            address refused the connection.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    async with asyncio.timeout_at(deadline):
+        addresses = await resolve(host, port)
+    _vetted(settings, host, addresses)
+    failures: list[str] = []
+    refused = False
+    for left, address in zip(range(len(addresses), 0, -1), addresses, strict=True):
+        share = max(0.0, deadline - loop.time()) / left
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(share):
+                await loop.sock_connect(sock, (str(address), port))
+        except TimeoutError:
+            sock.close()
+            failures.append(f"{address}: no answer within {share:.1f} s")
+        except OSError as exc:
+            sock.close()
+            refused = True
+            failures.append(f"{address}: {exc.strerror or exc}")
+        except BaseException:
+            sock.close()
+            raise
+        else:
+            return sock
+    reasons = "; ".join(failures)
+    if not refused:
+        raise TimeoutError(f"connecting to {host}:{port} timed out ({reasons})")
+    raise ConnectionError(f"cannot connect to {host}:{port} ({reasons})")
 
 
 def guarded_client(settings: Settings, *, timeout: float) -> httpx.AsyncClient:

@@ -167,6 +167,17 @@ class DryRunNodeOut(BaseModel):
     error: Any = None
 
 
+class DryRunStepOut(BaseModel):
+    """A step of a loop body in a dry run: ``each.0.send`` of node ``send``."""
+
+    step_id: str
+    node_id: str
+    status: Literal["succeeded", "failed", "skipped"]
+    input: Any = None
+    output: Any = None
+    error: Any = None
+
+
 class DryRunOut(BaseModel):
     """What a run would do, with every tool sandboxed."""
 
@@ -177,6 +188,9 @@ class DryRunOut(BaseModel):
     error: dict[str, Any] | None = None
     sandbox: bool
     nodes: list[DryRunNodeOut]
+    steps: list[DryRunStepOut] = Field(
+        default_factory=list, description="Steps of loop bodies, in the order they ran."
+    )
 
 
 class AnalysisOut(BaseModel):

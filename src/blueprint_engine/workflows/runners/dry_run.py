@@ -18,7 +18,14 @@ from blueprint_engine.config import Settings
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool
 from blueprint_engine.workflows.engine import Engine
 from blueprint_engine.workflows.schema import Blueprint
-from blueprint_engine.workflows.steps import ChildRun, Retry, StepError, StepFailed, StepFn
+from blueprint_engine.workflows.steps import (
+    ChildRun,
+    Retry,
+    StepError,
+    StepFailed,
+    StepFn,
+    node_of,
+)
 
 
 class DryRunPort:
@@ -106,7 +113,9 @@ async def dry_run(
 
     Returns:
         ``{"status", "output", "error", "sandbox": True, "nodes": [{"id", "type", "name",
-        "status", "input"?, "output"?, "error"?}]}`` in blueprint order.
+        "status", "input"?, "output"?, "error"?}], "steps": [...]}``: ``nodes`` in blueprint
+        order; ``steps`` the steps of loop bodies (``{"step_id": "each.0.send", "node_id":
+        "send", "status", ...}``) in the order they ran.
     """
     port = DryRunPort(events or {})
     engine = Engine(
@@ -123,10 +132,16 @@ async def dry_run(
         {"id": n.id, "type": n.type, "name": n.name, **port.nodes.get(n.id, {"status": "pending"})}
         for n in blueprint.nodes
     ]
+    steps = [
+        {"step_id": step_id, "node_id": node_of(step_id), **result}
+        for step_id, result in port.nodes.items()
+        if step_id != node_of(step_id)
+    ]
     return {
         "status": outcome.status,
         "output": outcome.output,
         "error": outcome.error,
         "sandbox": True,
         "nodes": nodes,
+        "steps": steps,
     }

@@ -327,7 +327,13 @@ class EmbeddedPort:
         began = wait.wake_at - timedelta(seconds=seconds)
         self._hold(
             LogRow(
-                step_id, step_id, "succeeded", 1, began, _now(), output={"slept_seconds": seconds}
+                node_of(step_id),
+                step_id,
+                "succeeded",
+                1,
+                began,
+                _now(),
+                output={"slept_seconds": seconds},
             )
         )
 
