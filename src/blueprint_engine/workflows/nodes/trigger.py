@@ -21,6 +21,7 @@ from blueprint_engine.workflows.nodes.base import (
     NodeResult,
     NodeRun,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField, DraftValues
 from blueprint_engine.workflows.steps import NO_RETRY, StepOutcome
 
 
@@ -40,11 +41,20 @@ class TriggerNode(NodeKind):
     summary = "Where a run starts; its output is the run's trigger data."
     draft_rule = (
         'Exactly one node of type "trigger", with no incoming edges; every other node is '
-        "reachable from it."
+        "reachable from it. Its `trigger` says how runs start (below); its output, the run's "
+        "input, is {{ trigger_data }}."
     )
 
     type: Literal["trigger"]
     trigger: str
+
+    @classmethod
+    def from_draft(cls, draft: DraftValues) -> dict[str, Any]:
+        """Its kind's ``trigger`` and its draft fields."""
+        return {
+            "trigger": get_args(cls.model_fields["trigger"].annotation)[0],
+            **super().from_draft(draft),
+        }
 
     def event_name(self) -> str | None:
         """The event that starts runs of this workflow, if any (``workflows.trigger_event``)."""
@@ -63,11 +73,23 @@ class TriggerNode(NodeKind):
 class ManualTrigger(TriggerNode):
     """Runs started by hand, by ``POST /workflows/{id}/run`` or by a parent workflow."""
 
+    summary = "Runs started by hand, by the API, or by another workflow as a child run."
+    draft_rule = (
+        "No fields of its own. trigger_data is the input the run was started with (a parent "
+        "workflow's `input_json`, or a foreach item)."
+    )
+
     trigger: Literal["manual"] = "manual"
 
 
 class EventTrigger(TriggerNode):
     """Runs started by an event posted to ``POST /events`` or emitted by an integration."""
+
+    summary = "Runs started by an event posted to POST /events or emitted by an integration."
+    draft_rule = "`event` names the event (one this backend emits, or any name sent to /events)."
+    draft_fields = {
+        "event": DraftField(str, "The event name, e.g. razorpay/payment.captured."),
+    }
 
     trigger: Literal["event"]
     event: str | None = Field(
@@ -89,11 +111,25 @@ class EventTrigger(TriggerNode):
 class WebhookTrigger(EventTrigger):
     """Runs started by a vendor webhook delivering the event ``event``."""
 
+    summary = "Runs started by a vendor's webhook delivering an event."
+    draft_rule = "`event` names the webhook's event, e.g. razorpay/payment.captured."
+
     trigger: Literal["webhook"]  # type: ignore[assignment]
 
 
 class ScheduleTrigger(TriggerNode):
     """Runs started on a cron schedule; ``trigger_data.scheduled_for`` is the firing time."""
+
+    summary = "Runs started on a cron schedule."
+    draft_rule = (
+        "`cron` (5 fields: minute hour day month weekday, e.g. '0 9 * * 1-5' for 09:00 on "
+        "weekdays) and `timezone` (IANA, e.g. Asia/Kolkata; null: UTC). "
+        "trigger_data.scheduled_for is the firing time."
+    )
+    draft_fields = {
+        "cron": DraftField(str, "Cron expression, e.g. '0 9 * * 1-5'."),
+        "timezone": DraftField(str, "IANA zone of the cron, e.g. Asia/Kolkata (null: UTC)."),
+    }
 
     trigger: Literal["schedule"]
     cron: str | None = Field(
@@ -121,6 +157,22 @@ class ScheduleTrigger(TriggerNode):
 
 class IntentTrigger(TriggerNode):
     """Runs started by a spoken or typed command (WhatsApp, voice) once its slots are known."""
+
+    summary = "Runs started by a command the user says or types (WhatsApp, voice)."
+    draft_rule = (
+        "`intent` is the command's UPPER_SNAKE name (e.g. SEND_REMINDERS); `slots` are the "
+        "details to ask the user for before the run starts, each {name (snake_case; the value "
+        "arrives as trigger_data.<name>), type (text, money, phone, email, date, number), "
+        "required, question (what to ask when it is missing), description}; `confirm` true to "
+        "ask yes/no first (do so for anything that moves money or messages many people). A "
+        'money slot arrives as {amount_minor, currency, display} (₹50 = {"amount_minor": '
+        '5000, "currency": "INR"}), a phone as E.164, a date as ISO 8601, a number as a number.'
+    )
+    draft_fields = {
+        "intent": DraftField(str, "The command name users invoke, e.g. SEND_REMINDERS."),
+        "slots": DraftField(list[IntentSlot], "Details to collect before the run starts."),
+        "confirm": DraftField(bool, "Ask the user yes/no before the run starts."),
+    }
 
     trigger: Literal["intent"]
     intent: str | None = Field(
