@@ -3,7 +3,10 @@
 A blueprint is data: ``{"schema_version": 1, "nodes": [...], "edges": [...]}``. Node types:
 
 - ``trigger``: how runs start (``manual``, ``webhook``, ``event``, ``schedule``, ``intent``);
-  its output is the run's trigger data.
+  its output is the run's trigger data. A ``webhook`` trigger gets its own URL
+  (``POST /hooks/{workflow_id}/{token}``; options ``respond``, ``response_timeout``,
+  ``credential``, ``signature_header``); with an ``event`` it is also started by that vendor
+  webhook event, like an ``event`` trigger.
 - ``action``: ``service`` + ``task`` + ``params`` (templates allowed), optional ``retry`` and
   ``on_error: "continue"`` (the error becomes the output and the run goes on).
 - ``router``: ordered ``conditions`` (``{branch, when}``), first match wins, else ``default``;
@@ -52,6 +55,8 @@ MAX_NODES = 500
 #: a worker thread (:func:`validate_blueprint_async`).
 MAX_TEMPLATE_TOKENS = 20_000
 MAX_DURATION_SECONDS = 366 * 86400
+#: The longest a webhook trigger may ask its hook to wait for the run's end (``response_timeout``).
+MAX_HOOK_RESPONSE_SECONDS = 300
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -114,6 +119,10 @@ class IntentSlot(_Model):
     description: str = ""
 
 
+#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
+CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
 class TriggerNode(_Node):
     """Where a run starts. Its output is the trigger data."""
 
@@ -122,7 +131,8 @@ class TriggerNode(_Node):
     event: str | None = Field(
         default=None,
         max_length=200,
-        description="For event/webhook triggers: the event name, e.g. razorpay/payment.captured.",
+        description="For event triggers: the event name, e.g. razorpay/payment.captured; "
+        "webhook triggers may name one too (that vendor event also starts them).",
     )
     cron: str | None = Field(
         default=None,
@@ -140,6 +150,35 @@ class TriggerNode(_Node):
     )
     confirm: bool = Field(default=False, description="Intent triggers: ask yes/no first.")
 
+    # -- webhook triggers: how their hook URL (POST /hooks/{workflow_id}/{token}) answers and
+    # what it checks. All None unless set, so other triggers' stored form does not change.
+    respond: Literal["immediately", "when_finished"] | None = Field(
+        default=None,
+        description="Webhook triggers: 'immediately' (default) answers 202 with the run id; "
+        "'when_finished' waits for the run's end and answers its output (200), or 502 if it "
+        "failed, or 202 after response_timeout.",
+    )
+    response_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_HOOK_RESPONSE_SECONDS,
+        description="Webhook triggers with respond 'when_finished': seconds to wait (default "
+        "10; the deployment caps it with HOOK_RESPONSE_MAX_SECONDS).",
+    )
+    credential: str | None = Field(
+        default=None,
+        pattern=CREDENTIAL_NAME,
+        description="Webhook triggers: a webhook_secret credential; requests must then carry "
+        "the HMAC-SHA256 of their raw body (hex, optionally 'sha256=<hex>') in "
+        "signature_header.",
+    )
+    signature_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$",
+        description="Webhook triggers with a credential: the header carrying the signature "
+        "(default X-Signature-256).",
+    )
+
 
 class RetryPolicy(_Model):
     """Per-node retries: exponential backoff with jitter between attempts."""
@@ -147,10 +186,6 @@ class RetryPolicy(_Model):
     max_attempts: int = Field(ge=1, le=25)
     initial_backoff_seconds: float | None = Field(default=None, ge=0, le=3600)
     max_backoff_seconds: float | None = Field(default=None, ge=0, le=3600)
-
-
-#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
-CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class ActionNode(_Node):
@@ -446,8 +481,9 @@ class _GraphChecker:
                 ["edges"], "only router and wait_for_event edges carry a branch label", node.id
             )
         if isinstance(node, TriggerNode):
-            if node.trigger in ("event", "webhook") and not node.event:
-                self.add([*loc, "event"], f"a {node.trigger} trigger needs an event name", node.id)
+            if node.trigger == "event" and not node.event:
+                self.add([*loc, "event"], "an event trigger needs an event name", node.id)
+            self._check_hook_options(loc, node)
             if node.trigger == "schedule":
                 self._check_schedule(loc, node)
             if node.trigger == "intent" and not node.intent:
@@ -456,6 +492,33 @@ class _GraphChecker:
             self._check_action(loc, node)
         elif isinstance(node, EndNode) and outgoing:
             self.add(loc, "an end node cannot have outgoing edges", node.id)
+
+    # -- webhook triggers' hook options ---------------------------------------------------------
+
+    _HOOK_OPTIONS = ("respond", "response_timeout", "credential", "signature_header")
+
+    def _check_hook_options(self, loc: list[str | int], node: TriggerNode) -> None:
+        """The hook options belong to webhook triggers; ``response_timeout`` only means
+        something when waiting (``respond: when_finished``), ``signature_header`` only with a
+        ``credential``. (That the credential exists, is the owner's and a ``webhook_secret`` is
+        checked at save: ``credential_service.check_references``.)"""
+        if node.trigger != "webhook":
+            for field in self._HOOK_OPTIONS:
+                if getattr(node, field) is not None:
+                    self.add([*loc, field], f"only webhook triggers take {field!r}", node.id)
+            return
+        if node.response_timeout is not None and node.respond != "when_finished":
+            self.add(
+                [*loc, "response_timeout"],
+                "response_timeout applies only with respond: 'when_finished'",
+                node.id,
+            )
+        if node.signature_header is not None and node.credential is None:
+            self.add(
+                [*loc, "signature_header"],
+                "signature_header needs a credential (a webhook_secret) to check it with",
+                node.id,
+            )
 
     def _check_schedule(self, loc: list[str | int], node: TriggerNode) -> None:
         if not node.cron:
