@@ -36,6 +36,7 @@ from blueprint_engine.store.db import open_pool
 from tests.conftest import ALICE, BOB, make_settings
 from tests.support import JWT_SECRET, Peer, as_user, wait_for_run
 from tests.test_credentials import _dump
+from tests.test_metrics import delta, scrape
 
 SECRET = "whsec_hook_PLANTED_signing_4242"
 
@@ -244,6 +245,8 @@ def test_every_wrong_url_is_the_same_404(api: TestClient, database_url: str) -> 
         f"/hooks/{other_id}/{token}",  # another hook's token
         f"/hooks/00000000-0000-4000-8000-000000000000/{token}",  # unknown workflow
         f"/hooks/not-a-uuid/{token}",
+        f"/hooks/%00%ff/{token}",  # hostile bytes in the path
+        f"/hooks/{workflow_id}/%ED%B2%80{token}",  # a lone surrogate, as UTF-8 would spell it
         f"/hooks/{manual_wf['id']}/{token}",  # not a webhook trigger
     ]
     bodies = []
@@ -676,3 +679,29 @@ def test_waiting_for_a_runs_end_follows_announcements_else_rereads(database_url:
     # re-reads at 0, 0.25, 0.75, 1.75 s: the deaf hub sees the end at 1.75 s
     assert heard < 0.4, heard
     assert 0.4 < reread < 1.5, reread
+
+
+def test_deliveries_are_counted_by_outcome(client: TestClient) -> None:
+    """``blueprint_webhook_deliveries_total{provider="hook"}``: accepted, duplicate,
+    not_found, invalid_payload (a 415 too)."""
+    workflow_id, path = _local_hook(client)
+    before = scrape(client)
+    assert client.post(path, json={}, headers={"Idempotency-Key": "k1"}).status_code == 202
+    assert client.post(path, json={}, headers={"Idempotency-Key": "k1"}).status_code == 202
+    assert client.post(f"/hooks/{workflow_id}/wrong", json={}).status_code == 404
+    assert (
+        client.post(path, content=b"<a/>", headers={"content-type": "text/xml"}).status_code == 415
+    )
+    after = scrape(client)
+    name = "blueprint_webhook_deliveries_total"
+    counted = {
+        outcome: delta(before, after, name, provider="hook", outcome=outcome)
+        for outcome in ("accepted", "duplicate", "not_found", "invalid_payload", "error")
+    }
+    assert counted == {
+        "accepted": 1,
+        "duplicate": 1,
+        "not_found": 1,
+        "invalid_payload": 1,
+        "error": 0,
+    }

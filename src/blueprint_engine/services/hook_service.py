@@ -39,8 +39,9 @@ class HookNotFound(NotFound):
 
 
 def token_hash(token: str) -> str:
-    """How a hook token is stored and compared: hex SHA-256 (the token has 256 random bits)."""
-    return hashlib.sha256(token.encode()).hexdigest()
+    """How a hook token is stored and compared: hex SHA-256 (the token has 256 random bits).
+    Any text hashes, lone surrogates included (a hostile path), so a wrong token is a 404."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_token() -> tuple[str, str, str]:
