@@ -26,6 +26,7 @@ from blueprint_engine.routers import (
     drafting,
     events,
     health,
+    hooks,
     metrics,
     public_config,
     retention,
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs,
         events,
         webhooks,
+        hooks,
         channels,
         sessions,
     ):

@@ -36,6 +36,7 @@ from blueprint_engine.workflows.nodes.trigger import (
     ScheduleTrigger,
     Trigger,
     TriggerNode,
+    WebhookTrigger,
 )
 from blueprint_engine.workflows.nodes.wait import TIMEOUT_BRANCH, WaitForEventNode
 from blueprint_engine.workflows.nodes.workflow import WorkflowNode
@@ -126,6 +127,7 @@ __all__ = [
     "TriggerNode",
     "WaitForEventNode",
     "WalkOutcome",
+    "WebhookTrigger",
     "WorkflowNode",
     "kind_classes",
     "kind_name",

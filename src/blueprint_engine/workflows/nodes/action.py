@@ -20,6 +20,7 @@ from blueprint_engine.integrations import ToolContext, ToolError
 from blueprint_engine.integrations.credentials import Credential, CredentialUnavailable
 from blueprint_engine.workflows import expressions, redaction
 from blueprint_engine.workflows.nodes.base import (
+    CREDENTIAL_NAME,
     Checker,
     Loc,
     Model,
@@ -41,9 +42,6 @@ from blueprint_engine.workflows.steps import (
 )
 
 log = logging.getLogger(__name__)
-
-#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
-CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class RetryPolicy(Model):

@@ -77,6 +77,8 @@ Duration = Annotated[
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 BranchLabel = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Loc = list[str | int]
+#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
+CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class Model(BaseModel):

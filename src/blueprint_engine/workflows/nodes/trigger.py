@@ -13,6 +13,7 @@ from croniter import croniter
 from pydantic import Discriminator, Field, Tag
 
 from blueprint_engine.workflows.nodes.base import (
+    CREDENTIAL_NAME,
     Checker,
     Loc,
     Model,
@@ -23,6 +24,9 @@ from blueprint_engine.workflows.nodes.base import (
 )
 from blueprint_engine.workflows.nodes.drafting import DraftField, DraftValues
 from blueprint_engine.workflows.steps import NO_RETRY, StepOutcome
+
+#: The longest a webhook trigger may ask its hook to wait for the run's end (``response_timeout``).
+MAX_HOOK_RESPONSE_SECONDS = 300
 
 
 class IntentSlot(Model):
@@ -108,13 +112,91 @@ class EventTrigger(TriggerNode):
             checker.add([*loc, "event"], f"a {self.trigger} trigger needs an event name", self.id)
 
 
-class WebhookTrigger(EventTrigger):
-    """Runs started by a vendor webhook delivering the event ``event``."""
+class WebhookTrigger(TriggerNode):
+    """Runs started through the workflow's own URL, ``POST /hooks/{workflow_id}/{token}``
+    (``services/hook_delivery_service``), and, when it names an ``event``, by that vendor
+    webhook event too.
 
-    summary = "Runs started by a vendor's webhook delivering an event."
-    draft_rule = "`event` names the webhook's event, e.g. razorpay/payment.captured."
+    The trigger data is ``{"body", "headers", "query", "method"}``. ``respond`` says how the
+    hook answers: ``immediately`` (202 with the run id) or ``when_finished`` (the run's end
+    output, waiting at most ``response_timeout`` seconds, capped by
+    ``HOOK_RESPONSE_MAX_SECONDS``). With a ``credential`` (a ``webhook_secret``), a request must
+    carry the HMAC-SHA256 of its raw body in ``signature_header``.
+    """
 
-    trigger: Literal["webhook"]  # type: ignore[assignment]
+    summary = "Runs started through the workflow's own webhook URL (or a vendor's event)."
+    draft_rule = (
+        "The workflow gets its own URL that any service can POST to; trigger_data.body is the "
+        "request's JSON or form body, trigger_data.headers and trigger_data.query the rest. "
+        "`event` (optional) also starts it on that vendor event, e.g. razorpay/payment.captured."
+    )
+
+    draft_fields = {
+        "event": DraftField(str, "Optional vendor event that also starts it."),
+        "respond": DraftField(
+            Literal["immediately", "when_finished"],
+            "'when_finished' answers the caller with the run's end output (null: immediately).",
+        ),
+        "response_timeout": DraftField(int, "With when_finished: seconds to wait (null: 10)."),
+        "credential": DraftField(
+            str, "A webhook_secret connection of the user's to check an HMAC signature with."
+        ),
+        "signature_header": DraftField(str, "The signature's header (null: X-Signature-256)."),
+    }
+
+    trigger: Literal["webhook"]
+    event: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Optional: a vendor webhook event that also starts it, e.g. "
+        "razorpay/payment.captured.",
+    )
+    respond: Literal["immediately", "when_finished"] | None = Field(
+        default=None,
+        description="'immediately' (default) answers 202 with the run id; 'when_finished' waits "
+        "for the run's end and answers its output (200), or 502 if it failed, or 202 after "
+        "response_timeout.",
+    )
+    response_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_HOOK_RESPONSE_SECONDS,
+        description="With respond 'when_finished': seconds to wait (default 10; the deployment "
+        "caps it with HOOK_RESPONSE_MAX_SECONDS).",
+    )
+    credential: str | None = Field(
+        default=None,
+        pattern=CREDENTIAL_NAME,
+        description="A webhook_secret credential; requests must then carry the HMAC-SHA256 of "
+        "their raw body (hex, optionally 'sha256=<hex>') in signature_header.",
+    )
+    signature_header: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$",
+        description="With a credential: the header carrying the signature (default "
+        "X-Signature-256).",
+    )
+
+    def event_name(self) -> str | None:
+        """The vendor event that also starts it, if any."""
+        return self.event
+
+    def check(self, checker: Checker, loc: Loc) -> None:
+        """``response_timeout`` only when waiting, ``signature_header`` only with a
+        ``credential`` (that it exists, is the owner's and a ``webhook_secret`` is checked at
+        save: ``credential_service.check_references``)."""
+        if self.response_timeout is not None and self.respond != "when_finished":
+            checker.add(
+                [*loc, "response_timeout"],
+                "response_timeout applies only with respond: 'when_finished'",
+                self.id,
+            )
+        if self.signature_header is not None and self.credential is None:
+            checker.add(
+                [*loc, "signature_header"],
+                "signature_header needs a credential (a webhook_secret) to check it with",
+                self.id,
+            )
 
 
 class ScheduleTrigger(TriggerNode):
