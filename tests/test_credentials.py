@@ -410,8 +410,13 @@ def test_tools_say_which_credential_types_each_task_takes(vault: TestClient) -> 
         "smtp",
         "slack",
         "instagram",
+        "webhook_secret",
     }
     assert types["http_bearer"]["schema"]["properties"]["token"]["writeOnly"] is True
+    # a webhook trigger's signing secret is no tool's: the trigger takes it
+    assert types["webhook_secret"]["services"] == []
+    assert types["webhook_secret"]["triggers"] == ["webhook"]
+    assert types["webhook_secret"]["schema"]["properties"]["secret"]["writeOnly"] is True
 
 
 # --- in a run: used inside the step, recorded nowhere ------------------------------------------

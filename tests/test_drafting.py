@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import httpx2
 import psycopg
@@ -16,39 +17,26 @@ from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
 from blueprint_engine.agents.architect import WorkflowArchitect
+from blueprint_engine.agents.draft_format import DraftNode
 from blueprint_engine.agents.llm import build_chat_model
 from blueprint_engine.app import create_app
 from blueprint_engine.workflows.layout import X_GAP, Y_GAP
+from blueprint_engine.workflows.nodes import ForeachNode
+from blueprint_engine.workflows.schema import validate_blueprint
 from tests.conftest import make_settings
-from tests.support import chat_completion
+from tests.support import Peer, chat_completion
 
 LLM = "http://llm.test/v1"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def node(id: str, type: str, **fields: Any) -> dict[str, Any]:
-    """A node as the model writes it: every field present, null when it does not apply."""
-    base: dict[str, Any] = {
-        "id": id,
-        "type": type,
-        "name": id.replace("_", " ").title(),
-        "trigger": None,
-        "event": None,
-        "cron": None,
-        "timezone": None,
-        "service": None,
-        "task": None,
-        "params_json": None,
-        "conditions": None,
-        "default_branch": None,
-        "duration": None,
-        "match": None,
-        "timeout": None,
-        "output_json": None,
-        "on_error": None,
-        "credential": None,
-    }
-    return {**base, **fields}
+    """A node as the model writes it: every field of the draft schema present, null when it
+    does not apply."""
+    base = dict.fromkeys(DraftNode.model_fields)
+    unknown = fields.keys() - base.keys()
+    assert not unknown, f"not draft fields: {unknown}"
+    return {**base, "id": id, "type": type, "name": id.replace("_", " ").title(), **fields}
 
 
 def edge(source: str, target: str, branch: str | None = None) -> dict[str, Any]:
@@ -448,6 +436,7 @@ def test_send_me_an_alert_goes_to_the_owners_phone(api: TestClient, model: Model
     assert '`to` "{{ owner.phone }}"' in system and '"send me" mean the owner' in system
     assert "Never invent, guess or use" in system
 
+    assert "router 'check_amount' branch 'small' leads nowhere" in body["warnings"]
     [warning] = [w for w in body["warnings"] if "owner." in w]
     assert "node 'alert_me' uses {{ owner.phone }}" in warning
     assert 'PATCH /me {"phone": "+919876543210"}' in warning
@@ -538,3 +527,239 @@ def test_the_architect_names_the_users_connections_never_their_values(
             "present": False,
             "type": None,
         }
+
+
+#: What OpenAI's strict structured outputs accept in a schema (a subset of JSON Schema).
+STRICT_KEYWORDS = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "anyOf",
+    "enum",
+    "const",
+    "description",
+    "title",
+    "$ref",
+    "$defs",
+}
+
+
+def strict_problems(schema: Any, path: str = "") -> list[str]:
+    """Where ``schema`` breaks strict mode: an object whose properties are not all required,
+    that allows other properties or has none declared (free-form), or a keyword strict mode
+    does not take."""
+    problems: list[str] = []
+    if isinstance(schema, dict):
+        if path.rsplit("/", 1)[-1] not in ("properties", "$defs"):
+            problems += [f"{path}: {key}" for key in schema.keys() - STRICT_KEYWORDS]
+            if schema.get("type") == "object":
+                properties = schema.get("properties")
+                if not properties:
+                    problems.append(f"{path}: free-form object")
+                elif sorted(schema.get("required", [])) != sorted(properties):
+                    problems.append(f"{path}: not every property required")
+                if schema.get("additionalProperties") is not False:
+                    problems.append(f"{path}: additionalProperties is not false")
+        for key, value in schema.items():
+            problems += strict_problems(value, f"{path}/{key}")
+    elif isinstance(schema, list):
+        for i, value in enumerate(schema):
+            problems += strict_problems(value, f"{path}/{i}")
+    return problems
+
+
+def test_the_answer_schema_sent_is_valid_for_strict_mode(api: TestClient, model: Model) -> None:
+    model.answers = [RECEIPT]
+    assert api.post("/workflow/draft", json={"prompt": "receipt"}).status_code == 201
+    response_format = model.requests[0]["response_format"]["json_schema"]
+    assert response_format["strict"] is True
+    schema = response_format["schema"]
+    assert strict_problems(schema) == []
+    assert strict_problems({"type": "object", "properties": {"a": {"type": "object"}}}) == [
+        ": not every property required",
+        ": additionalProperties is not false",
+        "/properties/a: free-form object",
+        "/properties/a: additionalProperties is not false",
+    ], "the check itself finds what strict mode refuses"
+    node_schema = schema["$defs"]["DraftNode"]["properties"]
+    assert {"slots", "body_json", "workflow_id", "input_json", "retry"} <= node_schema.keys()
+
+
+def _saved_workflow(api: TestClient, name: str, *, active: bool) -> str:
+    blueprint = {
+        "name": name,
+        "description": f"{name}, for one customer",
+        "nodes": [
+            {"id": "start", "type": "trigger", "trigger": "manual"},
+            {"id": "done", "type": "end", "output": {"to": "{{ trigger_data.phone }}"}},
+        ],
+        "edges": [{"source": "start", "target": "done"}],
+    }
+    made = api.post("/workflows", json={"blueprint": blueprint})
+    assert made.status_code == 201, made.text
+    if active:
+        assert api.post(f"/workflows/{made.json()['id']}/activate").status_code == 200
+    return str(made.json()["id"])
+
+
+def _runs(workflow_id: str, *, version: int | None = None) -> dict[str, Any]:
+    return node("run_it", "workflow", workflow_id=workflow_id, version=version)
+
+
+def test_the_users_workflows_are_offered_and_no_other_may_be_run(
+    api: TestClient, model: Model
+) -> None:
+    """The request lists the user's active workflows; a draft running a made-up one goes back
+    for repair; running one that is not active is saved with a warning."""
+    remind = _saved_workflow(api, "Remind a customer", active=True)
+    dormant = _saved_workflow(api, "Dormant", active=False)
+    start = node("start", "trigger", trigger="manual")
+
+    made_up = {**RECEIPT, "nodes": [start, _runs(str(uuid4()))], "edges": [edge("start", "run_it")]}
+    good = {**made_up, "nodes": [start, _runs(remind)]}
+    model.answers = [made_up, good]
+    response = api.post("/workflow/draft", json={"prompt": "run my reminder"})
+    assert response.status_code == 201, response.text
+    assert response.json()["attempts"] == 2
+    request = model.messages(0)[1]["content"]
+    assert f"- {remind}: Remind a customer — Remind a customer, for one customer" in request
+    assert "(trigger: manual)" in request and dormant not in request, "active ones only"
+    repair = model.messages(1)[-1]["content"]
+    assert "node 'run_it' nodes.1: runs workflow" in repair
+    assert "not one of the user's saved workflows" in repair
+    saved = {n["id"]: n for n in response.json()["blueprint"]["nodes"]}
+    assert saved["run_it"]["workflow_id"] == remind
+
+    model.answers = [{**made_up, "nodes": [start, _runs(dormant)]}]
+    response = api.post("/workflow/draft", json={"prompt": "run the dormant one"})
+    assert response.status_code == 201, response.text
+    assert any(
+        "runs workflow 'Dormant', which is not active" in w for w in response.json()["warnings"]
+    )
+
+    model.requests.clear()
+    model.answers = [good]
+    other = api.post("/workflow/draft", json={"prompt": "run my reminder", "user_id": DRAFTER})
+    assert other.status_code == 422, "another user's workflow is never theirs to run"
+    assert remind not in model.messages(0)[1]["content"]
+    assert "not one of the user's saved workflows" in model.messages(1)[-1]["content"]
+
+    model.requests.clear()
+    workflow_id = response.json()["workflow_id"]
+    model.answers = [{**made_up, "nodes": [start, _runs(workflow_id)]}]
+    revised = api.post(f"/workflows/{workflow_id}/revise", json={"instruction": "run yourself"})
+    assert revised.status_code == 422, "it cannot run itself"
+    assert revised.json()["error"]["code"] == "draft_invalid"
+    assert workflow_id not in model.messages(0)[1]["content"]
+
+
+def test_without_saved_workflows_the_model_is_told_to_run_none(
+    api: TestClient, model: Model
+) -> None:
+    model.answers = [RECEIPT]
+    assert api.post("/workflow/draft", json={"prompt": "receipt"}).status_code == 201
+    assert "no active saved workflows" in model.messages(0)[1]["content"]
+
+
+#: The stand-in model's draft for "for every unpaid invoice send a reminder".
+REMIND_EACH_BODY = {
+    "nodes": [
+        {
+            "id": "remind",
+            "type": "action",
+            "name": "Remind",
+            "service": "whatsapp",
+            "task": "send_message",
+            "params": {
+                "to": "{{ item.phone }}",
+                "body": "Hi {{ item.customer }}, invoice {{ item.number }} for "
+                "₹{{ item.amount / 100 }} is still unpaid.",
+            },
+        }
+    ],
+    "edges": [],
+}
+REMIND_EACH = {
+    "name": "Unpaid invoice reminders",
+    "description": "WhatsApp a reminder for every unpaid invoice",
+    "nodes": [
+        node(
+            "invoices_given",
+            "trigger",
+            trigger="intent",
+            intent="REMIND_UNPAID",
+            slots=[
+                {
+                    "name": "note",
+                    "type": "text",
+                    "required": False,
+                    "question": "Anything to add to the reminders?",
+                    "description": "",
+                }
+            ],
+            confirm=True,
+        ),
+        node(
+            "each_invoice",
+            "foreach",
+            items="{{ trigger_data.invoices }}",
+            body_json=json.dumps(REMIND_EACH_BODY),
+            concurrency=3,
+            on_error="continue",
+        ),
+        node("done", "end", output_json='{"reminded": "{{ steps.each_invoice.output.count }}"}'),
+    ],
+    "edges": [edge("invoices_given", "each_invoice"), edge("each_invoice", "done")],
+}
+
+
+def test_a_foreach_draft_end_to_end_through_the_model_server(database_url: str, peer: Peer) -> None:
+    """ "For every unpaid invoice send a reminder", through the real ChatOpenAI over HTTP to the
+    local OpenAI-compatible stand-in, answered with a foreach draft: saved, valid, and it runs
+    (dry run: one sandboxed message per invoice)."""
+    requests: list[dict[str, Any]] = []
+
+    def answer(body: Any) -> tuple[int, Any]:
+        requests.append(body)
+        return 200, chat_completion(json.dumps(REMIND_EACH))
+
+    peer.handlers["/v1/chat/completions"] = answer
+    settings = make_settings(
+        database_url,
+        openai_base_url=f"{peer.url}/v1",
+        openai_api_key="sk-test",
+        llm_backoff_seconds=0,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/workflow/draft", json={"prompt": "for every unpaid invoice send a reminder"}
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["attempts"] == 1
+        warnings = response.json()["warnings"]
+        assert any(w.startswith("whatsapp has no credentials") for w in warnings), "loop bodies too"
+        saved = client.get(f"/workflows/{response.json()['workflow_id']}").json()
+        blueprint = validate_blueprint(saved["blueprint"])
+        loop = {n.id: n for n in blueprint.nodes}["each_invoice"]
+        assert isinstance(loop, ForeachNode) and loop.body is not None
+        assert [n.id for n in loop.body.nodes] == ["remind"]
+        assert blueprint.trigger.trigger == "intent"
+
+        invoices = [
+            {"number": "INV-1", "customer": "Asha", "phone": "+919876543210", "amount": 150000},
+            {"number": "INV-2", "customer": "Ravi", "phone": "+919812345678", "amount": 99900},
+        ]
+        run = client.post(
+            f"/workflows/{saved['id']}/dry-run", json={"payload": {"invoices": invoices}}
+        )
+        assert run.status_code == 200, run.text
+        result = run.json()
+        assert result["status"] == "succeeded", result
+        assert result["output"] == {"reminded": 2}
+
+    assert len(requests) == 1
+    system = requests[0]["messages"][0]["content"]
+    assert "- foreach (items, body_json" in system and '`trigger` "intent"' in system
+    assert strict_problems(requests[0]["response_format"]["json_schema"]["schema"]) == []

@@ -2,7 +2,10 @@
 
 Each ``scenarios/*.json`` is a blueprint, a payload, optional peer responses and events, and the
 expected run (status, node states, side-effect counts). The run is created through
-``POST /workflow/execute`` and checked through ``GET /runs/{id}`` against PostgreSQL.
+``POST /workflow/execute`` — or, with ``"start": "hook"``, saved, activated and started through
+its hook, ``POST /hooks/{id}/{token}``, with the payload as the body (``"hook": {"form": true,
+"query", "headers"}`` say how it is sent; a delivery with an ``Idempotency-Key`` is sent twice
+and must start one run) — and checked through ``GET /runs/{id}`` against PostgreSQL.
 
 - embedded: the API's embedded runner executes it; events are posted to ``POST /events``.
 - inngest: the API (ENGINE=inngest) queues it and sends ``workflow/run_requested``; the run is
@@ -47,8 +50,35 @@ SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.json"))
 RUNNERS = ["embedded", "inngest", "inngest-sdk-harness"]
 
 
+def _start(client: TestClient, scenario: dict[str, Any], payload: Any) -> str:
+    """Queue the scenario's run as its ``start`` says: ``execute`` (default) or ``hook``."""
+    if scenario.get("start", "execute") == "execute":
+        return execute(client, scenario["blueprint"], payload)
+    saved = client.post("/workflows", json={"blueprint": scenario["blueprint"]})
+    assert saved.status_code == 201, saved.text
+    workflow = saved.json()
+    assert client.post(f"/workflows/{workflow['id']}/activate").status_code == 200
+    how = scenario.get("hook", {})
+    send: dict[str, Any] = {"data": payload} if how.get("form") else {"json": payload}
+    headers = how.get("headers", {})
+
+    def deliver() -> Any:
+        answer = client.post(
+            workflow["hook"]["path"], params=how.get("query"), headers=headers, **send
+        )
+        assert answer.status_code == 202, answer.text
+        return answer.json()
+
+    first = deliver()
+    if "Idempotency-Key" in headers:
+        again = deliver()
+        assert (again["run_id"], again["created"]) == (first["run_id"], False)
+    run_id: str = first["run_id"]
+    return run_id
+
+
 def _run_embedded(client: TestClient, scenario: dict[str, Any], payload: Any) -> str:
-    run_id = execute(client, scenario["blueprint"], payload)
+    run_id = _start(client, scenario, payload)
     for event in scenario.get("events", []):
         wait_for_run(client, run_id, {"waiting", "succeeded", "failed"})
         response = client.post("/events", json=event)
@@ -56,7 +86,13 @@ def _run_embedded(client: TestClient, scenario: dict[str, Any], payload: Any) ->
     return run_id
 
 
-def _wait_stubs(scenario: dict[str, Any], payload: Any, run_id: str) -> dict[str, object]:
+def _trigger_data(client: TestClient, run_id: str) -> Any:
+    run = client.get(f"/runs/{run_id}")
+    assert run.status_code == 200, run.text
+    return run.json()["trigger_data"]
+
+
+def _wait_stubs(scenario: dict[str, Any], trigger_data: Any, run_id: str) -> dict[str, object]:
     stubs: dict[str, object] = {}
     for node in scenario["blueprint"]["nodes"]:
         if node["type"] != "wait_for_event":
@@ -64,7 +100,7 @@ def _wait_stubs(scenario: dict[str, Any], payload: Any, run_id: str) -> dict[str
         stubs[node["id"]] = mocked.Timeout
         for i, event in enumerate(scenario.get("events", [])):
             candidate = {"id": f"evt-{i}", "name": event["name"], "data": event["data"]}
-            context = {"event": candidate, "trigger_data": payload, "steps": {}, "run": {}}
+            context = {"event": candidate, "trigger_data": trigger_data, "steps": {}, "run": {}}
             if event["name"] == node["event"] and (
                 not node.get("match") or expressions.evaluate(node["match"], context)
             ):
@@ -77,7 +113,7 @@ def _wait_stubs(scenario: dict[str, Any], payload: Any, run_id: str) -> dict[str
 
 
 def _queue_on_inngest(app: InngestApp, scenario: dict[str, Any], payload: Any) -> tuple[str, Any]:
-    run_id = execute(app.client, scenario["blueprint"], payload)
+    run_id = _start(app.client, scenario, payload)
     [requested] = [e for e in app.events(RUN_REQUESTED) if e["data"]["run_id"] == run_id]
     assert set(requested["data"]) == {"run_id", "workflow_id", "version", "user_id", "dispatch"}
     return run_id, requested
@@ -113,7 +149,8 @@ def _run_inngest_sdk_harness(app: InngestApp, scenario: dict[str, Any], payload:
         app.function,
         inngest.Event(name=RUN_REQUESTED, data=requested["data"], id=requested["id"]),
         mocked.Inngest(app_id="test"),
-        step_stubs=_wait_stubs(scenario, payload, run_id),
+        # the run's own trigger data: a hook's wraps the payload ({"body", "headers", ...})
+        step_stubs=_wait_stubs(scenario, _trigger_data(app.client, run_id), run_id),
     )
     return run_id
 

@@ -48,3 +48,28 @@ def test_a_message_to_me_must_go_to_the_owners_phone() -> None:
     send = next(n for n in receipt["nodes"] if n["type"] == "action")
     send["params"]["to"] = "{{ owner.phone }}"
     assert check(receipt, checks) == []
+
+
+def test_loops_and_intent_triggers_are_checked_inside_and_out() -> None:
+    followup = _example("payment_link_followup")
+    assert check(followup, _case("remind_each_unpaid")["checks"]) == [
+        "trigger manual != schedule",
+        "missing task http.request",
+        "no foreach",
+    ]
+    schedule = {"id": "daily", "type": "trigger", "trigger": "schedule", "cron": "0 9 * * 1-5"}
+    fetch = {"id": "fetch", "type": "action", "service": "http", "task": "request", "params": {}}
+    send = {"id": "send", "type": "action", "service": "whatsapp", "task": "send_message"}
+    loop = {"id": "each", "type": "foreach", "items": "{{ x }}", "body": {"nodes": [send]}}
+    looped = {"nodes": [schedule, fetch, loop], "edges": []}
+    assert check(looped, _case("remind_each_unpaid")["checks"]) == [], "the body's task counts"
+
+    checks = _case("link_by_command")["checks"]
+    link = {"id": "link", "type": "action", "service": "razorpay", "task": "create_payment_link"}
+    command = {"id": "cmd", "type": "trigger", "trigger": "intent", "slots": [{"type": "phone"}]}
+    assert check({"nodes": [command, link, send], "edges": []}, checks) == [
+        "no money slot",
+        "no confirmation",
+    ]
+    command.update(slots=[{"type": "phone"}, {"type": "money"}], confirm=True)
+    assert check({"nodes": [command, link, send], "edges": []}, checks) == []

@@ -182,3 +182,70 @@ def test_any_signed_whatsapp_form_is_handled(
     signature = RequestValidator("twilio-auth-token").compute_signature(url, form)
     response = signed_client.post("/whatsapp", data=form, headers={"x-twilio-signature": signature})
     _expect_handled(response, f"whatsapp {form!r}")
+
+
+HOOK_CONTENT_TYPES = st.sampled_from(
+    [
+        "application/json",
+        "application/vnd.shop+json",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "multipart/form-data; boundary=xyz",
+        "text/plain",
+        "text/plain; charset=latin-1",
+        "application/xml",
+        "",
+    ]
+)
+HOOK_BODIES = st.one_of(
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=4).map(
+        lambda fields: "&".join(f"{k}={v}" for k, v in fields.items()).encode()
+    ),
+    st.binary(max_size=200),
+)
+#: Header values as a server receives them: any Latin-1 text without line breaks.
+HEADER_TEXT = st.text(
+    st.characters(max_codepoint=255, blacklist_characters="\r\n"), min_size=0, max_size=210
+)
+
+
+@pytest.fixture
+def hook_path(signed_client: TestClient) -> str:
+    """A live hook of the fuzzing user (made after the test's database clean-up)."""
+    user = {"Authorization": f"Bearer {USER_TOKEN}"}
+    blueprint = {"nodes": [{"id": "start", "type": "trigger", "trigger": "webhook"}]}
+    saved = signed_client.post("/workflows", json={"blueprint": blueprint}, headers=user)
+    assert saved.status_code == 201, saved.text
+    workflow = saved.json()
+    activated = signed_client.post(f"/workflows/{workflow['id']}/activate", headers=user)
+    assert activated.status_code == 200, activated.text
+    path: str = workflow["hook"]["path"]
+    return path
+
+
+@FUZZ
+@given(
+    body=HOOK_BODIES,
+    content_type=HOOK_CONTENT_TYPES,
+    query=st.dictionaries(st.text(max_size=8), st.text(max_size=20), max_size=3),
+    key=st.none() | HEADER_TEXT,
+    extra=HEADER_TEXT,
+)
+def test_any_delivery_to_a_live_hook_is_handled(
+    signed_client: TestClient,
+    hook_path: str,
+    body: bytes,
+    content_type: str,
+    query: dict[str, str],
+    key: str | None,
+    extra: str,
+) -> None:
+    """Deliveries that reach a live hook (right token), with any body, content type, query,
+    Idempotency-Key and other header. Never a 5xx."""
+    headers = {"content-type": content_type, "x-anything": extra.encode("latin-1")}
+    if key is not None:
+        headers["idempotency-key"] = key.encode("latin-1")
+    response = signed_client.post(hook_path, content=body, params=query, headers=headers)
+    _expect_handled(response, f"hook {content_type!r} {body!r} {query!r} {key!r}")
+    assert response.status_code != 404, "the hook is live: every delivery reaches it"

@@ -98,6 +98,12 @@ def test_json_log_lines_say_which_request_run_and_node(database_url: str, peer: 
         while httpx.get(f"{base}/runs/{run_id}").json()["status"] != "succeeded":
             assert time.monotonic() < deadline, "the run did not finish"
             time.sleep(0.05)
+        # a hook's token is its credential: the access line shows only its first characters
+        hooked = {"nodes": [{"id": "start", "type": "trigger", "trigger": "webhook"}]}
+        workflow = httpx.post(f"{base}/workflows", json={"blueprint": hooked}).json()
+        httpx.post(f"{base}/workflows/{workflow['id']}/activate")
+        hook_path = workflow["hook"]["path"]
+        assert httpx.post(f"{base}{hook_path}", json={}).status_code == 202
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=30)
@@ -119,4 +125,7 @@ def test_json_log_lines_say_which_request_run_and_node(database_url: str, peer: 
         if line["logger"] == "uvicorn.access" and "/workflow/execute" in line["event"]
     ]
     assert access["request_id"] == request_id
+    token = hook_path.rsplit("/", 1)[1]
+    assert token not in stderr
+    assert any(f"{hook_path.removesuffix(token)}{token[:4]}…" in line["event"] for line in lines)
     assert any(line["logger"].startswith("uvicorn") for line in lines)

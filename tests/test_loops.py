@@ -172,3 +172,22 @@ def test_a_body_that_sleeps_parks_the_run_and_resumes(client: TestClient) -> Non
     pauses = [row for row in logs if row["node_id"] == "pause"]
     assert {row["step_id"] for row in pauses} == {"each.0.pause", "each.1.pause"}
     assert {row["status"] for row in pauses} == {"waiting", "succeeded"}
+
+
+def test_a_body_step_naming_a_missing_credential_is_refused_at_its_path(
+    client: TestClient,
+) -> None:
+    body = {
+        "nodes": [
+            {
+                "id": "call",
+                "type": "action",
+                "service": "http",
+                "task": "request",
+                "credential": "nobody_has_this",
+                "params": {"url": "https://api.example.com/{{ item }}"},
+            }
+        ]
+    }
+    issues = _issues(client.post("/workflows", json={"blueprint": _loop(["a"], body)}))
+    assert [i["loc"] for i in issues] == [["nodes", 1, "body", "nodes", 0, "credential"]], issues

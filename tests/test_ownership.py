@@ -1,11 +1,12 @@
 """Every route of the API, tried across users: Bob never reaches Alice's objects.
 
 Alice and Bob each get the same world through the API: an active event-triggered workflow and a
-run it started, a run parked on an event wait, a voice session with a command run (its trace),
-and a personal API key. Then, route by route over ``app.openapi()["paths"]`` (so a new route
-without a case here fails the test), Bob uses Alice's ids: every route that takes an id answers
-404 ``not_found`` (never 403, never 200), lists show only one's own, creating never lands in
-the other account, and afterwards Alice's objects are exactly as they were.
+run it started, a run parked on an event wait, an active webhook-triggered workflow (its hook),
+a voice session with a command run (its trace), and a personal API key. Then, route by route
+over ``app.openapi()["paths"]`` (so a new route without a case here fails the test), Bob uses
+Alice's ids: every route that takes an id answers 404 ``not_found`` (never 403, never 200),
+lists show only one's own, creating never lands in the other account, and afterwards Alice's
+objects are exactly as they were.
 """
 
 from __future__ import annotations
@@ -88,6 +89,8 @@ class Account:
     session_id: str = ""
     key_id: str = ""
     key: str = ""
+    hook_wf: str = ""
+    hook_path: str = ""
 
 
 @dataclass
@@ -163,6 +166,16 @@ def populate(client: TestClient, llm: FakeOpenAI, user: str, name: str) -> Accou
     return account
 
 
+def add_hook(client: TestClient, account: Account) -> None:
+    """An active webhook-triggered workflow of the account's user, with its hook."""
+    hooked = {"nodes": [{"id": "start", "type": "trigger", "trigger": "webhook"}], "edges": []}
+    created = client.post("/workflows", json={"blueprint": hooked}, headers=account.headers)
+    assert created.status_code == 201, created.text
+    account.hook_wf, account.hook_path = created.json()["id"], created.json()["hook"]["path"]
+    activated = client.post(f"/workflows/{account.hook_wf}/activate", headers=account.headers)
+    assert activated.status_code == 200, activated.text
+
+
 class _Waiter:
     """``wait_for_run`` with a user's headers."""
 
@@ -197,6 +210,8 @@ def world(database_url: str, peer: Peer) -> Iterator[World]:
     with TestClient(create_app(settings)) as client:
         alice = populate(client, llm, ALICE, "Alice")
         bob = populate(client, llm, BOB, "Bob")
+        add_hook(client, alice)
+        add_hook(client, bob)
         with psycopg.connect(database_url, autocommit=True) as conn:  # linking has its own tests
             conn.execute(
                 "insert into channel_links (owner_id, channel, number) values (%s, 'whatsapp', %s)",
@@ -238,6 +253,7 @@ def snapshot(w: World) -> dict[str, Any]:
         "credentials": w.as_alice("GET", "/credentials").json(),
         "retention": w.as_alice("GET", "/me/retention").json(),
         "workflow_retention": w.as_alice("GET", f"/workflows/{a.event_wf}/retention").json(),
+        "hook": w.as_alice("GET", f"/workflows/{a.hook_wf}/hook").json(),
     }
 
 
@@ -347,6 +363,17 @@ def activate(w: World) -> None:
 
 def deactivate(w: World) -> None:
     not_found(w.as_bob("POST", f"/workflows/{w.alice.event_wf}/deactivate"))
+
+
+def get_hook(w: World) -> None:
+    not_found(w.as_bob("GET", f"/workflows/{w.alice.hook_wf}/hook"))
+    assert w.as_alice("GET", f"/workflows/{w.alice.hook_wf}/hook").status_code == 200
+
+
+def rotate_hook(w: World) -> None:
+    """Bob cannot take over Alice's hook by rotating it (the snapshot: her token is as it
+    was)."""
+    not_found(w.as_bob("POST", f"/workflows/{w.alice.hook_wf}/hook/rotate"))
 
 
 def workflow_runs(w: World) -> None:
@@ -637,6 +664,8 @@ CASES: dict[tuple[str, str], Callable[[World], None]] = {
     ("POST", "/workflows/{workflow_id}/activate"): activate,
     ("POST", "/workflows/{workflow_id}/deactivate"): deactivate,
     ("GET", "/workflows/{workflow_id}/runs"): workflow_runs,
+    ("GET", "/workflows/{workflow_id}/hook"): get_hook,
+    ("POST", "/workflows/{workflow_id}/hook/rotate"): rotate_hook,
     ("GET", "/workflows/{workflow_id}/stream"): workflow_stream,
     ("POST", "/workflow/draft"): draft,
     ("POST", "/workflows/{workflow_id}/revise"): revise,
@@ -680,6 +709,8 @@ EXEMPT: dict[tuple[str, str], str] = {
     "only its owner's linked senders act (tests/test_credentials.py)",
     ("POST", "/whatsapp"): "signed by Twilio (X-Twilio-Signature); the sender's number decides "
     "the user",
+    ("POST", "/hooks/{workflow_id}/{token}"): "the token in the URL is the credential (kept "
+    "only as its SHA-256); runs belong to the workflow's owner (tests/test_hooks.py)",
     ("GET", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
     ("PUT", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
     ("POST", "/api/inngest"): "ENGINE=inngest only; signed with INNGEST_SIGNING_KEY",
@@ -718,6 +749,10 @@ def test_exempt_routes_take_no_user_credentials(world: World) -> None:
     whatsapp = world.client.post("/whatsapp", data={"MessageSid": "SM1", "From": "whatsapp:+1"})
     assert whatsapp.status_code == 403
     assert world.client.get("/me").status_code == 401
+    # Alice's hook token on Bob's workflow: no hook there (the same 404 as any wrong URL)
+    token = world.alice.hook_path.rsplit("/", 1)[1]
+    crossed = world.client.post(f"/hooks/{world.bob.hook_wf}/{token}", json={})
+    assert crossed.status_code == 404 and crossed.json()["error"]["code"] == "hook_not_found"
 
 
 def test_idempotency_keys_are_per_user(world: World) -> None:

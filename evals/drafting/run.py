@@ -14,6 +14,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ CASES = Path(__file__).with_name("cases.json")
 def check(blueprint: dict[str, Any], checks: dict[str, Any]) -> list[str]:
     """Return the failed checks (empty = pass). The blueprint already passed validation, so
     every reference resolves to a node that runs before it."""
-    nodes = blueprint["nodes"]
+    nodes = list(_all_nodes(blueprint["nodes"]))
     edges = blueprint["edges"]
     failures = []
     trigger = next(n for n in nodes if n["type"] == "trigger")
@@ -77,7 +78,22 @@ def check(blueprint: dict[str, Any], checks: dict[str, Any]) -> list[str]:
         failures.append("no end output")
     if checks.get("to_owner") and not any(_sends_to_owner(n) for n in nodes):
         failures.append("no WhatsApp message to {{ owner.phone }}")
+    if checks.get("foreach") and not any(n["type"] == "foreach" for n in nodes):
+        failures.append("no foreach")
+    slot_types = {s["type"] for s in trigger.get("slots", [])}
+    for kind in checks.get("slot_types", []):
+        if kind not in slot_types:
+            failures.append(f"no {kind} slot")
+    if checks.get("confirm") and not trigger.get("confirm"):
+        failures.append("no confirmation")
     return failures
+
+
+def _all_nodes(nodes: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The nodes and those of their loop bodies."""
+    for node in nodes:
+        yield node
+        yield from _all_nodes(node.get("body", {}).get("nodes", []))
 
 
 def _sends_to_owner(node: dict[str, Any]) -> bool:

@@ -27,6 +27,7 @@ from blueprint_engine.routers import (
     drafting,
     events,
     health,
+    hooks,
     metrics,
     public_config,
     retention,
@@ -165,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs,
         events,
         webhooks,
+        hooks,
         channels,
         sessions,
     ):

@@ -154,6 +154,14 @@ class Settings(BaseSettings):
         "proxies it in development), so it is same-origin and needs no CORS.",
     )
     max_body_bytes: int = Field(default=1_048_576, description="Larger request bodies get 413.")
+    hook_response_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="The longest a hook (POST /hooks/...) whose trigger says respond: "
+        "when_finished holds the request waiting for the run's end (its response_timeout is "
+        "cut to this); then it answers 202 with the run id.",
+    )
 
     # Engine: "embedded" runs blueprints in this process on Postgres; "inngest" hands them to an
     # Inngest server (dev server or self-hosted/cloud) that calls back POST /api/inngest.

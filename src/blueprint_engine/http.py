@@ -178,7 +178,8 @@ class CheckedRoute(APIRoute):
     and its dependencies'), and a JSON body. The body is parsed once, by the boundary; FastAPI
     and the endpoint read that parse (:class:`CheckedRequest`). An endpoint that parses a form
     itself calls :func:`boundary.check_form`. Every router uses this class except the signed
-    webhooks', which must check their signature before anything else."""
+    webhooks' and the hooks', which must check their signature (and token) before anything
+    else."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Wrap FastAPI's handler with the boundary's checks."""

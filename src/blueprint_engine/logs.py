@@ -14,6 +14,7 @@ JSON line: ``{"timestamp", "level", "logger", "event", "request_id"?, "run_id"?,
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -39,6 +40,24 @@ def _drop_unknown(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
 
 
 _HTTP_CLIENTS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+#: A hook's path: its token is the hook's credential (POST /hooks/{workflow_id}/{token}).
+_HOOK_PATH = re.compile(r"^(/hooks/[^/?]*/)([^/?]{0,4})[^/?]*")
+
+
+class HookTokenFilter(logging.Filter):
+    """Uvicorn's access lines (``'%s - "%s %s HTTP/%s" %d'``: client, method, path, version,
+    status) show a hook's path with only the token's first four characters, as the owner sees
+    it (``/hooks/<id>/AbCd…``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Mask the token in the record's path argument; never drops a line."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            masked = _HOOK_PATH.sub(r"\1\2…", args[2], count=1)
+            if masked != args[2]:
+                record.args = (*args[:2], masked, *args[3:])
+        return True
 
 
 def configure(log_format: Literal["text", "json"], level: str = "INFO") -> None:
@@ -75,6 +94,10 @@ def configure(log_format: Literal["text", "json"], level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    for installed in [f for f in access.filters if isinstance(f, HookTokenFilter)]:
+        access.removeFilter(installed)
+    access.addFilter(HookTokenFilter())
     # HTTP clients log every request's full URL at INFO, and a URL may carry a connection's
     # query key (http_query) or a user's literal one: keep them to warnings.
     for name in _HTTP_CLIENTS:

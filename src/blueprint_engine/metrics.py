@@ -96,9 +96,10 @@ SSE_WATCHERS = Gauge(
 )
 WEBHOOK_DELIVERIES = Counter(
     "blueprint_webhook_deliveries",
-    "Provider webhook deliveries by provider (razorpay, twilio) and outcome: accepted, "
-    "duplicate, unlinked (a WhatsApp sender with no linked account), invalid_signature, "
-    "invalid_payload, not_configured, error.",
+    "Webhook deliveries by provider (razorpay, twilio, hook: a workflow's own hook URL) and "
+    "outcome: accepted, duplicate, unlinked (a WhatsApp sender with no linked account), "
+    "not_found (no live hook at that URL), invalid_signature, invalid_payload, "
+    "not_configured, error.",
     ["provider", "outcome"],
 )
 LLM_CALLS = Counter(
@@ -252,15 +253,23 @@ class _Delivery:
 
 
 _delivery: ContextVar[_Delivery | None] = ContextVar("webhook_delivery", default=None)
-_PAYLOAD_CODES = {"invalid_payload", "invalid_header", "malformed_json", "validation_error"}
+_PAYLOAD_CODES = {
+    "invalid_payload",
+    "invalid_header",
+    "malformed_json",
+    "validation_error",
+    "unsupported_media_type",
+    "files_not_accepted",
+}
 
 
 @contextmanager
-def webhook_delivery(provider: Literal["razorpay", "twilio"]) -> Iterator[None]:
+def webhook_delivery(provider: Literal["razorpay", "twilio", "hook"]) -> Iterator[None]:
     """Count one webhook delivery of ``provider`` in :data:`WEBHOOK_DELIVERIES` when the block
     ends: ``accepted`` unless the handler said otherwise with :func:`delivery_outcome`, or the
-    outcome of the error that ends it (re-raised): ``invalid_signature``, ``invalid_payload``,
-    ``not_configured`` or ``error``. A cancelled request is not counted."""
+    outcome of the error that ends it (re-raised): ``not_found``, ``invalid_signature``,
+    ``invalid_payload``, ``not_configured`` or ``error``. A cancelled request is not
+    counted."""
     delivery = _Delivery()
     token = _delivery.set(delivery)
     try:
@@ -284,6 +293,8 @@ def delivery_outcome(outcome: WebhookOutcome) -> None:
 def _error_outcome(exc: Exception) -> str:
     if isinstance(exc, SignatureInvalid):
         return "invalid_signature"
+    if isinstance(exc, AppError) and exc.code == "hook_not_found":
+        return "not_found"
     if isinstance(exc, NotConfigured):
         return "not_configured"
     if isinstance(exc, AppError) and exc.code in _PAYLOAD_CODES:

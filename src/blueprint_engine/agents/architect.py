@@ -1,13 +1,15 @@
 """WorkflowArchitect: plain language -> a validated blueprint (and edits to one).
 
 The model answers with structured output (OpenAI ``json_schema``, strict) in a flat, strict-mode
-friendly shape (:class:`DraftBlueprint`: params and outputs travel as JSON strings). The draft is
-converted to a blueprint and checked by the same validator as execution; errors go back to the
-model for a bounded number of repairs, and so does an answer that does not fit the draft schema
-at all (prose, fields missing, cut off at the length limit). Nothing invalid is ever returned.
+friendly shape derived from the node kinds (:mod:`.draft_format`: params and outputs travel as
+JSON strings). The draft is converted to a blueprint and checked by the same validator as
+execution, and any workflow it runs must be one of the user's; problems go back to the model for
+a bounded number of repairs, and so does an answer that does not fit the draft schema at all
+(prose, fields missing, cut off at the length limit). Nothing invalid is ever returned.
 
-The system prompt is generated from ``TOOL_REGISTRY`` (services, tasks, param schemas, result
-fields) and the blueprint rules, so adding a tool needs no prompt edit.
+The system prompt is generated from the node kinds (their summaries and draft rules) and
+``TOOL_REGISTRY`` (services, tasks, param schemas, result fields), so adding a node kind or a
+tool needs no edit here.
 """
 
 from __future__ import annotations
@@ -15,20 +17,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
+from uuid import UUID
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ConfigDict, Field
 
-from blueprint_engine.agents import llm
+from blueprint_engine.agents import draft_format, llm
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import AppError, InvalidBlueprint, LLMBadOutput
 from blueprint_engine.integrations import BaseTool, public_tools
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.layout import layered_layout
+from blueprint_engine.workflows.nodes import ActionNode, Body, Edge, Node, TriggerNode
 from blueprint_engine.workflows.schema import Blueprint, template_sites, validate_blueprint
 
 log = logging.getLogger(__name__)
@@ -47,70 +50,10 @@ KNOWN_EVENTS = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DraftCondition(_Strict):
-    """A router rule as the model writes it."""
-
-    branch: str = Field(description="Branch label, e.g. 'large'.")
-    when: str = Field(description="Jinja expression without braces, e.g. trigger_data.amount > 100")
-
-
-class DraftNode(_Strict):
-    """One node, flat: fields that do not apply to the node's type are null."""
-
-    id: str = Field(description="Unique identifier: letters, digits, underscores (snake_case).")
-    type: Literal["trigger", "action", "router", "delay", "wait_for_event", "end"]
-    name: str = Field(description="Short display name for the canvas.")
-    trigger: Literal["manual", "webhook", "event", "schedule", "intent"] | None = Field(
-        description="trigger only: how runs start."
-    )
-    event: str | None = Field(description="trigger (event/webhook) or wait_for_event: event name.")
-    cron: str | None = Field(description="schedule trigger only: cron, e.g. '0 9 * * 1-5'.")
-    timezone: str | None = Field(description="schedule trigger only: IANA zone, e.g. Asia/Kolkata")
-    service: str | None = Field(description="action only: a service from the catalog.")
-    task: str | None = Field(description="action only: a task of that service.")
-    params_json: str | None = Field(
-        description="action only: the task's params as a JSON object in a string; values may be "
-        "templates such as '{{ trigger_data.payload.payment.entity.amount }}'."
-    )
-    conditions: list[DraftCondition] | None = Field(description="router only, first match wins.")
-    default_branch: str | None = Field(description="router only: label when nothing matches.")
-    duration: str | None = Field(description="delay only: e.g. '30s', '10m', '2h', '3d'.")
-    match: str | None = Field(
-        description="wait_for_event only: Jinja condition over event, trigger_data, steps."
-    )
-    timeout: str | None = Field(description="wait_for_event only: e.g. '2d'.")
-    output_json: str | None = Field(description="end only: JSON value (templates allowed) or null.")
-    on_error: Literal["fail", "continue"] | None = Field(description="action only; default fail.")
-    credential: str | None = Field(
-        description="action only: name of one of the user's connections (credentials) whose "
-        "type the service takes; null to use the deployment's account."
-    )
-
-
-class DraftEdge(_Strict):
-    """A directed edge; ``branch`` for router branches and a wait's 'timeout' edge."""
-
-    source: str
-    target: str
-    branch: str | None
-
-
-class DraftBlueprint(_Strict):
-    """The model's answer."""
-
-    name: str
-    description: str
-    nodes: list[DraftNode]
-    edges: list[DraftEdge]
-
-
 @dataclass
 class Draft:
-    """A validated blueprint with advisory warnings and how many model calls it took."""
+    """A validated blueprint (as stored: defaults filled in, nulls left out) with advisory
+    warnings and how many model calls it took."""
 
     blueprint: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
@@ -122,64 +65,6 @@ class DraftInvalid(AppError):
 
     status_code = 422
     code = "draft_invalid"
-
-
-def _parse_json(
-    text: str | None, loc: list[Any], node_id: str, issues: list[dict[str, Any]]
-) -> Any:
-    if text is None or not text.strip():
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        issues.append({"loc": loc, "node_id": node_id, "message": f"not valid JSON: {exc.msg}"})
-        return None
-
-
-def to_blueprint(draft: DraftBlueprint) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Convert the model's flat draft into blueprint JSON. Returns (blueprint, issues) where
-    issues are JSON-in-string problems the validator cannot see."""
-    issues: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
-    for i, n in enumerate(draft.nodes):
-        node: dict[str, Any] = {"id": n.id, "type": n.type, "name": n.name}
-        if n.type == "trigger":
-            node["trigger"] = n.trigger or "manual"
-            if n.event:
-                node["event"] = n.event
-            if n.cron:
-                node["cron"] = n.cron
-                node["timezone"] = n.timezone or "UTC"
-        elif n.type == "action":
-            node.update(service=n.service, task=n.task, on_error=n.on_error or "fail")
-            if n.credential:
-                node["credential"] = n.credential
-            params = _parse_json(n.params_json, ["nodes", i, "params_json"], n.id, issues)
-            node["params"] = params if params is not None else {}
-        elif n.type == "router":
-            node["conditions"] = [c.model_dump() for c in n.conditions or []]
-            node["default"] = n.default_branch or "default"
-        elif n.type == "delay":
-            node["duration"] = n.duration
-        elif n.type == "wait_for_event":
-            node.update(event=n.event, timeout=n.timeout)
-            if n.match:
-                node["match"] = n.match
-        elif n.type == "end":
-            node["output"] = _parse_json(n.output_json, ["nodes", i, "output_json"], n.id, issues)
-        nodes.append(node)
-    edges = [
-        {"source": e.source, "target": e.target, **({"branch": e.branch} if e.branch else {})}
-        for e in draft.edges
-    ]
-    blueprint = {
-        "schema_version": 1,
-        "name": draft.name,
-        "description": draft.description,
-        "nodes": nodes,
-        "edges": edges,
-    }
-    return blueprint, issues
 
 
 def _tool_catalog(registry: dict[str, BaseTool]) -> str:
@@ -199,24 +84,22 @@ def _tool_catalog(registry: dict[str, BaseTool]) -> str:
 
 
 def system_prompt(registry: dict[str, BaseTool] | None = None) -> str:
-    """The architect's instructions, generated from the tool catalog and the blueprint rules."""
+    """The architect's instructions, generated from the node kinds (their summaries and draft
+    rules: :func:`draft_format.kind_rules`), the tool catalog and the blueprint rules."""
     catalog = _tool_catalog(registry if registry is not None else public_tools())
     events = ", ".join(KNOWN_EVENTS)
     owner_fields = ", ".join(f"{{{{ owner.{name} }}}}" for name in expressions.OWNER_FIELDS)
     return f"""You design automation workflows ("blueprints") for a durable workflow engine.
 Answer with one blueprint: nodes and edges forming a directed acyclic graph.
 
+{draft_format.kind_rules()}
+
 Rules:
-- Exactly one node of type "trigger", with no incoming edges; every other node reachable from it.
-- trigger kinds: "manual" (run by hand or API), "event"/"webhook" (needs `event`), "intent",
-  "schedule" (needs `cron` and `timezone`; trigger_data.scheduled_for is the firing time).
-  Events this backend emits: {events}. Razorpay webhook payloads arrive as trigger_data,
+- Events this backend emits: {events}. Razorpay webhook payloads arrive as trigger_data,
   e.g. {{{{ trigger_data.payload.payment.entity.amount }}}} (paise, integer),
   {{{{ trigger_data.payload.payment.entity.contact }}}} (phone), ...entity.email, ...entity.id.
   Payment link events: trigger_data.payload.payment_link.entity.id / .amount / .customer.
-- action: `service` + `task` from the catalog below; `params_json` is a JSON object string that
-  satisfies the task's params schema. Values may be templates (Jinja):
-  {{{{ trigger_data.<field> }}}} for the trigger payload,
+- Values may be templates (Jinja): {{{{ trigger_data.<field> }}}} for the trigger payload,
   {{{{ steps.<node_id>.output.<field> }}}} for the output of a node that runs BEFORE this one
   (an ancestor in the graph) and {{{{ owner.<field> }}}} for the user who owns the workflow.
   A string that is exactly one template keeps the value's type.
@@ -226,18 +109,11 @@ Rules:
   address is needed and {{{{ owner.display_name }}}} for their name. Never invent, guess or use
   a placeholder phone number or address for anyone: the owner's come from `owner`, a
   customer's from the trigger data or an earlier step.
-- router: ordered `conditions` [{{"branch", "when"}}] with Jinja expressions without braces
-  (e.g. trigger_data.payload.payment.entity.amount >= 100000), plus `default_branch`. Every edge
-  leaving a router has `branch` set to one of its labels.
-- delay: `duration` like "30s", "10m", "2h", "3d".
-- wait_for_event: `event`, optional `match` (Jinja condition over event.data, trigger_data and
-  steps, e.g. event.data.payload.payment_link.entity.id == steps.create_link.output.id), and
-  `timeout` like "2d". Its unlabelled edges run when the event arrives; give the edge to run on
-  timeout `branch` "timeout".
-- end: optional `output_json` (a JSON value, templates allowed) that becomes the run's output.
 - Secrets (tokens, passwords, API keys, user:password@ in URLs) never go into params: the
   user keeps them in connections, and an action names one in `credential` — only a name from
   the user's connections listed with the request, of a type its service takes; otherwise null.
+- A workflow to run as a child run is one of the user's saved workflows listed with the
+  request, by its id; when none fits, build the steps in this workflow instead.
 - Node ids are snake_case identifiers and unique. Money is in paise (₹1 = 100). Phone numbers
   are E.164 (+919876543210). Only use services and tasks from the catalog.
 - Fields that do not apply to a node's type must be null. Edges carry `branch` null unless they
@@ -265,6 +141,85 @@ def _connections(connections: Sequence[tuple[str, str]]) -> str:
     return f"\n\nThe user's connections (name (type)): {listed}."
 
 
+@dataclass(frozen=True)
+class UserWorkflow:
+    """One of the user's saved workflows, which a draft may run as a child run (a ``workflow``
+    node, a foreach's ``workflow_id``).
+
+    Attributes:
+        id: the workflow's id. name, description: as the user wrote them.
+        trigger: the trigger kind of its active version (else of its latest).
+        active: whether it has an active version (a child run without a pinned version runs
+            the active one).
+    """
+
+    id: UUID
+    name: str
+    description: str | None
+    trigger: str
+    active: bool
+
+
+#: Most of the user's workflows listed with a request (the caller gives the most recent first).
+MAX_LISTED_WORKFLOWS = 50
+#: Longest name or description of a listed workflow, in characters.
+_LISTED_CHARS = 120
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _LISTED_CHARS else flat[: _LISTED_CHARS - 1] + "…"
+
+
+def _workflows(workflows: Sequence[UserWorkflow]) -> str:
+    """The user's active workflows for the request: what a draft may run as child runs."""
+    active = [w for w in workflows if w.active][:MAX_LISTED_WORKFLOWS]
+    if not active:
+        return "\n\nThe user has no active saved workflows: the draft can run none of them."
+    lines = [
+        f"- {w.id}: {_one_line(w.name)}"
+        + (f" — {_one_line(w.description)}" if w.description else "")
+        + f" (trigger: {w.trigger})"
+        for w in active
+    ]
+    return (
+        "\n\nThe user's saved workflows, which the draft may run as child runs "
+        "(id: name — description (trigger kind)):\n" + "\n".join(lines)
+    )
+
+
+@dataclass(frozen=True)
+class _User:
+    """Who a draft is for: what the request tells the model and the checks of its answer."""
+
+    owner: Mapping[str, Any] | None
+    connections: Sequence[tuple[str, str]]
+    workflows: Sequence[UserWorkflow]
+    #: Workflows the draft may run: the user's, plus those the revised blueprint already ran.
+    callable: frozenset[UUID]
+
+    def context(self) -> str:
+        return _connections(self.connections) + _workflows(self.workflows)
+
+
+def _calls(blueprint: Any) -> set[UUID]:
+    """The workflows a stored blueprint runs (none if it no longer parses)."""
+    try:
+        nodes = Blueprint.model_validate(blueprint).nodes
+    except ValueError:
+        return set()
+    return {wid for node in nodes for wid, _ in node.calls()}
+
+
+def _graphs(nodes: Sequence[Node], edges: Sequence[Edge]) -> Iterator[tuple[Node, list[Edge]]]:
+    """Every node, loop bodies included, with the edges that leave it."""
+    for node in nodes:
+        yield node, [e for e in edges if e.source == node.id]
+        body = getattr(node, "body", None)
+        if isinstance(body, Body):
+            yield from _graphs(body.nodes, body.edges)
+
+
 _STEP_REF = re.compile(r"\bsteps\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
@@ -286,7 +241,9 @@ class WorkflowArchitect:
     ) -> None:
         self.registry = registry if registry is not None else public_tools()
         self.settings = settings
-        self.model = llm.StructuredModel(model, DraftBlueprint, settings, purpose="architect")
+        self.model = llm.StructuredModel(
+            model, draft_format.DraftBlueprint, settings, purpose="architect"
+        )
 
     async def draft(
         self,
@@ -294,22 +251,27 @@ class WorkflowArchitect:
         *,
         owner: Mapping[str, Any] | None = None,
         connections: Sequence[tuple[str, str]] = (),
+        workflows: Sequence[UserWorkflow] = (),
     ) -> Draft:
         """Draft a blueprint for ``prompt``. ``owner``: the profile of the user it is for
         (``{"display_name", "email", "phone"}``); a draft that uses an ``owner.<field>`` it
         lacks gets a warning (None: not known, no such warnings). ``connections``: the user's
         credentials as ``(name, type)``, which actions may name (never their values).
+        ``workflows``: the user's saved workflows, most recently changed first; the active
+        ones are listed for the model to run as child runs, and a draft that runs any other
+        workflow is sent back for repair (one of them that is not active: a warning).
 
         Raises:
             DraftInvalid: 422 after ``ARCHITECT_MAX_REPAIRS`` repairs.
             LLMBadOutput: 502 when no attempt gave an answer that fits the draft schema.
             LLMTimeout: 504. LLMUnavailable: 502.
         """
+        user = _User(owner, connections, workflows, frozenset(w.id for w in workflows))
         messages: list[BaseMessage] = [
             SystemMessage(system_prompt(self.registry)),
-            HumanMessage(f"Design a workflow for: {prompt}" + _connections(connections)),
+            HumanMessage(f"Design a workflow for: {prompt}" + user.context()),
         ]
-        draft = await self._generate(messages, owner, connections)
+        draft = await self._generate(messages, user)
         layered_layout(draft.blueprint)
         return draft
 
@@ -320,14 +282,19 @@ class WorkflowArchitect:
         *,
         owner: Mapping[str, Any] | None = None,
         connections: Sequence[tuple[str, str]] = (),
+        workflows: Sequence[UserWorkflow] = (),
     ) -> Draft:
         """Apply an edit instruction to ``current``; unchanged nodes keep their ids and canvas
         positions (new nodes go below their parents, clear of every node: see
-        :func:`layered_layout`). ``owner``: as for :meth:`draft`.
+        :func:`layered_layout`). ``owner``, ``connections``, ``workflows``: as for
+        :meth:`draft` (``workflows`` without the one revised: it cannot run itself); the
+        workflows ``current`` runs stay allowed.
 
         Raises:
             DraftInvalid: 422. LLMBadOutput: 502. LLMTimeout: 504. LLMUnavailable: 502.
         """
+        allowed = frozenset(w.id for w in workflows) | _calls(current)
+        user = _User(owner, connections, workflows, allowed)
         messages: list[BaseMessage] = [
             SystemMessage(system_prompt(self.registry)),
             HumanMessage(
@@ -335,20 +302,15 @@ class WorkflowArchitect:
                 + json.dumps(current, indent=1)
                 + f"\n\nChange it as follows: {instruction}\n"
                 "Return the whole updated blueprint. Keep the id of every node you do not "
-                "change, and keep unchanged nodes exactly as they are." + _connections(connections)
+                "change, and keep unchanged nodes exactly as they are." + user.context()
             ),
         ]
-        draft = await self._generate(messages, owner, connections)
+        draft = await self._generate(messages, user)
         keep_ids(current, draft.blueprint)
         layered_layout(draft.blueprint, keep=current)
         return draft
 
-    async def _generate(
-        self,
-        messages: list[BaseMessage],
-        owner: Mapping[str, Any] | None,
-        connections: Sequence[tuple[str, str]] = (),
-    ) -> Draft:
+    async def _generate(self, messages: list[BaseMessage], user: _User) -> Draft:
         """Ask, validate, and send every problem back, ``1 + ARCHITECT_MAX_REPAIRS`` times at
         most. An answer that does not fit the draft schema counts as a failed attempt too."""
         last: dict[str, Any] | None = None
@@ -370,17 +332,21 @@ class WorkflowArchitect:
                     ),
                 ]
                 continue
-            last, issues = to_blueprint(parsed)
+            last, issues = draft_format.to_blueprint(parsed)
             if not issues:
                 try:
                     valid = validate_blueprint(last, self.registry)
                 except InvalidBlueprint as exc:
                     issues = exc.details
                 else:
-                    warnings = self._warnings(last, connections)
-                    if owner is not None:
-                        warnings += profile_warnings(valid, owner)
-                    return Draft(last, warnings, attempt)
+                    issues = _unknown_calls(valid, user.callable)
+                    if not issues:
+                        warnings = self._warnings(valid, user)
+                        if user.owner is not None:
+                            warnings += profile_warnings(valid, user.owner)
+                        # as it is stored (defaults filled in), so revisions compare alike
+                        stored = valid.model_dump(mode="json", exclude_none=True)
+                        return Draft(stored, warnings, attempt)
             log.info("draft attempt %d invalid: %d issue(s)", attempt, len(issues))
             messages = [
                 *messages,
@@ -402,40 +368,60 @@ class WorkflowArchitect:
             details={"errors": issues, "last_draft": last},
         )
 
-    def _warnings(
-        self, blueprint: dict[str, Any], connections: Sequence[tuple[str, str]]
-    ) -> list[str]:
+    def _warnings(self, blueprint: Blueprint, user: _User) -> list[str]:
+        """What the user should know before activating ``blueprint`` (loop bodies included):
+        sandboxed services, connections and workflows to make or activate, unwired branches."""
         warnings = []
-        actions = [n for n in blueprint["nodes"] if n["type"] == "action"]
-        used = sorted({n["service"] for n in actions if not n.get("credential")})
-        for service in used:
+        everything = list(_graphs(blueprint.nodes, blueprint.edges))
+        actions = [n for n, _ in everything if isinstance(n, ActionNode)]
+        for service in sorted({n.service for n in actions if not n.credential}):
             if self.registry[service].sandboxed(self.settings):
                 warnings.append(
                     f"{service} has no credentials configured: its steps will run in "
                     "sandbox mode (recorded, not sent) unless they name a connection"
                 )
-        names = {name for name, _ in connections}
-        for name in sorted({n["credential"] for n in actions if n.get("credential")} - names):
+        names = {name for name, _ in user.connections}
+        for name in sorted({n.credential for n in actions if n.credential} - names):
             warnings.append(
                 f"connection '{name}' does not exist yet: add it (POST /credentials) before "
                 "activating the workflow"
             )
-        for node in blueprint["nodes"]:
-            if (
-                node["type"] == "trigger"
-                and node.get("event")
-                and not node["event"].startswith("razorpay/")
-            ):
+        inactive = {w.id: w.name for w in user.workflows if not w.active}
+        for node, leaving in everything:
+            event = node.event_name() if isinstance(node, TriggerNode) else None
+            if event and not event.startswith("razorpay/"):
                 warnings.append(
-                    f"trigger event '{node['event']}' is not emitted by this backend; "
+                    f"trigger event '{event}' is not emitted by this backend; "
                     "send it with POST /events"
                 )
-            if node["type"] == "router":
-                labels = {c["branch"] for c in node["conditions"]} | {node["default"]}
-                wired = {e.get("branch") for e in blueprint["edges"] if e["source"] == node["id"]}
-                for label in sorted(labels - wired):
-                    warnings.append(f"router '{node['id']}' branch '{label}' leads nowhere")
+            for wid, version in node.calls():
+                if wid in inactive and version is None:
+                    warnings.append(
+                        f"node '{node.id}' runs workflow '{inactive[wid]}', which is not "
+                        "active: activate it (or pin a version) before this workflow runs"
+                    )
+            labels = node.branches()
+            if None not in labels:  # it always takes a labelled branch: each should lead on
+                wired = {e.branch for e in leaving}
+                for label in sorted(str(b) for b in labels - wired):
+                    warnings.append(f"{node.type} '{node.id}' branch '{label}' leads nowhere")
         return warnings
+
+
+def _unknown_calls(blueprint: Blueprint, allowed: frozenset[UUID]) -> list[dict[str, Any]]:
+    """An issue for each node that runs a workflow outside ``allowed`` (a made-up id, or
+    another user's): no later change by the user could make it valid."""
+    return [
+        {
+            "loc": ["nodes", i],
+            "node_id": node.id,
+            "message": f"runs workflow {wid}, which is not one of the user's saved workflows "
+            "listed with the request",
+        }
+        for i, node in enumerate(blueprint.nodes)
+        for wid, _ in node.calls()
+        if wid not in allowed
+    ]
 
 
 #: What ``PATCH /me`` takes for each profile field, for the warnings' examples.
@@ -500,9 +486,8 @@ def keep_ids(current: dict[str, Any], revised: dict[str, Any]) -> None:
 
     for node in revised["nodes"]:
         node["id"] = renames.get(node["id"], node["id"])
-        for key in ("params", "output", "match", "conditions"):
-            if key in node:
-                node[key] = rewrite(node[key])
+        for key in node.keys() - {"id", "type", "name", "position"}:
+            node[key] = rewrite(node[key])
     for edge in revised["edges"]:
         edge["source"] = renames.get(edge["source"], edge["source"])
         edge["target"] = renames.get(edge["target"], edge["target"])

@@ -17,7 +17,7 @@ from blueprint_engine.integrations.base import (
     task,
 )
 from blueprint_engine.integrations.channel_tool import ChannelTool
-from blueprint_engine.integrations.credentials import CredentialData
+from blueprint_engine.integrations.credentials import CredentialData, WebhookSecretCredential
 from blueprint_engine.integrations.email_tool import EmailTool
 from blueprint_engine.integrations.http_tool import HttpTool
 from blueprint_engine.integrations.instagram_tool import InstagramTool
@@ -46,9 +46,20 @@ TOOL_REGISTRY: dict[str, BaseTool] = {
 }
 
 
-#: Every credential type a tool declares, by its ``type`` name (``razorpay``, ``http_bearer``…).
+#: Credential types a trigger takes (its ``credential``), by trigger kind: a webhook trigger's
+#: signing secret.
+TRIGGER_CREDENTIAL_TYPES: dict[str, tuple[type[CredentialData], ...]] = {
+    "webhook": (WebhookSecretCredential,),
+}
+
+#: Every credential type by its ``type`` name: those the tools declare (``razorpay``,
+#: ``http_bearer``…) and the triggers' (``webhook_secret``).
 CREDENTIAL_TYPES: dict[str, type[CredentialData]] = {
-    model.kind: model for tool in TOOL_REGISTRY.values() for model in tool.credential_types
+    model.kind: model
+    for model in (
+        *(model for tool in TOOL_REGISTRY.values() for model in tool.credential_types),
+        *(model for models in TRIGGER_CREDENTIAL_TYPES.values() for model in models),
+    )
 }
 
 
@@ -73,6 +84,7 @@ __all__ = [
     "CREDENTIAL_TYPES",
     "N_",
     "TOOL_REGISTRY",
+    "TRIGGER_CREDENTIAL_TYPES",
     "BaseTool",
     "Command",
     "Lookup",

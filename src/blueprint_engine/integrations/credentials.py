@@ -5,7 +5,8 @@ A tool lists the types it accepts in ``BaseTool.credential_types``; each type is
 validates ``data`` per type and nothing prints a secret by accident. The vault stores the model
 encrypted (:mod:`blueprint_engine.store.vault`); a step gets it decrypted as a
 :class:`Credential` in its :class:`~blueprint_engine.integrations.base.ToolContext`, and nowhere
-else.
+else. One type is no tool's: :class:`WebhookSecretCredential`, the secret a webhook trigger
+checks request signatures with.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 #: Where a credential's secret value is shown masked, this many trailing characters are kept,
 #: and only for secrets at least :data:`_HINT_MIN_LENGTH` long (a short one shows none).
@@ -63,6 +64,21 @@ class CredentialData(BaseModel):
             tail = last[-_HINT_TAIL:] if len(last) >= _HINT_MIN_LENGTH else ""
             parts.append("••••" + tail)
         return " · ".join(parts)
+
+
+class WebhookSecretCredential(CredentialData):
+    """The shared secret a webhook trigger (its ``credential``) verifies request signatures
+    with: HMAC-SHA256 of the raw body, hex, in the trigger's ``signature_header``."""
+
+    kind: ClassVar[str] = "webhook_secret"
+    label: ClassVar[str] = "Webhook signing secret"
+
+    secret: SecretStr = Field(
+        min_length=16,
+        max_length=512,
+        description="What the sender signs with (at least 16 characters; e.g. the output of "
+        "openssl rand -hex 32).",
+    )
 
 
 @dataclass(frozen=True)

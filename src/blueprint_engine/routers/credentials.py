@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from blueprint_engine.http import Authenticated, CallerDep, CheckedRoute, PoolDep, SettingsDep
-from blueprint_engine.integrations import CREDENTIAL_TYPES, TOOL_REGISTRY
+from blueprint_engine.integrations import CREDENTIAL_TYPES, TOOL_REGISTRY, TRIGGER_CREDENTIAL_TYPES
 from blueprint_engine.routers.schemas import CredentialOut, CredentialTypeOut
 from blueprint_engine.services import credential_service
-from blueprint_engine.workflows.nodes.action import CREDENTIAL_NAME
+from blueprint_engine.workflows.nodes.base import CREDENTIAL_NAME
 
 router = APIRouter(route_class=CheckedRoute, tags=["credentials"])
 
@@ -42,14 +42,15 @@ class CredentialDataIn(BaseModel):
     "/credentials/types", response_model=list[CredentialTypeOut], dependencies=[Authenticated]
 )
 async def credential_types() -> list[dict[str, Any]]:
-    """Every credential type: its fields as JSON Schema (secret ones are ``writeOnly``) and
-    the services that take it."""
+    """Every credential type: its fields as JSON Schema (secret ones are ``writeOnly``), the
+    services that take it and the triggers that do (``webhook_secret``: webhook triggers)."""
     return [
         {
             "type": kind,
             "label": model.label,
             "schema": model.model_json_schema(),
             "services": [s for s, tool in TOOL_REGISTRY.items() if tool.accepts(kind)],
+            "triggers": [t for t, models in TRIGGER_CREDENTIAL_TYPES.items() if model in models],
         }
         for kind, model in sorted(CREDENTIAL_TYPES.items())
     ]

@@ -12,6 +12,21 @@ RunStatus = Literal["queued", "running", "waiting", "succeeded", "failed", "canc
 NodeStatus = Literal["pending", "succeeded", "failed", "skipped", "waiting", "retrying"]
 
 
+class ErrorDetailOut(BaseModel):
+    """What went wrong: a machine ``code``, a ``message``, and ``details`` where there are some
+    (validation errors: ``[{"loc", "message"}]``)."""
+
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """Every error answer's body."""
+
+    error: ErrorDetailOut
+
+
 class NodeStateOut(BaseModel):
     """One node of a run, as the dashboard draws it (``pending`` until its first log row)."""
 
@@ -112,6 +127,34 @@ class VersionOut(BaseModel):
     created_at: datetime
 
 
+class HookOut(BaseModel):
+    """A workflow's hook: ``POST /hooks/{workflow_id}/{token}`` starts it while its active
+    version has a webhook trigger. The token is shown once (``path``), in the response that
+    made or rotated it; only its SHA-256 is kept."""
+
+    path: str | None = Field(
+        default=None,
+        description="/hooks/{workflow_id}/{token}: only in the response that made or rotated "
+        "the hook; never again.",
+    )
+    path_hint: str = Field(description="The path with the token's first characters.")
+    token_hint: str
+    live: bool = Field(description="It answers now: the active version has a webhook trigger.")
+    signed: bool = Field(description="The active version's trigger checks an HMAC signature.")
+    created_at: datetime
+    rotated_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class HookUrlOut(HookOut):
+    """A workflow's hook with absolute URLs (``PUBLIC_BASE_URL`` + path)."""
+
+    url: str | None = Field(
+        default=None, description="The full URL: only in the answer to rotate; never again."
+    )
+    url_hint: str
+
+
 class WorkflowOut(BaseModel):
     """A workflow with one version's blueprint (default the latest) and its version list."""
 
@@ -132,6 +175,9 @@ class WorkflowOut(BaseModel):
     credentials: list[CredentialNeedOut] = Field(
         default_factory=list,
         description="The credentials this version names, and whether you have each.",
+    )
+    hook: HookOut | None = Field(
+        default=None, description="Its hook URL, once a version with a webhook trigger was saved."
     )
     created_at: datetime
     updated_at: datetime
@@ -419,12 +465,14 @@ class CredentialOut(BaseModel):
 
 
 class CredentialTypeOut(BaseModel):
-    """A credential type: what ``data`` it takes (JSON Schema) and which tools use it."""
+    """A credential type: what ``data`` it takes (JSON Schema) and which tools (and
+    triggers) use it."""
 
     type: str
     label: str
     schema_: dict[str, Any] = Field(alias="schema")
     services: list[str]
+    triggers: list[str] = Field(default_factory=list, description="Trigger kinds that take it.")
 
 
 class CredentialNeedOut(BaseModel):

@@ -16,10 +16,11 @@ from blueprint_engine.http import (
     CursorDep,
     HubDep,
     PoolDep,
+    SettingsDep,
     sse,
 )
-from blueprint_engine.routers.schemas import RunPageOut, WorkflowOut, WorkflowPageOut
-from blueprint_engine.services import run_service, stream_service, workflow_service
+from blueprint_engine.routers.schemas import HookUrlOut, RunPageOut, WorkflowOut, WorkflowPageOut
+from blueprint_engine.services import hook_service, run_service, stream_service, workflow_service
 from blueprint_engine.services.auth_service import owner_for
 
 router = APIRouter(route_class=CheckedRoute, tags=["workflows"], dependencies=[Authenticated])
@@ -128,6 +129,26 @@ async def deactivate_workflow(
 ) -> dict[str, Any]:
     """Stop starting runs from events (runs in progress continue)."""
     return await workflow_service.deactivate(pool, workflow_id, owner=caller.user_id)
+
+
+@router.get("/workflows/{workflow_id}/hook", response_model=HookUrlOut)
+async def get_hook(
+    workflow_id: WorkflowID, pool: PoolDep, settings: SettingsDep, caller: CallerDep
+) -> dict[str, Any]:
+    """The workflow's hook (``POST /hooks/{workflow_id}/{token}``): ``url_hint``, ``live``
+    (it answers now), ``signed``, times. The token is never shown again: rotate for a new one.
+    404 ``hook_not_found`` when the workflow never had a webhook trigger."""
+    return await hook_service.describe(pool, settings, workflow_id, owner=caller.user_id)
+
+
+@router.post("/workflows/{workflow_id}/hook/rotate", response_model=HookUrlOut)
+async def rotate_hook(
+    workflow_id: WorkflowID, pool: PoolDep, settings: SettingsDep, caller: CallerDep
+) -> dict[str, Any]:
+    """Issue a new token: the answer's ``url`` is the new hook URL, shown this once; the old
+    one stops working at once. Makes the hook if the latest or active version has a webhook
+    trigger and it has none; else 404 ``hook_not_found``."""
+    return await hook_service.rotate(pool, settings, workflow_id, owner=caller.user_id)
 
 
 @router.get("/workflows/{workflow_id}/runs", response_model=RunPageOut)

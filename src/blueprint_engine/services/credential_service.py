@@ -2,8 +2,8 @@
 
 ``data`` is validated by the type's model (declared by the tool that uses it), encrypted with
 the vault, and never returned: listings show a masked hint. Blueprints name a credential in an
-action node's ``credential``; :func:`check_references` makes sure each exists, is the caller's
-and has a type the node's tool takes.
+action node's ``credential`` (or a webhook trigger's, its signing secret);
+:func:`check_references` makes sure each exists, is the caller's and has a type the node takes.
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ from blueprint_engine.errors import (
     NotFound,
     ValidationFailed,
 )
-from blueprint_engine.integrations import CREDENTIAL_TYPES, BaseTool, public_tools
+from blueprint_engine.integrations import (
+    CREDENTIAL_TYPES,
+    TRIGGER_CREDENTIAL_TYPES,
+    BaseTool,
+    public_tools,
+)
 from blueprint_engine.integrations.credentials import CredentialData
 from blueprint_engine.store import credentials as store
 from blueprint_engine.store.db import Conn, Pool
 from blueprint_engine.store.vault import NEW_KEY_HINT, Unreadable, Vault
-from blueprint_engine.workflows.nodes import ActionNode
+from blueprint_engine.workflows.nodes import ActionNode, WebhookTrigger
 from blueprint_engine.workflows.schema import Blueprint
 
 CredentialDataT = TypeVar("CredentialDataT", bound=CredentialData)
@@ -159,56 +164,72 @@ async def delete(pool: Pool, owner: UUID, name: str) -> None:
             raise NotFound("credential", name)
 
 
-def _references(blueprint: Blueprint) -> list[tuple[int, ActionNode]]:
-    return [
-        (i, node)
-        for i, node in enumerate(blueprint.nodes)
-        if isinstance(node, ActionNode) and node.credential is not None
-    ]
+@dataclass(frozen=True)
+class _Reference:
+    """A node that names a credential: at ``loc`` (``["nodes", 2]``, or inside a loop's body
+    ``["nodes", 2, "body", "nodes", 0]``), with the types it takes (None: its tool is unknown,
+    which the blueprint's validation reports)."""
+
+    loc: list[str | int]
+    node_id: str
+    name: str
+    taker: str
+    accepted: tuple[str, ...] | None
 
 
-def _tool(node: ActionNode, registry: dict[str, BaseTool] | None) -> BaseTool | None:
-    return (registry if registry is not None else public_tools()).get(node.service)
+def _references(
+    blueprint: Blueprint, registry: dict[str, BaseTool] | None = None
+) -> list[_Reference]:
+    """Every credential the blueprint names: an action's (its tool's types) and a webhook
+    trigger's (:data:`TRIGGER_CREDENTIAL_TYPES`)."""
+    tools = registry if registry is not None else public_tools()
+    found = []
+    for loc, node in blueprint.walk():
+        if isinstance(node, ActionNode) and node.credential is not None:
+            tool = tools.get(node.service)
+            accepted = None if tool is None else tuple(m.kind for m in tool.credential_types)
+            found.append(_Reference(loc, node.id, node.credential, node.service, accepted))
+        elif isinstance(node, WebhookTrigger) and node.credential is not None:
+            kinds = tuple(m.kind for m in TRIGGER_CREDENTIAL_TYPES.get(node.trigger, ()))
+            taker = f"a {node.trigger} trigger"
+            found.append(_Reference(loc, node.id, node.credential, taker, kinds))
+    return found
 
 
 async def check_references(
     conn: Conn, blueprint: Blueprint, owner: UUID, registry: dict[str, BaseTool] | None = None
 ) -> None:
-    """Every credential the blueprint names exists, is ``owner``'s and has a type its node's
-    tool takes.
+    """Every credential the blueprint names exists, is ``owner``'s and has a type its node
+    takes (an action's tool, a webhook trigger: ``webhook_secret``).
 
     Raises:
         InvalidBlueprint: 422, each problem at ``nodes.<i>.credential`` with the node id.
     """
-    references = _references(blueprint)
+    references = _references(blueprint, registry)
     if not references:
         return
-    kinds = await store.kinds(
-        conn, owner, sorted({n.credential for _, n in references if n.credential})
-    )
+    kinds = await store.kinds(conn, owner, sorted({ref.name for ref in references}))
     issues = []
-    for i, node in references:
-        assert node.credential is not None
-        kind = kinds.get(node.credential)
-        tool = _tool(node, registry)
-        loc: list[str | int] = ["nodes", i, "credential"]
+    for ref in references:
+        kind = kinds.get(ref.name)
+        loc: list[str | int] = [*ref.loc, "credential"]
         if kind is None:
             issues.append(
                 {
                     "loc": loc,
-                    "node_id": node.id,
-                    "message": f"you have no credential named '{node.credential}'; create it "
+                    "node_id": ref.node_id,
+                    "message": f"you have no credential named '{ref.name}'; create it "
                     "with POST /credentials",
                 }
             )
-        elif tool is not None and not tool.accepts(kind):
-            wanted = ", ".join(m.kind for m in tool.credential_types) or "none"
+        elif ref.accepted is not None and kind not in ref.accepted:
+            wanted = ", ".join(ref.accepted) or "none"
             issues.append(
                 {
                     "loc": loc,
-                    "node_id": node.id,
-                    "message": f"credential '{node.credential}' is of type {kind}; "
-                    f"{node.service} takes {wanted}",
+                    "node_id": ref.node_id,
+                    "message": f"credential '{ref.name}' is of type {kind}; "
+                    f"{ref.taker} takes {wanted}",
                 }
             )
     if issues:
@@ -219,16 +240,12 @@ async def requirements(conn: Conn, blueprint: Blueprint, owner: UUID) -> list[di
     """What a workflow needs: ``[{"name", "types": [accepted], "nodes": [ids], "present",
     "type": the stored one or null}]`` for each credential its blueprint names."""
     needed: dict[str, dict[str, Any]] = {}
-    for _, node in _references(blueprint):
-        assert node.credential is not None
-        tool = _tool(node, None)
-        entry = needed.setdefault(
-            node.credential, {"name": node.credential, "types": [], "nodes": []}
-        )
-        entry["nodes"].append(node.id)
-        for model in tool.credential_types if tool is not None else ():
-            if model.kind not in entry["types"]:
-                entry["types"].append(model.kind)
+    for ref in _references(blueprint):
+        entry = needed.setdefault(ref.name, {"name": ref.name, "types": [], "nodes": []})
+        entry["nodes"].append(ref.node_id)
+        for kind in ref.accepted or ():
+            if kind not in entry["types"]:
+                entry["types"].append(kind)
     kinds = await store.kinds(conn, owner, sorted(needed))
     return [
         {**entry, "present": name in kinds, "type": kinds.get(name)}
@@ -298,3 +315,30 @@ async def addressed(
             code="credential_unreadable",
         ) from None
     return Addressed(row["id"], row["owner_id"], row["name"]), data
+
+
+async def owned(
+    pool: Pool, settings: Settings, owner: UUID, name: str, model: type[CredentialDataT]
+) -> CredentialDataT:
+    """The owner's credential ``name``, decrypted as ``model`` (a webhook trigger's signing
+    secret, about to check a delivery); its use is noted in ``last_used_at``.
+
+    Raises:
+        NotConfigured: 503 ``webhook_not_configured`` (no such credential, or of another
+            type: it was saved as one, so it was changed since), ``credentials_key_missing``
+            or ``credential_unreadable``.
+    """
+    async with pool.connection() as conn:
+        row = await store.secret_by_name(conn, owner, name)
+    if row is None or row["type"] != model.kind:
+        raise NotConfigured(
+            f"the {model.kind} credential this needs is missing or of another type",
+            code="webhook_not_configured",
+        )
+    try:
+        return model.model_validate(_vault(settings).decrypt(row["secret"]))
+    except (Unreadable, ValidationError):
+        raise NotConfigured(
+            "this credential cannot be read with the configured CREDENTIALS_KEY",
+            code="credential_unreadable",
+        ) from None

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from blueprint_engine.agents.architect import Draft, WorkflowArchitect
+from blueprint_engine.agents.architect import Draft, UserWorkflow, WorkflowArchitect
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import LLMNotConfigured, ValidationFailed
 from blueprint_engine.integrations import ToolResources
-from blueprint_engine.services import workflow_service
+from blueprint_engine.services import call_graph, workflow_service
 from blueprint_engine.store import accounts as accounts_store
 from blueprint_engine.store import credentials as credentials_store
+from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
 from blueprint_engine.workflows.expressions import OWNER_FIELDS
 from blueprint_engine.workflows.runners.dry_run import dry_run as dry_run_blueprint
@@ -52,6 +53,22 @@ async def _connections(pool: Pool, owner: UUID) -> list[tuple[str, str]]:
     return [(row["name"], row["type"]) for row in rows]
 
 
+#: Most of the owner's workflows the architect is told about (most recently changed first).
+MAX_CALLABLE_WORKFLOWS = 200
+
+
+async def _workflows(pool: Pool, owner: UUID, *, but: UUID | None = None) -> list[UserWorkflow]:
+    """The owner's saved workflows that a draft may run as child runs (not ``but``, the one
+    being revised: a workflow cannot run itself)."""
+    async with pool.connection() as conn:
+        rows = await workflows_store.callable_by(conn, owner, limit=MAX_CALLABLE_WORKFLOWS)
+    return [
+        UserWorkflow(r["id"], r["name"], r["description"], r["trigger_kind"], r["active"])
+        for r in rows
+        if r["id"] != but
+    ]
+
+
 def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
     return {
         "workflow_id": workflow["id"],
@@ -72,21 +89,29 @@ async def draft(
 ) -> dict[str, Any]:
     """Draft a blueprint from ``prompt`` and save it as an inactive draft workflow of
     ``owner``. "Me" in the prompt is the owner (``{{ owner.phone }}``); the warnings name each
-    ``owner.<field>`` the draft uses and the owner's profile lacks.
+    ``owner.<field>`` the draft uses and the owner's profile lacks, each connection it names
+    that the owner lacks and each workflow it runs that is not active. The architect is told
+    the owner's connections (names and types) and saved workflows, which it may run as child
+    runs.
 
     Returns:
         ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
 
     Raises:
         ValidationFailed: empty or oversize prompt. LLMNotConfigured: 503. DraftInvalid: 422.
-        LLMTimeout: 504. LLMUnavailable: 502.
+        InvalidBlueprint: 422, a workflow it runs was archived meanwhile (or a pinned version
+        does not exist). LLMTimeout: 504. LLMUnavailable: 502.
     """
     text = _check_text(prompt, "prompt", settings)
     result = await _require(architect).draft(
-        text, owner=await _profile(pool, owner), connections=await _connections(pool, owner)
+        text,
+        owner=await _profile(pool, owner),
+        connections=await _connections(pool, owner),
+        workflows=await _workflows(pool, owner),
     )
     blueprint = await validate_blueprint_async(result.blueprint)
     async with pool.connection() as conn, conn.transaction():
+        await call_graph.check_calls(conn, blueprint, owner)
         row = await workflow_service.create_in(
             conn, blueprint, name=None, description=None, owner=owner, origin="draft"
         )
@@ -116,6 +141,7 @@ async def revise(
         text,
         owner=await _profile(pool, owner),
         connections=await _connections(pool, owner),
+        workflows=await _workflows(pool, owner, but=workflow_id),
     )
     updated = await workflow_service.update(
         pool,

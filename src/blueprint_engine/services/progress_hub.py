@@ -1,11 +1,13 @@
-"""Live progress for SSE watchers: one LISTEN connection per process, each changed row read
-once, fanned out in memory.
+"""Live progress for SSE watchers (and for hooks waiting on a run's end,
+:meth:`ProgressHub.finished`): one LISTEN connection per process, each changed row read once,
+fanned out in memory.
 
 Triggers announce every change on the channel ``workflow_progress`` (migration
 ``20261122130000_live_progress.sql``), whoever wrote it: this process's runner, another
 process, the Inngest runner. The hub listens once; for a *topic* somebody here watches — a run's
-log rows and status, a workflow's runs, a session's messages — it reads the announced rows once
-and offers the same encoded SSE frame to every watcher of the topic. Nobody polls.
+log rows and status, a run's end, a workflow's runs, a session's messages — it reads the
+announced rows once and offers the same encoded SSE frame to every watcher of the topic.
+Nobody polls.
 
 - A watcher has a bounded buffer (``SSE_WATCHER_BUFFER`` events). One that falls that far behind
   is dropped rather than slowing the others: its stream ends with a ``retry:`` hint, and the
@@ -46,6 +48,9 @@ CHANNEL = "workflow_progress"
 PAGE = 500
 #: What a dropped client is told to wait before it reconnects, in milliseconds.
 RETRY_MS = 1000
+#: Pauses between reads of a run's row while :meth:`ProgressHub.finished` hears no
+#: announcements: the first, and the longest (it doubles), in seconds.
+_POLL_FIRST, _POLL_MAX = 0.25, 2.0
 #: How many keys a stream remembers for skipping what it sent (a workflow's runs, a session's
 #: messages); a key forgotten only risks sending a snapshot twice.
 _SEEN_KEYS = 10_000
@@ -237,6 +242,38 @@ class RunTopic(Topic):
         yield run_status_event(run)
 
 
+class RunEndTopic(Topic):
+    """A run's end, for a caller waiting on it (a hook answering with the run's output): only
+    status announcements, and an event only once the status is terminal. No log rows are read."""
+
+    def __init__(self, run_id: UUID) -> None:
+        super().__init__(("run_end", run_id))
+        self.run_id = run_id
+        self._noted = False
+
+    @override
+    def note(self, payload: dict[str, Any]) -> None:
+        self._noted = True
+
+    @override
+    def pending(self) -> bool:
+        return self._noted
+
+    @override
+    async def read(self, conn: Conn) -> list[Event]:
+        self._noted = False
+        run = await runs_store.get(conn, self.run_id, owner=None)
+        if run is None or run["status"] not in runs_store.TERMINAL:
+            return []
+        return [run_status_event(run)]
+
+    @override
+    async def replay(self, pool: Pool, after: int | None) -> AsyncIterator[Event]:
+        async with pool.connection() as conn:
+            for event in await self.read(conn):
+                yield event
+
+
 class _KeyedTopic(Topic):
     """Rows announced by id, read as they are now (a workflow's runs, a session's messages)."""
 
@@ -340,6 +377,7 @@ def _topics_of(payload: dict[str, Any]) -> Iterable[tuple[str, str]]:
         yield "session", payload["session"]
     else:
         yield "run", payload["run"]
+        yield "run_end", payload["run"]
         yield "workflow", payload["workflow"]
         yield "owner", payload["owner"]
 
@@ -450,6 +488,28 @@ class ProgressHub:
             topic.watchers.discard(watcher)
             if not topic.watchers and self._topics.get(key) is topic:
                 del self._topics[key]
+
+    async def finished(self, run_id: UUID) -> DictRow | None:
+        """The run's row once it has ended (succeeded, failed or cancelled); None if there is
+        no such run. Waits as long as that takes: bound it with ``asyncio.timeout``.
+
+        Waits on the run's status announcements (:class:`RunEndTopic`), holding no connection
+        meanwhile; the row is read once at the start (after subscribing, so an end committed in
+        between is not missed) and again after each announcement. Without announcements (not
+        listening, or this waiter was dropped) it reads the row again after 0.25 s, doubling to
+        at most 2 s between reads."""
+        pause = _POLL_FIRST
+        async with self._watch(RunEndTopic(run_id)) as (_, watcher):
+            while True:
+                async with self.pool.connection() as conn:
+                    run = await runs_store.get(conn, run_id, owner=None)
+                if run is None or run["status"] in runs_store.TERMINAL:
+                    return run
+                if watcher.dropped:
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, _POLL_MAX)
+                else:
+                    await watcher.next()
 
     async def stream(self, topic: Topic, after: int | None) -> AsyncIterator[bytes]:
         """SSE frames of ``topic``: what the table holds after the cursor ``after``, then live

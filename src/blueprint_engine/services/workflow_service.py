@@ -9,7 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from blueprint_engine.errors import Conflict, NotFound
-from blueprint_engine.services import call_graph, credential_service, paging
+from blueprint_engine.services import call_graph, credential_service, hook_service, paging
 from blueprint_engine.store import schedules as schedules_store
 from blueprint_engine.store import workflows as store
 from blueprint_engine.store.db import Conn, Pool
@@ -94,7 +94,9 @@ async def store_once_in(
 async def create(
     pool: Pool, data: Any, *, name: str | None, description: str | None, owner: UUID
 ) -> dict[str, Any]:
-    """Validate and save a blueprint as a new workflow of ``owner`` (version 1, inactive).
+    """Validate and save a blueprint as a new workflow of ``owner`` (version 1, inactive). A
+    webhook trigger gets the workflow its hook; this response's ``hook.path`` shows its token,
+    once.
 
     Raises:
         InvalidBlueprint: 422 with every problem, naming node and field.
@@ -106,7 +108,15 @@ async def create(
         row = await create_in(
             conn, blueprint, name=name, description=description, owner=owner, origin="api"
         )
-    return await get(pool, row["id"], owner=owner)
+        token = await hook_service.ensure_in(conn, row["id"], blueprint.trigger)
+    return _showing(await get(pool, row["id"], owner=owner), token)
+
+
+def _showing(workflow: dict[str, Any], token: str | None) -> dict[str, Any]:
+    """``workflow`` whose ``hook.path`` shows the token its hook was just made with, if any."""
+    if token is not None and workflow["hook"] is not None:
+        workflow["hook"]["path"] = hook_service.path(workflow["id"], token)
+    return workflow
 
 
 async def update(
@@ -121,7 +131,8 @@ async def update(
 ) -> dict[str, Any]:
     """Save a new version. The active version stays pinned until activated again.
     ``check_credentials`` False: a credential the owner lacks is saved as named (a revised
-    draft warns of it instead; :func:`get` lists it as not present).
+    draft warns of it instead; :func:`get` lists it as not present). A webhook trigger makes
+    the workflow's hook if it has none (shown once, as in :func:`create`).
 
     Raises:
         InvalidBlueprint: 422 (also a named credential that is missing, not the owner's or of
@@ -147,16 +158,18 @@ async def update(
             name=name,
             description=description,
         )
-    if row is None:
-        raise NotFound("workflow", workflow_id)
-    return await get(pool, workflow_id, owner=owner)
+        if row is None:
+            raise NotFound("workflow", workflow_id)
+        token = await hook_service.ensure_in(conn, workflow_id, trigger)
+    return _showing(await get(pool, workflow_id, owner=owner), token)
 
 
 async def get(
     pool: Pool, workflow_id: UUID, version: int | None = None, *, owner: UUID
 ) -> dict[str, Any]:
-    """The owner's workflow with one version's blueprint (default: latest) and the version
-    list.
+    """The owner's workflow with one version's blueprint (default: latest), the version list,
+    the credentials it needs and its ``hook`` (None unless it has one; see
+    :func:`hook_service.public`).
 
     Raises:
         NotFound: unknown workflow or version, or another user's.
@@ -173,6 +186,7 @@ async def get(
         needs = await credential_service.requirements(
             conn, Blueprint.model_validate(version_row["blueprint"]), owner
         )
+        hook = await hook_service.of(conn, workflow_id, owner)
     return {
         **row,
         "active": row["active_version"] is not None,
@@ -180,14 +194,16 @@ async def get(
         "blueprint": version_row["blueprint"],
         "versions": versions,
         "credentials": needs,
+        "hook": hook,
     }
 
 
 async def activate(
     pool: Pool, workflow_id: UUID, version: int | None, *, owner: UUID
 ) -> dict[str, Any]:
-    """Make ``version`` (default: latest) the live version: events and intents start it, and a
-    schedule trigger starts firing (next time after now).
+    """Make ``version`` (default: latest) the live version: events and intents start it, a
+    schedule trigger starts firing (next time after now), and a webhook trigger's hook answers
+    (made now if the workflow has none: this response's ``hook.path`` shows its token, once).
 
     Raises:
         NotFound: unknown workflow or version. Conflict: 409 ``workflow_archived``.
@@ -209,7 +225,8 @@ async def activate(
             )
         else:
             await schedules_store.delete(conn, workflow_id)
-    return await get(pool, workflow_id, owner=owner)
+        token = await hook_service.ensure_in(conn, workflow_id, trigger)
+    return _showing(await get(pool, workflow_id, owner=owner), token)
 
 
 async def deactivate(pool: Pool, workflow_id: UUID, *, owner: UUID) -> dict[str, Any]:

@@ -197,6 +197,21 @@ async def page(
     return await cur.fetchall()
 
 
+async def callable_by(conn: Conn, owner: UUID, *, limit: int) -> list[DictRow]:
+    """The owner's saved workflows (origin ``api`` or ``draft``; not archived) that a workflow
+    may run as child runs, most recently changed first, at most ``limit``: ``{id, name,
+    description, active, trigger_kind}`` (of the active version, else the latest)."""
+    cur = await conn.execute(
+        "select w.id, w.name, w.description, w.active_version is not null as active,"
+        " v.trigger_kind from workflows w join workflow_versions v on v.workflow_id = w.id"
+        " and v.version = coalesce(w.active_version, w.latest_version)"
+        " where w.owner_id = %s and w.archived_at is null and w.origin in ('api', 'draft')"
+        " order by w.updated_at desc, w.id desc limit %s",
+        (owner, limit),
+    )
+    return await cur.fetchall()
+
+
 async def archive(conn: Conn, workflow_id: UUID, owner: UUID) -> DictRow | None:
     """Archive the owner's workflow (not the system's): deactivated, out of the lists, no new
     runs (inside a transaction; the caller removes its schedule). Returns the row, None if

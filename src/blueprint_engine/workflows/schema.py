@@ -62,6 +62,11 @@ class Blueprint(Model):
         run of a cached version uses the same one)."""
         return Graph(self)
 
+    def walk(self) -> Iterator[tuple[Loc, Node]]:
+        """Every node with its path, loop bodies' nodes included (``["nodes", 2, "body",
+        "nodes", 0]``), in order."""
+        yield from _walk(self.nodes, ["nodes"])
+
     @property
     def trigger(self) -> TriggerNode:
         """Its trigger node (a validated blueprint has exactly one)."""
@@ -70,15 +75,16 @@ class Blueprint(Model):
 
 def template_sites(blueprint: Blueprint) -> Iterator[TemplateSite]:
     """Every template and condition of ``blueprint``, loop bodies included, in node order."""
-    yield from _sites(blueprint.nodes, ["nodes"])
+    for loc, node in blueprint.walk():
+        yield from node.template_sites(loc)
 
 
-def _sites(nodes: list[Node], loc: Loc) -> Iterator[TemplateSite]:
+def _walk(nodes: list[Node], loc: Loc) -> Iterator[tuple[Loc, Node]]:
     for i, node in enumerate(nodes):
-        yield from node.template_sites([*loc, i])
+        yield [*loc, i], node
         body = getattr(node, "body", None)
         if isinstance(body, Body):
-            yield from _sites(body.nodes, [*loc, i, "body", "nodes"])
+            yield from _walk(body.nodes, [*loc, i, "body", "nodes"])
 
 
 def blueprint_json_schema() -> dict[str, Any]:

@@ -7,7 +7,7 @@ architect's draft format are derived from it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union, get_args
 
 from pydantic import Field
 
@@ -24,16 +24,19 @@ from blueprint_engine.workflows.nodes.base import (
     parse_duration,
 )
 from blueprint_engine.workflows.nodes.delay import DelayNode
+from blueprint_engine.workflows.nodes.drafting import DraftField, DraftValues
 from blueprint_engine.workflows.nodes.end import EndNode
 from blueprint_engine.workflows.nodes.foreach import BODY_NAMES, Body, ForeachNode
 from blueprint_engine.workflows.nodes.router import Condition, RouterNode
 from blueprint_engine.workflows.nodes.trigger import (
     TRIGGER_KINDS,
+    TRIGGER_NAMES,
     IntentSlot,
     IntentTrigger,
     ScheduleTrigger,
     Trigger,
     TriggerNode,
+    WebhookTrigger,
 )
 from blueprint_engine.workflows.nodes.wait import TIMEOUT_BRANCH, WaitForEventNode
 from blueprint_engine.workflows.nodes.workflow import WorkflowNode
@@ -72,16 +75,41 @@ def kind_classes() -> list[type[NodeKind]]:
     return classes
 
 
+def _literal(kind: type[NodeKind], field: str) -> str:
+    value: str = get_args(kind.model_fields[field].annotation)[0]
+    return value
+
+
+def kind_name(kind: type[NodeKind]) -> str:
+    """What a kind is called: its ``type`` (``action``), or for a trigger kind its ``trigger``
+    and "trigger" (``intent trigger``)."""
+    if issubclass(kind, TriggerNode):
+        return f"{_literal(kind, 'trigger')} trigger"
+    return _literal(kind, "type")
+
+
+def kind_of(node_type: str, trigger: str | None = None) -> type[NodeKind] | None:
+    """The class of a node of type ``node_type`` (a trigger's by its ``trigger``, ``manual``
+    when None); None when there is no such kind."""
+    if node_type == "trigger":
+        return dict(zip(TRIGGER_NAMES, TRIGGER_KINDS, strict=True)).get(trigger or "manual")
+    kind = NODE_KINDS.get(node_type)
+    return kind if isinstance(kind, type) and issubclass(kind, NodeKind) else None
+
+
 __all__ = [
     "BODY_NAMES",
     "NODE_KINDS",
     "NODE_TYPES",
     "TIMEOUT_BRANCH",
+    "TRIGGER_NAMES",
     "ActionNode",
     "Body",
     "Checker",
     "Condition",
     "DelayNode",
+    "DraftField",
+    "DraftValues",
     "Edge",
     "EndNode",
     "ForeachNode",
@@ -99,6 +127,10 @@ __all__ = [
     "TriggerNode",
     "WaitForEventNode",
     "WalkOutcome",
+    "WebhookTrigger",
     "WorkflowNode",
+    "kind_classes",
+    "kind_name",
+    "kind_of",
     "parse_duration",
 ]

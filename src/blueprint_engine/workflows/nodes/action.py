@@ -20,6 +20,7 @@ from blueprint_engine.integrations import ToolContext, ToolError
 from blueprint_engine.integrations.credentials import Credential, CredentialUnavailable
 from blueprint_engine.workflows import expressions, redaction
 from blueprint_engine.workflows.nodes.base import (
+    CREDENTIAL_NAME,
     Checker,
     Loc,
     Model,
@@ -30,6 +31,7 @@ from blueprint_engine.workflows.nodes.base import (
     render_params,
     storable_outcome,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.redaction import Redactor
 from blueprint_engine.workflows.steps import (
     Retry,
@@ -40,9 +42,6 @@ from blueprint_engine.workflows.steps import (
 )
 
 log = logging.getLogger(__name__)
-
-#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
-CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class RetryPolicy(Model):
@@ -58,11 +57,30 @@ class ActionNode(NodeKind):
 
     summary = "Calls a task of an integration (a tool) with params; retried per its policy."
     draft_rule = (
-        "action: `service` + `task` from the catalog below; `params_json` is a JSON object "
-        "string that satisfies the task's params schema; `on_error` 'continue' makes a failure "
-        "its output ({error}) instead of failing the run; `credential` names one of the user's "
+        "`service` + `task` from the catalog below; `params_json` is a JSON object string "
+        "that satisfies the task's params schema; `on_error` 'continue' makes a failure its "
+        "output ({error}) instead of failing the run; `retry` sets how often a failing call is "
+        "tried (null: the deployment's policy); `credential` names one of the user's "
         "connections whose type the service takes, else null."
     )
+    draft_fields = {
+        "service": DraftField(str, "A service from the catalog."),
+        "task": DraftField(str, "A task of that service."),
+        "params_json": DraftField(
+            str,
+            "The task's params as a JSON object in a string; values may be templates such as "
+            "'{{ trigger_data.payload.payment.entity.amount }}'.",
+        ),
+        "credential": DraftField(
+            str,
+            "Name of one of the user's connections (credentials) whose type the service "
+            "takes; null to use the deployment's account.",
+        ),
+        "on_error": DraftField(
+            Literal["fail", "continue"], "'continue': a failure becomes its output (null: fail)."
+        ),
+        "retry": DraftField(RetryPolicy, "Attempts and backoff in seconds (null: the default)."),
+    }
 
     type: Literal["action"]
     service: str

@@ -3,7 +3,7 @@
 A node kind is one class (a subclass of :class:`NodeKind`, in its own module of this package)
 and one line in :data:`~blueprint_engine.workflows.nodes.NODE_KINDS`. From those
 declarations come the blueprint's JSON Schema and validation (:mod:`..schema`), the engine's
-dispatch (:mod:`..engine`) and the architect's draft format (:mod:`...agents.architect`).
+dispatch (:mod:`..engine`) and the architect's draft format (:mod:`...agents.draft_format`).
 
 This module also holds the field types the kinds share (ids, durations, positions, edges).
 """
@@ -29,6 +29,7 @@ from blueprint_engine.config import Settings
 from blueprint_engine.integrations import BaseTool, ToolResources
 from blueprint_engine.store import storable
 from blueprint_engine.workflows import expressions
+from blueprint_engine.workflows.nodes.drafting import DraftField, DraftValues
 from blueprint_engine.workflows.steps import (
     NO_RETRY,
     CredentialSource,
@@ -76,6 +77,8 @@ Duration = Annotated[
 NodeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]
 BranchLabel = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Loc = list[str | int]
+#: A credential's name: what a node writes in ``credential`` (as the ``credentials`` table checks).
+CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class Model(BaseModel):
@@ -192,15 +195,27 @@ class NodeKind(Model):
     Class attributes:
         summary: one line saying what the kind does (docs and the architect's prompt).
         draft_rule: how the architect writes it (its prompt's rule for this kind).
+        draft_fields: the fields the architect's model writes for it besides ``id``, ``type``,
+            ``name`` (and a trigger's ``trigger``), by their draft names (see
+            :mod:`.drafting`); :meth:`from_draft` turns them into the node's fields.
     """
 
     summary: ClassVar[str]
     draft_rule: ClassVar[str] = ""
+    draft_fields: ClassVar[Mapping[str, DraftField]] = {}
 
     type: str
     id: NodeId = Field(description="Unique, identifier-like (used in {{steps.<id>...}}).")
     name: str | None = Field(default=None, max_length=200, description="Display name.")
     position: Position | None = None
+
+    @classmethod
+    def from_draft(cls, draft: DraftValues) -> dict[str, Any]:
+        """The node's own blueprint fields (all but ``id``, ``type``, ``name``, ``trigger``)
+        from the model's flat ``draft``, unchecked: the blueprint's validator checks them.
+        The default fills :attr:`draft_fields`; a JSON string that does not parse is left
+        out and recorded in ``draft.problems``."""
+        return draft.fill(cls.draft_fields)
 
     def check(self, checker: Checker, loc: Loc) -> None:
         """Report what the model cannot express (the node is at ``loc``)."""

@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Literal
 
 from blueprint_engine.workflows.nodes.base import Duration, NodeKind, NodeResult, NodeRun
+from blueprint_engine.workflows.nodes.drafting import DraftField
 
 
 class DelayNode(NodeKind):
     """Waits ``duration`` seconds (``"30s"``, ``"5m"``, ``"2h"``, ``"3d"`` are accepted)."""
 
     summary = "Waits for a duration on a durable timer."
-    draft_rule = 'delay: `duration` like "30s", "10m", "2h", "3d".'
+    draft_rule = '`duration` like "30s", "10m", "2h", "3d".'
+    draft_fields = {"duration": DraftField(str, "How long, e.g. '30s', '10m', '2h', '3d'.")}
 
     type: Literal["delay"]
     duration: Duration

@@ -14,6 +14,7 @@ from blueprint_engine.workflows.nodes.base import (
     TemplateSite,
     storable_outcome,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.steps import NO_RETRY, StepError, StepOutcome
 
 
@@ -21,7 +22,10 @@ class EndNode(NodeKind):
     """Ends a path; ``output`` (templates allowed) becomes the run's output."""
 
     summary = "Ends a path; its output becomes the run's (or the loop item's) output."
-    draft_rule = "end: optional `output_json` (a JSON value, templates allowed): the run's output."
+    draft_rule = "Optional `output_json` (a JSON value, templates allowed): the run's output."
+    draft_fields = {
+        "output_json": DraftField(str, "JSON value (templates allowed) or null."),
+    }
 
     type: Literal["end"]
     output: Any = None

@@ -38,6 +38,7 @@ from blueprint_engine.workflows.nodes.base import (
     fail_step,
     render_params,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.steps import (
     NO_RETRY,
     ChildRun,
@@ -82,11 +83,32 @@ class ForeachNode(NodeKind):
 
     summary = "Runs a body of nodes (or a saved workflow) once per item of a list."
     draft_rule = (
-        "foreach: `items_expr` is a template giving a list (e.g. "
-        "'{{ steps.fetch.output.invoices }}'); `body_json` is a JSON object {nodes, edges} of "
-        "the nodes run per item (no trigger; templates there also see {{ item }} and "
-        "{{ index }}); `concurrency` items at a time; its output is {results: [...]}."
+        "`items` is a template giving a list (e.g. '{{ steps.fetch.output.body.invoices }}'). "
+        'Per item it runs either `body_json`, a JSON object {"nodes": [...], "edges": '
+        "[...]} of nodes in blueprint form (each node {id, type, name, ...} with `params`, "
+        "`conditions`, `output`... as objects, not _json strings; no trigger; ids unique across "
+        "the whole blueprint; its entry is the nodes without incoming edges; templates there "
+        "also see {{ item }} and {{ index }}), or `workflow_id` (optionally `version`), one of "
+        "the user's saved workflows listed with the request, each item its trigger_data. "
+        "`concurrency` items at a time (null: 1); `on_error` 'continue' keeps going past a "
+        "failed item. Its output is {results: [one per item], count, failed}. Use it whenever "
+        "something is done for every element of a list; edges cannot loop."
     )
+    draft_fields = {
+        "items": DraftField(str, "A template giving the list, e.g. '{{ steps.x.output.items }}'."),
+        "body_json": DraftField(str, "JSON object {nodes, edges} run per item, blueprint form."),
+        "workflow_id": DraftField(
+            str, "Or: a saved workflow run per item.", to="workflow.workflow_id"
+        ),
+        "version": DraftField(
+            int, "Its pinned version; null: the active one.", to="workflow.version"
+        ),
+        "concurrency": DraftField(int, "Items run at once (null: 1)."),
+        "timeout": DraftField(str, "With workflow_id: how long each child run may take."),
+        "on_error": DraftField(
+            Literal["fail", "continue"], "'continue': a failed item's result is {error}."
+        ),
+    }
 
     type: Literal["foreach"]
     items: Any = Field(

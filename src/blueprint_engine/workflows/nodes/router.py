@@ -19,6 +19,7 @@ from blueprint_engine.workflows.nodes.base import (
     NodeRun,
     TemplateSite,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.steps import NO_RETRY, StepError, StepOutcome
 
 
@@ -35,10 +36,14 @@ class RouterNode(NodeKind):
 
     summary = "Chooses one branch: the first condition that holds, else the default."
     draft_rule = (
-        'router: ordered `conditions` [{"branch", "when"}] with Jinja expressions without '
-        "braces (e.g. trigger_data.payload.payment.entity.amount >= 100000), plus "
-        "`default_branch`. Every edge leaving a router has `branch` set to one of its labels."
+        'Ordered `conditions` [{"branch", "when"}] with Jinja expressions without braces '
+        "(e.g. trigger_data.payload.payment.entity.amount >= 100000), plus `default_branch`. "
+        "Every edge leaving a router has `branch` set to one of its labels."
     )
+    draft_fields = {
+        "conditions": DraftField(list[Condition], "First match wins."),
+        "default_branch": DraftField(str, "Label taken when nothing matches.", to="default"),
+    }
 
     type: Literal["router"]
     conditions: list[Condition] = Field(min_length=1)

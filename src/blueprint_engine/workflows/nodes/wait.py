@@ -20,6 +20,7 @@ from blueprint_engine.workflows.nodes.base import (
     NodeRun,
     TemplateSite,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 
 TIMEOUT_BRANCH = "timeout"
 
@@ -29,11 +30,16 @@ class WaitForEventNode(NodeKind):
 
     summary = "Pauses until a matching event arrives, or its timeout passes."
     draft_rule = (
-        "wait_for_event: `event`, optional `match` (Jinja condition over event.data, "
+        "`event`, optional `match` (Jinja condition over event.data, "
         "trigger_data and steps, e.g. event.data.payload.payment_link.entity.id == "
         'steps.create_link.output.id), and `timeout` like "2d". Its unlabelled edges run when '
         'the event arrives; give the edge to run on timeout `branch` "timeout".'
     )
+    draft_fields = {
+        "event": DraftField(str, "The event to wait for."),
+        "match": DraftField(str, "Jinja condition over event, trigger_data, steps."),
+        "timeout": DraftField(str, "How long to wait, e.g. '2d'."),
+    }
 
     type: Literal["wait_for_event"]
     event: str = Field(min_length=1, max_length=200)

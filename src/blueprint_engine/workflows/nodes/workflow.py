@@ -26,6 +26,7 @@ from blueprint_engine.workflows.nodes.base import (
     fail_step,
     render_params,
 )
+from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.steps import (
     ChildRun,
     StepError,
@@ -39,10 +40,20 @@ class WorkflowNode(NodeKind):
 
     summary = "Runs another saved workflow as a child run and waits for its output."
     draft_rule = (
-        "workflow: `workflow_id` of one of the user's saved workflows listed with the request, "
-        "optional `version` (null: the active one) and `input_json` (a JSON value, templates "
-        "allowed) that becomes its trigger_data; its output is the child run's output."
+        "`workflow_id` of one of the user's saved workflows listed with the request (never "
+        "another id), optional `version` (null: the active one), `input_json` (a JSON value, "
+        "templates allowed) that becomes its trigger_data, `timeout` (null: 1 day) and "
+        "`on_error`; its output is the child run's output."
     )
+    draft_fields = {
+        "workflow_id": DraftField(str, "Id of one of the user's saved workflows."),
+        "version": DraftField(int, "A pinned version; null runs the active one."),
+        "input_json": DraftField(str, "Its trigger_data: a JSON value, templates allowed."),
+        "timeout": DraftField(str, "How long the child run may take, e.g. '1h'."),
+        "on_error": DraftField(
+            Literal["fail", "continue"], "'continue': a failure becomes its output (null: fail)."
+        ),
+    }
 
     type: Literal["workflow"]
     workflow_id: UUID = Field(description="The saved workflow to run (the owner's own).")
