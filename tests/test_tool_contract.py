@@ -194,6 +194,7 @@ class KeepAlive:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body without a delayed-ACK stall
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
