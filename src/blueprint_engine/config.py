@@ -165,6 +165,14 @@ class Settings(BaseSettings):
     retry_initial_backoff_seconds: float = Field(default=1.0, ge=0)
     retry_max_backoff_seconds: float = Field(default=30.0, ge=0)
     retry_jitter_seconds: float = Field(default=0.5, ge=0)
+    retry_after_max_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="Longest wait before a retry that a service's Retry-After (on a 429 or 503) "
+        "can ask for; a longer one is cut to this. The wait is the larger of the backoff and "
+        "the Retry-After.",
+    )
 
     # LLM (WorkflowArchitect): any OpenAI-compatible server
     openai_api_key: SecretStr | None = None

@@ -95,7 +95,8 @@ class StepOutcome:
 
 
 class StepError(Exception):
-    """One attempt of a step failed. ``retryable`` lets the port try again."""
+    """One attempt of a step failed. ``retryable`` lets the port try again; ``retry_after``
+    (seconds, from the service's ``Retry-After``) asks it to wait at least that long first."""
 
     def __init__(
         self,
@@ -105,6 +106,7 @@ class StepError(Exception):
         retryable: bool,
         input: Any = None,
         details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -112,6 +114,7 @@ class StepError(Exception):
         self.retryable = retryable
         self.input = input
         self.details = details or {}
+        self.retry_after = retry_after
 
     def redacted(self, redact: Redactor) -> StepError:
         """This error with its message, input and details passed through ``redact``."""
@@ -121,6 +124,7 @@ class StepError(Exception):
             retryable=self.retryable,
             input=redact(self.input),
             details=redact(self.details),
+            retry_after=self.retry_after,
         )
 
     def to_error(self) -> dict[str, Any]:
@@ -128,6 +132,8 @@ class StepError(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
             error["details"] = self.details
+        if self.retry_after is not None:
+            error["retry_after"] = self.retry_after
         return error
 
 
@@ -523,7 +529,12 @@ class Engine:
             output = await tool.execute(node.task, params, context)
         except ToolError as exc:
             raise StepError(
-                exc.code, exc.message, retryable=exc.retryable, input=resolved, details=exc.details
+                exc.code,
+                exc.message,
+                retryable=exc.retryable,
+                input=resolved,
+                details=exc.details,
+                retry_after=exc.retry_after,
             ) from None
         except Exception as exc:  # a tool bug must not lose the run: record it and retry
             raise StepError(
