@@ -140,15 +140,6 @@ class InngestPort:
             raise Suspended(payload=None)
         return results[0]
 
-    async def _record(self, row: LogRow) -> dict[str, Any]:
-        """Write a result row with its checkpoint; the memo of the result that stands."""
-        written = await steps_store.write_one(self.conn, Write(self.run_id, None, [row]))
-        if row.step_id not in written.recorded:  # Inngest re-ran a finished step: the first
-            existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
-            if existing is not None:  # result stands
-                return _memo(existing)
-        return _memo(row)
-
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``.
         Inngest counts attempts itself (``ctx.attempt``), so ``pure`` changes nothing here;
@@ -189,10 +180,19 @@ class InngestPort:
             raise inngest.RetryAfterError(message, timedelta(seconds=pause.retry_after))
         raise RuntimeError(message)
 
-    async def record(self, row: LogRow) -> Checkpoint:
-        """Write the result inside this step; the result that stands (see :meth:`_record`)."""
-        memo = await self._record(row)
-        return Checkpoint(memo["status"], memo["output"], memo["error"])
+    async def record(self, row: LogRow) -> Result:
+        """Write a result row with its checkpoint, inside the running Inngest step; return the
+        result that stands (the first one written, when Inngest re-ran a finished step).
+
+        Raises:
+            LeaseLost: the run is finished or cancelled.
+        """
+        written = await steps_store.write_one(self.conn, Write(self.run_id, None, [row]))
+        if row.step_id not in written.recorded:
+            existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
+            if existing is not None:
+                return existing
+        return row
 
     async def _begin_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
         async def begin() -> str:
@@ -216,9 +216,8 @@ class InngestPort:
         await self._call(lambda: self.ctx.step.sleep(step_id, timedelta(seconds=seconds)))
 
         async def end() -> dict[str, Any]:
-            return await self._record(
-                LogRow.succeeded(step_id, 1, _now(), output={"slept_seconds": seconds})
-            )
+            row = LogRow.succeeded(step_id, 1, _now(), output={"slept_seconds": seconds})
+            return _memo(await self.record(row))
 
         await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
 
@@ -250,7 +249,7 @@ class InngestPort:
             if received is None:  # timed out, unless an event resolved the row meanwhile
                 received = await steps_store.time_out_wait(self.conn, self.run_id, step_id)
             output = {"event": received, "timed_out": received is None}
-            return await self._record(LogRow.succeeded(step_id, 1, _now(), output=output))
+            return _memo(await self.record(LogRow.succeeded(step_id, 1, _now(), output=output)))
 
         memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
         result: dict[str, Any] | None = memo["output"]["event"]
