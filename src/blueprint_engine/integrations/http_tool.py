@@ -25,7 +25,14 @@ from pydantic import Field, HttpUrl, SecretStr, field_validator
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import outbound
-from blueprint_engine.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from blueprint_engine.integrations.base import (
+    BaseTool,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+    retry_after_seconds,
+)
 from blueprint_engine.integrations.credentials import CredentialData
 from blueprint_engine.store import storable
 
@@ -229,7 +236,8 @@ class HttpTool(BaseTool):
 
         Raises:
             ToolError: ``destination_blocked`` (not retryable), ``dns_error``, ``timeout``,
-                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx.
+                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx (with the
+                ``Retry-After`` of a 429 or 503).
         """
         settings = context.settings
         url: HttpUrl = params.url
@@ -288,6 +296,7 @@ class HttpTool(BaseTool):
                 code="http_status",
                 retryable=response.status_code in _RETRYABLE_STATUS,
                 details={"status_code": response.status_code, "body": body},
+                retry_after=retry_after_seconds(response.status_code, response.headers),
             )
         return {
             "status_code": response.status_code,

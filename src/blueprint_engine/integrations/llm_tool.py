@@ -9,7 +9,14 @@ from pydantic import Field, HttpUrl, SecretStr
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import outbound
-from blueprint_engine.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from blueprint_engine.integrations.base import (
+    BaseTool,
+    Task,
+    TaskParams,
+    ToolContext,
+    ToolError,
+    retry_after_seconds,
+)
 from blueprint_engine.integrations.credentials import CredentialData
 
 SUMMARY_INSTRUCTIONS = (
@@ -103,7 +110,8 @@ class LLMTool(BaseTool):
         """Ask the model.
 
         Raises:
-            ToolError: timeouts, rate limits and 5xx are retryable; other refusals are not.
+            ToolError: timeouts, rate limits and 5xx are retryable (with the ``Retry-After`` of
+                a 429 or 503); other refusals are not.
         """
         settings = context.settings
         data = context.credential.data if context.credential is not None else None
@@ -137,8 +145,14 @@ class LLMTool(BaseTool):
             openai.RateLimitError,
             openai.InternalServerError,
         ) as exc:
+            answer = exc.response if isinstance(exc, openai.APIStatusError) else None
             raise ToolError(
-                f"language model unavailable: {exc}", code="llm_unavailable", retryable=True
+                f"language model unavailable: {exc}",
+                code="llm_unavailable",
+                retryable=True,
+                retry_after=None
+                if answer is None
+                else retry_after_seconds(answer.status_code, answer.headers),
             ) from None
         except openai.APIError as exc:
             raise ToolError(

@@ -12,6 +12,7 @@ from blueprint_engine import metrics
 from blueprint_engine.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from blueprint_engine.integrations import TOOL_REGISTRY
 from blueprint_engine.services import call_graph, credential_service, paging, workflow_service
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store import runs as store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
@@ -134,7 +135,9 @@ async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[
         run = await store.get(conn, run_id, owner=owner)
         if run is None:
             raise NotFound("run", run_id)
-        states = {row["node_id"]: row["status"] for row in await store.node_states(conn, run_id)}
+        states = {
+            row["node_id"]: row["status"] for row in await logs_store.latest_by_node(conn, run_id)
+        }
     return run["status"], states
 
 
@@ -151,7 +154,7 @@ async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
         if run is None:
             raise NotFound("run", run_id)
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
-        states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
+        states = {row["node_id"]: row for row in await logs_store.latest_by_node(conn, run_id)}
     nodes = []
     for node in _raw_nodes(version["blueprint"] if version else None):
         entry: dict[str, Any] = {
@@ -222,7 +225,9 @@ async def logs(
     async with pool.connection() as conn:
         if await store.get(conn, run_id, owner=owner) is None:
             raise NotFound("run", run_id)
-        return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
+        return [
+            dict(r) for r in await logs_store.page(conn, run_id, after_id=after_id, limit=limit)
+        ]
 
 
 async def cancel(

@@ -24,7 +24,7 @@ from psycopg.rows import DictRow
 
 from blueprint_engine import metrics
 from blueprint_engine.store.db import Conn, jsonb
-from blueprint_engine.store.steps import Lease
+from blueprint_engine.store.steps import Lease, held
 from blueprint_engine.store.storable import scrub
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -268,6 +268,15 @@ async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) 
     return {row["id"] for row in await cur.fetchall()}
 
 
+_FINISH = (
+    "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
+    " wake_at = %(wake_at)s, lease_owner = null, lease_token = null,"
+    " lease_expires_at = null, pass_failures = 0, updated_at = now(),"
+    " finished_at = case when %(finished)s then now() else null end"
+    " where id = %(run_id)s and " + held("workflow_runs", "%(token)s::uuid")
+)
+
+
 async def finish(
     conn: Conn,
     run_id: UUID,
@@ -286,13 +295,7 @@ async def finish(
     """
     finished = status in TERMINAL
     cur = await conn.execute(
-        "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
-        " wake_at = %(wake_at)s, lease_owner = null, lease_token = null,"
-        " lease_expires_at = null, pass_failures = 0, updated_at = now(),"
-        " finished_at = case when %(finished)s then now() else null end"
-        " where id = %(run_id)s and ((lease_token = %(token)s and status = 'running')"
-        " or (%(token)s::uuid is null and lease_token is null"
-        " and status in ('queued', 'running', 'waiting')))",
+        _FINISH,
         {
             "status": status,
             "output": jsonb(output),
@@ -441,25 +444,3 @@ async def queue_stats(conn: Conn, *, timeout_ms: int) -> tuple[int, float]:
         row = await cur.fetchone()
     assert row is not None
     return int(row["depth"]), max(0.0, float(row["age"]))
-
-
-async def node_states(conn: Conn, run_id: UUID) -> list[DictRow]:
-    """The latest log row of every node that has one."""
-    cur = await conn.execute(
-        "select distinct on (node_id) node_id, status, attempt, input, output, error,"
-        " started_at, finished_at, duration_ms from workflow_logs where run_id = %s"
-        " order by node_id, id desc",
-        (run_id,),
-    )
-    return await cur.fetchall()
-
-
-async def logs(conn: Conn, run_id: UUID, *, after_id: int, limit: int) -> list[DictRow]:
-    """Log rows of a run in write order, after ``after_id``."""
-    cur = await conn.execute(
-        "select id, node_id, step_id, status, attempt, input, output, error, started_at,"
-        " finished_at, duration_ms from workflow_logs where run_id = %s and id > %s"
-        " order by id limit %s",
-        (run_id, after_id, limit),
-    )
-    return await cur.fetchall()
