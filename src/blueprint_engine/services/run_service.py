@@ -189,19 +189,24 @@ async def page(
     workflow_id: UUID | None = None,
     status: str | None = None,
     trace_id: str | None = None,
+    parent_run_id: UUID | None = None,
 ) -> dict[str, Any]:
     """A page of the owner's runs, newest first: of one workflow, of one command
-    (``trace_id``: message -> intent -> run), or of every workflow they made (the system's
-    own excluded); optionally of one ``status``. ``{"runs": [...], "next_cursor": str |
-    None}``.
+    (``trace_id``: message -> intent -> run), the child runs of one run (``parent_run_id``:
+    what its ``workflow`` nodes and foreach items started), or of every workflow they made
+    (the system's own excluded); optionally of one ``status``. ``{"runs": [...],
+    "next_cursor": str | None}``.
 
     Raises:
-        NotFound: ``workflow_id`` unknown, or another user's. ValidationFailed: bad cursor.
+        NotFound: ``workflow_id`` or ``parent_run_id`` unknown, or another user's.
+        ValidationFailed: bad cursor.
     """
     before = paging.decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:
         if workflow_id is not None and await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
+        if parent_run_id is not None and await store.get(conn, parent_run_id, owner=owner) is None:
+            raise NotFound("run", parent_run_id)
         rows = await store.page(
             conn,
             owner,
@@ -210,6 +215,7 @@ async def page(
             workflow_id=workflow_id,
             status=status,
             trace_id=trace_id,
+            parent_run_id=parent_run_id,
         )
     return paging.page_of(rows, limit, "created_at", "runs")
 

@@ -90,7 +90,7 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     cur = await conn.execute(
         "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
         " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at,"
-        " owner_profile, change_seq"
+        " owner_profile, change_seq, parent_run_id, parent_step_id"
         " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
         (run_id, owner, owner),
     )
@@ -99,7 +99,8 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
 
 _SUMMARY = (
     "select r.id, r.workflow_id, w.name as workflow_name, r.version, r.status, r.error,"
-    " r.trace_id, r.wake_at, r.created_at, r.started_at, r.finished_at, r.change_seq"
+    " r.trace_id, r.wake_at, r.created_at, r.started_at, r.finished_at, r.change_seq,"
+    " r.parent_run_id, r.parent_step_id"
     " from workflow_runs r join workflows w on w.id = r.workflow_id"
 )
 
@@ -121,13 +122,17 @@ async def page(
     workflow_id: UUID | None = None,
     status: str | None = None,
     trace_id: str | None = None,
+    parent_run_id: UUID | None = None,
 ) -> list[DictRow]:
     """The owner's runs newest first, keyset-paginated on ``(created_at, id)``: of one
-    workflow, of one command (``trace_id``, channel commands included), or of every workflow
-    they made; optionally of one ``status``."""
+    workflow, of one command (``trace_id``, channel commands included), the child runs of one
+    run (``parent_run_id``, whatever their workflow), or of every workflow they made;
+    optionally of one ``status``."""
     args: tuple[Any, ...]
     if trace_id is not None:
         where, args = "r.owner_id = %s and r.trace_id = %s", (owner, trace_id)
+    elif parent_run_id is not None:
+        where, args = "r.owner_id = %s and r.parent_run_id = %s", (owner, parent_run_id)
     else:
         where, args = _scope(workflow_id, owner)
         if workflow_id is not None:
