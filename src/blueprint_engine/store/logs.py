@@ -46,8 +46,13 @@ def _now() -> datetime:
 
 def node_of(step_id: str) -> str:
     """The node a step id belongs to: ``send`` for ``send`` and for ``each.3.send`` (a step of
-    a loop's body is ``<foreach id>.<item index>.<step id>``; node ids hold no dots)."""
-    return step_id.rpartition(".")[2]
+    a loop's body is ``<foreach id>.<item index>.<step id>``), ``each`` for ``each.3`` (an
+    item of a loop over a saved workflow). Node ids hold no dots and never start with a digit.
+    """
+    head, _, last = step_id.rpartition(".")
+    if last.isdigit():
+        return head.rpartition(".")[2]
+    return last
 
 
 @dataclass(frozen=True, kw_only=True)
