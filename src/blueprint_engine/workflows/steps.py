@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from uuid import UUID
 
 from blueprint_engine.integrations.credentials import Credential, CredentialData
+from blueprint_engine.store.children import ChildRun as ChildRun  # part of the step protocol
 from blueprint_engine.workflows.redaction import Redactor
 
 
@@ -144,20 +144,6 @@ class Suspended(Exception):
 
 
 StepFn = Callable[[int], Awaitable[StepOutcome]]
-
-
-@dataclass(frozen=True)
-class ChildRun:
-    """A child run a ``workflow`` node starts: the owner's saved workflow ``workflow_id`` at
-    ``version`` (None: the active version when the child starts), with ``input`` as its trigger
-    data; the node waits at most ``timeout_seconds`` for its end. A child deeper than
-    ``max_depth`` in a chain of child runs is refused."""
-
-    workflow_id: UUID
-    version: int | None
-    input: Any
-    timeout_seconds: float
-    max_depth: int
 
 
 def child_error(ended: dict[str, Any] | None, seconds: float) -> dict[str, Any] | None:

@@ -235,19 +235,27 @@ class EmbeddedPort:
                 step_id, "event", timeout_seconds, event_name=event, match=match, context=context
             )
         assert wait is not None
-        if wait.resolved and not wait.timed_out:
-            received = wait.event
-        elif wait.resolved or wait.due:
-            async with self.pool.connection() as conn:
-                received = await steps_store.time_out_wait(conn, self.run_id, step_id)
-        else:
-            raise Suspended(wait.wake_at)
+        received = await self._resolution(step_id, wait)
         output = {"event": received, "timed_out": received is None}
         self._hold(
             LogRow.succeeded(step_id, 1, wait.created_at, output=output),
             timed_out=received is None,
         )
         return received
+
+    async def _resolution(self, step_id: str, wait: steps_store.Wait) -> Any:
+        """What resolved an event or child wait (the event, the child's end), or None once it
+        timed out (unless a resolution won the race).
+
+        Raises:
+            Suspended: neither yet.
+        """
+        if wait.resolved and not wait.timed_out:
+            return wait.event
+        if wait.resolved or wait.due:
+            async with self.pool.connection() as conn:
+                return await steps_store.time_out_wait(conn, self.run_id, step_id)
+        raise Suspended(wait.wake_at)
 
     async def run_child(self, step_id: str, child: ChildRun) -> Any:
         """Start the child run and park on a ``child`` wait that its end resolves (a trigger
@@ -259,13 +267,7 @@ class EmbeddedPort:
         if wait is None:
             await self._start_child(step_id, child)
         assert wait is not None
-        if wait.resolved and not wait.timed_out:
-            ended = wait.event
-        elif wait.resolved or wait.due:
-            async with self.pool.connection() as conn:
-                ended = await steps_store.time_out_wait(conn, self.run_id, step_id)
-        else:
-            raise Suspended(wait.wake_at)
+        ended = await self._resolution(step_id, wait)
         error = child_error(ended, child.timeout_seconds)
         if error is not None:
             self._hold(LogRow.failed(step_id, 1, wait.created_at, error=error), error=error)
@@ -285,17 +287,9 @@ class EmbeddedPort:
             await self._write_held()
             async with self.pool.connection() as conn, conn.transaction():
                 try:
-                    started = await children.start(
-                        conn,
-                        self.run_id,
-                        step_id,
-                        workflow_id=child.workflow_id,
-                        version=child.version,
-                        trigger_data=child.input,
-                        max_depth=child.max_depth,
-                    )
+                    started = await children.start(conn, self.run_id, step_id, child)
                 except children.ChildRefused as refused:
-                    error = {"code": refused.code, "message": refused.message}
+                    error = refused.to_error()
                 else:
                     wake_at = await steps_store.open_wait(
                         conn,

@@ -280,17 +280,9 @@ class InngestPort:
 
         async def start() -> dict[str, Any]:
             try:
-                started = await children.start(
-                    self.conn,
-                    self.run_id,
-                    step_id,
-                    workflow_id=child.workflow_id,
-                    version=child.version,
-                    trigger_data=child.input,
-                    max_depth=child.max_depth,
-                )
+                started = await children.start(self.conn, self.run_id, step_id, child)
             except children.ChildRefused as refused:
-                return {"error": {"code": refused.code, "message": refused.message}}
+                return {"error": refused.to_error()}
             return {
                 "run_id": str(started["run_id"]),
                 "workflow_id": str(started["workflow_id"]),
