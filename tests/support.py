@@ -273,8 +273,10 @@ class InngestServer:
     later), request by request:
 
     - every ``StepPlanned`` op becomes a queue item that targets that step
-      (``stepId=<hashed id>``) with its own attempt counter, from 0; a ``StepError`` retries
-      that item with ``attempt + 1``, and on the last attempt (``max_attempts`` = the
+      (``stepId=<hashed id>``) with its own attempt counter, from 0; a ``StepError`` (or an
+      error response without ``x-inngest-no-retry``) retries that item with ``attempt + 1``,
+      ``2**attempt`` seconds later, or at the time an error response's ``retry-after`` names
+      (what ``inngest.RetryAfterError`` sends); on the last attempt (``max_attempts`` = the
       function's retries + 1, sent in ``ctx``) the SDK reports ``StepFailed`` instead. (The
       SDK's ``inngest.experimental.mocked`` harness keeps one attempt counter for the whole run
       and never resets it, so a step after a retried step starts at a later attempt there.)
@@ -367,7 +369,7 @@ class InngestServer:
                 retry = response.headers.get("x-inngest-no-retry") != "true"
                 self.trace.append(f"t={self.now:>7.0f}s {what} -> {response.status_code}")
                 if retry and job.attempt + 1 < self.max_attempts:
-                    self._retry(job)
+                    self._retry(job, response.headers.get("retry-after"))
                     continue
                 self.failure = response.json()
                 return None
@@ -385,13 +387,17 @@ class InngestServer:
                 raise AssertionError(f"nothing left to run:\n{self.trace_text()}")
         raise AssertionError(f"function did not finish in {limit} requests:\n{self.trace_text()}")
 
-    def _retry(self, job: _Job) -> None:
+    def _retry(self, job: _Job, retry_after: str | None = None) -> None:
+        """Queue ``job`` again with the next attempt: ``2**attempt`` seconds later, or when
+        ``retry_after`` (an ISO time, as the SDK sends it) says."""
+        delay = float(2**job.attempt)
+        if retry_after is not None:
+            until = datetime.fromisoformat(retry_after.replace("Z", "+00:00"))
+            delay = max(0.0, (until - datetime.now(UTC)).total_seconds())
         self._seq += 1
         heapq.heappush(
             self._queue,
-            dataclasses.replace(
-                job, due=self.now + 2**job.attempt, seq=self._seq, attempt=job.attempt + 1
-            ),
+            dataclasses.replace(job, due=self.now + delay, seq=self._seq, attempt=job.attempt + 1),
         )
 
     def _handle(self, job: _Job, op: dict[str, Any], on_wait: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from blueprint_engine.integrations import TOOL_REGISTRY
+from blueprint_engine.workflows.nodes import ForeachNode, WorkflowNode
 from tests.support import execute, wait_for_run
 
 EXAMPLE = {
@@ -175,6 +176,11 @@ def test_runs_are_listed_newest_first_with_a_cursor(client: TestClient) -> None:
 def test_catalog_schema_and_health(client: TestClient) -> None:
     schema = client.get("/blueprint/schema").json()
     assert schema["title"] == "Blueprint" and "nodes" in schema["properties"]
+    # each kind says what it does in words for users (the dashboard shows them)
+    kinds = schema["$defs"]
+    assert kinds["ForeachNode"]["description"] == ForeachNode.summary
+    assert kinds["WorkflowNode"]["description"] == WorkflowNode.summary
+    assert kinds["ManualTrigger"]["description"].startswith("Runs started by hand")
     tools = {t["service"]: t for t in client.get("/tools").json()["tools"]}
     # every registered tool but the internal ones (a new tool needs no line here)
     assert set(tools) == set(TOOL_REGISTRY) - {"sessions", "channel"}

@@ -87,3 +87,37 @@ def test_a_chain_deeper_than_the_limit_fails_at_run_time(client: TestClient) -> 
     # the deepest parent reports the refusal; each level above reports its child's failure
     assert run["error"]["code"] == "child_failed"
     assert "workflow_depth_exceeded" in str(run["error"])
+
+
+def test_a_runs_children_are_listed_with_the_step_that_started_them(client: TestClient) -> None:
+    """``GET /runs?parent_run_id=`` lists a run's children (a workflow node's and a foreach's
+    items over a saved workflow), each naming its parent and step; the child says the same."""
+    leaf = _save(client, LEAF)
+    blueprint = _calling(leaf)
+    blueprint["nodes"].append(
+        {
+            "id": "each",
+            "type": "foreach",
+            "items": [{"n": 1}, {"n": 2}],
+            "workflow": {"workflow_id": leaf},
+        }
+    )
+    blueprint["edges"].append({"source": "call", "target": "each"})
+    run_id = execute(client, blueprint)
+    run = wait_for_run(client, run_id)
+    assert run["status"] == "succeeded", run["error"]
+    assert run["parent_run_id"] is None and run["parent_step_id"] is None
+
+    response = client.get("/runs", params={"parent_run_id": run_id})
+    assert response.status_code == 200, response.text
+    children = response.json()["runs"]
+    assert sorted(c["parent_step_id"] for c in children) == ["call", "each.0", "each.1"]
+    assert {c["parent_run_id"] for c in children} == {run_id}
+    assert {c["workflow_id"] for c in children} == {leaf}
+    child = client.get(f"/runs/{children[0]['id']}").json()
+    assert child["parent_run_id"] == run_id
+    assert child["parent_step_id"] == children[0]["parent_step_id"]
+    # a run without children, and an unknown run
+    assert client.get("/runs", params={"parent_run_id": child["id"]}).json()["runs"] == []
+    missing = client.get("/runs", params={"parent_run_id": "00000000-0000-0000-0000-0000000000aa"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -816,3 +816,198 @@ def test_without_a_key_the_connection_form_says_how_to_make_one(
             "wf credentials new-key"
         )
         assert_no_secret(page)
+
+
+#: A saved workflow another one calls: greets ``trigger_data.name``.
+GREETER = {
+    "name": "Greet one guest",
+    "nodes": [
+        {"id": "start", "type": "trigger"},
+        {
+            "id": "line",
+            "type": "action",
+            "service": "transform",
+            "task": "build",
+            "params": {"fields": {"text": "Welcome, {{ trigger_data.name }}"}},
+        },
+        {"id": "done", "type": "end", "output": "{{ steps.line.output.text }}"},
+    ],
+    "edges": [{"source": "start", "target": "line"}, {"source": "line", "target": "done"}],
+}
+
+
+def guest_list(greeter_id: str) -> dict[str, Any]:
+    """Three guests from a step, a foreach over them (a body of two nodes without positions:
+    wait for the guest's arrival, then make their badge), then a workflow node that runs the
+    greeter as a child run, and a foreach that runs it once per speaker."""
+    return {
+        "name": "Welcome the guests",
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "guests",
+                "type": "action",
+                "service": "transform",
+                "task": "build",
+                "params": {"fields": {"names": ["Asha", "Ravi", "Meera"]}},
+            },
+            {
+                "id": "each",
+                "type": "foreach",
+                "name": "Each guest",
+                "items": "{{ steps.guests.output.names }}",
+                "body": {
+                    "nodes": [
+                        {
+                            "id": "arrive",
+                            "type": "wait_for_event",
+                            "event": "guest/arrived",
+                            "match": "event.data.name == item",
+                            "timeout": "1h",
+                        },
+                        {
+                            "id": "badge",
+                            "type": "action",
+                            "service": "transform",
+                            "task": "build",
+                            "params": {"fields": {"name": "{{ item }}", "seat": "{{ index }}"}},
+                        },
+                    ],
+                    "edges": [{"source": "arrive", "target": "badge"}],
+                },
+            },
+            {
+                "id": "greet",
+                "type": "workflow",
+                "name": "Greet the host",
+                "workflow_id": greeter_id,
+                "input": {"name": "Host"},
+            },
+            {
+                "id": "speakers",
+                "type": "foreach",
+                "items": [{"name": "Dev"}, {"name": "Noor"}],
+                "workflow": {"workflow_id": greeter_id},
+            },
+            {"id": "done", "type": "end"},
+        ],
+        "edges": [
+            {"source": "start", "target": "guests"},
+            {"source": "guests", "target": "each"},
+            {"source": "each", "target": "greet"},
+            {"source": "greet", "target": "speakers"},
+            {"source": "speakers", "target": "done"},
+        ],
+    }
+
+
+def inside(inner: Any, outer: Any) -> bool:
+    a, b = inner.bounding_box(), outer.bounding_box()
+    assert a is not None and b is not None
+    return (
+        a["x"] >= b["x"]
+        and a["y"] >= b["y"]
+        and a["x"] + a["width"] <= b["x"] + b["width"]
+        and a["y"] + a["height"] <= b["y"] + b["height"]
+    )
+
+
+def test_a_foreach_and_a_workflow_node_on_the_canvas_and_in_a_run(
+    page: Page, base_url: str
+) -> None:
+    sign_in(page, base_url)
+    greeter = api(page, base_url, "POST", "/workflows", {"blueprint": GREETER})["id"]
+    api(page, base_url, "POST", f"/workflows/{greeter}/activate")
+    workflow_id = api(page, base_url, "POST", "/workflows", {"blueprint": guest_list(greeter)})[
+        "id"
+    ]
+
+    # The canvas: the loop is a group with its body drawn inside, clear of the next node; the
+    # workflow node names the workflow it runs and links to it.
+    page.goto(f"{base_url}/ui/workflows/{workflow_id}")
+    expect(page.locator(".react-flow__node")).to_have_count(8)
+    loop = card(page, "each")
+    expect(loop).to_contain_text("For each")
+    expect(loop).to_contain_text("for each item of {{ steps.guests.output.names }}")
+    for body_node in ("arrive", "badge"):
+        assert inside(card(page, body_node), loop), f"{body_node} is drawn outside its loop"
+    loop_box, greet_box = loop.bounding_box(), card(page, "greet").bounding_box()
+    assert loop_box is not None and greet_box is not None
+    assert greet_box["y"] > loop_box["y"] + loop_box["height"], "the next node is under the loop"
+    called = card(page, "greet").get_by_test_id("workflow-link")
+    expect(called).to_have_text("Greet one guest")
+    loop.locator(".card-name").click()
+    panel = page.get_by_test_id("node-panel")
+    expect(panel.locator("tr[data-field='concurrency']")).to_contain_text("Items run at once.")
+    expect(panel.locator("tr[data-field='items']").get_by_test_id("template-ref")).to_have_text(
+        "{{ steps.guests.output.names }}"
+    )
+    assert serious_violations(page) == []
+    shot(page, "foreach-canvas.png")
+    called.click()
+    expect(page).to_have_url(f"{base_url}/ui/workflows/{greeter}")
+    expect(page.get_by_role("heading", name="Greet one guest")).to_be_visible()
+
+    # Run it: the loop goes item by item, as the guests arrive, and shows each item's steps.
+    page.goto(f"{base_url}/ui/workflows/{workflow_id}")
+    page.get_by_role("button", name="Run now").click()
+    progress = loop.get_by_test_id("loop-progress")
+    expect(progress).to_have_text("0/3 items")
+    expect(loop).to_have_attribute("data-state", "waiting")
+    expect(card(page, "arrive")).to_have_attribute("data-state", "waiting")
+    expect(card(page, "badge")).to_have_attribute("data-state", "pending")
+    picker = page.get_by_label("Item shown in Each guest")
+    expect(picker).to_have_value("0")
+    parent_url = page.url
+    api(page, base_url, "POST", "/events", {"name": "guest/arrived", "data": {"name": "Asha"}})
+    expect(progress).to_have_text("1/3 items")
+    expect(picker).to_have_value("1")  # it follows the item in progress
+    expect(card(page, "arrive")).to_have_attribute("data-state", "waiting")
+    picker.select_option("0")
+    expect(card(page, "badge")).to_have_attribute("data-state", "succeeded")
+    shot(page, "foreach-run-live.png")
+    timeline = page.get_by_test_id("timeline")
+    for index, guest in ((1, "Ravi"), (2, "Meera")):
+        waiting = timeline.locator(f"li[data-step='each.{index}.arrive'][data-status='waiting']")
+        expect(waiting).to_have_count(1)  # the item waits for its guest: now they may come
+        api(page, base_url, "POST", "/events", {"name": "guest/arrived", "data": {"name": guest}})
+        expect(progress).to_have_text(f"{index + 1}/3 items")
+    expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+    expect(progress).to_have_text("3/3 items")
+    expect(loop).to_have_attribute("data-state", "succeeded")
+    picker.select_option("1")  # the second guest
+    expect(card(page, "badge")).to_have_attribute("data-state", "succeeded")
+    card(page, "badge").click()
+    expect(panel.get_by_label("Output")).to_contain_text('"name": "Ravi"')
+    loop.locator(".card-name").click()
+    items = panel.get_by_test_id("loop-items")
+    expect(items.locator("tr[data-item]")).to_have_count(3)
+    expect(items.locator("tr[data-item='2']")).to_contain_text("succeeded")
+    items.locator("tr[data-item='2']").get_by_role("button").click()
+    expect(picker).to_have_value("2")
+    expect(timeline.locator("li[data-step='each.2.badge']")).to_have_count(1)
+    assert serious_violations(page) == []
+    shot(page, "foreach-run.png")
+
+    # A foreach over a saved workflow: each item is a child run, listed in its panel.
+    speakers = card(page, "speakers")
+    expect(speakers.get_by_test_id("loop-progress")).to_have_text("2/2 items")
+    expect(speakers.get_by_test_id("workflow-link")).to_have_text("Greet one guest")
+    speakers.locator(".card-name").click()
+    speaker_runs = panel.get_by_test_id("loop-items").get_by_test_id("child-run-link")
+    expect(speaker_runs).to_have_count(2)
+    expect(speaker_runs.first).to_contain_text("succeeded")
+
+    # The workflow node links to its child run, which links back.
+    child_link = card(page, "greet").get_by_test_id("child-run-link")
+    expect(child_link).to_contain_text("succeeded")
+    child_link.click()
+    expect(page.get_by_test_id("parent-run")).to_contain_text("at step greet")
+    expect(page.get_by_test_id("run-status")).to_contain_text("succeeded")
+    expect(page.get_by_role("link", name="Greet one guest")).to_be_visible()
+    child_id = page.url.split("/ui/runs/")[1]
+    child = api(page, base_url, "GET", f"/runs/{child_id}")
+    assert child["output"] == "Welcome, Host"
+    assert f"{base_url}/ui/runs/{child['parent_run_id']}" == parent_url
+    page.get_by_test_id("parent-run").get_by_role("link").click()
+    expect(page).to_have_url(parent_url)

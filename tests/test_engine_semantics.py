@@ -22,7 +22,8 @@ from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store.accounts import LOCAL_USER_ID
 from blueprint_engine.store.db import open_pool
-from blueprint_engine.store.steps import Lease, LogRow
+from blueprint_engine.store.logs import LogRow
+from blueprint_engine.store.steps import Lease
 from blueprint_engine.workflows.runners import EmbeddedDispatcher
 from blueprint_engine.workflows.runners.embedded import EmbeddedRunner
 from tests.conftest import make_settings
@@ -266,7 +267,7 @@ def test_a_batched_step_write_skips_only_the_runs_no_longer_held(settings: Setti
                         steps_store.Write(
                             run_id,
                             Lease(token, 30),
-                            [LogRow("start", "start", "succeeded", 1, now, now, output={})],
+                            [LogRow.succeeded("start", 1, now, finished=now, output={})],
                             start="a",
                         )
                         for run_id, token in (

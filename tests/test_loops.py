@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from blueprint_engine.store.logs import node_of
 from tests.support import execute, wait_for_run
 
 
@@ -191,3 +192,11 @@ def test_a_body_step_naming_a_missing_credential_is_refused_at_its_path(
     }
     issues = _issues(client.post("/workflows", json={"blueprint": _loop(["a"], body)}))
     assert [i["loc"] for i in issues] == [["nodes", 1, "body", "nodes", 0, "credential"]], issues
+
+
+@pytest.mark.parametrize(
+    ("step_id", "node"),
+    [("send", "send"), ("each.3.send", "send"), ("each.3", "each"), ("a.0.b.12.c", "c")],
+)
+def test_a_step_id_names_its_node(step_id: str, node: str) -> None:
+    assert node_of(step_id) == node

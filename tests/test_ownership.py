@@ -417,6 +417,7 @@ def list_runs(w: World) -> None:
     bobs = {r["id"] for r in w.as_bob("GET", "/runs", params={"limit": 200}).json()["runs"]}
     assert bobs and not bobs & set(alice_runs(w))
     not_found(w.as_bob("GET", "/runs", params={"workflow_id": w.alice.event_wf}))
+    not_found(w.as_bob("GET", "/runs", params={"parent_run_id": w.alice.event_run}))
 
 
 def all_runs_stream(w: World) -> None:

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
 from blueprint_engine.services.progress_hub import DROPPED_FRAME, ProgressHub, SessionTopic
-from blueprint_engine.store import runs as runs_store
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store.accounts import LOCAL_USER_ID
 from blueprint_engine.store.db import open_pool
 from tests.conftest import make_settings
@@ -148,14 +148,14 @@ def test_watchers_share_one_read_per_change_instead_of_polling(
 ) -> None:
     """Each watcher reads the table once (its replay); live rows are read once for all."""
     calls = 0
-    real_logs = runs_store.logs
+    real_logs = logs_store.page
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
         calls += 1
         return await real_logs(*args, **kwargs)
 
-    monkeypatch.setattr(runs_store, "logs", counted)
+    monkeypatch.setattr(logs_store, "page", counted)
     run_id = execute(client, chain(5, "150ms"))
     readers = [Reader(client, f"/runs/{run_id}/stream") for _ in range(20)]
     for reader in readers:

@@ -236,6 +236,14 @@ class Settings(BaseSettings):
         description="Most workflow nodes nested in a chain of child runs (a run and its "
         "children, grandchildren…); deeper fails with workflow_depth_exceeded.",
     )
+    retry_after_max_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        le=86_400,
+        description="Longest wait before a retry that a service's Retry-After (on a 429 or 503) "
+        "can ask for; a longer one is cut to this. The wait is the larger of the backoff and "
+        "the Retry-After.",
+    )
 
     # LLM (WorkflowArchitect): any OpenAI-compatible server
     openai_api_key: SecretStr | None = None

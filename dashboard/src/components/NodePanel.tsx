@@ -1,13 +1,18 @@
 // The selected node: what it is, its params with {{ }} references highlighted, the fields its
-// task accepts (GET /tools), the connection it calls with, its problems, and (in a run or dry run)
-// what it got and gave.
+// task accepts (GET /tools) or its kind takes (GET /blueprint/schema), the connection it calls
+// with, the workflow it runs, its problems, and (in a run or dry run) what it got and gave.
+import type { ReactNode } from "react";
 import { Link } from "react-router";
 import type { CredentialNeed } from "../api/client";
-import { KIND_LABEL, type BlueprintNode } from "../graph/blueprint";
+import { calledWorkflow, type BlueprintNode } from "../graph/blueprint";
+import { kindLabel } from "../graph/kinds";
+import { describeKind, useBlueprintSchema, type FieldSchema } from "../graph/schema";
 import { addLink } from "../credentials";
 import { Json, Templated } from "./Json";
 import { StatusBadge } from "./Status";
 import type { Tool } from "../tools";
+import { useWorkflowNames } from "../workflowNames";
+import { WorkflowLink, versionText } from "./WorkflowLink";
 
 export interface NodeIO {
   status?: string;
@@ -34,12 +39,8 @@ interface Props {
   notes?: string[];
   io?: NodeIO;
   onClose: () => void;
-}
-
-interface FieldSchema {
-  type?: string | string[];
-  description?: string;
-  anyOf?: { type?: string }[];
+  /** More about the node in this view (a loop's items, the run a node started). */
+  children?: ReactNode;
 }
 
 function typeOf(schema: FieldSchema): string {
@@ -48,7 +49,8 @@ function typeOf(schema: FieldSchema): string {
   return "any";
 }
 
-export function NodePanel({ node, tools, credentials, notes, problems, io, onClose }: Props) {
+export function NodePanel({ node, tools, credentials, notes, problems, io, onClose, children }: Props) {
+  const kind = describeKind(useBlueprintSchema(), node);
   const fieldProblems = (field: string) => (problems ?? []).filter((p) => p.loc?.includes(field));
   const task = node.type === "action"
     ? tools?.find((t) => t.service === node.service)?.tasks.find((t) => t.name === node.task)
@@ -64,8 +66,9 @@ export function NodePanel({ node, tools, credentials, notes, problems, io, onClo
         <button type="button" onClick={onClose} aria-label="Close node details">×</button>
       </div>
       <p className="muted">
-        {KIND_LABEL[type]} · <code>{id}</code>
+        {kindLabel(type)} · <code>{id}</code>
       </p>
+      {kind.description && <p className="muted small" data-testid="kind-description"><Described text={kind.description} /></p>}
       {problems?.map((p, i) => (
         <p key={i} className="error" role="note">
           <span aria-hidden="true">✕ </span><code>{(p.loc ?? []).join(".")}</code> {p.message}
@@ -89,6 +92,8 @@ export function NodePanel({ node, tools, credentials, notes, problems, io, onClo
           {io.error ? (<><h4>Error</h4><Json value={io.error} label="Error" /></>) : null}
         </section>
       )}
+      {children}
+      <Calls node={node} />
       {type === "action" && (
         <section>
           <h3>
@@ -144,13 +149,63 @@ export function NodePanel({ node, tools, credentials, notes, problems, io, onClo
           </ol>
         </section>
       )}
-      {type !== "action" && type !== "router" && Object.keys(rest).length > 0 && (
+      {type !== "action" && type !== "router" && kind.fields.length > 0 && (
+        <table className="fields">
+          <caption>Settings</caption>
+          <thead>
+            <tr><th scope="col">Field</th><th scope="col">Value</th></tr>
+          </thead>
+          <tbody>
+            {kind.fields.map(({ name: field, schema, required: needed }) => (
+              <tr key={field} data-field={field} className={fieldProblems(field).length ? "field-error" : undefined}>
+                <th scope="row">
+                  {field}
+                  {needed && <abbr title="required"> *</abbr>}
+                  {schema.description && <div className="muted small">{schema.description}</div>}
+                </th>
+                <td>
+                  {field in node && node[field] !== null ? (
+                    <code><Templated text={JSON.stringify(node[field])} /></code>
+                  ) : (
+                    <span className="muted">{schema.default !== undefined && schema.default !== null ? `default ${JSON.stringify(schema.default)}` : "not set"}</span>
+                  )}
+                  {fieldProblems(field).map((p, i) => (
+                    <div key={i} className="error small">{p.message}</div>
+                  ))}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {type !== "action" && type !== "router" && kind.fields.length === 0 && Object.keys(rest).length > 0 && (
         <section>
           <h3>Settings</h3>
           <Json value={rest} label="Settings" />
         </section>
       )}
     </aside>
+  );
+}
+
+/** A docstring-like text with its ``code`` spans shown as code. */
+function Described({ text }: { text: string }) {
+  return <>{text.split(/``(.+?)``/g).map((part, i) => (i % 2 ? <code key={i}>{part}</code> : part))}</>;
+}
+
+/** The saved workflow a workflow node (or a foreach) runs, by name, with a link to it. */
+function Calls({ node }: { node: BlueprintNode }) {
+  const called = calledWorkflow(node);
+  const names = useWorkflowNames(called ? [called.id] : []);
+  if (!called) return null;
+  return (
+    <section>
+      <h3>{node.type === "foreach" ? "Runs for each item" : "Runs"}</h3>
+      <p data-testid="called-workflow">
+        <WorkflowLink id={called.id} version={called.version} name={names.get(called.id)} />{" "}
+        <span className="muted small">({versionText(called.version)})</span>
+      </p>
+    </section>
   );
 }
 

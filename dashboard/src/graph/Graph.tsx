@@ -1,6 +1,8 @@
-// The canvas: a blueprint drawn with React Flow from its nodes' positions, optionally with each
-// node's state (run, dry run) and notes (warnings, validation errors).
-import { useEffect, useMemo, useRef, useState } from "react";
+// The canvas: a blueprint drawn with React Flow from its nodes' positions (layout.ts places the
+// ones without), optionally with each node's state (run, dry run), notes (warnings, validation
+// errors) and extras (a loop's progress, links to the workflows and runs a node starts). A
+// foreach with a body is a group: its body's nodes and edges drawn inside it.
+import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
 import {
   Background,
   Controls,
@@ -15,39 +17,31 @@ import {
   type NodeProps,
 } from "@xyflow/react";
 import "@xyflow/react/dist/style.css";
-import {
-  KIND_ICON,
-  KIND_LABEL,
-  SERVICE_ICON,
-  STATE_ICON,
-  positions,
-  summary,
-  type Blueprint,
-  type BlueprintNode,
-  type NodeState,
-} from "./blueprint";
+import { WorkflowLink } from "../components/WorkflowLink";
+import { useWorkflowNames } from "../workflowNames";
+import { STATE_ICON, allNodes, bodyOf, calledWorkflow, summary, type Blueprint, type BlueprintEdge, type BlueprintNode, type NodeState } from "./blueprint";
+import { SERVICE_ICON, kindIcon, kindLabel } from "./kinds";
+import { layout, type Point } from "./layout";
 
 interface CardData extends Record<string, unknown> {
   node: BlueprintNode;
+  /** The name of the saved workflow the node runs (undefined: loading, null: unreadable). */
+  calls?: string | null;
   state?: NodeState;
   notes?: string[];
+  extra?: ReactNode;
 }
 
-type CardNode = Node<CardData, "blueprint">;
+type CardNode = Node<CardData, "blueprint" | "loop">;
 
-function Card({ data, selected }: NodeProps<CardNode>) {
-  const { node, state, notes } = data;
-  const icon = node.type === "action" ? (SERVICE_ICON[node.service ?? ""] ?? KIND_ICON.action) : KIND_ICON[node.type];
+function CardHead({ node, state, calls }: { node: BlueprintNode; state?: NodeState; calls?: string | null }) {
+  const called = calledWorkflow(node);
+  const icon = node.type === "action" ? (SERVICE_ICON[node.service ?? ""] ?? kindIcon("action")) : kindIcon(node.type);
   return (
-    <div
-      className={`card kind-${node.type}${state ? ` state-${state}` : ""}${selected ? " selected" : ""}`}
-      data-node-id={node.id}
-      data-state={state ?? ""}
-    >
-      {node.type !== "trigger" && <Handle type="target" position={Position.Top} />}
+    <>
       <div className="card-head">
         <span className="card-icon" aria-hidden="true">{icon}</span>
-        <span className="card-kind">{KIND_LABEL[node.type]}</span>
+        <span className="card-kind" title={kindLabel(node.type)}>{kindLabel(node.type)}</span>
         {state && (
           <span className="card-state" data-testid="node-state">
             <span aria-hidden="true">{STATE_ICON[state]}</span> {state}
@@ -55,41 +49,95 @@ function Card({ data, selected }: NodeProps<CardNode>) {
         )}
       </div>
       <div className="card-name">{node.name || node.id}</div>
-      <div className="card-summary">{summary(node)}</div>
-      {notes && notes.length > 0 && (
-        <div className="card-notes" title={notes.join("\n")}>
-          <span aria-hidden="true">⚠</span> {notes.length} note{notes.length > 1 ? "s" : ""}
+      <div className="card-summary" title={summary(node)}>{summary(node)}</div>
+      {called && (
+        <div className="card-calls" data-testid="card-calls">
+          <span aria-hidden="true">↳ </span>
+          <WorkflowLink id={called.id} version={called.version} name={calls} />
         </div>
       )}
+    </>
+  );
+}
+
+function Notes({ notes }: { notes?: string[] }) {
+  if (!notes || notes.length === 0) return null;
+  return (
+    <div className="card-notes" title={notes.join("\n")}>
+      <span aria-hidden="true">⚠</span> {notes.length} note{notes.length > 1 ? "s" : ""}
+    </div>
+  );
+}
+
+function Card({ data, selected }: NodeProps<CardNode>) {
+  const { node, state, notes, extra, calls } = data;
+  return (
+    <div
+      className={`card kind-${node.type}${state ? ` state-${state}` : ""}${selected ? " selected" : ""}`}
+      data-node-id={node.id}
+      data-state={state ?? ""}
+    >
+      {node.type !== "trigger" && <Handle type="target" position={Position.Top} />}
+      <CardHead node={node} state={state} calls={calls} />
+      {extra && <div className="card-extra nodrag">{extra}</div>}
+      <Notes notes={notes} />
       {node.type !== "end" && <Handle type="source" position={Position.Bottom} />}
     </div>
   );
 }
 
-const nodeTypes = { blueprint: Card };
+/** A foreach with a body: a box whose head is the loop's card, its body's nodes inside. */
+function Loop({ data, selected }: NodeProps<CardNode>) {
+  const { node, state, notes, extra, calls } = data;
+  return (
+    <div
+      className={`card loop kind-foreach${state ? ` state-${state}` : ""}${selected ? " selected" : ""}`}
+      data-node-id={node.id}
+      data-state={state ?? ""}
+    >
+      <Handle type="target" position={Position.Top} />
+      <CardHead node={node} state={state} calls={calls} />
+      {extra && <div className="card-extra nodrag">{extra}</div>}
+      <Notes notes={notes} />
+      <Handle type="source" position={Position.Bottom} />
+    </div>
+  );
+}
+
+const nodeTypes = { blueprint: Card, loop: Loop };
 
 export interface GraphProps {
   blueprint: Blueprint;
+  /** States by node id; a body's nodes by theirs (one item's: the caller picks which). */
   states?: Map<string, NodeState>;
   notes?: Map<string, string[]>;
+  /** Shown on a node's card under its summary (progress, links). */
+  extras?: Map<string, ReactNode>;
   selected?: string | null;
   onSelect?: (id: string | null) => void;
-  /** Makes nodes draggable; called with every node's position after a drag. */
-  onMove?: (moved: Map<string, { x: number; y: number }>) => void;
+  /** Makes nodes draggable; called with every node's position after a drag (a body's nodes:
+   * relative to their foreach). */
+  onMove?: (moved: Map<string, Point>) => void;
   label: string;
 }
 
-export function Graph({ blueprint, states, notes, selected, onSelect, onMove, label }: GraphProps) {
+export function Graph({ blueprint, states, notes, extras, selected, onSelect, onMove, label }: GraphProps) {
   const phone = useNarrow();
+  const names = useWorkflowNames(allNodes(blueprint).flatMap(({ node }) => calledWorkflow(node)?.id ?? []));
   const initial = useMemo<CardNode[]>(() => {
-    const at = positions(blueprint);
-    return blueprint.nodes.map((n) => ({
-      id: n.id,
-      type: "blueprint",
-      position: at.get(n.id)!,
-      data: { node: n },
-      ariaLabel: `${KIND_LABEL[n.type]} ${n.name || n.id}`,
-    }));
+    const placed = layout(blueprint);
+    return allNodes(blueprint).map(({ node, parent }) => {
+      const group = placed.groups.get(node.id);
+      return {
+        id: node.id,
+        type: group ? "loop" : "blueprint",
+        position: placed.at.get(node.id)!,
+        data: { node },
+        ariaLabel: `${kindLabel(node.type)} ${node.name || node.id}`,
+        ...(group ? { style: { width: group.width, height: group.height } } : {}),
+        ...(parent ? { parentId: parent, extent: "parent" as const } : {}),
+      };
+    });
   }, [blueprint]);
   const [nodes, setNodes] = useState<CardNode[]>(initial);
   useEffect(() => setNodes(initial), [initial]);
@@ -101,23 +149,38 @@ export function Graph({ blueprint, states, notes, selected, onSelect, onMove, la
       nodes.map((n) => ({
         ...n,
         selected: n.id === selected,
-        data: { ...n.data, state: states?.get(n.id), notes: notes?.get(n.id) },
+        data: {
+          ...n.data,
+          state: states?.get(n.id),
+          notes: notes?.get(n.id),
+          extra: extras?.get(n.id),
+          calls: names.get(calledWorkflow(n.data.node)?.id ?? ""),
+        },
       })),
-    [nodes, states, notes, selected],
+    [nodes, states, notes, extras, selected, names],
   );
-  const edges = useMemo<Edge[]>(
-    () =>
-      blueprint.edges.map((e, i) => ({
-        id: `${e.source}-${e.target}-${e.branch ?? ""}-${i}`,
-        source: e.source,
-        target: e.target,
-        label: e.branch ?? undefined,
-        className: e.branch === "timeout" ? "edge-timeout" : undefined,
-        markerEnd: { type: MarkerType.ArrowClosed },
-        labelBgPadding: [4, 2] as [number, number],
-      })),
-    [blueprint],
-  );
+  const edges = useMemo<Edge[]>(() => {
+    const drawn: Edge[] = [];
+    const add = (list: BlueprintEdge[], scope: string) =>
+      list.forEach((e, i) =>
+        drawn.push({
+          id: `${scope}:${e.source}-${e.target}-${e.branch ?? ""}-${i}`,
+          source: e.source,
+          target: e.target,
+          label: e.branch ?? undefined,
+          className: e.branch === "timeout" ? "edge-timeout" : undefined,
+          markerEnd: { type: MarkerType.ArrowClosed },
+          labelBgPadding: [4, 2] as [number, number],
+          zIndex: scope ? 1 : 0, // above the group they are drawn in
+        }),
+      );
+    add(blueprint.edges, "");
+    for (const { node } of allNodes(blueprint)) {
+      const body = bodyOf(node);
+      if (body) add(body.edges, node.id);
+    }
+    return drawn;
+  }, [blueprint]);
   const editable = Boolean(onMove) && !phone;
 
   return (

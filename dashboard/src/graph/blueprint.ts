@@ -1,11 +1,11 @@
 // A blueprint as the canvas reads it. The API types blueprints as free JSON objects (their
 // JSON Schema is GET /blueprint/schema); this is the part of it the dashboard draws.
-
-export type NodeType = "trigger" | "action" | "router" | "delay" | "wait_for_event" | "end";
+import type { NodeType } from "./kinds";
 
 export interface BlueprintNode {
   id: string;
-  type: NodeType;
+  /** One of the kinds of kinds.ts (a kind the dashboard does not know is drawn plainly). */
+  type: NodeType | (string & {});
   name?: string | null;
   position?: { x: number; y: number } | null;
   trigger?: string;
@@ -23,6 +23,16 @@ export interface BlueprintNode {
   match?: string | null;
   timeout?: string | number;
   output?: unknown;
+  /** foreach: the list (a template or a literal list) and what runs per item. */
+  items?: unknown;
+  body?: { nodes: BlueprintNode[]; edges: BlueprintEdge[] } | null;
+  workflow?: { workflow_id: string; version?: number | null } | null;
+  concurrency?: number;
+  on_error?: "fail" | "continue";
+  /** workflow: the saved workflow it runs, and its trigger data. */
+  workflow_id?: string;
+  version?: number | null;
+  input?: unknown;
   [field: string]: unknown;
 }
 
@@ -45,6 +55,54 @@ export function asBlueprint(value: unknown): Blueprint {
   return { ...bp, nodes: bp?.nodes ?? [], edges: bp?.edges ?? [] };
 }
 
+/** A foreach's body when it has one with nodes (not a foreach over a saved workflow). */
+export function bodyOf(node: BlueprintNode): { nodes: BlueprintNode[]; edges: BlueprintEdge[] } | null {
+  if (node.type !== "foreach" || !node.body || !Array.isArray(node.body.nodes) || node.body.nodes.length === 0) return null;
+  return { nodes: node.body.nodes, edges: node.body.edges ?? [] };
+}
+
+/** Every node, those of foreach bodies too (after their foreach), with the foreach each is in:
+ * node ids are unique across a blueprint, bodies included. */
+export function allNodes(blueprint: Pick<Blueprint, "nodes">): { node: BlueprintNode; parent: string | null }[] {
+  const found: { node: BlueprintNode; parent: string | null }[] = [];
+  const visit = (nodes: BlueprintNode[], parent: string | null) => {
+    for (const node of nodes) {
+      found.push({ node, parent });
+      const body = bodyOf(node);
+      if (body) visit(body.nodes, node.id);
+    }
+  };
+  visit(blueprint.nodes, null);
+  return found;
+}
+
+/** The node with this id, at the top or in a body. */
+export function findNode(blueprint: Blueprint, id: string | null | undefined): BlueprintNode | undefined {
+  return id ? allNodes(blueprint).find((entry) => entry.node.id === id)?.node : undefined;
+}
+
+/** ``blueprint`` with the positions of ``moved`` (rounded), a body's nodes' too. */
+export function withPositions(blueprint: Blueprint, moved: Map<string, { x: number; y: number }>): Blueprint {
+  const place = (nodes: BlueprintNode[]): BlueprintNode[] =>
+    nodes.map((n) => {
+      const at = moved.get(n.id);
+      const body = bodyOf(n);
+      return {
+        ...n,
+        ...(at ? { position: { x: Math.round(at.x), y: Math.round(at.y) } } : {}),
+        ...(body ? { body: { ...body, nodes: place(body.nodes) } } : {}),
+      };
+    });
+  return { ...blueprint, nodes: place(blueprint.nodes) };
+}
+
+/** The saved workflow a node runs: a workflow node's, a foreach's over a saved workflow. */
+export function calledWorkflow(node: BlueprintNode): { id: string; version: number | null } | null {
+  if (node.type === "workflow" && node.workflow_id) return { id: node.workflow_id, version: node.version ?? null };
+  if (node.type === "foreach" && node.workflow?.workflow_id) return { id: node.workflow.workflow_id, version: node.workflow.version ?? null };
+  return null;
+}
+
 /** What a node does, in a few words (shown under its name). */
 export function summary(node: BlueprintNode): string {
   switch (node.type) {
@@ -59,41 +117,25 @@ export function summary(node: BlueprintNode): string {
       return `wait ${seconds(node.duration)}`;
     case "wait_for_event":
       return `${node.event}, timeout ${seconds(node.timeout)}`;
+    case "foreach":
+      return Array.isArray(node.items) ? `for each of ${node.items.length} items` : `for each item of ${text(node.items)}`;
+    case "workflow":
+      return node.version ? `runs v${node.version} of` : "runs the active version of";
     case "end":
       return "end";
+    default:
+      return node.type;
   }
+}
+
+function text(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value);
 }
 
 /** A duration as the blueprint has it ("5m") or as stored (seconds). */
 function seconds(value: string | number | undefined): string {
   return typeof value === "number" ? `${value}s` : String(value ?? "");
 }
-
-export const KIND_ICON: Record<NodeType, string> = {
-  trigger: "⚡",
-  action: "▶",
-  router: "⋔",
-  delay: "◷",
-  wait_for_event: "⚐",
-  end: "■",
-};
-
-export const KIND_LABEL: Record<NodeType, string> = {
-  trigger: "Trigger",
-  action: "Action",
-  router: "Router",
-  delay: "Delay",
-  wait_for_event: "Wait for event",
-  end: "End",
-};
-
-export const SERVICE_ICON: Record<string, string> = {
-  whatsapp: "✆",
-  razorpay: "₹",
-  http: "⇄",
-  transform: "⚙",
-  llm: "✎",
-};
 
 /** Node states a run or dry run shows; each has a colour AND an icon AND a word. */
 export type NodeState =
@@ -122,7 +164,7 @@ export function warningsByNode(blueprint: Blueprint, warnings: string[]): Map<st
   const found = new Map<string, string[]>();
   const add = (id: string, w: string) => found.set(id, [...(found.get(id) ?? []), w]);
   for (const warning of warnings) {
-    for (const node of blueprint.nodes) {
+    for (const { node } of allNodes(blueprint)) {
       if (
         warning.includes(`'${node.id}'`) ||
         (node.type === "action" && warning.startsWith(`${node.service} `)) ||
@@ -133,34 +175,6 @@ export function warningsByNode(blueprint: Blueprint, warnings: string[]): Map<st
     }
   }
   return found;
-}
-
-/** Places nodes without a position in layers (top to bottom), like the drafts' layout. */
-export function positions(blueprint: Blueprint): Map<string, { x: number; y: number }> {
-  const placed = new Map<string, { x: number; y: number }>();
-  const depth = new Map<string, number>();
-  const incoming = new Map<string, string[]>();
-  for (const e of blueprint.edges) incoming.set(e.target, [...(incoming.get(e.target) ?? []), e.source]);
-  const depthOf = (id: string, seen: Set<string>): number => {
-    if (depth.has(id)) return depth.get(id)!;
-    if (seen.has(id)) return 0;
-    seen.add(id);
-    const d = Math.max(-1, ...(incoming.get(id) ?? []).map((s) => depthOf(s, seen))) + 1;
-    depth.set(id, d);
-    return d;
-  };
-  const perLayer = new Map<number, number>();
-  for (const node of blueprint.nodes) {
-    if (node.position) {
-      placed.set(node.id, { x: node.position.x, y: node.position.y });
-      continue;
-    }
-    const d = depthOf(node.id, new Set());
-    const column = perLayer.get(d) ?? 0;
-    perLayer.set(d, column + 1);
-    placed.set(node.id, { x: column * 260, y: d * 140 });
-  }
-  return placed;
 }
 
 /** How two versions' nodes differ: added, removed, changed (content), moved (position only). */

@@ -5,7 +5,7 @@ import { api, ApiFailure, unwrap, type Draft } from "../api/client";
 import { ErrorNote } from "../components/Status";
 import { NodePanel, type Problem } from "../components/NodePanel";
 import { Graph } from "../graph/Graph";
-import { asBlueprint, warningsByNode, type Blueprint } from "../graph/blueprint";
+import { asBlueprint, findNode, warningsByNode, type Blueprint } from "../graph/blueprint";
 
 /** A draft the model could not make valid: its last try and what is wrong with it. */
 interface Invalid {
@@ -60,7 +60,7 @@ export default function DraftPage() {
     () => (blueprint && draft ? warningsByNode(blueprint, draft.warnings) : new Map<string, string[]>()),
     [blueprint, draft],
   );
-  const node = blueprint?.nodes.find((n) => n.id === selected);
+  const node = blueprint ? findNode(blueprint, selected) : undefined;
   const problemNotes = useMemo(() => {
     const map = new Map<string, string[]>();
     for (const p of invalid?.errors ?? []) {
@@ -68,7 +68,7 @@ export default function DraftPage() {
     }
     return map;
   }, [invalid]);
-  const invalidNode = invalid?.blueprint?.nodes.find((n) => n.id === selected);
+  const invalidNode = invalid?.blueprint ? findNode(invalid.blueprint, selected) : undefined;
 
   return (
     <section>

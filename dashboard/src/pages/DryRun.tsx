@@ -6,7 +6,7 @@ import { api, unwrap, type DryRun, type Workflow } from "../api/client";
 import { NodePanel } from "../components/NodePanel";
 import { ErrorNote, StatusBadge } from "../components/Status";
 import { Graph } from "../graph/Graph";
-import { asBlueprint, type NodeState } from "../graph/blueprint";
+import { asBlueprint, findNode, type NodeState } from "../graph/blueprint";
 import { useTools } from "../tools";
 
 export default function DryRunPage() {
@@ -52,7 +52,7 @@ export default function DryRunPage() {
     [result],
   );
   if (!workflow || !blueprint) return error ? <ErrorNote error={error} /> : <p className="muted">Loading…</p>;
-  const node = blueprint.nodes.find((n) => n.id === selected);
+  const node = findNode(blueprint, selected);
   const io = result?.nodes.find((n) => n.id === selected);
 
   return (

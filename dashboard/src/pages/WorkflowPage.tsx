@@ -8,7 +8,8 @@ import { NeededConnections } from "../components/NeededConnections";
 import { NodePanel, type Problem } from "../components/NodePanel";
 import { ErrorNote, When } from "../components/Status";
 import { Graph } from "../graph/Graph";
-import { asBlueprint, diffNodes, KIND_ICON, warningsByNode, type Blueprint } from "../graph/blueprint";
+import { allNodes, asBlueprint, diffNodes, findNode, warningsByNode, withPositions, type Blueprint } from "../graph/blueprint";
+import { kindIcon } from "../graph/kinds";
 import { withParam } from "../params";
 import { useTools } from "../tools";
 
@@ -75,13 +76,9 @@ export default function WorkflowPage() {
   const savePositions = () =>
     act("save", async () => {
       if (!blueprint || !moved) return;
-      const nodes = blueprint.nodes.map((n) => {
-        const at = moved.get(n.id);
-        return at ? { ...n, position: { x: Math.round(at.x), y: Math.round(at.y) } } : n;
-      });
       const result = await api.PUT("/workflows/{workflow_id}", {
         params: { path: { workflow_id: id } },
-        body: { blueprint: { ...blueprint, nodes } as Record<string, unknown> },
+        body: { blueprint: withPositions(blueprint, moved) as unknown as Record<string, unknown> },
       });
       if (result.response.status === 422) {
         const details = (result.error as { error?: { details?: Problem[] } })?.error?.details;
@@ -132,7 +129,7 @@ export default function WorkflowPage() {
 
   if (error && !workflow) return <ErrorNote error={error} />;
   if (!workflow || !blueprint) return <p className="muted">Loading…</p>;
-  const node = blueprint.nodes.find((n) => n.id === selected);
+  const node = findNode(blueprint, selected);
   const live = workflow.active && workflow.active_version === workflow.version;
 
   return (
@@ -195,12 +192,12 @@ export default function WorkflowPage() {
         )}
       </div>
       <details className="nodes-list">
-        <summary>Nodes ({blueprint.nodes.length})</summary>
+        <summary>Nodes ({allNodes(blueprint).length})</summary>
         <ul>
-          {blueprint.nodes.map((n) => (
-            <li key={n.id}>
+          {allNodes(blueprint).map(({ node: n, parent }) => (
+            <li key={n.id} className={parent ? "in-body" : undefined}>
               <button type="button" className="link" onClick={() => setSelected(n.id)} aria-pressed={selected === n.id}>
-                <span aria-hidden="true">{KIND_ICON[n.type]} </span>{n.name || n.id} <span className="muted">({n.type})</span>
+                <span aria-hidden="true">{kindIcon(n.type)} </span>{n.name || n.id} <span className="muted">({n.type}{parent ? `, in ${parent}` : ""})</span>
               </button>
             </li>
           ))}

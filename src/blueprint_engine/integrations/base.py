@@ -18,8 +18,11 @@ pretending to be real. A tool without side effects (``transform``) always runs f
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import httpx
@@ -311,17 +314,67 @@ class ToolError(Exception):
     """A task failed. ``retryable`` says whether trying again could help (timeouts, 5xx, 429).
 
     ``code`` is machine-readable (``http_status``, ``razorpay_bad_request``…), ``details`` is
-    JSON-serialisable context such as the vendor's error body.
+    JSON-serialisable context such as the vendor's error body; ``retry_after`` is how many
+    seconds the service asked to be left alone before the next try (its ``Retry-After``,
+    :func:`retry_after_seconds`), or None.
     """
 
     def __init__(
-        self, message: str, *, code: str, retryable: bool, details: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        code: str,
+        retryable: bool,
+        details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.retryable = retryable
         self.details = details or {}
+        self.retry_after = retry_after
+
+
+#: The longest ``Retry-After`` taken as given, in seconds (a day); longer ones are cut to it.
+#: The retry policy waits far less (``RETRY_AFTER_MAX_SECONDS``); this only keeps the number
+#: finite and sane wherever it goes (an error's JSON, a timedelta).
+RETRY_AFTER_CEILING_SECONDS = 86_400.0
+
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_RETRY_AFTER_HEADERS = frozenset({"retry-after", "retry-after-ms"})
+
+
+def retry_after_seconds(
+    status: int, headers: Mapping[str, str], *, now: datetime | None = None
+) -> float | None:
+    """How long a ``status`` response asks the client to wait before trying again, in seconds:
+    its ``Retry-After`` (RFC 9110 10.2.3: delay-seconds, or an HTTP-date, which counts from
+    ``now``; a date past is 0), or ``retry-after-ms`` (milliseconds, as OpenAI-compatible
+    servers send), on a 429 or 503 only. Cut to :data:`RETRY_AFTER_CEILING_SECONDS`.
+
+    Returns:
+        None when the status is another, or there is no such header, or it does not parse
+        (negative numbers, garbage).
+    """
+    if status not in _RETRY_AFTER_STATUSES:
+        return None
+    found = {k.lower(): v for k, v in headers.items() if k.lower() in _RETRY_AFTER_HEADERS}
+    millis = found.get("retry-after-ms", "").strip()
+    if _DELAY_SECONDS.fullmatch(millis):
+        return min(float(millis) / 1000, RETRY_AFTER_CEILING_SECONDS)
+    value = found.get("retry-after", "").strip()
+    if _DELAY_SECONDS.fullmatch(value):
+        return min(float(value), RETRY_AFTER_CEILING_SECONDS)
+    try:
+        at = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if at.tzinfo is None:  # "-0000": UTC, origin unknown (RFC 5322 3.3)
+        at = at.replace(tzinfo=UTC)
+    waited = (at - (now or datetime.now(UTC))).total_seconds()
+    return min(max(waited, 0.0), RETRY_AFTER_CEILING_SECONDS)
 
 
 class BaseTool:

@@ -31,6 +31,7 @@ from blueprint_engine.integrations.base import (
     TaskResult,
     ToolContext,
     ToolError,
+    retry_after_seconds,
     task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
@@ -221,7 +222,8 @@ class HttpTool(BaseTool):
 
         Raises:
             ToolError: ``destination_blocked`` (not retryable), ``dns_error``, ``timeout``,
-                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx.
+                ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx (with the
+                ``Retry-After`` of a 429 or 503).
         """
         url: HttpUrl = params.url
         credential = context.credential
@@ -277,6 +279,7 @@ class HttpTool(BaseTool):
                 code="http_status",
                 retryable=response.status_code in _RETRYABLE_STATUS,
                 details={"status_code": response.status_code, "body": body},
+                retry_after=retry_after_seconds(response.status_code, response.headers),
             )
         return HttpResponse(
             status_code=response.status_code, headers=dict(response.headers), body=body

@@ -15,6 +15,7 @@ from blueprint_engine.integrations.base import (
     TaskResult,
     ToolContext,
     ToolError,
+    retry_after_seconds,
     task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
@@ -97,7 +98,8 @@ class LLMTool(BaseTool):
         httpx client).
 
         Raises:
-            ToolError: timeouts, rate limits and 5xx are retryable; other refusals are not.
+            ToolError: timeouts, rate limits and 5xx are retryable (with the ``Retry-After`` of
+                a 429 or 503); other refusals are not.
         """
         settings = context.settings
         data = context.credential.data if context.credential is not None else None
@@ -131,8 +133,14 @@ class LLMTool(BaseTool):
             openai.RateLimitError,
             openai.InternalServerError,
         ) as exc:
+            answer = exc.response if isinstance(exc, openai.APIStatusError) else None
             raise ToolError(
-                f"language model unavailable: {exc}", code="llm_unavailable", retryable=True
+                f"language model unavailable: {exc}",
+                code="llm_unavailable",
+                retryable=True,
+                retry_after=None
+                if answer is None
+                else retry_after_seconds(answer.status_code, answer.headers),
             ) from None
         except openai.APIError as exc:
             raise ToolError(

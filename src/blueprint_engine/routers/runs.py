@@ -76,12 +76,17 @@ async def list_runs(
         str | None,
         Query(min_length=1, max_length=100, description="Runs one command started"),
     ] = None,
+    parent_run_id: Annotated[
+        UUID | None, Query(description="Child runs this run's steps started")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     """Your runs, newest first: ``{"runs": [...], "next_cursor"}``. Across the workflows you
     made (the system's session timers and channel commands left out), or of one workflow, or
-    of one command (``trace_id`` links message -> intent -> run); optionally of one status."""
+    of one command (``trace_id`` links message -> intent -> run), or the child runs of one run
+    (``parent_run_id``; each names the step that started it, ``parent_step_id``); optionally
+    of one status."""
     return await run_service.page(
         pool,
         owner=caller.user_id,
@@ -90,6 +95,7 @@ async def list_runs(
         workflow_id=workflow_id,
         status=status,
         trace_id=trace_id,
+        parent_run_id=parent_run_id,
     )
 
 

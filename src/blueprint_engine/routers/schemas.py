@@ -62,6 +62,12 @@ class RunOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    parent_run_id: UUID | None = Field(
+        default=None, description="A child run: the run whose step started it."
+    )
+    parent_step_id: str | None = Field(
+        default=None, description="A child run: the step of the parent that started it."
+    )
     nodes: list[NodeStateOut]
 
 
@@ -79,6 +85,14 @@ class RunSummaryOut(BaseModel):
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    parent_run_id: UUID | None = Field(
+        default=None, description="A child run: the run whose step started it."
+    )
+    parent_step_id: str | None = Field(
+        default=None,
+        description="A child run: the step of the parent that started it (a workflow node's "
+        "step id, ``<foreach id>.<index>`` for a foreach over a saved workflow).",
+    )
 
 
 class RunPageOut(BaseModel):

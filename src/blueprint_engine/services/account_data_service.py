@@ -41,6 +41,7 @@ from blueprint_engine.store import account_data as store
 from blueprint_engine.store import accounts as accounts_store
 from blueprint_engine.store import channel_links as channel_links_store
 from blueprint_engine.store import credentials as credentials_store
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store import retention as retention_store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Conn, Pool
@@ -144,7 +145,7 @@ async def _runs(pool: Pool, owner: UUID) -> AsyncIterator[bytes]:
     while True:
         async with pool.connection() as conn:
             rows = await store.runs_page(conn, owner, after, EXPORT_PAGE)
-            logs = await store.logs_of(conn, [row["id"] for row in rows])
+            logs = await logs_store.of_runs(conn, [row["id"] for row in rows])
         by_run = {k: list(g) for k, g in groupby(logs, key=lambda r: r["run_id"])}
         for row in rows:
             entries = [

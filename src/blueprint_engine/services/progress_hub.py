@@ -37,6 +37,7 @@ from psycopg.rows import DictRow
 from psycopg_pool import PoolTimeout
 from typing_extensions import override
 
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import sessions as sessions_store
 from blueprint_engine.store.db import Conn, Pool
@@ -217,7 +218,7 @@ class RunTopic(Topic):
 
     async def _logs(self, conn: Conn, after: int) -> AsyncIterator[Event]:
         while True:
-            rows = await runs_store.logs(conn, self.run_id, after_id=after, limit=PAGE)
+            rows = await logs_store.page(conn, self.run_id, after_id=after, limit=PAGE)
             for row in rows:
                 after = row["id"]
                 yield log_event(row)
@@ -233,7 +234,7 @@ class RunTopic(Topic):
         last = after or 0
         while True:
             async with pool.connection() as conn:
-                rows = await runs_store.logs(conn, self.run_id, after_id=last, limit=PAGE)
+                rows = await logs_store.page(conn, self.run_id, after_id=last, limit=PAGE)
             for row in rows:
                 last = row["id"]
                 yield log_event(row)

@@ -12,6 +12,7 @@ from blueprint_engine import metrics
 from blueprint_engine.errors import Conflict, EngineUnavailable, NotFound, ValidationFailed
 from blueprint_engine.integrations import TOOL_REGISTRY
 from blueprint_engine.services import call_graph, credential_service, paging, workflow_service
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store import runs as store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Pool
@@ -134,7 +135,9 @@ async def progress(pool: Pool, run_id: UUID, *, owner: UUID) -> tuple[str, dict[
         run = await store.get(conn, run_id, owner=owner)
         if run is None:
             raise NotFound("run", run_id)
-        states = {row["node_id"]: row["status"] for row in await store.node_states(conn, run_id)}
+        states = {
+            row["node_id"]: row["status"] for row in await logs_store.latest_by_node(conn, run_id)
+        }
     return run["status"], states
 
 
@@ -151,7 +154,7 @@ async def get(pool: Pool, run_id: UUID, *, owner: UUID) -> dict[str, Any]:
         if run is None:
             raise NotFound("run", run_id)
         version = await workflows_store.get_version(conn, run["workflow_id"], run["version"])
-        states = {row["node_id"]: row for row in await store.node_states(conn, run_id)}
+        states = {row["node_id"]: row for row in await logs_store.latest_by_node(conn, run_id)}
     nodes = []
     for node in _raw_nodes(version["blueprint"] if version else None):
         entry: dict[str, Any] = {
@@ -186,19 +189,24 @@ async def page(
     workflow_id: UUID | None = None,
     status: str | None = None,
     trace_id: str | None = None,
+    parent_run_id: UUID | None = None,
 ) -> dict[str, Any]:
     """A page of the owner's runs, newest first: of one workflow, of one command
-    (``trace_id``: message -> intent -> run), or of every workflow they made (the system's
-    own excluded); optionally of one ``status``. ``{"runs": [...], "next_cursor": str |
-    None}``.
+    (``trace_id``: message -> intent -> run), the child runs of one run (``parent_run_id``:
+    what its ``workflow`` nodes and foreach items started), or of every workflow they made
+    (the system's own excluded); optionally of one ``status``. ``{"runs": [...],
+    "next_cursor": str | None}``.
 
     Raises:
-        NotFound: ``workflow_id`` unknown, or another user's. ValidationFailed: bad cursor.
+        NotFound: ``workflow_id`` or ``parent_run_id`` unknown, or another user's.
+        ValidationFailed: bad cursor.
     """
     before = paging.decode_cursor(cursor) if cursor else None
     async with pool.connection() as conn:
         if workflow_id is not None and await workflows_store.get(conn, workflow_id, owner) is None:
             raise NotFound("workflow", workflow_id)
+        if parent_run_id is not None and await store.get(conn, parent_run_id, owner=owner) is None:
+            raise NotFound("run", parent_run_id)
         rows = await store.page(
             conn,
             owner,
@@ -207,6 +215,7 @@ async def page(
             workflow_id=workflow_id,
             status=status,
             trace_id=trace_id,
+            parent_run_id=parent_run_id,
         )
     return paging.page_of(rows, limit, "created_at", "runs")
 
@@ -222,7 +231,9 @@ async def logs(
     async with pool.connection() as conn:
         if await store.get(conn, run_id, owner=owner) is None:
             raise NotFound("run", run_id)
-        return [dict(r) for r in await store.logs(conn, run_id, after_id=after_id, limit=limit)]
+        return [
+            dict(r) for r in await logs_store.page(conn, run_id, after_id=after_id, limit=limit)
+        ]
 
 
 async def cancel(

@@ -103,17 +103,6 @@ async def runs_page(
     return await cur.fetchall()
 
 
-async def logs_of(conn: Conn, run_ids: list[UUID]) -> list[DictRow]:
-    """The log rows of these runs, by run and write order."""
-    cur = await conn.execute(
-        "select id, run_id, node_id, step_id, status, attempt, input, output, error,"
-        " started_at, finished_at, duration_ms from workflow_logs where run_id = any(%s)"
-        " order by run_id, id",
-        (run_ids,),
-    )
-    return await cur.fetchall()
-
-
 async def sessions_page(
     conn: Conn, owner: UUID, after: tuple[datetime, UUID] | None, limit: int
 ) -> list[DictRow]:

@@ -8,10 +8,25 @@ with ``{run_id, status, output, error}`` and makes an embedded parent claimable.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from blueprint_engine.store.db import Conn, jsonb
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A child run to start: the owner's saved workflow ``workflow_id`` at ``version`` (None:
+    the active version when the child starts), with ``input`` as its trigger data; the step
+    that starts it waits at most ``timeout_seconds`` for its end. A child deeper than
+    ``max_depth`` in a chain of child runs is refused."""
+
+    workflow_id: UUID
+    version: int | None
+    input: Any
+    timeout_seconds: float
+    max_depth: int
 
 
 class ChildRefused(Exception):
@@ -23,17 +38,12 @@ class ChildRefused(Exception):
         self.code = code
         self.message = message
 
+    def to_error(self) -> dict[str, str]:
+        """The starting step's error: ``{code, message}``."""
+        return {"code": self.code, "message": self.message}
 
-async def start(
-    conn: Conn,
-    parent_run_id: UUID,
-    step_id: str,
-    *,
-    workflow_id: UUID,
-    version: int | None,
-    trigger_data: Any,
-    max_depth: int,
-) -> dict[str, Any]:
+
+async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) -> dict[str, Any]:
     """Queue the child of step ``step_id`` (or find the one queued before), on the parent's
     engine, owned by the parent's owner, with the parent's owner profile.
 
@@ -45,6 +55,7 @@ async def start(
             not exist, it has no active version, or the chain would be deeper than
             ``max_depth``.
     """
+    workflow_id, version, max_depth = child.workflow_id, child.version, child.max_depth
     cur = await conn.execute(
         "select id, workflow_id, version, owner_id, engine from workflow_runs"
         " where parent_run_id = %s and parent_step_id = %s",
@@ -95,7 +106,7 @@ async def start(
             "owner": parent["owner_id"],
             "workflow_id": workflow_id,
             "version": version,
-            "data": jsonb(trigger_data),
+            "data": jsonb(child.input),
             "engine": parent["engine"],
             "trace": parent["trace_id"],
             "profile": jsonb(parent["owner_profile"]),
@@ -106,15 +117,7 @@ async def start(
     )
     row = await cur.fetchone()
     if row is None:  # a concurrent start of the same step won
-        return await start(
-            conn,
-            parent_run_id,
-            step_id,
-            workflow_id=workflow_id,
-            version=version,
-            trigger_data=trigger_data,
-            max_depth=max_depth,
-        )
+        return await start(conn, parent_run_id, step_id, child)
     return {**_described(row), "created": True}
 
 

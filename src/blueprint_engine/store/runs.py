@@ -24,7 +24,7 @@ from psycopg.rows import DictRow
 
 from blueprint_engine import metrics
 from blueprint_engine.store.db import Conn, jsonb
-from blueprint_engine.store.steps import Lease
+from blueprint_engine.store.steps import Lease, held
 from blueprint_engine.store.storable import scrub
 
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -90,7 +90,7 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     cur = await conn.execute(
         "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
         " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at,"
-        " owner_profile, change_seq"
+        " owner_profile, change_seq, parent_run_id, parent_step_id"
         " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
         (run_id, owner, owner),
     )
@@ -99,7 +99,8 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
 
 _SUMMARY = (
     "select r.id, r.workflow_id, w.name as workflow_name, r.version, r.status, r.error,"
-    " r.trace_id, r.wake_at, r.created_at, r.started_at, r.finished_at, r.change_seq"
+    " r.trace_id, r.wake_at, r.created_at, r.started_at, r.finished_at, r.change_seq,"
+    " r.parent_run_id, r.parent_step_id"
     " from workflow_runs r join workflows w on w.id = r.workflow_id"
 )
 
@@ -121,13 +122,17 @@ async def page(
     workflow_id: UUID | None = None,
     status: str | None = None,
     trace_id: str | None = None,
+    parent_run_id: UUID | None = None,
 ) -> list[DictRow]:
     """The owner's runs newest first, keyset-paginated on ``(created_at, id)``: of one
-    workflow, of one command (``trace_id``, channel commands included), or of every workflow
-    they made; optionally of one ``status``."""
+    workflow, of one command (``trace_id``, channel commands included), the child runs of one
+    run (``parent_run_id``, whatever their workflow), or of every workflow they made;
+    optionally of one ``status``."""
     args: tuple[Any, ...]
     if trace_id is not None:
         where, args = "r.owner_id = %s and r.trace_id = %s", (owner, trace_id)
+    elif parent_run_id is not None:
+        where, args = "r.owner_id = %s and r.parent_run_id = %s", (owner, parent_run_id)
     else:
         where, args = _scope(workflow_id, owner)
         if workflow_id is not None:
@@ -268,6 +273,15 @@ async def heartbeat(conn: Conn, leases: dict[UUID, UUID], lease_seconds: float) 
     return {row["id"] for row in await cur.fetchall()}
 
 
+_FINISH = (
+    "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
+    " wake_at = %(wake_at)s, lease_owner = null, lease_token = null,"
+    " lease_expires_at = null, pass_failures = 0, updated_at = now(),"
+    " finished_at = case when %(finished)s then now() else null end"
+    " where id = %(run_id)s and " + held("workflow_runs", "%(token)s::uuid")
+)
+
+
 async def finish(
     conn: Conn,
     run_id: UUID,
@@ -286,13 +300,7 @@ async def finish(
     """
     finished = status in TERMINAL
     cur = await conn.execute(
-        "update workflow_runs set status = %(status)s, output = %(output)s, error = %(error)s,"
-        " wake_at = %(wake_at)s, lease_owner = null, lease_token = null,"
-        " lease_expires_at = null, pass_failures = 0, updated_at = now(),"
-        " finished_at = case when %(finished)s then now() else null end"
-        " where id = %(run_id)s and ((lease_token = %(token)s and status = 'running')"
-        " or (%(token)s::uuid is null and lease_token is null"
-        " and status in ('queued', 'running', 'waiting')))",
+        _FINISH,
         {
             "status": status,
             "output": jsonb(output),
@@ -441,25 +449,3 @@ async def queue_stats(conn: Conn, *, timeout_ms: int) -> tuple[int, float]:
         row = await cur.fetchone()
     assert row is not None
     return int(row["depth"]), max(0.0, float(row["age"]))
-
-
-async def node_states(conn: Conn, run_id: UUID) -> list[DictRow]:
-    """The latest log row of every node that has one."""
-    cur = await conn.execute(
-        "select distinct on (node_id) node_id, status, attempt, input, output, error,"
-        " started_at, finished_at, duration_ms from workflow_logs where run_id = %s"
-        " order by node_id, id desc",
-        (run_id,),
-    )
-    return await cur.fetchall()
-
-
-async def logs(conn: Conn, run_id: UUID, *, after_id: int, limit: int) -> list[DictRow]:
-    """Log rows of a run in write order, after ``after_id``."""
-    cur = await conn.execute(
-        "select id, node_id, step_id, status, attempt, input, output, error, started_at,"
-        " finished_at, duration_ms from workflow_logs where run_id = %s and id > %s"
-        " order by id limit %s",
-        (run_id, after_id, limit),
-    )
-    return await cur.fetchall()

@@ -1,15 +1,15 @@
-"""Step checkpoints, attempts, log rows, timers and event waits of a run.
+"""Step checkpoints, attempt counts, timers and event waits of a run.
 
-Every write is fenced on the run's lease: it succeeds only while the claim that wrote it (its
-``lease_token``, new on every claim) still holds the run and the run is ``running``. A
-checkpoint and its log row are written by one statement (:func:`write`, one transaction),
-keyed by ``(run_id, step_id)`` so a step is recorded at most once; the same statement may
-carry the results of several steps of several runs, and count their next attempts. Inngest
-runs have no lease (``lease`` None): their writes need only an unfinished run.
+Every write is fenced on the run's lease (:func:`held`): it succeeds only while the claim that
+wrote it (its ``lease_token``, new on every claim) still holds the run and the run is
+``running``. A checkpoint and its ``workflow_logs`` row (:mod:`~blueprint_engine.store.logs`)
+are written by one statement (:func:`write`, one transaction), keyed by ``(run_id, step_id)``
+so a step is recorded at most once; the same statement may carry the results of several steps
+of several runs, log rows that record no result, and count their next attempts. Inngest runs
+have no lease (``lease`` None): their writes need only an unfinished run.
 
-Values are written through :mod:`~blueprint_engine.store.storable`: outputs must already be
-storable (the engine checks them and fails the step otherwise); inputs and errors, which are
-diagnostics, are scrubbed.
+Outputs must already be storable (:mod:`~blueprint_engine.store.storable`: the engine checks
+them and fails the step otherwise); log rows scrub their inputs and errors.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from blueprint_engine.store import logs as logs_store
 from blueprint_engine.store.db import Conn, jsonb
-from blueprint_engine.store.storable import scrub
+from blueprint_engine.store.logs import LogRow, node_of
 
 
 class LeaseLost(Exception):
@@ -66,26 +67,6 @@ class ReplayState:
     checkpoints: dict[str, Checkpoint] = field(default_factory=dict)
     waits: dict[str, Wait] = field(default_factory=dict)
     attempts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LogRow:
-    """One step attempt as written to ``workflow_logs``."""
-
-    node_id: str
-    step_id: str
-    status: str
-    attempt: int
-    started_at: datetime
-    finished_at: datetime
-    input: Any = None
-    output: Any = None
-    error: Any = None
-
-    @property
-    def duration_ms(self) -> float:
-        """Wall time of the attempt in milliseconds."""
-        return (self.finished_at - self.started_at).total_seconds() * 1000
 
 
 async def load(conn: Conn, run_id: UUID) -> ReplayState:
@@ -133,65 +114,24 @@ async def get_checkpoint(conn: Conn, run_id: UUID, step_id: str) -> Checkpoint |
     return None if row is None else Checkpoint(row["status"], row["output"], row["error"])
 
 
-# A write is allowed while the run is held: by the claim with ``token`` (embedded runner), or,
-# when ``token`` is None (Inngest, which runs each step once), by no one and not finished. A
-# write that records progress (a step's result) also clears the run's count of failed passes.
-_FENCE = """
-with fence as (
-    update workflow_runs
-       set lease_expires_at = case when lease_token is null then null
-                                   else greatest(lease_expires_at,
-                                                 now() + make_interval(secs => %(lease)s)) end,
-           status = 'running', updated_at = now() {progress}
-     where id = %(run_id)s
-       and ((lease_token = %(token)s and status = 'running')
-            or (%(token)s::uuid is null and lease_token is null
-                and status in ('queued', 'running', 'waiting')))
-    returning id, owner_id)
-"""
-_PROGRESS_FENCE = _FENCE.format(progress=", pass_failures = 0")
-_FENCE = _FENCE.format(progress="")
-
-
-def _lease(run_id: UUID, lease: Lease | None) -> dict[str, Any]:
-    return {
-        "run_id": run_id,
-        "token": None if lease is None else lease.token,
-        "lease": 0 if lease is None else lease.seconds,
-    }
-
-
-_LOG_COLUMNS = (
-    "run_id, owner_id, node_id, step_id, status, attempt, input, output, error,"
-    " started_at, finished_at, duration_ms"
-)
-_LOG_VALUES = (
-    "%(node_id)s, %(step_id)s, %(log_status)s, %(attempt)s, %(input)s, %(output)s, %(error)s,"
-    " %(started_at)s, %(finished_at)s, %(duration_ms)s"
-)
-
-
-def _params(run_id: UUID, lease: Lease | None, log: LogRow) -> dict[str, Any]:
-    return {
-        **_lease(run_id, lease),
-        "node_id": log.node_id,
-        "step_id": log.step_id,
-        "log_status": log.status,
-        "attempt": log.attempt,
-        "input": jsonb(scrub(log.input)),
-        "output": jsonb(log.output),
-        "error": jsonb(scrub(log.error)),
-        "started_at": log.started_at,
-        "finished_at": log.finished_at,
-        "duration_ms": log.duration_ms,
-    }
+def held(run: str, token: str) -> str:
+    """The lease fence, as an SQL condition: the ``workflow_runs`` row ``run`` (a table name or
+    alias) is held by the claim whose token is the SQL expression ``token`` (a ``uuid``): by
+    that claim while ``running`` (embedded runner), or, when the token is null (Inngest, which
+    runs each step once at a time), by no claim and not finished."""
+    return (
+        f"(({run}.lease_token = {token} and {run}.status = 'running')"
+        f" or ({token} is null and {run}.lease_token is null"
+        f" and {run}.status in ('queued', 'running', 'waiting')))"
+    )
 
 
 @dataclass(frozen=True)
 class Write:
-    """One pass's part of a :func:`write`: finished steps to checkpoint, each with its log row
-    (the checkpoint's status is the row's: ``succeeded``, ``failed`` or ``skipped``), and the
-    step whose attempt to count as started, before it runs. Either may be empty."""
+    """One pass's part of a :func:`write`: log rows in the order things happened, and the step
+    whose attempt to count as started, before it runs. A result row (``succeeded``,
+    ``failed``, ``skipped``) checkpoints its step with its status; the others (``retrying``,
+    ``waiting``) are log rows alone. Either may be empty."""
 
     run_id: UUID
     lease: Lease | None
@@ -202,27 +142,28 @@ class Write:
 @dataclass(frozen=True)
 class Written:
     """What :func:`write` did for one :class:`Write`: ``recorded``, the step ids it
-    checkpointed (a step already checkpointed, by an earlier replay, is not recorded again);
-    ``attempt``, the number of the attempt it counted (1, 2, …), or None when it counted none."""
+    checkpointed (a step already checkpointed, by an earlier replay, is not recorded again,
+    nor is its result row logged); ``attempt``, the number of the attempt it counted (1, 2,
+    …), or None when it counted none."""
 
     recorded: frozenset[str]
     attempt: int | None
 
 
 # The writes and their log rows travel as two JSON arrays (two parameters, one serialization
-# each); ``i`` ties a row to its write and ``n`` keeps the rows' order, so their ids follow the
-# order the steps finished in. Runs are locked in id order (as by the heartbeat), so two
-# statements that lock several runs never deadlock; a run whose fence fails is not locked.
-_WRITE = """
+# each); ``i`` ties a row to its write and ``ordinality`` keeps the rows' order, so their ids
+# follow the order things happened in. Runs are locked in id order (as by the heartbeat), so
+# two statements that lock several runs never deadlock; a run whose fence fails is not
+# locked. A write that records a result (progress) also clears the run's count of failed
+# passes.
+_WRITE = f"""
 with req as (
     select * from jsonb_to_recordset(%(writes)s::jsonb) as q(
         i integer, run_id uuid, token uuid, lease double precision, progress boolean,
         start text)),
 held as (
     select w.id, q.i from workflow_runs w join req q on q.run_id = w.id
-     where (w.lease_token = q.token and w.status = 'running')
-        or (q.token is null and w.lease_token is null
-            and w.status in ('queued', 'running', 'waiting'))
+     where {held("w", "q.token")}
      order by w.id
        for no key update of w),
 fence as (
@@ -237,26 +178,22 @@ fence as (
     returning w.id, w.owner_id, q.i),
 results as (
     select * from rows from (jsonb_to_recordset(%(logs)s::jsonb) as (
-               i integer, step_id text, node_id text, status text, attempt integer,
-               input jsonb, output jsonb, error jsonb, started_at timestamptz,
-               finished_at timestamptz, duration_ms double precision))
-           with ordinality as r(i, step_id, node_id, status, attempt, input, output, error,
-                                started_at, finished_at, duration_ms, n)),
+               i integer, result boolean, {logs_store.RECORD}))
+           with ordinality as r),
 ck as (
     insert into step_checkpoints (run_id, step_id, node_id, status, output, error)
     select f.id, r.step_id, r.node_id, r.status, r.output, r.error
       from fence f join results r on r.i = f.i
+     where r.result
     on conflict do nothing
     returning run_id, step_id),
-logs as (
-    insert into workflow_logs ("""
-_WRITE += _LOG_COLUMNS
-_WRITE += """)
+logged as (
+    insert into workflow_logs ({logs_store.COLUMNS})
     select f.id, f.owner_id, r.node_id, r.step_id, r.status, r.attempt, r.input, r.output,
            r.error, r.started_at, r.finished_at, r.duration_ms
       from fence f join results r on r.i = f.i
-     where (f.id, r.step_id) in (select run_id, step_id from ck)
-     order by r.n
+     where not r.result or (f.id, r.step_id) in (select run_id, step_id from ck)
+     order by r.ordinality
     returning 1),
 counted as (
     insert into step_attempts (run_id, step_id, started)
@@ -269,22 +206,6 @@ select q.i, f.id is not null as held,
        (select c.started from counted c where c.run_id = q.run_id) as attempt
   from req q left join fence f on f.i = q.i
 """
-
-
-def _log_json(i: int, log: LogRow) -> dict[str, Any]:
-    return {
-        "i": i,
-        "step_id": log.step_id,
-        "node_id": log.node_id,
-        "status": log.status,
-        "attempt": log.attempt,
-        "input": scrub(log.input),
-        "output": log.output,
-        "error": scrub(log.error),
-        "started_at": log.started_at.isoformat(),
-        "finished_at": log.finished_at.isoformat(),
-        "duration_ms": log.duration_ms,
-    }
 
 
 async def write(conn: Conn, writes: Sequence[Write]) -> list[Written | None]:
@@ -310,13 +231,19 @@ async def write(conn: Conn, writes: Sequence[Write]) -> list[Written | None]:
                         "run_id": str(w.run_id),
                         "token": None if w.lease is None else str(w.lease.token),
                         "lease": 0 if w.lease is None else w.lease.seconds,
-                        "progress": bool(w.logs),
+                        "progress": any(row.is_result for row in w.logs),
                         "start": w.start,
                     }
                     for i, w in enumerate(writes)
                 ]
             ),
-            "logs": jsonb([_log_json(i, log) for i, w in enumerate(writes) for log in w.logs]),
+            "logs": jsonb(
+                [
+                    {"i": i, "result": row.is_result, **row.as_json()}
+                    for i, w in enumerate(writes)
+                    for row in w.logs
+                ]
+            ),
         },
     )
     done: list[Written | None] = [None] * len(writes)
@@ -326,34 +253,16 @@ async def write(conn: Conn, writes: Sequence[Write]) -> list[Written | None]:
     return done
 
 
-async def log_attempt(conn: Conn, run_id: UUID, lease: Lease | None, log: LogRow) -> None:
-    """Write a log row without a checkpoint (a failed attempt that will be retried, a wait start).
+async def write_one(conn: Conn, one: Write) -> Written:
+    """:func:`write` of one write, alone.
 
     Raises:
-        LeaseLost: the run is no longer held by this claim.
+        LeaseLost: its claim no longer holds its run (nothing was written).
     """
-    cur = await conn.execute(
-        _FENCE
-        + "insert into workflow_logs ("
-        + _LOG_COLUMNS
-        + ") select id, owner_id, "
-        + _LOG_VALUES
-        + " from fence returning id",
-        _params(run_id, lease, log),
-    )
-    if await cur.fetchone() is None:
-        raise LeaseLost(str(run_id))
-
-
-async def _check_fence(conn: Conn, run_id: UUID, lease: Lease | None) -> None:
-    cur = await conn.execute(
-        "select 1 from workflow_runs where id = %(run_id)s and ((lease_token = %(token)s"
-        " and status = 'running') or (%(token)s::uuid is null and lease_token is null"
-        " and status in ('queued', 'running', 'waiting')))",
-        _lease(run_id, lease),
-    )
-    if await cur.fetchone() is None:
-        raise LeaseLost(str(run_id))
+    [written] = await write(conn, [one])
+    if written is None:
+        raise LeaseLost(str(one.run_id))
+    return written
 
 
 async def record_skipped(
@@ -366,24 +275,10 @@ async def record_skipped(
     Raises:
         LeaseLost: the run is no longer held by this claim and there was something to record.
     """
-    cur = await conn.execute(
-        _PROGRESS_FENCE
-        + """,
-        ck as (
-            insert into step_checkpoints (run_id, step_id, node_id, status)
-            select fence.id, n, regexp_replace(n, '^.*[.]', ''), 'skipped'
-              from fence, unnest(%(nodes)s::text[]) as n
-            on conflict do nothing
-            returning run_id, step_id, node_id)
-        insert into workflow_logs (run_id, owner_id, node_id, step_id, status, attempt,
-                                   started_at, finished_at, duration_ms)
-        select ck.run_id, fence.owner_id, ck.node_id, ck.step_id, 'skipped', 0, %(at)s, %(at)s, 0
-          from ck, fence
-        returning 1""",
-        {**_lease(run_id, lease), "nodes": node_ids, "at": at},
-    )
-    if await cur.fetchone() is None and not await _all_checkpointed(conn, run_id, node_ids):
-        await _check_fence(conn, run_id, lease)
+    rows = [LogRow.skipped(node_id, at) for node_id in node_ids]
+    [written] = await write(conn, [Write(run_id, lease, rows)])
+    if written is None and not await _all_checkpointed(conn, run_id, node_ids):
+        raise LeaseLost(str(run_id))
 
 
 async def _all_checkpointed(conn: Conn, run_id: UUID, step_ids: list[str]) -> bool:
@@ -419,16 +314,15 @@ async def open_wait(
     waiting: dict[str, Any] = {"seconds": seconds}
     if kind == "event":
         waiting.update(event_name=event_name, match=match)
-    log = LogRow(step_id.rpartition(".")[2], step_id, "waiting", 1, now, now, input=waiting)
     async with conn.transaction():
-        await log_attempt(conn, run_id, lease, log)
+        await write_one(conn, Write(run_id, lease, [LogRow.waiting(step_id, now, input=waiting)]))
         cur = await conn.execute(
             "insert into run_waits (run_id, owner_id, step_id, node_id, kind, event_name, match,"
             " context, wake_at) select id, owner_id, %s, %s, %s, %s, %s, %s,"
             " now() + make_interval(secs => %s) from workflow_runs where id = %s"
             " on conflict (run_id, step_id) do update set run_id = excluded.run_id"
             " returning wake_at",
-            (log.step_id, log.node_id, kind, event_name, match, jsonb(context), seconds, run_id),
+            (step_id, node_of(step_id), kind, event_name, match, jsonb(context), seconds, run_id),
         )
         row = await cur.fetchone()
     assert row is not None

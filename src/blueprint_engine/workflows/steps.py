@@ -6,7 +6,7 @@ child runs. The exceptions here are how a step reports back: :class:`StepError` 
 failed), :class:`StepFailed` (the step failed for good), :class:`Suspended` (not in this pass).
 
 Step ids are stable across replays: a node's id, or for a step inside a loop body
-``<foreach id>.<item index>.<step id>`` (see :func:`node_of`).
+``<foreach id>.<item index>.<step id>`` (see :func:`blueprint_engine.store.logs.node_of`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
-from uuid import UUID
 
 from blueprint_engine.integrations.credentials import Credential, CredentialData
+from blueprint_engine.store.children import ChildRun as ChildRun  # part of the step protocol
 from blueprint_engine.workflows.redaction import Redactor
-
-
-def node_of(step_id: str) -> str:
-    """The node a step id belongs to: ``send`` for ``send`` and for ``each.3.send``."""
-    return step_id.rpartition(".")[2]
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,8 @@ class StepOutcome:
 
 
 class StepError(Exception):
-    """One attempt of a step failed. ``retryable`` lets the port try again."""
+    """One attempt of a step failed. ``retryable`` lets the port try again; ``retry_after``
+    (seconds, from the service's ``Retry-After``) asks it to wait at least that long first."""
 
     def __init__(
         self,
@@ -70,6 +66,7 @@ class StepError(Exception):
         retryable: bool,
         input: Any = None,
         details: dict[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -77,6 +74,7 @@ class StepError(Exception):
         self.retryable = retryable
         self.input = input
         self.details = details or {}
+        self.retry_after = retry_after
 
     def redacted(self, redact: Redactor) -> StepError:
         """This error with its message, input and details passed through ``redact``."""
@@ -86,6 +84,7 @@ class StepError(Exception):
             retryable=self.retryable,
             input=redact(self.input),
             details=redact(self.details),
+            retry_after=self.retry_after,
         )
 
     def to_error(self) -> dict[str, Any]:
@@ -93,6 +92,8 @@ class StepError(Exception):
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
             error["details"] = self.details
+        if self.retry_after is not None:
+            error["retry_after"] = self.retry_after
         return error
 
 
@@ -143,20 +144,6 @@ class Suspended(Exception):
 
 
 StepFn = Callable[[int], Awaitable[StepOutcome]]
-
-
-@dataclass(frozen=True)
-class ChildRun:
-    """A child run a ``workflow`` node starts: the owner's saved workflow ``workflow_id`` at
-    ``version`` (None: the active version when the child starts), with ``input`` as its trigger
-    data; the node waits at most ``timeout_seconds`` for its end. A child deeper than
-    ``max_depth`` in a chain of child runs is refused."""
-
-    workflow_id: UUID
-    version: int | None
-    input: Any
-    timeout_seconds: float
-    max_depth: int
 
 
 def child_error(ended: dict[str, Any] | None, seconds: float) -> dict[str, Any] | None:

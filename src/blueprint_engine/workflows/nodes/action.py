@@ -260,7 +260,12 @@ class ActionNode(NodeKind):
             output = await tool.execute(self.task, params, context)
         except ToolError as exc:
             raise StepError(
-                exc.code, exc.message, retryable=exc.retryable, input=resolved, details=exc.details
+                exc.code,
+                exc.message,
+                retryable=exc.retryable,
+                input=resolved,
+                details=exc.details,
+                retry_after=exc.retry_after,
             ) from None
         except Exception as exc:  # a tool bug must not lose the run: record it and retry
             raise StepError(

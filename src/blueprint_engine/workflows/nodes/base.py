@@ -187,18 +187,29 @@ class NodeRun(Protocol):
         ...
 
 
+def _summary_as_description(schema: dict[str, Any], cls: type) -> None:
+    """JSON Schema of a kind: its ``summary`` (written for users) as its description, in
+    place of its docstring (written for this code); a class without one of its own (a trigger
+    kind) keeps its docstring."""
+    if "summary" in vars(cls):
+        schema["description"] = vars(cls)["summary"]
+
+
 class NodeKind(Model):
     """Base of the node kinds. A subclass declares ``type: Literal["<kind>"]``, its fields,
     and overrides what differs from these defaults: no checks beyond the model, no templates,
     unlabelled outgoing edges only, all of them live after it ran.
 
     Class attributes:
-        summary: one line saying what the kind does (docs and the architect's prompt).
+        summary: one line saying what the kind does (docs, the architect's prompt, and the
+            kind's description in the blueprint's JSON Schema, which the dashboard shows).
         draft_rule: how the architect writes it (its prompt's rule for this kind).
         draft_fields: the fields the architect's model writes for it besides ``id``, ``type``,
             ``name`` (and a trigger's ``trigger``), by their draft names (see
             :mod:`.drafting`); :meth:`from_draft` turns them into the node's fields.
     """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_summary_as_description)
 
     summary: ClassVar[str]
     draft_rule: ClassVar[str] = ""

@@ -16,6 +16,7 @@ from typing import Any
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
+from blueprint_engine.store.logs import node_of
 from blueprint_engine.workflows.engine import Engine
 from blueprint_engine.workflows.schema import Blueprint
 from blueprint_engine.workflows.steps import (
@@ -24,7 +25,6 @@ from blueprint_engine.workflows.steps import (
     StepError,
     StepFailed,
     StepFn,
-    node_of,
 )
 
 

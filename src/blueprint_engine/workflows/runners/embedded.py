@@ -1,5 +1,7 @@
 """The embedded runner: durable execution on PostgreSQL inside the API (or CLI) process.
 
+This module is the queue worker; a pass's steps go through :mod:`.embedded_port`.
+
 - Claims runs with ``FOR UPDATE SKIP LOCKED`` under a lease with a fresh token per claim; a
   heartbeat extends the leases in hand, and every write of a pass is fenced on its token, so two
   passes never record the same step and a pass that lost its run stops — at the latest before
@@ -25,456 +27,36 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg_pool import PoolTimeout
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
 
 from blueprint_engine import logs
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import InvalidBlueprint
 from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
-from blueprint_engine.store import children
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store import workflows as workflows_store
-from blueprint_engine.store.children import ChildRefused
 from blueprint_engine.store.db import Pool
-from blueprint_engine.store.steps import Lease, LeaseLost, LogRow
+from blueprint_engine.store.steps import Lease, LeaseLost
 from blueprint_engine.store.vault import Vault
 from blueprint_engine.workflows.engine import Engine, RunOutcome
 from blueprint_engine.workflows.runners.credentials import StoredCredentials
+from blueprint_engine.workflows.runners.embedded_port import EmbeddedPort, StepObserver
 from blueprint_engine.workflows.runners.writer import StepWriter
 from blueprint_engine.workflows.schema import Blueprint, validate_blueprint_async
-from blueprint_engine.workflows.steps import (
-    ChildRun,
-    Retry,
-    StepError,
-    StepFailed,
-    StepFn,
-    StepOutcome,
-    Suspended,
-    child_error,
-    node_of,
-)
 
 log = logging.getLogger(__name__)
 
 _BLUEPRINT_CACHE_SIZE = 512
-
-#: Called with (run_id, node_id, event, detail) as steps start and finish; for live displays.
-StepObserver = Callable[[UUID, str, str, dict[str, Any]], None]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, StepError) and exc.retryable
-
-
-def _result(checkpoint: steps_store.Checkpoint) -> Any:
-    """A step's output, or its recorded failure raised again (replays are deterministic)."""
-    if checkpoint.status == "failed":
-        raise StepFailed(checkpoint.error)
-    return checkpoint.output
-
-
-@dataclass
-class _Attempt:
-    number: int
-    started: datetime
-
-
-def _retrying(
-    retry: Retry, attempts: int
-) -> Callable[[Callable[[int], Awaitable[StepOutcome]], int], Awaitable[StepOutcome]]:
-    """Retry phase after a failed first attempt: up to ``attempts`` more tries, backing off
-    ``initial * 2**(n-1)`` seconds (capped at ``max``) plus ``uniform(0, jitter)`` before retry n.
-
-    The first backoff is slept here; tenacity (wait_exponential + wait_random) sleeps the rest.
-    """
-
-    async def run(attempt: Callable[[int], Awaitable[StepOutcome]], first: int) -> StepOutcome:
-        await asyncio.sleep(
-            min(retry.initial_backoff, retry.max_backoff) + random.uniform(0, retry.jitter)
-        )
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_exponential(multiplier=retry.initial_backoff * 2, max=retry.max_backoff)
-            + wait_random(0, retry.jitter),
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        )
-        async for try_ in retrying:
-            with try_:
-                return await attempt(first + try_.retry_state.attempt_number - 1)
-        raise AssertionError("unreachable: tenacity reraises the last error")
-
-    return run
-
-
-class EmbeddedPort:
-    """:class:`~blueprint_engine.workflows.engine.StepPort` over PostgreSQL for one run pass.
-
-    A step's result (checkpoint and log row) is held back and written by the pass's next
-    write: usually the attempt count of the action that follows it, so a chain of actions
-    commits once a step; else by :meth:`flush`. Writes of a pass are serialized and each
-    carries every result held so far, so a result is durable before any step that started
-    after it counts its attempt, i.e. before that step's side effect. Those writes go through
-    the runner's :class:`StepWriter`, which commits the writes of concurrent passes together.
-    Observers hear of a result once it is written.
-    """
-
-    def __init__(
-        self,
-        pool: Pool,
-        writer: StepWriter,
-        run_id: UUID,
-        lease: Lease,
-        state: steps_store.ReplayState,
-        observer: StepObserver | None = None,
-    ) -> None:
-        self.pool = pool
-        self.writer = writer
-        self.run_id = run_id
-        self.lease = lease
-        self.state = state
-        self.observer = observer
-        self._held: list[tuple[LogRow, dict[str, Any]]] = []
-        self._ever_held = 0  # results held since the pass began
-        self._written = 0  # of those, how many a write took
-        self._writing = asyncio.Lock()  # one write of the pass at a time, in order
-
-    def _notify(self, node_id: str, event: str, **detail: Any) -> None:
-        if self.observer is not None:
-            self.observer(self.run_id, node_id, event, detail)
-
-    def _hold(self, log_row: LogRow, **detail: Any) -> None:
-        """Keep a step's result for the next write; ``detail`` is for the observer."""
-        self._held.append((log_row, detail))
-        self._ever_held += 1
-
-    async def _count_attempt(self, step_id: str) -> int:
-        """Write the held results and count an attempt of ``step_id``; returns its number.
-
-        Raises:
-            LeaseLost: the run is no longer held by this claim.
-        """
-        async with self._writing:
-            counted = await self._write_held(start=step_id)
-        assert counted is not None
-        return counted
-
-    async def _write_held(self, start: str | None = None) -> int | None:
-        """Write the held results and, if ``start``, count an attempt of that step (its
-        number is returned). The caller holds ``_writing``."""
-        held, self._held = self._held, []
-        self._written += len(held)
-        if not held and start is None:
-            return None
-        write = steps_store.Write(self.run_id, self.lease, [row for row, _ in held], start)
-        written = await self.writer.write(write)
-        for row, detail in held:
-            self._notify(row.step_id, row.status, **detail)
-        return written.attempt
-
-    async def flush(self) -> None:
-        """Write the results held now, unless another write takes them first.
-
-        Raises:
-            LeaseLost: the run is no longer held by this claim.
-        """
-        wanted = self._ever_held
-        if self._written >= wanted:
-            return
-        async with self._writing:
-            if self._written < wanted:
-                await self._write_held()
-
-    async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
-        """Replay the checkpoint, else run ``fn``; retry per ``retry``, logging every attempt.
-
-        Unless ``pure``, each attempt is counted (fenced on the lease) before it runs, so
-        attempts whose process died count too, and a pass that lost its lease stops here.
-        The result is held back for the next write (see the class).
-        """
-        checkpoint = self.state.checkpoints.get(step_id)
-        if checkpoint is not None:
-            return _result(checkpoint)
-        started_before = self.state.attempts.get(step_id, 0)
-        if started_before >= retry.max_attempts:
-            self._attempts_lost(step_id, started_before)
-        current = _Attempt(started_before + 1, _now())
-
-        async def attempt(number: int) -> StepOutcome:
-            if not pure:
-                number = await self._count_attempt(step_id)
-            current.number, current.started = number, _now()
-            self._notify(step_id, "started", attempt=number)
-            try:
-                return await fn(number)
-            except StepError as exc:
-                if exc.retryable and number < retry.max_attempts:
-                    await self._log_retry(step_id, number, current.started, exc)
-                raise
-
-        remaining = retry.max_attempts - started_before
-        try:
-            try:  # the common case, kept free of retry machinery
-                outcome = await attempt(current.number)
-            except StepError as exc:
-                if not exc.retryable or remaining == 1:
-                    raise
-                outcome = await _retrying(retry, remaining - 1)(attempt, current.number + 1)
-        except StepError as exc:
-            attempt_no = current.number
-            error = {**exc.to_error(), "attempts": attempt_no}
-            self._hold(
-                LogRow(
-                    node_of(step_id),
-                    step_id,
-                    "failed",
-                    attempt_no,
-                    current.started,
-                    _now(),
-                    input=exc.input,
-                    error=error,
-                ),
-                attempt=attempt_no,
-                error=error,
-            )
-            raise StepFailed(error) from None
-        row = LogRow(
-            node_of(step_id),
-            step_id,
-            "succeeded",
-            current.number,
-            current.started,
-            _now(),
-            input=outcome.input,
-            output=outcome.output,
-        )
-        self._hold(row, attempt=row.attempt, duration_ms=row.duration_ms)
-        return outcome.output
-
-    def _attempts_lost(self, step_id: str, started: int) -> NoReturn:
-        """Every allowed attempt was started and the last never finished (its process died or
-        lost the run): fail the step rather than run it once more than allowed.
-
-        Raises:
-            StepFailed: always (the failure is held for the next write).
-        """
-        error = {
-            "code": "attempt_lost",
-            "message": f"attempt {started} was interrupted before it finished (its worker "
-            "stopped or lost the run) and no attempts are left",
-            "attempts": started,
-        }
-        now = _now()
-        self._hold(
-            LogRow(node_of(step_id), step_id, "failed", started, now, now, error=error),
-            attempt=started,
-            error=error,
-        )
-        raise StepFailed(error)
-
-    async def _log_retry(
-        self, step_id: str, attempt: int, started: datetime, exc: StepError
-    ) -> None:
-        row = LogRow(
-            node_of(step_id),
-            step_id,
-            "retrying",
-            attempt,
-            started,
-            _now(),
-            input=exc.input,
-            error=exc.to_error(),
-        )
-        async with self._writing:
-            await self._write_held()  # log rows stay in the order things happened
-            async with self.pool.connection() as conn:
-                await steps_store.log_attempt(conn, self.run_id, self.lease, row)
-        self._notify(step_id, "retrying", attempt=attempt, error=exc.to_error())
-
-    async def sleep(self, step_id: str, seconds: float) -> None:
-        """Durable timer backed by ``run_waits``."""
-        if step_id in self.state.checkpoints:
-            return
-        wait = self.state.waits.get(step_id)
-        if wait is None:
-            await self._open_wait(step_id, "sleep", seconds)
-        assert wait is not None
-        if not wait.due:
-            raise Suspended(wait.wake_at)
-        began = wait.wake_at - timedelta(seconds=seconds)
-        self._hold(
-            LogRow(
-                node_of(step_id),
-                step_id,
-                "succeeded",
-                1,
-                began,
-                _now(),
-                output={"slept_seconds": seconds},
-            )
-        )
-
-    async def wait_for_event(
-        self,
-        step_id: str,
-        event: str,
-        match: str | None,
-        context: dict[str, Any],
-        timeout_seconds: float,
-    ) -> dict[str, Any] | None:
-        """Event wait backed by ``run_waits``; ``POST /events`` resolves it."""
-        checkpoint = self.state.checkpoints.get(step_id)
-        if checkpoint is not None:
-            received: dict[str, Any] | None = checkpoint.output["event"]
-            return received
-        wait = self.state.waits.get(step_id)
-        if wait is None:
-            await self._open_wait(
-                step_id, "event", timeout_seconds, event_name=event, match=match, context=context
-            )
-        assert wait is not None
-        if wait.resolved and not wait.timed_out:
-            received = wait.event
-        elif wait.resolved or wait.due:
-            async with self.pool.connection() as conn:
-                received = await steps_store.time_out_wait(conn, self.run_id, step_id)
-        else:
-            raise Suspended(wait.wake_at)
-        output = {"event": received, "timed_out": received is None}
-        self._hold(
-            LogRow(
-                node_of(step_id), step_id, "succeeded", 1, wait.created_at, _now(), output=output
-            ),
-            timed_out=received is None,
-        )
-        return received
-
-    async def run_child(self, step_id: str, child: ChildRun) -> Any:
-        """Start the child run and park on a ``child`` wait that its end resolves (a trigger
-        in the database); then record its output, or its failure (or a timeout)."""
-        checkpoint = self.state.checkpoints.get(step_id)
-        if checkpoint is not None:
-            return _result(checkpoint)
-        wait = self.state.waits.get(step_id)
-        if wait is None:
-            await self._start_child(step_id, child)
-        assert wait is not None
-        if wait.resolved and not wait.timed_out:
-            ended = wait.event
-        elif wait.resolved or wait.due:
-            async with self.pool.connection() as conn:
-                ended = await steps_store.time_out_wait(conn, self.run_id, step_id)
-        else:
-            raise Suspended(wait.wake_at)
-        error = child_error(ended, child.timeout_seconds)
-        if error is not None:
-            now = _now()
-            self._hold(
-                LogRow(node_of(step_id), step_id, "failed", 1, wait.created_at, now, error=error),
-                attempt=1,
-                error=error,
-            )
-            raise StepFailed(error)
-        output = ended["output"]
-        self._hold(
-            LogRow(
-                node_of(step_id), step_id, "succeeded", 1, wait.created_at, _now(), output=output
-            )
-        )
-        return output
-
-    async def _start_child(self, step_id: str, child: ChildRun) -> NoReturn:
-        """Queue the child and open the parent's wait on it, in one transaction.
-
-        Raises:
-            Suspended: always, when the child started.
-            StepFailed: it cannot start (recorded with the refusal's code).
-        """
-        async with self._writing:
-            await self._write_held()
-            async with self.pool.connection() as conn, conn.transaction():
-                try:
-                    started = await children.start(
-                        conn,
-                        self.run_id,
-                        step_id,
-                        workflow_id=child.workflow_id,
-                        version=child.version,
-                        trigger_data=child.input,
-                        max_depth=child.max_depth,
-                    )
-                except ChildRefused as refused:
-                    error: dict[str, str] | None = {
-                        "code": refused.code,
-                        "message": refused.message,
-                    }
-                else:
-                    error = None
-                    wake_at = await steps_store.open_wait(
-                        conn,
-                        self.run_id,
-                        self.lease,
-                        step_id=step_id,
-                        kind="child",
-                        seconds=child.timeout_seconds,
-                        context={"run_id": str(started["run_id"])},
-                    )
-        if error is not None:
-            now = _now()
-            self._hold(
-                LogRow(node_of(step_id), step_id, "failed", 1, now, now, input=None, error=error),
-                attempt=1,
-                error=error,
-            )
-            raise StepFailed(error)
-        self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
-        raise Suspended(wake_at)
-
-    async def _open_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
-        async with self._writing:
-            await self._write_held()
-            async with self.pool.connection() as conn:
-                wake_at = await steps_store.open_wait(
-                    conn,
-                    self.run_id,
-                    self.lease,
-                    step_id=step_id,
-                    kind=kind,
-                    seconds=seconds,
-                    **extra,
-                )
-        self._notify(step_id, "waiting", wake_at=wake_at.isoformat())
-        raise Suspended(wake_at)
-
-    async def skip(self, node_ids: list[str]) -> None:
-        """Hold skipped nodes for the next write, but those recorded by an earlier pass."""
-        now = _now()
-        for node_id in node_ids:
-            if node_id not in self.state.checkpoints:
-                self._hold(LogRow(node_of(node_id), node_id, "skipped", 0, now, now))
 
 
 @dataclass
@@ -729,7 +311,15 @@ class EmbeddedRunner:
         else:
             async with self.pool.connection() as conn:
                 state = await steps_store.load(conn, run_id)
-        port = EmbeddedPort(self.pool, self._writer, run_id, lease, state, self.observer)
+        port = EmbeddedPort(
+            self.pool,
+            self._writer,
+            run_id,
+            lease,
+            state,
+            self.observer,
+            retry_after_max=self.settings.retry_after_max_seconds,
+        )
         engine = Engine(
             blueprint,
             registry=self.registry,

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
-from typing import Any
+from typing import Any, NoReturn
 from uuid import UUID
 
 import inngest
@@ -54,21 +54,21 @@ from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store import workflows as workflows_store
 from blueprint_engine.store.db import Conn
-from blueprint_engine.store.steps import LeaseLost, LogRow, Write
+from blueprint_engine.store.logs import LogRow
+from blueprint_engine.store.steps import Checkpoint, LeaseLost, Write
 from blueprint_engine.store.vault import Vault
 from blueprint_engine.workflows.engine import Engine
 from blueprint_engine.workflows.runners import QueuedRun
 from blueprint_engine.workflows.runners.credentials import StoredCredentials
+from blueprint_engine.workflows.runners.recorder import Pause, Result, StepRecorder, replay
 from blueprint_engine.workflows.schema import Blueprint
 from blueprint_engine.workflows.steps import (
     ChildRun,
     Retry,
-    StepError,
     StepFailed,
     StepFn,
     Suspended,
     child_error,
-    node_of,
 )
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,19 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _memo(result: Result) -> dict[str, Any]:
+    """A step result as Inngest memoizes it (JSON)."""
+    return {"status": result.status, "output": result.output, "error": result.error}
+
+
 class InngestPort:
-    """:class:`~blueprint_engine.workflows.engine.StepPort` over ``ctx.step`` for one request."""
+    """:class:`~blueprint_engine.workflows.engine.StepPort` over ``ctx.step`` for one request.
+
+    An action is one ``ctx.step.run`` whose attempts Inngest counts (``ctx.attempt``) and
+    retries: a failed attempt that may be retried writes its ``retrying`` row and raises, so
+    that Inngest runs the step again (after the service's ``Retry-After``, when it gave one);
+    a result is written inside the step and is the step's memo, replayed as a checkpoint.
+    """
 
     def __init__(
         self,
@@ -136,6 +147,7 @@ class InngestPort:
         self.run_id = run_id
         self.settings = settings
         self.function = function
+        self._recorder = StepRecorder(self, settings.retry_after_max_seconds)
 
     async def _call(self, thunk: Callable[[], Awaitable[Any]]) -> Any:
         """One step call as a parallel group: a memoized step returns its result; a new one is
@@ -146,83 +158,59 @@ class InngestPort:
             raise Suspended(payload=None)
         return results[0]
 
-    async def _record(self, row: LogRow) -> dict[str, Any]:
-        [written] = await steps_store.write(self.conn, [Write(self.run_id, None, [row])])
-        if written is None:
-            raise LeaseLost(str(self.run_id))
-        if row.step_id not in written.recorded:  # Inngest re-ran a finished step: the first
-            existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
-            if existing is not None:  # result stands
-                return {
-                    "status": existing.status,
-                    "output": existing.output,
-                    "error": existing.error,
-                }
-        return {"status": row.status, "output": row.output, "error": row.error}
-
     async def run(self, step_id: str, fn: StepFn, retry: Retry, *, pure: bool = False) -> Any:
         """One ``ctx.step.run``; failures come back as a memoized ``{"status": "failed"}``.
-        Inngest counts attempts itself (``ctx.attempt``), so ``pure`` changes nothing here."""
-        attempts = min(retry.max_attempts, self.settings.inngest_retries + 1)
+        Inngest counts attempts itself (``ctx.attempt``), so ``pure`` changes nothing here;
+        at most ``max_attempts``, capped by ``INNGEST_RETRIES`` + 1."""
+        limit = min(retry.max_attempts, self.settings.inngest_retries + 1)
 
         async def handler() -> dict[str, Any]:
             try:
-                return await attempt_once()
+                result = await self._recorder.run(
+                    step_id, fn, retry, first=self.ctx.attempt + 1, limit=limit, pure=pure
+                )
             except LeaseLost:
                 raise inngest.NonRetriableError(f"run {self.run_id} was cancelled") from None
-
-        async def attempt_once() -> dict[str, Any]:
-            attempt = self.ctx.attempt + 1
-            started = _now()
-            try:
-                outcome = await fn(attempt)
-            except StepError as exc:
-                if exc.retryable and attempt < attempts:
-                    row = LogRow(
-                        node_of(step_id),
-                        step_id,
-                        "retrying",
-                        attempt,
-                        started,
-                        _now(),
-                        input=exc.input,
-                        error=exc.to_error(),
-                    )
-                    await steps_store.log_attempt(self.conn, self.run_id, None, row)
-                    raise RuntimeError(f"{exc.code}: {exc.message}") from None  # Inngest retries
-                error = {**exc.to_error(), "attempts": attempt}
-                return await self._record(
-                    LogRow(
-                        node_of(step_id),
-                        step_id,
-                        "failed",
-                        attempt,
-                        started,
-                        _now(),
-                        input=exc.input,
-                        error=error,
-                    ),
-                )
-            return await self._record(
-                LogRow(
-                    node_of(step_id),
-                    step_id,
-                    "succeeded",
-                    attempt,
-                    started,
-                    _now(),
-                    input=outcome.input,
-                    output=outcome.output,
-                ),
-            )
+            return _memo(result)
 
         try:
             memo = await self._call(lambda: self.ctx.step.run(step_id, handler))
         except inngest.StepError as exc:  # Inngest gave up on the step itself
             raise StepFailed({"code": "step_failed", "message": str(exc)}) from None
-        if memo["status"] == "failed":
-            raise StepFailed(memo["error"])
-        return memo["output"]
+        return replay(Checkpoint(memo["status"], memo["output"], memo["error"]))
+
+    async def begin(self, step_id: str, attempt: int, *, pure: bool) -> int:
+        """Inngest counted the attempt (``ctx.attempt``) before this request."""
+        return attempt
+
+    async def retry(self, row: LogRow, pause: Pause) -> NoReturn:
+        """Write the ``retrying`` row, then raise so that Inngest retries the step: after
+        ``pause.retry_after`` (``inngest.RetryAfterError``) when the service asked for a wait,
+        else after Inngest's own backoff.
+
+        Raises:
+            inngest.RetryAfterError, RuntimeError: always.
+            LeaseLost: the run is finished or cancelled.
+        """
+        await steps_store.write_one(self.conn, Write(self.run_id, None, [row]))
+        message = f"{row.error['code']}: {row.error['message']}"
+        if pause.retry_after is not None:
+            raise inngest.RetryAfterError(message, timedelta(seconds=pause.retry_after))
+        raise RuntimeError(message)
+
+    async def record(self, row: LogRow) -> Result:
+        """Write a result row with its checkpoint, inside the running Inngest step; return the
+        result that stands (the first one written, when Inngest re-ran a finished step).
+
+        Raises:
+            LeaseLost: the run is finished or cancelled.
+        """
+        written = await steps_store.write_one(self.conn, Write(self.run_id, None, [row]))
+        if row.step_id not in written.recorded:
+            existing = await steps_store.get_checkpoint(self.conn, self.run_id, row.step_id)
+            if existing is not None:
+                return existing
+        return row
 
     async def _begin_wait(self, step_id: str, kind: str, seconds: float, **extra: Any) -> None:
         async def begin() -> str:
@@ -246,17 +234,8 @@ class InngestPort:
         await self._call(lambda: self.ctx.step.sleep(step_id, timedelta(seconds=seconds)))
 
         async def end() -> dict[str, Any]:
-            return await self._record(
-                LogRow(
-                    node_of(step_id),
-                    step_id,
-                    "succeeded",
-                    1,
-                    _now(),
-                    _now(),
-                    output={"slept_seconds": seconds},
-                ),
-            )
+            row = LogRow.succeeded(step_id, 1, _now(), output={"slept_seconds": seconds})
+            return _memo(await self.record(row))
 
         await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
 
@@ -288,9 +267,7 @@ class InngestPort:
             if received is None:  # timed out, unless an event resolved the row meanwhile
                 received = await steps_store.time_out_wait(self.conn, self.run_id, step_id)
             output = {"event": received, "timed_out": received is None}
-            return await self._record(
-                LogRow(node_of(step_id), step_id, "succeeded", 1, _now(), _now(), output=output)
-            )
+            return _memo(await self.record(LogRow.succeeded(step_id, 1, _now(), output=output)))
 
         memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
         result: dict[str, Any] | None = memo["output"]["event"]
@@ -303,17 +280,9 @@ class InngestPort:
 
         async def start() -> dict[str, Any]:
             try:
-                started = await children.start(
-                    self.conn,
-                    self.run_id,
-                    step_id,
-                    workflow_id=child.workflow_id,
-                    version=child.version,
-                    trigger_data=child.input,
-                    max_depth=child.max_depth,
-                )
+                started = await children.start(self.conn, self.run_id, step_id, child)
             except children.ChildRefused as refused:
-                return {"error": {"code": refused.code, "message": refused.message}}
+                return {"error": refused.to_error()}
             return {
                 "run_id": str(started["run_id"]),
                 "workflow_id": str(started["workflow_id"]),
@@ -336,22 +305,18 @@ class InngestPort:
                 )
 
         async def end() -> dict[str, Any]:
-            now = _now()
             error = started.get("error")
             output = None
             if error is None:
                 ended = await children.ended(self.conn, UUID(started["run_id"]))
                 error = child_error(ended, child.timeout_seconds)
                 output = None if ended is None else ended["output"]
-            status = "failed" if error is not None else "succeeded"
-            return await self._record(
-                LogRow(node_of(step_id), step_id, status, 1, now, now, output=output, error=error)
-            )
+            if error is not None:
+                return _memo(await self.record(LogRow.failed(step_id, 1, _now(), error=error)))
+            return _memo(await self.record(LogRow.succeeded(step_id, 1, _now(), output=output)))
 
         memo = await self._call(lambda: self.ctx.step.run(f"{step_id}:end", end))
-        if memo["status"] == "failed":
-            raise StepFailed(memo["error"])
-        return memo["output"]
+        return replay(Checkpoint(memo["status"], memo["output"], memo["error"]))
 
     async def skip(self, node_ids: list[str]) -> None:
         """Idempotent bookkeeping, repeated on every replay, so no step is needed."""

@@ -1,12 +1,12 @@
 """Group commit for the embedded runner: the step writes of all its passes, batched.
 
-Each pass has at most one write in flight (:class:`~blueprint_engine.workflows.runners.embedded
-.EmbeddedPort` serializes its own). The writes that passes submit while a batch is being
-committed wait and go together in the next statement (:func:`~blueprint_engine.store.steps.write`):
-one round trip and one WAL flush for many runs' steps, which is what bounds a step's cost once
-the Python is lean (a one-row commit costs about as much as a 20-run batch). A write alone is
-sent at once, so a lone run pays no extra latency. At most :data:`BATCHES_IN_FLIGHT`
-statements are in flight at a time.
+Each pass has at most one write in flight (:class:`~blueprint_engine.workflows.runners
+.embedded_port.EmbeddedPort` serializes its own). The writes that passes submit while a batch
+is being committed wait and go together in the next statement
+(:func:`~blueprint_engine.store.steps.write`): one round trip and one WAL flush for many runs'
+steps, which is what bounds a step's cost once the Python is lean (a one-row commit costs about
+as much as a 20-run batch). A write alone is sent at once, so a lone run pays no extra latency.
+At most :data:`BATCHES_IN_FLIGHT` statements are in flight at a time.
 """
 
 from __future__ import annotations
