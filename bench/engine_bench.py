@@ -27,7 +27,15 @@ import psycopg
 from psycopg import conninfo
 
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, Task, TaskParams, ToolContext
+from blueprint_engine.integrations import (
+    TOOL_REGISTRY,
+    BaseTool,
+    TaskParams,
+    TaskResult,
+    ToolContext,
+    ToolResources,
+    task,
+)
 from blueprint_engine.services import workflow_service
 from blueprint_engine.store import migrations
 from blueprint_engine.store import runs as runs_store
@@ -42,24 +50,20 @@ class NoParams(TaskParams):
     """No params."""
 
 
+class Nothing(TaskResult):
+    """No output."""
+
+
 class NoopTool(BaseTool):
-    """Does nothing: isolates engine cost."""
+    """Does nothing and changes nothing (never sandboxed): isolates engine cost."""
 
     service = "noop"
     description = "no-op"
-    tasks = {"pass": Task(params=NoParams, description="no-op")}
+    side_effects = False
 
-    def has_credentials(self, settings: Settings) -> bool:
-        return True
-
-    def is_sandboxed(self, context: ToolContext) -> bool:
-        return False
-
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        return {}
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        return {}
+    @task(params=NoParams, result=Nothing, description="no-op")
+    async def skip(self, params: NoParams, context: ToolContext) -> Nothing:
+        return Nothing()
 
 
 REGISTRY: dict[str, BaseTool] = {**TOOL_REGISTRY, "noop": NoopTool()}
@@ -68,7 +72,7 @@ REGISTRY: dict[str, BaseTool] = {**TOOL_REGISTRY, "noop": NoopTool()}
 def chain(steps: int) -> dict[str, Any]:
     nodes: list[dict[str, Any]] = [{"id": "start", "type": "trigger"}]
     nodes += [
-        {"id": f"s{i}", "type": "action", "service": "noop", "task": "pass"} for i in range(steps)
+        {"id": f"s{i}", "type": "action", "service": "noop", "task": "skip"} for i in range(steps)
     ]
     edges = [{"source": a["id"], "target": b["id"]} for a, b in itertools.pairwise(nodes)]
     return {"nodes": nodes, "edges": edges}
@@ -113,7 +117,9 @@ async def ours(
         worker_poll_seconds=0.01,
     )
     pool = await open_pool(url, min_size=8, max_size=24)
-    runner = EmbeddedRunner(pool, settings, registry=REGISTRY)
+    runner = EmbeddedRunner(
+        pool, settings, tools=ToolResources(settings, pool.connection), registry=REGISTRY
+    )
     try:
         long_wf = await _workflow(pool, steps)
         per_step = []

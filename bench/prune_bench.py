@@ -28,6 +28,7 @@ from engine_bench import REGISTRY, _reset, _workflow
 from psycopg import conninfo
 
 from blueprint_engine.config import Settings
+from blueprint_engine.integrations import ToolResources
 from blueprint_engine.services import retention_service
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store.accounts import LOCAL_USER_ID
@@ -130,7 +131,9 @@ async def measure(
     )
     pool = await open_pool(url, min_size=2, max_size=8)
     prune_pools = [await open_pool(url, min_size=1, max_size=2) for _ in range(pruners)]
-    runner = EmbeddedRunner(pool, settings, registry=REGISTRY)
+    runner = EmbeddedRunner(
+        pool, settings, tools=ToolResources(settings, pool.connection), registry=REGISTRY
+    )
     try:
         workflow_id = await _workflow(pool, steps)
         stop = asyncio.Event()

@@ -80,7 +80,18 @@ def clean_db(database_url: str) -> None:
         )
 
 
+def merged_tools(*layers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Tool settings (``Settings.tools``: ``{"twilio": {"auth_token": …}}``), each layer's
+    values over the earlier ones', tool by tool."""
+    tools: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        for name, values in layer.items():
+            tools[name] = {**tools.get(name, {}), **values}
+    return tools
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """The suite's settings with ``overrides``; ``tools`` is merged tool by tool."""
     base: dict[str, Any] = {
         "database_url": database_url,
         "worker_poll_seconds": 0.05,
@@ -88,12 +99,13 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "retry_initial_backoff_seconds": 0.01,
         "retry_max_backoff_seconds": 0.05,
         "retry_jitter_seconds": 0.0,
-        "razorpay_webhook_secret": WEBHOOK_SECRET,
+        "tools": {"razorpay": {"webhook_secret": WEBHOOK_SECRET}},
         "http_allow_hosts": ["127.0.0.1"],
         "shutdown_grace_seconds": 2.0,
         "audio_dir": AUDIO_DIR,
     }
-    base.update(overrides)
+    tools = merged_tools(base["tools"], overrides.pop("tools", {}))
+    base.update(overrides, tools=tools)
     return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import heapq
@@ -19,6 +20,11 @@ from typing import Any
 
 import jwt
 from fastapi.testclient import TestClient
+
+from blueprint_engine.config import Settings
+from blueprint_engine.integrations.base import BaseTool, TaskParams, ToolContext
+from blueprint_engine.integrations.credentials import Credential
+from blueprint_engine.integrations.resources import ToolResources
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
@@ -558,3 +564,29 @@ REMINDER_INTENT: dict[str, Any] = {
     ],
     "edges": [{"source": "asked", "target": "remind"}],
 }
+
+
+def _no_database() -> Any:
+    raise AssertionError("a task called outside a run has no database")
+
+
+def call_task(
+    tool: BaseTool,
+    name: str,
+    params: TaskParams,
+    settings: Settings,
+    *,
+    key: str = "run:node",
+    credential: Credential | None = None,
+) -> dict[str, Any]:
+    """Call a tool's task as a step would (``tool.execute``), outside a run: with its own
+    :class:`ToolResources` (the guarded HTTP client, no database), closed afterwards."""
+
+    async def call() -> dict[str, Any]:
+        async with ToolResources(settings, _no_database) as tools:
+            context = ToolContext(
+                idempotency_key=key, settings=settings, resources=tools, credential=credential
+            )
+            return await tool.execute(name, params, context)
+
+    return asyncio.run(call())

@@ -35,7 +35,10 @@ def llm(peer: Any) -> FakeOpenAI:
 def api(database_url: str, llm: FakeOpenAI) -> Iterator[TestClient]:
     """WhatsApp and the model configured, and Supabase Auth: requests need a token."""
     settings = _settings(
-        database_url, llm, supabase_jwt_secret=JWT_SECRET, twilio_whatsapp_from="+14155238886"
+        database_url,
+        llm,
+        supabase_jwt_secret=JWT_SECRET,
+        tools={"twilio": {"whatsapp_from": "+14155238886"}},
     )
     with TestClient(create_app(settings)) as client:
         yield client

@@ -118,7 +118,7 @@ def test_a_failed_action_is_told_in_plain_words_and_yes_does_not_repeat_it(
     database_url: str, llm: FakeOpenAI
 ) -> None:
     settings = _settings(
-        database_url, llm, razorpay_key_id="rzp_test_key", razorpay_key_secret="secret"
+        database_url, llm, tools={"razorpay": {"key_id": "rzp_test_key", "key_secret": "secret"}}
     )
     with (
         responses.RequestsMock() as vendor,
@@ -153,10 +153,10 @@ def test_a_late_failure_is_sent_in_plain_words(database_url: str, llm: FakeOpenA
         database_url,
         llm,
         channel_reply_wait_seconds=0.3,
-        razorpay_key_id="rzp_test_key",
-        razorpay_key_secret="secret",
-        twilio_account_sid="ACtest",
-        twilio_whatsapp_from="+14155238886",
+        tools={
+            "razorpay": {"key_id": "rzp_test_key", "key_secret": "secret"},
+            "twilio": {"account_sid": "ACtest", "whatsapp_from": "+14155238886"},
+        },
     )
     sent: list[str] = []
 

@@ -29,7 +29,7 @@ from twilio.request_validator import RequestValidator
 
 from blueprint_engine.app import create_app
 from blueprint_engine.store.runs import TERMINAL
-from tests.conftest import make_settings
+from tests.conftest import make_settings, merged_tools
 from tests.support import REMINDER_INTENT, Peer, Reader, chat_completion
 
 PUBLIC = "https://bot.example.com"
@@ -113,15 +113,16 @@ def _settings(database_url: str, llm: FakeOpenAI, **extra: Any) -> Any:
     values: dict[str, Any] = {
         "openai_base_url": llm.url,
         "openai_api_key": "sk-test",
-        "twilio_media_hosts": ["127.0.0.1"],  # the peer stands in for api.twilio.com
         "llm_backoff_seconds": 0,
-        "twilio_auth_token": TOKEN,
         "public_base_url": PUBLIC,
         "allow_open_access": True,  # local mode (no identity) behind a public URL, on purpose
         "channel_reply_wait_seconds": 5,
         "session_timeout_seconds": 3600,
     }
-    return make_settings(database_url, **{**values, **extra})
+    # the peer stands in for api.twilio.com
+    twilio = {"twilio": {"media_hosts": ["127.0.0.1"], "auth_token": TOKEN}}
+    tools = merged_tools(twilio, extra.pop("tools", {}))
+    return make_settings(database_url, **{**values, **extra}, tools=tools)
 
 
 @pytest.fixture
@@ -451,8 +452,7 @@ def test_slow_action_is_acknowledged_then_answered_by_the_run(
         database_url,
         llm,
         channel_reply_wait_seconds=0.5,
-        twilio_account_sid="ACtest",
-        twilio_whatsapp_from="+14155238886",
+        tools={"twilio": {"account_sid": "ACtest", "whatsapp_from": "+14155238886"}},
     )
     sent: list[dict[str, Any]] = []
 

@@ -112,10 +112,10 @@ def _app(database_url: str, llm: FakeOpenAI, **extra: Any) -> TestClient:
     settings = _settings(
         database_url,
         llm,
-        razorpay_key_id="rzp_test_key",
-        razorpay_key_secret="secret",
-        twilio_account_sid="ACtest",
-        twilio_whatsapp_from="+14155238886",
+        tools={
+            "razorpay": {"key_id": "rzp_test_key", "key_secret": "secret"},
+            "twilio": {"account_sid": "ACtest", "whatsapp_from": "+14155238886"},
+        },
         speech_voices={"hi": "hf_alpha"},
         **extra,
     )

@@ -5,7 +5,6 @@ outbound guard, sandbox mode, and a run whose node names a stored ``smtp`` conne
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import logging
@@ -26,11 +25,11 @@ from pydantic import SecretStr, ValidationError
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations.base import ToolContext, ToolError
+from blueprint_engine.integrations.base import ToolError
 from blueprint_engine.integrations.credentials import Credential
 from blueprint_engine.integrations.email_tool import EmailTool, SendEmail, SmtpCredential
 from tests.conftest import ALICE, make_settings
-from tests.support import as_user, wait_for_run
+from tests.support import as_user, call_task, wait_for_run
 from tests.test_credentials import KEY_A, _create, _dump
 
 PASSWORD = "smtp_PLANTED_password_41aa"
@@ -139,26 +138,34 @@ def smtp() -> Iterator[Callable[..., tuple[Mailbox, int]]]:
         server.stop()
 
 
-def _settings(port: int, **overrides: Any) -> Settings:
+def _settings(port: int, smtp: dict[str, Any] | None = None, **overrides: Any) -> Settings:
+    """The deployment's SMTP_* settings: this port, no TLS, unless ``smtp`` says otherwise."""
+    server: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "security": "none",
+        "from_address": "shop@example.com",
+        "from_name": "Corner Shöp",
+        "timeout_seconds": 5,
+        **(smtp or {}),
+    }
     values: dict[str, Any] = {
         "database_url": "postgresql://unused",
         "http_allow_hosts": ["127.0.0.1"],
-        "smtp_host": "127.0.0.1",
-        "smtp_port": port,
-        "smtp_security": "none",
-        "smtp_from": "shop@example.com",
-        "smtp_from_name": "Corner Shöp",
-        "smtp_timeout_seconds": 5,
+        "tools": {"smtp": server},
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def _send(
-    settings: Settings, params: dict[str, Any], credential: Credential | None = None
+    settings: Settings,
+    params: dict[str, Any],
+    credential: Credential | None = None,
+    key: str = KEY,
 ) -> dict[str, Any]:
-    context = ToolContext(idempotency_key=KEY, settings=settings, credential=credential)
-    return asyncio.run(EmailTool().execute("send", SendEmail.model_validate(params), context))
+    message = SendEmail.model_validate(params)
+    return call_task(EmailTool(), "send", message, settings, key=key, credential=credential)
 
 
 def _failure(settings: Settings, params: dict[str, Any]) -> ToolError:
@@ -216,8 +223,7 @@ def test_every_attempt_of_a_step_sends_the_same_message_id(smtp: Any) -> None:
     settings = _settings(port)
     first = _send(settings, MESSAGE)
     again = _send(settings, MESSAGE)
-    context = ToolContext(idempotency_key=KEY + "2", settings=settings)
-    other = asyncio.run(EmailTool().execute("send", SendEmail.model_validate(MESSAGE), context))
+    other = _send(settings, MESSAGE, key=KEY + "2")
     ids = [message["Message-ID"] for _, message in mailbox.messages]
     assert ids == [first["message_id"], first["message_id"], other["message_id"]]
     assert again["message_id"] == first["message_id"] != other["message_id"]
@@ -229,14 +235,15 @@ def test_starttls_and_login_with_a_certificate_from_a_trusted_ca(
     monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
     mailbox, port = smtp(tls_context=tls.server, require_starttls=True, login=True)
     settings = _settings(
-        port, smtp_security="starttls", smtp_username="shop", smtp_password=PASSWORD
+        port, smtp={"security": "starttls", "username": "shop", "password": PASSWORD}
     )
     result = _send(settings, MESSAGE)
     assert result["accepted"] == ["asha@example.com"]
     assert mailbox.logins == [("shop", PASSWORD)]
     assert mailbox.tls == [True], "the message went over TLS"
 
-    wrong_password = settings.model_copy(update={"smtp_password": SecretStr("not-it")})
+    smtp = {**settings.tools["smtp"], "password": SecretStr("not-it")}
+    wrong_password = settings.model_copy(update={"tools": {"smtp": smtp}})
     wrong = _failure(wrong_password, MESSAGE)
     assert (wrong.code, wrong.retryable) == ("smtp_auth_failed", False)
     assert wrong.details["reply_code"] == 535
@@ -246,7 +253,7 @@ def test_starttls_and_login_with_a_certificate_from_a_trusted_ca(
 def test_implicit_tls(smtp: Any, tls: Tls, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(tls.ca_file))
     mailbox, port = smtp(ssl_context=tls.server)
-    _send(_settings(port, smtp_security="tls"), MESSAGE)
+    _send(_settings(port, smtp={"security": "tls"}), MESSAGE)
     assert mailbox.tls == [True]
 
 
@@ -254,7 +261,7 @@ def test_an_untrusted_certificate_fails_without_retry(smtp: Any, tls: Tls) -> No
     """No SSL_CERT_FILE: the test CA is unknown, so the certificate is refused (a retry would
     meet the same certificate)."""
     mailbox, port = smtp(tls_context=tls.server, require_starttls=True)
-    error = _failure(_settings(port, smtp_security="starttls"), MESSAGE)
+    error = _failure(_settings(port, smtp={"security": "starttls"}), MESSAGE)
     assert (error.code, error.retryable) == ("smtp_tls_error", False)
     assert "certificate" in error.message
     assert mailbox.messages == []
@@ -262,7 +269,7 @@ def test_an_untrusted_certificate_fails_without_retry(smtp: Any, tls: Tls) -> No
 
 def test_starttls_asked_for_but_not_offered_fails_without_retry(smtp: Any) -> None:
     mailbox, port = smtp()
-    error = _failure(_settings(port, smtp_security="starttls"), MESSAGE)
+    error = _failure(_settings(port, smtp={"security": "starttls"}), MESSAGE)
     assert (error.code, error.retryable) == ("smtp_tls_unavailable", False)
     assert mailbox.messages == []
 
@@ -366,7 +373,7 @@ def test_sandbox_mode_shows_the_exchange_without_the_password() -> None:
     assert result["request"]["method"] == "SMTP"
     assert result["request"]["body"]["bcc"] == ["audit@example.com"]
 
-    forced = _settings(1025, sandbox=True, smtp_username="shop", smtp_password=PASSWORD)
+    forced = _settings(1025, {"username": "shop", "password": PASSWORD}, sandbox=True)
     shown = _send(forced, MESSAGE)
     assert shown["request"]["url"] == "smtp://127.0.0.1:1025"
     assert shown["request"]["body"]["from"] == "Corner Shöp <shop@example.com>"

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
+from blueprint_engine.integrations import ToolResources
 from blueprint_engine.services import run_service
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
@@ -181,8 +182,16 @@ def test_two_workers_never_run_the_same_step(settings: Settings, peer: Peer) -> 
                 )
                 for _ in range(runs)
             ]
-            runners = [EmbeddedRunner(pool, settings) for pool in pools]
-            await asyncio.gather(*(runner.drain() for runner in runners))
+            tools = [ToolResources(settings, pool.connection) for pool in pools]
+            runners = [
+                EmbeddedRunner(pool, settings, tools=resources)
+                for pool, resources in zip(pools, tools, strict=True)
+            ]
+            try:
+                await asyncio.gather(*(runner.drain() for runner in runners))
+            finally:
+                for resources in tools:
+                    await resources.aclose()
             return run_ids
         finally:
             for pool in pools:

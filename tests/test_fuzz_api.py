@@ -53,8 +53,10 @@ APP = create_app(
         suite_database_url(),
         run_worker=False,
         run_scheduler=False,
-        twilio_auth_token="twilio-auth-token",
-        razorpay_webhook_secret=WEBHOOK_SECRET,
+        tools={
+            "twilio": {"auth_token": "twilio-auth-token"},
+            "razorpay": {"webhook_secret": WEBHOOK_SECRET},
+        },
         supabase_jwt_secret=JWT_SECRET,
     )
 )

@@ -337,7 +337,7 @@ def test_a_malformed_razorpay_event_id_is_400_after_the_signature(
 def twilio_client(database_url: str) -> Iterator[TestClient]:
     settings = make_settings(
         database_url,
-        twilio_auth_token="twilio-token",
+        tools={"twilio": {"auth_token": "twilio-token"}},
         public_base_url="https://bot.example.com",
         allow_open_access=True,
     )

@@ -5,7 +5,6 @@ run whose node names a stored ``instagram`` connection."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterator
@@ -19,15 +18,15 @@ from pydantic import ValidationError
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import TOOL_REGISTRY
-from blueprint_engine.integrations.base import ToolContext, ToolError
+from blueprint_engine.integrations import TOOL_REGISTRY, resources
+from blueprint_engine.integrations.base import ToolError
 from blueprint_engine.integrations.instagram_tool import (
     InstagramCredential,
     InstagramTool,
     PublishPost,
 )
 from tests.conftest import ALICE, make_settings
-from tests.support import FakeDNS, as_user, wait_for_run
+from tests.support import FakeDNS, as_user, call_task, wait_for_run
 from tests.test_credentials import KEY_A, _create, _dump
 
 TOKEN = "IGQVJPLANTEDinstagramToken0123"
@@ -76,12 +75,16 @@ class Graph:
 
 @pytest.fixture
 def graph(monkeypatch: pytest.MonkeyPatch, dns: FakeDNS) -> Iterator[Graph]:
-    """The registered tool answers through a Graph stand-in, without waiting between checks;
-    the image host resolves to a public address."""
+    """The tools' shared HTTP client answers through a Graph stand-in (its transport), the
+    registered tool without waiting between checks; the image host resolves to a public
+    address."""
     fake = Graph()
-    tool = TOOL_REGISTRY["instagram"]
-    monkeypatch.setattr(tool, "transport", httpx.MockTransport(fake))
-    monkeypatch.setattr(tool, "poll_seconds", 0.0)
+
+    def client(settings: Settings, *, timeout: float) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(fake), timeout=timeout)
+
+    monkeypatch.setattr(resources.outbound, "guarded_client", client)
+    monkeypatch.setattr(TOOL_REGISTRY["instagram"], "poll_seconds", 0.0)
     dns.answers["cdn.shop.example"] = [["93.184.215.14"]]
     yield fake
 
@@ -89,17 +92,15 @@ def graph(monkeypatch: pytest.MonkeyPatch, dns: FakeDNS) -> Iterator[Graph]:
 def _settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": "postgresql://unused",
-        "instagram_access_token": TOKEN,
-        "instagram_user_id": USER,
+        "tools": {"instagram": {"access_token": TOKEN, "user_id": USER}},
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 def _publish(settings: Settings, params: dict[str, Any]) -> dict[str, Any]:
-    tool = TOOL_REGISTRY["instagram"]
-    context = ToolContext(idempotency_key="run:post", settings=settings)
-    return asyncio.run(tool.execute("publish_post", PublishPost.model_validate(params), context))
+    post = PublishPost.model_validate(params)
+    return call_task(TOOL_REGISTRY["instagram"], "publish_post", post, settings, key="run:post")
 
 
 def _failure(settings: Settings, params: dict[str, Any]) -> ToolError:

@@ -27,11 +27,14 @@ def live_client(database_url: str) -> Iterator[TestClient]:
     """The API with vendor credentials configured (calls reach the mocked transport)."""
     settings = make_settings(
         database_url,
-        twilio_account_sid=TWILIO_SID,
-        twilio_auth_token="twilio-token",
-        twilio_whatsapp_from="+14155238886",
-        razorpay_key_id="rzp_test_key",
-        razorpay_key_secret="rzp_test_secret",
+        tools={
+            "twilio": {
+                "account_sid": TWILIO_SID,
+                "auth_token": "twilio-token",
+                "whatsapp_from": "+14155238886",
+            },
+            "razorpay": {"key_id": "rzp_test_key", "key_secret": "rzp_test_secret"},
+        },
     )
     with TestClient(create_app(settings)) as client:
         yield client

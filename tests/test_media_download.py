@@ -38,10 +38,14 @@ def api(database_url: str, llm: FakeOpenAI, dns: FakeDNS) -> Iterator[TestClient
     settings = _settings(
         database_url,
         llm,
-        twilio_account_sid=SID,
-        twilio_media_hosts=["127.0.0.1", "media.cdn.test"],
-        twilio_media_auth_hosts=["127.0.0.1"],
-        twilio_media_timeout_seconds=1,
+        tools={
+            "twilio": {
+                "account_sid": SID,
+                "media_hosts": ["127.0.0.1", "media.cdn.test"],
+                "media_auth_hosts": ["127.0.0.1"],
+                "media_timeout_seconds": 1,
+            }
+        },
         max_audio_bytes=4000,
     )
     with TestClient(create_app(settings)) as client:

@@ -244,7 +244,7 @@ def secured(database_url: str) -> Iterator[TestClient]:
         database_url,
         api_keys=[SERVICE_KEY],
         supabase_jwt_secret=JWT_SECRET,
-        twilio_auth_token=TWILIO_TOKEN,
+        tools={"twilio": {"auth_token": TWILIO_TOKEN}},
         public_base_url=PUBLIC,
     )
     with TestClient(create_app(settings)) as client:

@@ -204,7 +204,7 @@ def world(database_url: str, peer: Peer) -> Iterator[World]:
         llm_backoff_seconds=0,
         session_timeout_seconds=3600,
         channel_reply_wait_seconds=5,
-        twilio_auth_token="twilio-auth-token",
+        tools={"twilio": {"auth_token": "twilio-auth-token"}},
         credentials_key=Fernet.generate_key().decode(),
     )
     with TestClient(create_app(settings)) as client:

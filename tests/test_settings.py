@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
+from blueprint_engine.integrations.whatsapp import TwilioSettings
 
 
 @pytest.mark.parametrize("source", ["environment", "dotenv"])
@@ -28,7 +29,8 @@ def test_an_empty_key_is_not_configured(
     else:
         dotenv.write_text(lines)
     settings = Settings(_env_file=dotenv, database_url=database_url)  # type: ignore[call-arg]
-    assert settings.openai_api_key is None and settings.twilio_auth_token is None
+    assert settings.openai_api_key is None
+    assert settings.tool(TwilioSettings).auth_token is None
     with TestClient(create_app(settings)) as client:
         response = client.post("/workflow/draft", json={"prompt": "WhatsApp me when paid"})
         assert response.status_code == 503, response.text

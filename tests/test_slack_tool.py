@@ -5,7 +5,6 @@ Slack's errors map to retryable or not; sandbox mode; and a run whose node names
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -17,10 +16,10 @@ from pydantic import ValidationError
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations.base import ToolContext, ToolError
+from blueprint_engine.integrations.base import ToolError
 from blueprint_engine.integrations.slack_tool import PostMessage, SlackCredential, SlackTool
 from tests.conftest import ALICE, make_settings
-from tests.support import Peer, as_user, wait_for_run
+from tests.support import Peer, as_user, call_task, wait_for_run
 from tests.test_credentials import KEY_A, _create, _dump
 
 TOKEN = "xoxb-1111-2222-PLANTEDslackToken"
@@ -30,8 +29,7 @@ PATH = "/api/chat.postMessage"
 def _settings(peer_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": "postgresql://unused",
-        "slack_bot_token": TOKEN,
-        "slack_api_url": f"{peer_url}/api/",
+        "tools": {"slack": {"bot_token": TOKEN, "api_url": f"{peer_url}/api/"}},
         "http_timeout_seconds": 5,
         **overrides,
     }
@@ -39,10 +37,8 @@ def _settings(peer_url: str, **overrides: Any) -> Settings:
 
 
 def _post(settings: Settings, params: dict[str, Any]) -> dict[str, Any]:
-    context = ToolContext(idempotency_key="run:slack", settings=settings)
-    return asyncio.run(
-        SlackTool().execute("post_message", PostMessage.model_validate(params), context)
-    )
+    message = PostMessage.model_validate(params)
+    return call_task(SlackTool(), "post_message", message, settings, key="run:slack")
 
 
 def _failure(settings: Settings, params: dict[str, Any]) -> ToolError:
@@ -184,7 +180,7 @@ def test_a_run_posts_with_the_nodes_slack_connection_retries_a_rate_limit_and_re
         database_url,
         credentials_key=KEY_A,
         supabase_jwt_secret="test-supabase-jwt-secret-with-32-bytes-or-more",
-        slack_api_url=f"{peer.url}/api/",
+        tools={"slack": {"api_url": f"{peer.url}/api/"}},
     )
     with TestClient(create_app(settings)) as client:
         _create(client, ALICE, "team", "slack", {"bot_token": TOKEN})
@@ -216,7 +212,7 @@ def test_a_run_posts_with_the_nodes_slack_connection_retries_a_rate_limit_and_re
         ]
     node = next(n for n in run["nodes"] if n["id"] == "notify")
     assert node["attempt"] == 2, "the rate-limited attempt was retried"
-    assert node["output"] == {"channel": "C0123ABCD", "ts": "1700000000.000200"}
+    assert node["output"] == {"channel": "C0123ABCD", "ts": "1700000000.000200", "thread_ts": None}
     assert peer.bodies[PATH][-1] == {"channel": "C0123ABCD", "text": "Order A-7"}
     assert [h["Authorization"] for h in peer.headers[PATH]] == [f"Bearer {TOKEN}"] * 2
     assert TOKEN not in "\n".join(seen)

@@ -141,7 +141,9 @@ def test_webhook_without_secret_configured_is_503(database_url: str) -> None:
     from blueprint_engine.app import create_app
     from tests.conftest import make_settings
 
-    settings = make_settings(database_url, razorpay_webhook_secret=None, run_worker=False)
+    settings = make_settings(
+        database_url, tools={"razorpay": {"webhook_secret": None}}, run_worker=False
+    )
     with TestClient(create_app(settings)) as client:
         response = _post(client, {"event": "payment.captured"}, event_id="evt_n")
     assert response.status_code == 503

@@ -17,6 +17,7 @@ from blueprint_engine.agents.architect import WorkflowArchitect
 from blueprint_engine.agents.llm import build_chat_model
 from blueprint_engine.config import Settings, get_settings
 from blueprint_engine.http import BodyLimitMiddleware, install_error_handlers
+from blueprint_engine.integrations import ToolResources, load_settings
 from blueprint_engine.routers import (
     account_data,
     accounts,
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API. ``settings`` defaults to the environment's; an unset database URL is
     chosen as :func:`blueprint_engine.store.database.choose` says."""
     settings = database.choose(settings) if settings else get_settings()
+    load_settings(settings)  # an invalid tool setting stops start-up, not a step
     auth = Authenticator(settings)
     if auth.open:
         _check_open_access(settings)
@@ -91,12 +93,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_size=settings.db_pool_max,
             acquire_timeout=settings.db_acquire_timeout_seconds,
         )
-        runner = EmbeddedRunner(pool, settings)
+        # One database pool and one HTTP client for every tool call of the process.
+        tools = ToolResources(settings, pool.connection)
+        runner = EmbeddedRunner(pool, settings, tools=tools)
         hub = ProgressHub(pool, settings.database_url, buffer=settings.sse_watcher_buffer)
         await hub.start()
         app.state.pool = pool
         app.state.hub = hub
         app.state.runner = runner
+        app.state.tools = tools
+        if settings.engine == "inngest":
+            app.state.inngest.tools = tools
         embedded = settings.engine == "embedded" and settings.run_worker
         if embedded:
             await runner.start()
@@ -116,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if embedded:
                 await runner.stop()
             await hub.stop()
+            await tools.aclose()
             await pool.close()
 
     app = FastAPI(

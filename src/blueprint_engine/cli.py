@@ -38,6 +38,7 @@ from rich.table import Table
 from blueprint_engine import logs
 from blueprint_engine.config import Settings, get_settings
 from blueprint_engine.errors import InvalidBlueprint
+from blueprint_engine.integrations import ToolResources, load_settings
 from blueprint_engine.services import (
     account_data_service,
     credential_service,
@@ -222,8 +223,9 @@ async def _run(
         max_size=8,
         acquire_timeout=settings.db_acquire_timeout_seconds,
     )
+    tools = ToolResources(settings, pool.connection)
     try:
-        runner = EmbeddedRunner(pool, settings, observer=progress.observe)
+        runner = EmbeddedRunner(pool, settings, tools=tools, observer=progress.observe)
         run_id, _ = await run_service.start(
             pool,
             EmbeddedDispatcher(),
@@ -262,6 +264,7 @@ async def _run(
         console.print()
         return await run_service.get(pool, run_id, owner=LOCAL_USER_ID)
     finally:
+        await tools.aclose()
         await pool.close()
 
 
@@ -292,6 +295,7 @@ def run(
     3 database unreachable.
     """
     settings = get_settings()
+    load_settings(settings)
     if sandbox:
         settings = settings.model_copy(update={"sandbox": True})
     blueprint_data = _load_json(blueprint, "blueprint")
@@ -333,6 +337,7 @@ def worker(
     """Run the embedded runner without the API: resumes unfinished runs, then keeps working.
     Logs go to stderr as the API's do (``LOG_FORMAT``)."""
     settings = get_settings()
+    load_settings(settings)
     logs.configure(settings.log_format, settings.log_level)
     with _database(settings):
         _prepare_database(settings)
@@ -346,7 +351,8 @@ async def _work(settings: Settings, drain: bool) -> None:
         max_size=settings.db_pool_max,
         acquire_timeout=settings.db_acquire_timeout_seconds,
     )
-    runner = EmbeddedRunner(pool, settings)
+    tools = ToolResources(settings, pool.connection)
+    runner = EmbeddedRunner(pool, settings, tools=tools)
     try:
         if drain:
             console.print(f"worker {runner.worker_id} started")
@@ -371,6 +377,7 @@ async def _work(settings: Settings, drain: bool) -> None:
         await scheduler.stop()
         await runner.stop()
     finally:
+        await tools.aclose()
         await pool.close()
 
 

@@ -8,15 +8,65 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import EmailStr, Field, SecretStr, field_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.sources import ENV_FILE_SENTINEL, DotenvType
 
 from blueprint_engine import resources
 from blueprint_engine.store import database, vault
+
+
+class ToolSettings(BaseSettings):
+    """Base of a tool's own settings, declared in the tool's file with its prefix::
+
+        class TwilioSettings(ToolSettings):
+            model_config = SettingsConfigDict(env_prefix="TWILIO_")
+            auth_token: SecretStr | None = None   # TWILIO_AUTH_TOKEN
+
+    Read from the environment and ``.env`` like :class:`Settings` (an empty value means unset,
+    errors never quote a value), through :meth:`Settings.tool`.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", env_ignore_empty=True, hide_input_in_errors=True
+    )
+
+    @classmethod
+    def name(cls) -> str:
+        """The settings' name in :attr:`Settings.tools`: the prefix in lower case, without its
+        trailing underscore (``twilio``)."""
+        return str(cls.model_config.get("env_prefix", "")).lower().rstrip("_")
+
+    @classmethod
+    def load(cls, env_file: DotenvType | None, given: dict[str, Any]) -> Self:
+        """The settings from the environment and ``env_file``, with ``given`` over them.
+
+        Raises:
+            pydantic.ValidationError: an invalid value, or ``given`` names an unknown field.
+        """
+        unknown = sorted(set(given) - set(cls.model_fields))
+        if unknown:
+            raise ValidationError.from_exception_data(
+                cls.__name__,
+                [
+                    {"type": "extra_forbidden", "loc": (name,), "input": given[name]}
+                    for name in unknown
+                ],
+                hide_input=True,
+            )
+        return cls(_env_file=env_file, **given)
+
+    def ready(self) -> bool:
+        """True when these settings hold what a real call needs (else the tool's steps run in
+        sandbox mode unless they name a connection). Default: nothing is needed."""
+        return True
+
+
+T = TypeVar("T", bound=ToolSettings)
 
 
 class Settings(BaseSettings):
@@ -322,59 +372,11 @@ class Settings(BaseSettings):
 
     # Integrations
     sandbox: bool = Field(default=False, description="Force every tool into sandbox mode.")
-    twilio_account_sid: str | None = None
-    twilio_auth_token: SecretStr | None = None
-    twilio_whatsapp_from: str | None = None
-    twilio_media_hosts: list[str] = Field(
-        default_factory=lambda: [
-            "api.twilio.com",
-            "mms.twiliocdn.com",
-            "s3-external-1.amazonaws.com",
-        ],
-        description="Hosts WhatsApp voice notes are fetched from; every redirect hop must be one.",
+    http_timeout_seconds: float = Field(
+        default=30.0,
+        description="Default limit of each operation of the tools' shared HTTP client (a "
+        "step may set a shorter or longer one) and of a WhatsApp send.",
     )
-    twilio_media_auth_hosts: list[str] = Field(
-        default_factory=lambda: ["api.twilio.com"],
-        description="Those of TWILIO_MEDIA_HOSTS that get the Twilio credentials (basic auth).",
-    )
-    twilio_media_timeout_seconds: float = Field(
-        default=10, gt=0, description="Limit for a whole voice-note download, redirects included."
-    )
-    razorpay_key_id: str | None = None
-    razorpay_key_secret: SecretStr | None = None
-    razorpay_webhook_secret: SecretStr | None = None
-    # The email tool's server when a node names no smtp connection (SMTP_HOST and SMTP_FROM
-    # both set; else sandbox mode).
-    smtp_host: str | None = Field(default=None, description="The email tool's SMTP server.")
-    smtp_port: int | None = Field(
-        default=None, ge=1, le=65535, description="Default: 587 (starttls), 465 (tls), 25 (none)."
-    )
-    smtp_security: Literal["starttls", "tls", "none"] = Field(
-        default="starttls",
-        description="starttls: upgrade to TLS or fail; tls: TLS from the start; none: plain "
-        "text (a relay on a trusted network only).",
-    )
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    smtp_from: EmailStr | None = Field(default=None, description="The sender address (From).")
-    smtp_from_name: str | None = Field(default=None, max_length=200)
-    smtp_timeout_seconds: float = Field(
-        default=30, gt=0, description="Limit for a whole send: connection, TLS, login, message."
-    )
-    # The slack tool's bot token when a node names no slack connection
-    slack_bot_token: SecretStr | None = None
-    slack_api_url: str = Field(
-        default="https://slack.com/api/", description="The Web API's base URL."
-    )
-    # The instagram tool's account when a node names no instagram connection
-    instagram_access_token: SecretStr | None = None
-    instagram_user_id: str | None = Field(default=None, pattern=r"^\d{1,25}$")
-    instagram_graph_url: str = Field(
-        default="https://graph.facebook.com/v25.0",
-        description="The Graph API's base URL with its version (graph.facebook.com for "
-        "accounts with Facebook Login, graph.instagram.com for Instagram Login).",
-    )
-    http_timeout_seconds: float = 30.0
     http_allow_hosts: list[str] = Field(
         default_factory=list,
         description=(
@@ -382,6 +384,43 @@ class Settings(BaseSettings):
             "loopback or link-local (e.g. '127.0.0.1', '10.0.0.0/8', 'internal.example')."
         ),
     )
+    # Each tool's own settings (TWILIO_*, RAZORPAY_*…) are declared in its file, as a
+    # ToolSettings with its prefix, and read through tool(); nothing here names a tool.
+    tools: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Values that replace a tool's environment variables, by the tool settings' "
+        'name (its prefix in lower case): {"twilio": {"auth_token": "…"}}. Tests set these; '
+        "a deployment sets the variables.",
+    )
+    _env_file: DotenvType | None = PrivateAttr(default=ENV_FILE_SENTINEL)
+    _tool_settings: dict[type[ToolSettings], tuple[dict[str, Any], ToolSettings]] = PrivateAttr(
+        default_factory=dict
+    )
+
+    def __init__(self, _env_file: DotenvType | None = ENV_FILE_SENTINEL, **values: Any) -> None:
+        """Read the environment and ``_env_file`` (default ``.env``; None: no file) as
+        pydantic-settings does; each tool's settings are read from the same places."""
+        super().__init__(_env_file=_env_file, **values)
+        self._env_file = _env_file
+
+    def tool(self, kind: type[T]) -> T:
+        """One tool's settings (``settings.tool(TwilioSettings).auth_token``): its prefixed
+        environment variables, from the same environment and ``.env`` as these settings, with
+        :attr:`tools` ``[kind.name()]`` over them. Read on first use and kept.
+
+        Raises:
+            pydantic.ValidationError: a variable (or a value in :attr:`tools`) is invalid, or
+                :attr:`tools` names a field the tool does not have.
+        """
+        given = self.tools.get(kind.name(), {})
+        known = self._tool_settings.get(kind)
+        if known is not None and known[0] is given:
+            loaded = known[1]
+        else:
+            loaded = kind.load(self._env_file, given)
+            self._tool_settings[kind] = (given, loaded)
+        assert isinstance(loaded, kind)
+        return loaded
 
     @field_validator("supabase_url")
     @classmethod

@@ -22,6 +22,7 @@ from blueprint_engine import boundary, metrics
 from blueprint_engine.agents.architect import WorkflowArchitect
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import AppError, DatabaseUnavailable, PayloadTooLarge, Unauthorized
+from blueprint_engine.integrations import ToolResources
 from blueprint_engine.services.auth_service import Authenticator, Caller
 from blueprint_engine.services.intent_service import IntentService
 from blueprint_engine.services.progress_hub import ProgressHub
@@ -43,6 +44,11 @@ async def _pool(request: Request) -> Pool:
 async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+async def _tools(request: Request) -> ToolResources:
+    tools: ToolResources = request.app.state.tools
+    return tools
 
 
 async def _dispatcher(request: Request) -> Dispatcher:
@@ -144,6 +150,8 @@ IntentsDep = Annotated[IntentService, Depends(_intents)]
 ArchitectDep = Annotated[WorkflowArchitect | None, Depends(_architect)]
 DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
+#: The process's database and HTTP client for tool calls (dry runs).
+ToolsDep = Annotated[ToolResources, Depends(_tools)]
 HubDep = Annotated[ProgressHub, Depends(_hub)]
 CursorDep = Annotated[int | None, Depends(stream_cursor)]
 

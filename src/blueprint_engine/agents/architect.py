@@ -28,7 +28,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from blueprint_engine.agents import draft_format, llm
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import AppError, InvalidBlueprint, LLMBadOutput
-from blueprint_engine.integrations import BaseTool, ToolContext, public_tools
+from blueprint_engine.integrations import BaseTool, public_tools
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.layout import layered_layout
 from blueprint_engine.workflows.nodes import ActionNode, Body, Edge, Node, TriggerNode
@@ -78,8 +78,8 @@ def _tool_catalog(registry: dict[str, BaseTool]) -> str:
             schema = task.params.model_json_schema()
             lines.append(f"- task `{name}`: {task.description}")
             lines.append(f"  params JSON schema: {json.dumps(schema, separators=(',', ':'))}")
-            if task.result:
-                lines.append(f"  output fields: {json.dumps(task.result)}")
+            fields = json.dumps(task.result_fields(), ensure_ascii=False)
+            lines.append(f"  output fields: {fields}")
     return "\n".join(lines)
 
 
@@ -372,11 +372,10 @@ class WorkflowArchitect:
         """What the user should know before activating ``blueprint`` (loop bodies included):
         sandboxed services, connections and workflows to make or activate, unwired branches."""
         warnings = []
-        probe = ToolContext(idempotency_key="draft", settings=self.settings)
         everything = list(_graphs(blueprint.nodes, blueprint.edges))
         actions = [n for n, _ in everything if isinstance(n, ActionNode)]
         for service in sorted({n.service for n in actions if not n.credential}):
-            if self.registry[service].is_sandboxed(probe):
+            if self.registry[service].sandboxed(self.settings):
                 warnings.append(
                     f"{service} has no credentials configured: its steps will run in "
                     "sandbox mode (recorded, not sent) unless they name a connection"

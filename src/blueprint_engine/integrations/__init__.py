@@ -1,5 +1,7 @@
-"""Integrations and ``TOOL_REGISTRY``: adding a tool is one file and one line here."""
+"""Integrations and ``TOOL_REGISTRY``: adding a tool is one file (its tasks, settings and
+credential types, :mod:`blueprint_engine.integrations.base`) and one line here."""
 
+from blueprint_engine.config import Settings
 from blueprint_engine.integrations.base import (
     N_,
     BaseTool,
@@ -8,9 +10,11 @@ from blueprint_engine.integrations.base import (
     Slot,
     Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     Wording,
+    task,
 )
 from blueprint_engine.integrations.channel_tool import ChannelTool
 from blueprint_engine.integrations.credentials import CredentialData, WebhookSecretCredential
@@ -19,6 +23,7 @@ from blueprint_engine.integrations.http_tool import HttpTool
 from blueprint_engine.integrations.instagram_tool import InstagramTool
 from blueprint_engine.integrations.llm_tool import LLMTool
 from blueprint_engine.integrations.razorpay_tool import RazorpayTool
+from blueprint_engine.integrations.resources import ToolResources
 from blueprint_engine.integrations.sessions_tool import SessionsTool
 from blueprint_engine.integrations.slack_tool import SlackTool
 from blueprint_engine.integrations.transform import TransformTool
@@ -58,6 +63,18 @@ CREDENTIAL_TYPES: dict[str, type[CredentialData]] = {
 }
 
 
+def load_settings(settings: Settings) -> None:
+    """Read every registered tool's own settings now, so that an invalid variable
+    (``TWILIO_MEDIA_TIMEOUT_SECONDS=soon``) stops start-up rather than a step.
+
+    Raises:
+        pydantic.ValidationError: a tool's setting is invalid.
+    """
+    for tool in TOOL_REGISTRY.values():
+        if tool.settings_type is not None:
+            settings.tool(tool.settings_type)
+
+
 def public_tools() -> dict[str, BaseTool]:
     """The tools users and the architect see (internal ones serve system blueprints)."""
     return {service: tool for service, tool in TOOL_REGISTRY.items() if not tool.internal}
@@ -74,8 +91,12 @@ __all__ = [
     "Slot",
     "Task",
     "TaskParams",
+    "TaskResult",
     "ToolContext",
     "ToolError",
+    "ToolResources",
     "Wording",
+    "load_settings",
     "public_tools",
+    "task",
 ]

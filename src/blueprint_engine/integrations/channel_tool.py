@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-from psycopg.rows import dict_row
 from pydantic import Field
 
-from blueprint_engine.config import Settings
-from blueprint_engine.integrations.base import BaseTool, Task, TaskParams, ToolContext
+from blueprint_engine.integrations.base import BaseTool, TaskParams, TaskResult, ToolContext, task
 from blueprint_engine.integrations.whatsapp import SendMessage, TwilioCredential, WhatsAppTool
 from blueprint_engine.store import sessions as store
 
@@ -28,42 +25,50 @@ class Reply(TaskParams):
     text: str = Field(min_length=1, max_length=1600)
 
 
+class Delivery(TaskResult):
+    """Result of ``channel.reply``."""
+
+    sent: bool = Field(description="True when this step sent the answer.")
+    reason: str = Field(description="late answer, answered inline, or sandbox.")
+    message: dict[str, Any] | None = Field(
+        default=None, description="The whatsapp tool's result when sent (or in sandbox mode)."
+    )
+
+
+_WHATSAPP = WhatsAppTool()
+
+
 class ChannelTool(BaseTool):
-    """Sends late answers on WhatsApp (through the whatsapp tool, so sandbox rules apply)."""
+    """Sends late answers on WhatsApp (through the whatsapp tool, so its sandbox rules apply),
+    claiming them in the app's database (``context.db``)."""
 
     service = "channel"
     description = "Deliver a command's answer to the user (internal)."
     internal = True
     credential_types = (TwilioCredential,)  # the user's own number, when the message came in on it
-    tasks = {
-        "reply": Task(
-            params=Reply,
-            description="Send the answer unless it was already given inline.",
-            result={"sent": "boolean", "reason": "string", "message": "whatsapp result"},
-        )
-    }
 
-    def has_credentials(self, settings: Settings) -> bool:
-        """Only needs the database (sending follows the whatsapp tool's own mode)."""
-        return True
-
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The WhatsApp message it would send."""
-        return WhatsAppTool().build_request(
-            "send_message", SendMessage(to=params.to, body=params.text), context
-        )
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @task(
+        params=Reply,
+        result=Delivery,
+        description="Send the answer unless it was already given inline.",
+    )
+    async def reply(self, params: Reply, context: ToolContext) -> Delivery:
         """Claim the outbound message; if ours, send it."""
-        async with await psycopg.AsyncConnection.connect(
-            context.settings.database_url, autocommit=True, row_factory=dict_row
-        ) as conn:
+        async with context.db() as conn:
             claimed = await store.claim_delivery(
                 conn, params.message_id, "whatsapp_api", params.text
             )
         if not claimed:
-            return {"sent": False, "reason": "answered inline"}
-        message = await WhatsAppTool().execute(
+            return Delivery(sent=False, reason="answered inline")
+        message = await _WHATSAPP.execute(
             "send_message", SendMessage(to=params.to, body=params.text), context
         )
-        return {"sent": True, "reason": "late answer", "message": message}
+        return Delivery(sent=True, reason="late answer", message=message)
+
+    @reply.sandbox
+    def reply_sandbox(self, params: Reply, context: ToolContext) -> Delivery:
+        """Nothing is claimed; ``message`` is what the whatsapp tool would return sandboxed."""
+        message = _WHATSAPP.sandbox_output(
+            "send_message", SendMessage(to=params.to, body=params.text), context
+        )
+        return Delivery(sent=False, reason="sandbox", message=message)

@@ -37,16 +37,18 @@ from typing import Any, Literal
 import aiosmtplib
 import httpx
 from pydantic import EmailStr, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from blueprint_engine.config import Settings
+from blueprint_engine.config import Settings, ToolSettings
 from blueprint_engine.integrations import outbound
 from blueprint_engine.integrations.base import (
     BaseTool,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     fake_id,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 
@@ -90,6 +92,36 @@ def _host(value: str) -> str:
     if _HOSTNAME.match(value) is None:
         raise ValueError("must be a host name such as smtp.example.com, or an IP address")
     return value.lower().rstrip(".")
+
+
+class SmtpSettings(ToolSettings):
+    """``SMTP_*``: the email tool's server when a node names no ``smtp`` connection
+    (``SMTP_HOST`` and ``SMTP_FROM`` both set; else sandbox mode)."""
+
+    model_config = SettingsConfigDict(env_prefix="SMTP_", populate_by_name=True)
+
+    host: str | None = Field(default=None, description="The email tool's SMTP server.")
+    port: int | None = Field(
+        default=None, ge=1, le=65535, description="Default: 587 (starttls), 465 (tls), 25 (none)."
+    )
+    security: Security = Field(
+        default="starttls",
+        description="starttls: upgrade to TLS or fail; tls: TLS from the start; none: plain "
+        "text (a relay on a trusted network only).",
+    )
+    username: str | None = None
+    password: SecretStr | None = None
+    from_address: EmailStr | None = Field(
+        default=None, validation_alias="smtp_from", description="The sender address (From)."
+    )
+    from_name: str | None = Field(default=None, max_length=200)
+    timeout_seconds: float = Field(
+        default=30, gt=0, description="Limit for a whole send: connection, TLS, login, message."
+    )
+
+    def ready(self) -> bool:
+        """A server and a sender address are set."""
+        return bool(self.host and self.from_address)
 
 
 class SmtpCredential(CredentialData):
@@ -276,7 +308,8 @@ async def _login(smtp: aiosmtplib.SMTP, server: SmtpServer) -> None:
 async def send_email(
     settings: Settings, server: SmtpServer, message: EmailMessage, recipients: list[str]
 ) -> dict[str, Any]:
-    """Connect (through the outbound guard), secure the connection, log in, send.
+    """Connect (through the outbound guard, ``HTTP_ALLOW_HOSTS``), secure the connection, log
+    in, send.
 
     Returns ``{"accepted": [...], "refused": {address: "code reply"}}``; the whole exchange
     takes at most ``SMTP_TIMEOUT_SECONDS``.
@@ -285,7 +318,7 @@ async def send_email(
         ToolError: see :func:`smtp_error`; also ``smtp_tls_unavailable`` (STARTTLS asked for,
             not offered) and ``smtp_auth_unavailable`` (a username, but no AUTH offered).
     """
-    seconds = settings.smtp_timeout_seconds
+    seconds = settings.tool(SmtpSettings).timeout_seconds
     tls = httpx.create_ssl_context() if server.security != "none" else None
     sock = None
     smtp: aiosmtplib.SMTP | None = None
@@ -343,6 +376,16 @@ async def send_email(
     }
 
 
+class EmailSent(TaskResult):
+    """Result of ``email.send``."""
+
+    message_id: str = Field(description="<…@…>, the same for every attempt of the step.")
+    accepted: list[str] = Field(description="The addresses the server took.")
+    refused: dict[str, str] = Field(
+        description="Address -> SMTP reply, for addresses refused while others were accepted."
+    )
+
+
 class EmailTool(BaseTool):
     """Send email through SMTP: the node's ``smtp`` connection, else ``SMTP_HOST`` and
     ``SMTP_FROM`` (with ``SMTP_PORT``, ``SMTP_SECURITY``, ``SMTP_USERNAME``,
@@ -351,22 +394,7 @@ class EmailTool(BaseTool):
     service = "email"
     description = "Send email through an SMTP server."
     credential_types = (SmtpCredential,)
-    tasks = {
-        "send": Task(
-            params=SendEmail,
-            description="Send an email (text, optionally HTML) to up to 50 addresses per field.",
-            result={
-                "message_id": "string (<…@…>, the same for every attempt of the step)",
-                "accepted": "array of addresses the server took",
-                "refused": "object: address -> SMTP reply, for addresses refused while "
-                "others were accepted",
-            },
-        )
-    }
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """A server and a sender address are set."""
-        return bool(settings.smtp_host and settings.smtp_from)
+    settings_type = SmtpSettings
 
     def server(self, context: ToolContext) -> SmtpServer:
         """The server to send through: the node's credential, else the deployment's settings
@@ -382,24 +410,41 @@ class EmailTool(BaseTool):
                 from_address=data.from_address,
                 from_name=data.from_name,
             )
-        settings = context.settings
-        if context.credential is not None or not self.has_credentials(settings):
+        smtp = context.settings.tool(SmtpSettings)
+        if context.credential is not None or smtp.host is None or smtp.from_address is None:
             return SmtpServer(
                 "smtp.sandbox.invalid", 587, "starttls", None, None, "sandbox@example.com", None
             )
-        assert settings.smtp_host is not None and settings.smtp_from is not None
-        password = settings.smtp_password
+        password = smtp.password
         return SmtpServer(
-            host=settings.smtp_host.strip(),
-            port=settings.smtp_port or DEFAULT_PORTS[settings.smtp_security],
-            security=settings.smtp_security,
-            username=settings.smtp_username,
+            host=smtp.host.strip(),
+            port=smtp.port or DEFAULT_PORTS[smtp.security],
+            security=smtp.security,
+            username=smtp.username,
             password=password.get_secret_value() if password is not None else None,
-            from_address=settings.smtp_from,
-            from_name=settings.smtp_from_name,
+            from_address=smtp.from_address,
+            from_name=smtp.from_name,
         )
 
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @task(
+        params=SendEmail,
+        result=EmailSent,
+        description="Send an email (text, optionally HTML) to up to 50 addresses per field.",
+    )
+    async def send(self, params: SendEmail, context: ToolContext) -> EmailSent:
+        """Send the message.
+
+        Raises:
+            ToolError: see :func:`send_email`.
+        """
+        server = self.server(context)
+        msgid = message_id(context.idempotency_key, server.from_address)
+        message = build_message(params, server, msgid)
+        sent = await send_email(context.settings, server, message, params.recipients())
+        return EmailSent(message_id=msgid, **sent)
+
+    @send.request
+    def send_request(self, params: SendEmail, context: ToolContext) -> dict[str, Any]:
         """The SMTP exchange: server, envelope and the message's headers and bodies (never the
         password)."""
         server = self.server(context)
@@ -421,23 +466,12 @@ class EmailTool(BaseTool):
             "body": body,
         }
 
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @send.sandbox
+    def send_sandbox(self, params: SendEmail, context: ToolContext) -> EmailSent:
         """The result's fields as if every recipient were accepted (the Message-ID is a
         sandbox one, so it is never mistaken for a real message's)."""
-        return {
-            "message_id": f"<{fake_id('wf', context.idempotency_key)}@sandbox.invalid>",
-            "accepted": params.recipients(),
-            "refused": {},
-        }
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Send the message.
-
-        Raises:
-            ToolError: see :func:`send_email`.
-        """
-        server = self.server(context)
-        msgid = message_id(context.idempotency_key, server.from_address)
-        message = build_message(params, server, msgid)
-        sent = await send_email(context.settings, server, message, params.recipients())
-        return {"message_id": msgid, **sent}
+        return EmailSent(
+            message_id=f"<{fake_id('wf', context.idempotency_key)}@sandbox.invalid>",
+            accepted=params.recipients(),
+            refused={},
+        )

@@ -1,6 +1,7 @@
 """Generic HTTP requests with httpx, guarded against server-side request forgery.
 
-Requests go through :mod:`blueprint_engine.integrations.outbound`: the host is resolved once and the
+Requests go on the process's one client (``context.http``, connections reused across steps),
+through :mod:`blueprint_engine.integrations.outbound`: the host is resolved once and the
 connection made to that vetted address; a destination that is not a public address (private,
 loopback, link-local, shared 100.64.0.0/10, IPv4-mapped, NAT64 to such an address, ...) is refused
 unless its host, IP or CIDR range is listed in ``HTTP_ALLOW_HOSTS``. Redirects are not followed;
@@ -23,15 +24,15 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator
 
-from blueprint_engine.config import Settings
 from blueprint_engine.integrations import outbound
 from blueprint_engine.integrations.base import (
     BaseTool,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     retry_after_seconds,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 from blueprint_engine.store import storable
@@ -180,26 +181,24 @@ class Request(TaskParams):
     timeout_seconds: float | None = Field(default=None, gt=0, le=300)
 
 
+class HttpResponse(TaskResult):
+    """Result of ``http.request``."""
+
+    status_code: int | None = Field(description="The HTTP status (null in sandbox mode).")
+    headers: dict[str, str] = Field(description="The response headers.")
+    body: Any = Field(description="The body: JSON when it says so and parses, else text.")
+
+
 class HttpTool(BaseTool):
-    """Call any HTTP endpoint (webhooks, internal APIs on the allow-list)."""
+    """Call any HTTP endpoint (webhooks, internal APIs on the allow-list), on the process's
+    shared client (``context.http``)."""
 
     service = "http"
     description = "Send an HTTP request to a URL and return the status, headers and body."
     credential_types = (BearerCredential, BasicCredential, HeaderCredential, QueryCredential)
-    tasks = {
-        "request": Task(
-            params=Request,
-            description="Send an HTTP request; non-2xx responses fail the step (5xx/429 retried).",
-            result={"status_code": "integer", "headers": "object", "body": "JSON value or text"},
-        )
-    }
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """Needs none."""
-        return True
 
     def _prepare(
-        self, params: Any, context: ToolContext, *, reveal: bool
+        self, params: Request, context: ToolContext, *, reveal: bool
     ) -> tuple[dict[str, str], dict[str, Any]]:
         """Headers and query to send: the params', the idempotency key, and the credential's
         (its secret ``[redacted]`` unless ``reveal``)."""
@@ -212,34 +211,20 @@ class HttpTool(BaseTool):
             credential.data.apply(headers, query, reveal=reveal)
         return headers, query
 
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Method, URL, query, headers and JSON body as they would be sent (credentials shown
-        as ``[redacted]``)."""
-        headers, query = self._prepare(params, context, reveal=False)
-        request: dict[str, Any] = {
-            "method": params.method,
-            "url": str(params.url),
-            "headers": headers,
-        }
-        if query:
-            request["query"] = query
-        if params.json_body is not None:
-            request["body"] = params.json_body
-        return request
-
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The result's fields, empty, so later steps that read them still resolve."""
-        return {"status_code": None, "headers": {}, "body": None}
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Send the request through the outbound guard.
+    @task(
+        params=Request,
+        result=HttpResponse,
+        description="Send an HTTP request; non-2xx responses fail the step (5xx/429 retried).",
+    )
+    async def request(self, params: Request, context: ToolContext) -> HttpResponse:
+        """Send the request on the shared client, through the outbound guard, within the
+        step's ``timeout_seconds`` (else ``HTTP_TIMEOUT_SECONDS``).
 
         Raises:
             ToolError: ``destination_blocked`` (not retryable), ``dns_error``, ``timeout``,
                 ``network_error`` (retryable), or ``http_status`` for a 4xx/5xx (with the
                 ``Retry-After`` of a 429 or 503).
         """
-        settings = context.settings
         url: HttpUrl = params.url
         credential = context.credential
         if (
@@ -252,19 +237,17 @@ class HttpTool(BaseTool):
                 code="credential_host_not_allowed",
                 retryable=False,
             )
-        timeout = params.timeout_seconds or settings.http_timeout_seconds
+        timeout = params.timeout_seconds or context.settings.http_timeout_seconds
         headers, query = self._prepare(params, context, reveal=True)
         try:
-            async with (
-                outbound.guarded_client(settings, timeout=timeout) as client,
-                client.stream(
-                    params.method,
-                    str(url),
-                    params=query or None,
-                    headers=headers,
-                    json=params.json_body,
-                ) as response,
-            ):
+            async with context.http.stream(
+                params.method,
+                str(url),
+                params=query or None,
+                headers=headers,
+                json=params.json_body,
+                timeout=timeout,
+            ) as response:
                 content = await _read_at_most(response, storable.MAX_BYTES)
         except outbound.DestinationBlocked as exc:
             raise ToolError(str(exc), code="destination_blocked", retryable=False) from None
@@ -298,11 +281,30 @@ class HttpTool(BaseTool):
                 details={"status_code": response.status_code, "body": body},
                 retry_after=retry_after_seconds(response.status_code, response.headers),
             )
-        return {
-            "status_code": response.status_code,
-            "headers": dict(response.headers),
-            "body": body,
+        return HttpResponse(
+            status_code=response.status_code, headers=dict(response.headers), body=body
+        )
+
+    @request.request
+    def request_request(self, params: Request, context: ToolContext) -> dict[str, Any]:
+        """Method, URL, query, headers and JSON body as they would be sent (credentials shown
+        as ``[redacted]``)."""
+        headers, query = self._prepare(params, context, reveal=False)
+        request: dict[str, Any] = {
+            "method": params.method,
+            "url": str(params.url),
+            "headers": headers,
         }
+        if query:
+            request["query"] = query
+        if params.json_body is not None:
+            request["body"] = params.json_body
+        return request
+
+    @request.sandbox
+    def request_sandbox(self, params: Request, context: ToolContext) -> HttpResponse:
+        """The result's fields, empty, so later steps that read them still resolve."""
+        return HttpResponse(status_code=None, headers={}, body=None)
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes | None:

@@ -21,9 +21,8 @@ https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/refe
 a caption has at most 2,200 characters, 30 hashtags and 20 @ tags; an account creates at most
 400 containers and publishes at most 50 posts per rolling 24 hours (media_publish reference).
 
-The token goes in an ``Authorization: Bearer`` header (never in a URL). The calls use the
-outbound guard's HTTP client (:func:`outbound.guarded_client`) unless
-:attr:`InstagramTool.transport` is set (tests put an ``httpx.MockTransport`` there).
+The token goes in an ``Authorization: Bearer`` header (never in a URL). The calls go on the
+process's shared HTTP client (``context.http``: the outbound guard's, connections reused).
 """
 
 from __future__ import annotations
@@ -34,16 +33,18 @@ from typing import Any
 
 import httpx
 from pydantic import Field, HttpUrl, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from blueprint_engine.config import Settings
+from blueprint_engine.config import ToolSettings
 from blueprint_engine.integrations import outbound
 from blueprint_engine.integrations.base import (
     BaseTool,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     fake_id,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 
@@ -60,6 +61,25 @@ _RATE_LIMITS = frozenset({4, 17, 32, 613})
 _TEMPORARY = frozenset({1, 2, -1, -2})
 #: 102 session and 190 token: expired, revoked or invalid; a person must reconnect.
 _AUTH = frozenset({102, 190})
+
+
+class InstagramSettings(ToolSettings):
+    """``INSTAGRAM_*``: the account when a node names no ``instagram`` connection (token and
+    user id both set; else sandbox mode), and the Graph API's base URL."""
+
+    model_config = SettingsConfigDict(env_prefix="INSTAGRAM_")
+
+    access_token: SecretStr | None = None
+    user_id: str | None = Field(default=None, pattern=r"^\d{1,25}$")
+    graph_url: str = Field(
+        default="https://graph.facebook.com/v25.0",
+        description="The Graph API's base URL with its version (graph.facebook.com for "
+        "accounts with Facebook Login, graph.instagram.com for Instagram Login).",
+    )
+
+    def ready(self) -> bool:
+        """An access token and an IG user id are set."""
+        return self.access_token is not None and bool(self.user_id)
 
 
 class InstagramCredential(CredentialData):
@@ -194,6 +214,13 @@ async def _call(
     return body
 
 
+class Published(TaskResult):
+    """Result of ``instagram.publish_post``."""
+
+    id: str = Field(description="The published media's id.")
+    container_id: str = Field(description="The media container it was published from.")
+
+
 class InstagramTool(BaseTool):
     """Publish Instagram posts: the node's ``instagram`` connection, else
     ``INSTAGRAM_ACCESS_TOKEN`` and ``INSTAGRAM_USER_ID`` (at ``INSTAGRAM_GRAPH_URL``)."""
@@ -201,27 +228,11 @@ class InstagramTool(BaseTool):
     service = "instagram"
     description = "Publish image posts to an Instagram professional account."
     credential_types = (InstagramCredential,)
-    tasks = {
-        "publish_post": Task(
-            params=PublishPost,
-            description="Publish an image (a public HTTPS JPEG URL) with a caption. Not "
-            "idempotent: a retry after a lost answer can post twice.",
-            result={
-                "id": "string (the published media's id)",
-                "container_id": "string (the media container it was published from)",
-            },
-        )
-    }
+    settings_type = InstagramSettings
 
     #: Container status checks before giving up (retryably), and the pause between them.
     max_polls: int = 10
     poll_seconds: float = 2.0
-    #: The transport of the Graph API client; None: the outbound guard's (tests set a mock).
-    transport: httpx.AsyncBaseTransport | None = None
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """An access token and an IG user id are set."""
-        return settings.instagram_access_token is not None and bool(settings.instagram_user_id)
 
     def account(self, context: ToolContext) -> tuple[str, str]:
         """``(ig_user_id, access_token)``: the node's credential, else the deployment's
@@ -229,46 +240,17 @@ class InstagramTool(BaseTool):
         data = context.credential.data if context.credential is not None else None
         if isinstance(data, InstagramCredential):
             return data.ig_user_id, data.access_token.get_secret_value()
-        settings = context.settings
-        token = settings.instagram_access_token
-        if context.credential is not None or token is None or not settings.instagram_user_id:
+        instagram = context.settings.tool(InstagramSettings)
+        token = instagram.access_token
+        if context.credential is not None or token is None or not instagram.user_id:
             return "IG_USER_SANDBOX", ""
-        return settings.instagram_user_id, token.get_secret_value()
+        return instagram.user_id, token.get_secret_value()
 
     def _container_body(self, params: PublishPost) -> dict[str, str]:
         body = {"image_url": str(params.image_url)}
         if params.caption is not None:
             body["caption"] = params.caption
         return body
-
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The container request, with the publish request that follows it (``then``)."""
-        graph = context.settings.instagram_graph_url.rstrip("/")
-        user, _ = self.account(context)
-        headers = {"Authorization": "Bearer [redacted]"}
-        return {
-            "method": "POST",
-            "url": f"{graph}/{user}/media",
-            "headers": headers,
-            "body": self._container_body(params),
-            "then": {
-                "method": "POST",
-                "url": f"{graph}/{user}/media_publish",
-                "headers": headers,
-                "body": {"creation_id": "<the container's id>"},
-            },
-        }
-
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Fake media and container ids, so later steps can reference them."""
-        key = context.idempotency_key
-        return {"id": fake_id("ig_media", key), "container_id": fake_id("ig_container", key)}
-
-    def _client(self, settings: Settings) -> httpx.AsyncClient:
-        timeout = settings.http_timeout_seconds
-        if self.transport is not None:
-            return httpx.AsyncClient(transport=self.transport, timeout=timeout)
-        return outbound.guarded_client(settings, timeout=timeout)
 
     async def _wait_until_finished(
         self, client: httpx.AsyncClient, graph: str, container: str, headers: dict[str, str]
@@ -310,8 +292,15 @@ class InstagramTool(BaseTool):
             details={"container_id": container, "status_code": status},
         )
 
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Vet the image URL, create the container, wait for it, publish it.
+    @task(
+        params=PublishPost,
+        result=Published,
+        description="Publish an image (a public HTTPS JPEG URL) with a caption. Not "
+        "idempotent: a retry after a lost answer can post twice.",
+    )
+    async def publish_post(self, params: PublishPost, context: ToolContext) -> Published:
+        """Vet the image URL, create the container, wait for it, publish it (on the shared
+        client, within ``HTTP_TIMEOUT_SECONDS`` per operation).
 
         Raises:
             ToolError: ``destination_blocked`` (the image URL is not public), ``dns_error``,
@@ -329,34 +318,34 @@ class InstagramTool(BaseTool):
             ) from None
         except outbound.ResolutionFailed as exc:
             raise ToolError(str(exc), code="dns_error", retryable=True) from None
-        graph = settings.instagram_graph_url.rstrip("/")
+        graph = settings.tool(InstagramSettings).graph_url.rstrip("/")
         user, token = self.account(context)
         headers = {"Authorization": f"Bearer {token}"}
-        async with self._client(settings) as client:
-            created = await _call(
-                client,
-                "POST",
-                f"{graph}/{user}/media",
-                "the media container",
-                data=self._container_body(params),
-                headers=headers,
+        client = context.http
+        created = await _call(
+            client,
+            "POST",
+            f"{graph}/{user}/media",
+            "the media container",
+            data=self._container_body(params),
+            headers=headers,
+        )
+        container = str(created.get("id") or "")
+        if not container:
+            raise ToolError(
+                "Instagram created no media container (no id in its answer)",
+                code="instagram_unavailable",
+                retryable=True,
             )
-            container = str(created.get("id") or "")
-            if not container:
-                raise ToolError(
-                    "Instagram created no media container (no id in its answer)",
-                    code="instagram_unavailable",
-                    retryable=True,
-                )
-            await self._wait_until_finished(client, graph, container, headers)
-            published = await _call(
-                client,
-                "POST",
-                f"{graph}/{user}/media_publish",
-                "the post",
-                data={"creation_id": container},
-                headers=headers,
-            )
+        await self._wait_until_finished(client, graph, container, headers)
+        published = await _call(
+            client,
+            "POST",
+            f"{graph}/{user}/media_publish",
+            "the post",
+            data={"creation_id": container},
+            headers=headers,
+        )
         media = str(published.get("id") or "")
         if not media:
             raise ToolError(
@@ -366,4 +355,29 @@ class InstagramTool(BaseTool):
                 retryable=False,
                 details={"container_id": container},
             )
-        return {"id": media, "container_id": container}
+        return Published(id=media, container_id=container)
+
+    @publish_post.request
+    def publish_post_request(self, params: PublishPost, context: ToolContext) -> dict[str, Any]:
+        """The container request, with the publish request that follows it (``then``)."""
+        graph = context.settings.tool(InstagramSettings).graph_url.rstrip("/")
+        user, _ = self.account(context)
+        headers = {"Authorization": "Bearer [redacted]"}
+        return {
+            "method": "POST",
+            "url": f"{graph}/{user}/media",
+            "headers": headers,
+            "body": self._container_body(params),
+            "then": {
+                "method": "POST",
+                "url": f"{graph}/{user}/media_publish",
+                "headers": headers,
+                "body": {"creation_id": "<the container's id>"},
+            },
+        }
+
+    @publish_post.sandbox
+    def publish_post_sandbox(self, params: PublishPost, context: ToolContext) -> Published:
+        """Fake media and container ids, so later steps can reference them."""
+        key = context.idempotency_key
+        return Published(id=fake_id("ig_media", key), container_id=fake_id("ig_container", key))

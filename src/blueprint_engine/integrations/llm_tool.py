@@ -11,11 +11,12 @@ from blueprint_engine.config import Settings
 from blueprint_engine.integrations import outbound
 from blueprint_engine.integrations.base import (
     BaseTool,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     retry_after_seconds,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 
@@ -60,22 +61,22 @@ class Summarize(TaskParams):
     instructions: str = Field(default=SUMMARY_INSTRUCTIONS, max_length=2000)
 
 
+class Summary(TaskResult):
+    """Result of ``llm.summarize``."""
+
+    summary: str | None = Field(description="The summary (null in sandbox mode).")
+
+
 class LLMTool(BaseTool):
-    """Text tasks on the configured model (``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``)."""
+    """Text tasks on the node's ``openai`` credential's model, else the deployment's
+    (``OPENAI_API_KEY`` / ``OPENAI_BASE_URL``, which the architect uses too)."""
 
     service = "llm"
     description = "Summarise text with the configured language model."
     credential_types = (OpenAICredential,)
-    tasks = {
-        "summarize": Task(
-            params=Summarize,
-            description="Summarise a text (e.g. a conversation) in a few sentences.",
-            result={"summary": "string (null in sandbox mode)"},
-        )
-    }
 
-    def has_credentials(self, settings: Settings) -> bool:
-        """An API key or an OpenAI-compatible base URL."""
+    def configured(self, settings: Settings) -> bool:
+        """An API key or an OpenAI-compatible base URL (the deployment's model)."""
         return settings.openai_api_key is not None or settings.openai_base_url is not None
 
     def _model(self, context: ToolContext) -> tuple[str, str]:
@@ -87,27 +88,14 @@ class LLMTool(BaseTool):
             return base, data.model or settings.openai_model
         return settings.openai_base_url or "https://api.openai.com/v1", settings.openai_model
 
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The chat completion request."""
-        base, model = self._model(context)
-        return {
-            "method": "POST",
-            "url": f"{base.rstrip('/')}/chat/completions",
-            "body": {
-                "model": model,
-                "messages": [
-                    {"role": "system", "content": params.instructions},
-                    {"role": "user", "content": params.text},
-                ],
-            },
-        }
-
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """No model: no summary."""
-        return {"summary": None}
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Ask the model.
+    @task(
+        params=Summarize,
+        result=Summary,
+        description="Summarise a text (e.g. a conversation) in a few sentences.",
+    )
+    async def summarize(self, params: Summarize, context: ToolContext) -> Summary:
+        """Ask the model (the openai SDK's own client: it runs on httpx2, not on the shared
+        httpx client).
 
         Raises:
             ToolError: timeouts, rate limits and 5xx are retryable (with the ``Retry-After`` of
@@ -160,4 +148,25 @@ class LLMTool(BaseTool):
             ) from None
         finally:
             await client.close()
-        return {"summary": completion.choices[0].message.content}
+        return Summary(summary=completion.choices[0].message.content)
+
+    @summarize.request
+    def summarize_request(self, params: Summarize, context: ToolContext) -> dict[str, Any]:
+        """The chat completion request."""
+        base, model = self._model(context)
+        return {
+            "method": "POST",
+            "url": f"{base.rstrip('/')}/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [
+                    {"role": "system", "content": params.instructions},
+                    {"role": "user", "content": params.text},
+                ],
+            },
+        }
+
+    @summarize.sandbox
+    def summarize_sandbox(self, params: Summarize, context: ToolContext) -> Summary:
+        """No model: no summary."""
+        return Summary(summary=None)

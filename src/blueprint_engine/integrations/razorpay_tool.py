@@ -11,26 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 import razorpay
 import requests
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
-from blueprint_engine.config import Settings
+from blueprint_engine.config import ToolSettings
 from blueprint_engine.integrations.base import (
     N_,
     BaseTool,
     Command,
     Lookup,
     Slot,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     Wording,
     fake_id,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 
@@ -208,347 +211,329 @@ def _reference_id(idempotency_key: str) -> str:
     return "wf_" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
 
 
+_LINK_COMMAND = Command(
+    intent="CREATE_PAYMENT_LINK",
+    description="Create a payment link for an amount, optionally for a customer.",
+    slots=(
+        Slot(
+            "amount",
+            "money",
+            True,
+            N_("How much should the payment link be for?"),
+            param="amount",
+        ),
+        Slot(
+            "customer_name",
+            "text",
+            False,
+            N_("Who is it for?"),
+            param="customer.name",
+        ),
+        Slot("description", "text", False, N_("What is it for?"), param="description"),
+        *_CUSTOMER_SLOTS,
+    ),
+    build_params=_link_params,
+    help=N_("Create a payment link"),
+    request=Wording(
+        (
+            N_("the {amount} payment link for {customer_name}"),
+            N_("the payment link for {amount}"),
+            N_("the payment link"),
+        )
+    ),
+    confirmation=Wording(
+        (
+            N_(
+                "Create a {amount} payment link for {customer_name} and text it "
+                "to {customer_phone}?"
+            ),
+            N_("Create a payment link for {amount} and text it to {customer_phone}?"),
+            N_("Create a {amount} payment link for {customer_name}?"),
+            N_("Create a payment link for {amount}?"),
+        ),
+        extras=(
+            N_("It's for “{description}”."),
+            N_("Razorpay will email it to {customer_email}."),
+        ),
+    ),
+    result=Wording(
+        (
+            N_("Done — {customer_name}'s payment link for {amount} is ready.\n{link}"),
+            N_("Done — the payment link for {amount} is ready.\n{link}"),
+        ),
+        extras=(
+            N_("Razorpay has texted it to {customer_phone}."),
+            N_("Razorpay has emailed it to {customer_email}."),
+        ),
+    ),
+    failure=Wording((N_("Sorry, I couldn't create the payment link for {amount}: {reason}."),)),
+    outputs={"link": "short_url"},
+)
+
+_INVOICE_COMMAND = Command(
+    intent="CREATE_INVOICE",
+    description="Create and issue an invoice to a customer for an amount.",
+    slots=(
+        Slot(
+            "customer_name",
+            "text",
+            True,
+            N_("Who should the invoice be for?"),
+            param="customer.name",
+        ),
+        Slot(
+            "amount",
+            "money",
+            True,
+            N_("How much should the invoice be for?"),
+            param="line_items",
+        ),
+        Slot(
+            "description",
+            "text",
+            False,
+            N_("What is the invoice for?"),
+            param="description",
+        ),
+        *_CUSTOMER_SLOTS,
+    ),
+    build_params=_invoice_params,
+    help=N_("Create and send an invoice"),
+    request=Wording(
+        (
+            N_("the invoice for {customer_name} for {amount}"),
+            N_("the invoice for {customer_name}"),
+            N_("the invoice"),
+        )
+    ),
+    confirmation=Wording(
+        (
+            N_("Invoice {customer_name} for {amount} and text it to {customer_phone}?"),
+            N_("Invoice {customer_name} for {amount}?"),
+        ),
+        extras=(
+            N_("It's for “{description}”."),
+            N_("Razorpay will email it to {customer_email}."),
+        ),
+    ),
+    result=Wording(
+        (N_("Done — {customer_name} has been invoiced {amount}.\n{invoice}: {link}"),),
+        extras=(
+            N_("Razorpay has texted it to {customer_phone}."),
+            N_("Razorpay has emailed it to {customer_email}."),
+        ),
+    ),
+    failure=Wording((N_("Sorry, I couldn't create the invoice for {customer_name}: {reason}."),)),
+    outputs={"invoice": "id", "link": "short_url"},
+)
+
+_REFUND_COMMAND = Command(
+    intent="REFUND_PAYMENT",
+    description="Refund a payment by its id, fully or a given amount.",
+    slots=(
+        Slot(
+            "payment_id",
+            "text",
+            True,
+            N_("Which payment should I refund (pay_…)?"),
+            param="payment_id",
+            hint=N_("That doesn't look like a Razorpay payment id — they start with pay_"),
+        ),
+        Slot("amount", "money", False, N_("How much should I refund?"), param="amount"),
+    ),
+    build_params=_refund_params,
+    help=N_("Refund a payment"),
+    request=Wording(
+        (
+            N_("the refund of {amount} of payment {payment_id}"),
+            N_("the full refund of payment {payment_id}"),
+            N_("the refund"),
+        )
+    ),
+    confirmation=Wording(
+        (
+            N_("Refund {amount} of the {paid} payment {payment_id}?"),
+            N_("Refund {amount} of payment {payment_id}?"),
+            N_(
+                "Refund the remaining {remaining} of payment {payment_id}? "
+                "{refunded} of its {paid} was refunded before."
+            ),
+            N_("Refund the full {paid} of payment {payment_id}?"),
+            N_("Refund payment {payment_id} in full?"),
+        ),
+        extras=(
+            N_("{refunded} of it was refunded before."),
+            N_("The money goes back to {payer}."),
+        ),
+    ),
+    result=Wording(
+        (
+            N_(
+                "Done — I've refunded {amount} of payment {payment_id}; it usually "
+                "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
+            ),
+            N_(
+                "Done — I've refunded the remaining {remaining} of payment "
+                "{payment_id}; it usually reaches the customer in 5 to 7 working "
+                "days.\nRefund id: {refund}"
+            ),
+            N_(
+                "Done — I've refunded the full {paid} of payment {payment_id}; it "
+                "usually reaches the customer in 5 to 7 working days.\n"
+                "Refund id: {refund}"
+            ),
+            N_(
+                "Done — I've refunded payment {payment_id} in full; it usually "
+                "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
+            ),
+        )
+    ),
+    failure=Wording(
+        (
+            N_("Sorry, I couldn't refund {amount} of payment {payment_id}: {reason}."),
+            N_("Sorry, I couldn't refund the full {paid} of payment {payment_id}: {reason}."),
+            N_("Sorry, I couldn't refund payment {payment_id}: {reason}."),
+        )
+    ),
+    outputs={"refund": "id"},
+    lookup=Lookup(
+        task="fetch_payment",
+        build_params=lambda slots: {"payment_id": slots["payment_id"]},
+        facts=_payment_facts,
+        slot="payment_id",
+        refused=N_("I couldn't find that payment on Razorpay"),
+    ),
+)
+
+
+class RazorpaySettings(ToolSettings):
+    """``RAZORPAY_*``: the deployment's Razorpay account (used when a node names no
+    ``razorpay`` credential) and the secret its webhooks are signed with."""
+
+    model_config = SettingsConfigDict(env_prefix="RAZORPAY_")
+
+    key_id: str | None = None
+    key_secret: SecretStr | None = None
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Checks X-Razorpay-Signature of POST /webhooks/razorpay (400 on mismatch).",
+    )
+
+    def ready(self) -> bool:
+        """Key id and key secret are both set."""
+        return bool(self.key_id and self.key_secret)
+
+
+class RazorpayEntity(TaskResult):
+    """A Razorpay object as Razorpay answered it: every field it sends is kept (later steps may
+    read any); the declared ones are those steps usually need."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(description="Razorpay's id of the object.")
+
+
+class PaymentLink(RazorpayEntity):
+    """Result of ``razorpay.create_payment_link``."""
+
+    id: str = Field(description="plink_…")
+    short_url: str | None = Field(default=None, description="The link to share.")
+    status: str | None = None
+    amount: int | None = Field(default=None, description="Paise.")
+    reference_id: str | None = None
+
+
+class Invoice(RazorpayEntity):
+    """Result of ``razorpay.create_invoice``."""
+
+    id: str = Field(description="inv_…")
+    short_url: str | None = Field(default=None, description="The invoice's link.")
+    status: str | None = None
+    amount: int | None = Field(default=None, description="Paise.")
+
+
+class Payment(RazorpayEntity):
+    """Result of ``razorpay.fetch_payment`` (null fields in sandbox mode)."""
+
+    id: str = Field(description="pay_…")
+    amount: int | None = Field(default=None, description="Paise.")
+    currency: str | None = None
+    status: str | None = None
+    email: str | None = None
+    contact: str | None = None
+
+
+class Refund(RazorpayEntity):
+    """Result of ``razorpay.refund_payment``."""
+
+    id: str = Field(description="rfnd_…")
+    payment_id: str | None = None
+    amount: int | None = Field(default=None, description="Paise; null for a full refund.")
+    status: str | None = None
+
+
+def _link_body(params: CreatePaymentLink, key: str) -> dict[str, Any]:
+    body = params.model_dump(exclude_none=True, exclude={"notify_sms", "notify_email"})
+    body["notify"] = {"sms": params.notify_sms, "email": params.notify_email}
+    body.setdefault("reference_id", _reference_id(key))
+    return body
+
+
+def _invoice_body(params: CreateInvoice) -> dict[str, Any]:
+    body = params.model_dump(exclude_none=True)
+    body["type"] = "invoice"
+    body["sms_notify"] = int(params.sms_notify)
+    body["email_notify"] = int(params.email_notify)
+    return body
+
+
+def _refund_body(params: RefundPayment) -> dict[str, Any]:
+    return params.model_dump(exclude_none=True, exclude={"payment_id"})
+
+
+def _request(
+    method: str, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The REST call the SDK makes, as sandbox mode shows it."""
+    request: dict[str, Any] = {"method": method, "url": API + path}
+    if body:
+        request["body"] = body
+    if headers:
+        request["headers"] = headers
+    return request
+
+
 class RazorpayTool(BaseTool):
-    """Payment links, invoices, payments, refunds (``RAZORPAY_KEY_ID``/``RAZORPAY_KEY_SECRET``)."""
+    """Payment links, invoices, payments, refunds (the node's ``razorpay`` credential, else
+    ``RAZORPAY_KEY_ID``/``RAZORPAY_KEY_SECRET``)."""
 
     service = "razorpay"
     description = "Collect and refund payments in India with Razorpay (amounts in paise)."
     credential_types = (RazorpayCredential,)
-    tasks = {
-        "create_payment_link": Task(
-            command=Command(
-                intent="CREATE_PAYMENT_LINK",
-                description="Create a payment link for an amount, optionally for a customer.",
-                slots=(
-                    Slot(
-                        "amount",
-                        "money",
-                        True,
-                        N_("How much should the payment link be for?"),
-                        param="amount",
-                    ),
-                    Slot(
-                        "customer_name",
-                        "text",
-                        False,
-                        N_("Who is it for?"),
-                        param="customer.name",
-                    ),
-                    Slot("description", "text", False, N_("What is it for?"), param="description"),
-                    *_CUSTOMER_SLOTS,
-                ),
-                build_params=_link_params,
-                help=N_("Create a payment link"),
-                request=Wording(
-                    (
-                        N_("the {amount} payment link for {customer_name}"),
-                        N_("the payment link for {amount}"),
-                        N_("the payment link"),
-                    )
-                ),
-                confirmation=Wording(
-                    (
-                        N_(
-                            "Create a {amount} payment link for {customer_name} and text it "
-                            "to {customer_phone}?"
-                        ),
-                        N_("Create a payment link for {amount} and text it to {customer_phone}?"),
-                        N_("Create a {amount} payment link for {customer_name}?"),
-                        N_("Create a payment link for {amount}?"),
-                    ),
-                    extras=(
-                        N_("It's for “{description}”."),
-                        N_("Razorpay will email it to {customer_email}."),
-                    ),
-                ),
-                result=Wording(
-                    (
-                        N_("Done — {customer_name}'s payment link for {amount} is ready.\n{link}"),
-                        N_("Done — the payment link for {amount} is ready.\n{link}"),
-                    ),
-                    extras=(
-                        N_("Razorpay has texted it to {customer_phone}."),
-                        N_("Razorpay has emailed it to {customer_email}."),
-                    ),
-                ),
-                failure=Wording(
-                    (N_("Sorry, I couldn't create the payment link for {amount}: {reason}."),)
-                ),
-                outputs={"link": "short_url"},
-            ),
-            params=CreatePaymentLink,
-            description="Create a shareable payment link for an amount.",
-            result={
-                "id": "string (plink_…)",
-                "short_url": "string",
-                "status": "string",
-                "amount": "integer (paise)",
-                "reference_id": "string",
-            },
-        ),
-        "create_invoice": Task(
-            command=Command(
-                intent="CREATE_INVOICE",
-                description="Create and issue an invoice to a customer for an amount.",
-                slots=(
-                    Slot(
-                        "customer_name",
-                        "text",
-                        True,
-                        N_("Who should the invoice be for?"),
-                        param="customer.name",
-                    ),
-                    Slot(
-                        "amount",
-                        "money",
-                        True,
-                        N_("How much should the invoice be for?"),
-                        param="line_items",
-                    ),
-                    Slot(
-                        "description",
-                        "text",
-                        False,
-                        N_("What is the invoice for?"),
-                        param="description",
-                    ),
-                    *_CUSTOMER_SLOTS,
-                ),
-                build_params=_invoice_params,
-                help=N_("Create and send an invoice"),
-                request=Wording(
-                    (
-                        N_("the invoice for {customer_name} for {amount}"),
-                        N_("the invoice for {customer_name}"),
-                        N_("the invoice"),
-                    )
-                ),
-                confirmation=Wording(
-                    (
-                        N_("Invoice {customer_name} for {amount} and text it to {customer_phone}?"),
-                        N_("Invoice {customer_name} for {amount}?"),
-                    ),
-                    extras=(
-                        N_("It's for “{description}”."),
-                        N_("Razorpay will email it to {customer_email}."),
-                    ),
-                ),
-                result=Wording(
-                    (N_("Done — {customer_name} has been invoiced {amount}.\n{invoice}: {link}"),),
-                    extras=(
-                        N_("Razorpay has texted it to {customer_phone}."),
-                        N_("Razorpay has emailed it to {customer_email}."),
-                    ),
-                ),
-                failure=Wording(
-                    (N_("Sorry, I couldn't create the invoice for {customer_name}: {reason}."),)
-                ),
-                outputs={"invoice": "id", "link": "short_url"},
-            ),
-            params=CreateInvoice,
-            description="Create and issue an invoice to a customer.",
-            result={
-                "id": "string (inv_…)",
-                "short_url": "string",
-                "status": "string",
-                "amount": "integer (paise)",
-            },
-        ),
-        "fetch_payment": Task(
-            params=FetchPayment,
-            description="Fetch a payment by id.",
-            result={
-                "id": "string",
-                "amount": "integer (paise)",
-                "currency": "string",
-                "status": "string",
-                "email": "string",
-                "contact": "string",
-            },
-        ),
-        "refund_payment": Task(
-            command=Command(
-                intent="REFUND_PAYMENT",
-                description="Refund a payment by its id, fully or a given amount.",
-                slots=(
-                    Slot(
-                        "payment_id",
-                        "text",
-                        True,
-                        N_("Which payment should I refund (pay_…)?"),
-                        param="payment_id",
-                        hint=N_(
-                            "That doesn't look like a Razorpay payment id — they start with pay_"
-                        ),
-                    ),
-                    Slot("amount", "money", False, N_("How much should I refund?"), param="amount"),
-                ),
-                build_params=_refund_params,
-                help=N_("Refund a payment"),
-                request=Wording(
-                    (
-                        N_("the refund of {amount} of payment {payment_id}"),
-                        N_("the full refund of payment {payment_id}"),
-                        N_("the refund"),
-                    )
-                ),
-                confirmation=Wording(
-                    (
-                        N_("Refund {amount} of the {paid} payment {payment_id}?"),
-                        N_("Refund {amount} of payment {payment_id}?"),
-                        N_(
-                            "Refund the remaining {remaining} of payment {payment_id}? "
-                            "{refunded} of its {paid} was refunded before."
-                        ),
-                        N_("Refund the full {paid} of payment {payment_id}?"),
-                        N_("Refund payment {payment_id} in full?"),
-                    ),
-                    extras=(
-                        N_("{refunded} of it was refunded before."),
-                        N_("The money goes back to {payer}."),
-                    ),
-                ),
-                result=Wording(
-                    (
-                        N_(
-                            "Done — I've refunded {amount} of payment {payment_id}; it usually "
-                            "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
-                        ),
-                        N_(
-                            "Done — I've refunded the remaining {remaining} of payment "
-                            "{payment_id}; it usually reaches the customer in 5 to 7 working "
-                            "days.\nRefund id: {refund}"
-                        ),
-                        N_(
-                            "Done — I've refunded the full {paid} of payment {payment_id}; it "
-                            "usually reaches the customer in 5 to 7 working days.\n"
-                            "Refund id: {refund}"
-                        ),
-                        N_(
-                            "Done — I've refunded payment {payment_id} in full; it usually "
-                            "reaches the customer in 5 to 7 working days.\nRefund id: {refund}"
-                        ),
-                    )
-                ),
-                failure=Wording(
-                    (
-                        N_("Sorry, I couldn't refund {amount} of payment {payment_id}: {reason}."),
-                        N_(
-                            "Sorry, I couldn't refund the full {paid} of payment {payment_id}: "
-                            "{reason}."
-                        ),
-                        N_("Sorry, I couldn't refund payment {payment_id}: {reason}."),
-                    )
-                ),
-                outputs={"refund": "id"},
-                lookup=Lookup(
-                    task="fetch_payment",
-                    build_params=lambda slots: {"payment_id": slots["payment_id"]},
-                    facts=_payment_facts,
-                    slot="payment_id",
-                    refused=N_("I couldn't find that payment on Razorpay"),
-                ),
-            ),
-            params=RefundPayment,
-            description="Refund a captured payment, fully or partly.",
-            result={
-                "id": "string (rfnd_…)",
-                "payment_id": "string",
-                "amount": "integer (paise)",
-                "status": "string",
-            },
-        ),
-    }
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """Key id and key secret are both set."""
-        return bool(settings.razorpay_key_id and settings.razorpay_key_secret)
-
-    def _payload(self, task: str, params: Any, key: str) -> tuple[str, str, dict[str, Any]]:
-        """Return (method, path, body) for ``task``; the single source for real and sandbox."""
-        if task == "create_payment_link":
-            body = params.model_dump(exclude_none=True, exclude={"notify_sms", "notify_email"})
-            body["notify"] = {"sms": params.notify_sms, "email": params.notify_email}
-            body.setdefault("reference_id", _reference_id(key))
-            return "POST", "/payment_links", body
-        if task == "create_invoice":
-            body = params.model_dump(exclude_none=True)
-            body["type"] = "invoice"
-            body["sms_notify"] = int(params.sms_notify)
-            body["email_notify"] = int(params.email_notify)
-            return "POST", "/invoices", body
-        if task == "fetch_payment":
-            return "GET", f"/payments/{params.payment_id}", {}
-        if task == "refund_payment":
-            body = params.model_dump(exclude_none=True, exclude={"payment_id"})
-            return "POST", f"/payments/{params.payment_id}/refund", body
-        raise KeyError(task)
-
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The REST call the SDK would make."""
-        method, path, body = self._payload(task, params, context.idempotency_key)
-        request: dict[str, Any] = {"method": method, "url": API + path}
-        if body:
-            request["body"] = body
-        if task == "refund_payment":
-            request["headers"] = {"X-Refund-Idempotency": _refund_key(context.idempotency_key)}
-        return request
-
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Fake ids shaped like Razorpay's, so later steps can reference them."""
-        key = context.idempotency_key
-        if task == "create_payment_link":
-            link_id = fake_id("plink", key)
-            return {
-                "id": link_id,
-                "short_url": f"https://rzp.io/sandbox/{link_id}",
-                "status": "created",
-                "amount": params.amount,
-                "reference_id": params.reference_id or _reference_id(key),
-            }
-        if task == "create_invoice":
-            invoice_id = fake_id("inv", key)
-            amount = sum(item.amount * item.quantity for item in params.line_items)
-            return {
-                "id": invoice_id,
-                "short_url": f"https://rzp.io/sandbox/{invoice_id}",
-                "status": "issued",
-                "amount": amount,
-            }
-        if task == "refund_payment":
-            return {
-                "id": fake_id("rfnd", key),
-                "payment_id": params.payment_id,
-                "amount": params.amount,
-                "status": "processed",
-            }
-        return {"id": params.payment_id}
+    settings_type = RazorpaySettings
 
     def _auth(self, context: ToolContext) -> tuple[str, str]:
         """``(key_id, key_secret)``: the node's credential, else the deployment's settings."""
         credential = context.credential
         if credential is not None and isinstance(credential.data, RazorpayCredential):
             return credential.data.key_id, credential.data.key_secret.get_secret_value()
-        settings = context.settings
-        assert settings.razorpay_key_id is not None and settings.razorpay_key_secret is not None
-        return settings.razorpay_key_id, settings.razorpay_key_secret.get_secret_value()
+        razorpay_settings = context.settings.tool(RazorpaySettings)
+        key_id, secret = razorpay_settings.key_id, razorpay_settings.key_secret
+        assert key_id is not None and secret is not None  # else the call was sandboxed
+        return key_id, secret.get_secret_value()
 
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Call Razorpay through its SDK (blocking, so in a worker thread)."""
+    async def _call(
+        self, context: ToolContext, call: Callable[[razorpay.Client], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Call Razorpay through its SDK (blocking, so in a worker thread).
+
+        Raises:
+            ToolError: ``razorpay_bad_request`` (not retryable), ``razorpay_server_error`` and
+                ``network_error`` (retryable).
+        """
         client = razorpay.Client(auth=self._auth(context))
-        _, _, body = self._payload(task, params, context.idempotency_key)
-        call: Any
-        if task == "create_payment_link":
-            call = lambda: client.payment_link.create(body)  # noqa: E731
-        elif task == "create_invoice":
-            call = lambda: client.invoice.create(body)  # noqa: E731
-        elif task == "fetch_payment":
-            call = lambda: client.payment.fetch(params.payment_id)  # noqa: E731
-        else:
-            headers = {"X-Refund-Idempotency": _refund_key(context.idempotency_key)}
-            call = lambda: client.payment.refund(params.payment_id, body, headers=headers)  # noqa: E731
         try:
-            result: dict[str, Any] = await asyncio.to_thread(call)
+            return await asyncio.to_thread(call, client)
         except BadRequestError as exc:
             raise ToolError(
                 f"Razorpay rejected the request: {exc}",
@@ -563,4 +548,117 @@ class RazorpayTool(BaseTool):
             raise ToolError(
                 f"Razorpay unreachable: {exc}", code="network_error", retryable=True
             ) from None
-        return result
+
+    @task(
+        params=CreatePaymentLink,
+        result=PaymentLink,
+        description="Create a shareable payment link for an amount.",
+        command=_LINK_COMMAND,
+    )
+    async def create_payment_link(
+        self, params: CreatePaymentLink, context: ToolContext
+    ) -> PaymentLink:
+        """Create the link (``reference_id`` derived from the step's key unless given)."""
+        body = _link_body(params, context.idempotency_key)
+        answer = await self._call(context, lambda client: client.payment_link.create(body))
+        return PaymentLink.model_validate(answer)
+
+    @create_payment_link.request
+    def create_payment_link_request(
+        self, params: CreatePaymentLink, context: ToolContext
+    ) -> dict[str, Any]:
+        """``POST /payment_links``."""
+        return _request("POST", "/payment_links", _link_body(params, context.idempotency_key))
+
+    @create_payment_link.sandbox
+    def create_payment_link_sandbox(
+        self, params: CreatePaymentLink, context: ToolContext
+    ) -> PaymentLink:
+        """A fake link id and URL."""
+        link_id = fake_id("plink", context.idempotency_key)
+        return PaymentLink(
+            id=link_id,
+            short_url=f"https://rzp.io/sandbox/{link_id}",
+            status="created",
+            amount=params.amount,
+            reference_id=params.reference_id or _reference_id(context.idempotency_key),
+        )
+
+    @task(
+        params=CreateInvoice,
+        result=Invoice,
+        description="Create and issue an invoice to a customer.",
+        command=_INVOICE_COMMAND,
+    )
+    async def create_invoice(self, params: CreateInvoice, context: ToolContext) -> Invoice:
+        """Create and issue the invoice (Razorpay takes no idempotency key for it)."""
+        body = _invoice_body(params)
+        answer = await self._call(context, lambda client: client.invoice.create(body))
+        return Invoice.model_validate(answer)
+
+    @create_invoice.request
+    def create_invoice_request(self, params: CreateInvoice, context: ToolContext) -> dict[str, Any]:
+        """``POST /invoices``."""
+        return _request("POST", "/invoices", _invoice_body(params))
+
+    @create_invoice.sandbox
+    def create_invoice_sandbox(self, params: CreateInvoice, context: ToolContext) -> Invoice:
+        """A fake invoice id and URL, for the sum of the lines."""
+        invoice_id = fake_id("inv", context.idempotency_key)
+        return Invoice(
+            id=invoice_id,
+            short_url=f"https://rzp.io/sandbox/{invoice_id}",
+            status="issued",
+            amount=sum(item.amount * item.quantity for item in params.line_items),
+        )
+
+    @task(params=FetchPayment, result=Payment, description="Fetch a payment by id.")
+    async def fetch_payment(self, params: FetchPayment, context: ToolContext) -> Payment:
+        """Read the payment."""
+        answer = await self._call(context, lambda client: client.payment.fetch(params.payment_id))
+        return Payment.model_validate(answer)
+
+    @fetch_payment.request
+    def fetch_payment_request(self, params: FetchPayment, context: ToolContext) -> dict[str, Any]:
+        """``GET /payments/{id}``."""
+        return _request("GET", f"/payments/{params.payment_id}", {})
+
+    @fetch_payment.sandbox
+    def fetch_payment_sandbox(self, params: FetchPayment, context: ToolContext) -> Payment:
+        """Only the id: a sandbox knows nothing of the payment."""
+        return Payment(id=params.payment_id)
+
+    @task(
+        params=RefundPayment,
+        result=Refund,
+        description="Refund a captured payment, fully or partly.",
+        command=_REFUND_COMMAND,
+    )
+    async def refund_payment(self, params: RefundPayment, context: ToolContext) -> Refund:
+        """Refund with ``X-Refund-Idempotency`` from the step's key."""
+        body = _refund_body(params)
+        headers = {"X-Refund-Idempotency": _refund_key(context.idempotency_key)}
+        answer = await self._call(
+            context, lambda client: client.payment.refund(params.payment_id, body, headers=headers)
+        )
+        return Refund.model_validate(answer)
+
+    @refund_payment.request
+    def refund_payment_request(self, params: RefundPayment, context: ToolContext) -> dict[str, Any]:
+        """``POST /payments/{id}/refund`` with its idempotency header."""
+        return _request(
+            "POST",
+            f"/payments/{params.payment_id}/refund",
+            _refund_body(params),
+            {"X-Refund-Idempotency": _refund_key(context.idempotency_key)},
+        )
+
+    @refund_payment.sandbox
+    def refund_payment_sandbox(self, params: RefundPayment, context: ToolContext) -> Refund:
+        """A fake refund id."""
+        return Refund(
+            id=fake_id("rfnd", context.idempotency_key),
+            payment_id=params.payment_id,
+            amount=params.amount,
+            status="processed",
+        )

@@ -19,11 +19,19 @@ from typing import Any
 
 import aiohttp
 from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from blueprint_engine.config import Settings
-from blueprint_engine.integrations.base import BaseTool, Task, TaskParams, ToolContext, ToolError
+from blueprint_engine.config import Settings, ToolSettings
+from blueprint_engine.integrations.base import (
+    BaseTool,
+    TaskParams,
+    TaskResult,
+    ToolContext,
+    ToolError,
+    task,
+)
 from blueprint_engine.integrations.credentials import CredentialData
 
 #: Slack's limits for one message.
@@ -97,6 +105,28 @@ def _sandbox_ts(key: str) -> str:
     return f"0000000000.{int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 10**6:06d}"
 
 
+class SlackSettings(ToolSettings):
+    """``SLACK_*``: the bot token when a node names no ``slack`` connection (else sandbox
+    mode), and the Web API's base URL."""
+
+    model_config = SettingsConfigDict(env_prefix="SLACK_")
+
+    bot_token: SecretStr | None = None
+    api_url: str = Field(default="https://slack.com/api/", description="The Web API's base URL.")
+
+    def ready(self) -> bool:
+        """A bot token is set."""
+        return self.bot_token is not None
+
+
+class Posted(TaskResult):
+    """Result of ``slack.post_message``."""
+
+    channel: str = Field(description="The channel's id.")
+    ts: str = Field(description="The message's timestamp: its id, and thread_ts for replies.")
+    thread_ts: str | None = Field(default=None, description="The thread it replied in, if any.")
+
+
 def slack_error(exc: SlackApiError) -> ToolError:
     """Map Slack's refusal to a ToolError: ``slack_rate_limited`` (429, retryable, with
     ``details.retry_after_seconds``), ``slack_unavailable`` (5xx and Slack's temporary
@@ -136,10 +166,9 @@ def slack_error(exc: SlackApiError) -> ToolError:
     )
 
 
-async def post_message(settings: Settings, token: str, params: PostMessage) -> dict[str, Any]:
-    """Call ``chat.postMessage`` at ``SLACK_API_URL`` within ``HTTP_TIMEOUT_SECONDS``.
-
-    Returns ``{"channel", "ts", "thread_ts"?}``.
+async def chat_post_message(settings: Settings, token: str, params: PostMessage) -> Posted:
+    """Call ``chat.postMessage`` at ``SLACK_API_URL`` within ``HTTP_TIMEOUT_SECONDS`` (the
+    SDK's own aiohttp client: it cannot use the shared httpx one).
 
     Raises:
         ToolError: :func:`slack_error`'s codes; ``timeout`` and ``network_error`` (retryable).
@@ -147,7 +176,7 @@ async def post_message(settings: Settings, token: str, params: PostMessage) -> d
     seconds = settings.http_timeout_seconds
     client = AsyncWebClient(
         token=token,
-        base_url=settings.slack_api_url,
+        base_url=settings.tool(SlackSettings).api_url,
         timeout=max(1, round(seconds)),
         retry_handlers=[],
     )
@@ -167,10 +196,9 @@ async def post_message(settings: Settings, token: str, params: PostMessage) -> d
         ) from None
     except aiohttp.ClientError as exc:
         raise ToolError(f"Slack unreachable: {exc}", code="network_error", retryable=True) from None
-    result = {"channel": response.get("channel"), "ts": response.get("ts")}
-    if params.thread_ts is not None:
-        result["thread_ts"] = params.thread_ts
-    return result
+    return Posted(
+        channel=response.get("channel"), ts=response.get("ts"), thread_ts=params.thread_ts
+    )
 
 
 class SlackTool(BaseTool):
@@ -179,51 +207,45 @@ class SlackTool(BaseTool):
     service = "slack"
     description = "Post messages to Slack channels as a bot."
     credential_types = (SlackCredential,)
-    tasks = {
-        "post_message": Task(
-            params=PostMessage,
-            description="Post a message (text, optionally Block Kit blocks) to a channel or "
-            "thread.",
-            result={
-                "channel": "string (channel id)",
-                "ts": "string (the message's timestamp: its id, and thread_ts for replies)",
-                "thread_ts": "string (when replying in a thread)",
-            },
-        )
-    }
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """A bot token is set."""
-        return settings.slack_bot_token is not None
+    settings_type = SlackSettings
 
     def _token(self, context: ToolContext) -> str:
         """The node's bot token, else the deployment's."""
         data = context.credential.data if context.credential is not None else None
         if isinstance(data, SlackCredential):
             return data.bot_token.get_secret_value()
-        assert context.settings.slack_bot_token is not None
-        return context.settings.slack_bot_token.get_secret_value()
+        token = context.settings.tool(SlackSettings).bot_token
+        assert token is not None  # else the call was sandboxed
+        return token.get_secret_value()
 
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @task(
+        params=PostMessage,
+        result=Posted,
+        description="Post a message (text, optionally Block Kit blocks) to a channel or thread.",
+    )
+    async def post_message(self, params: PostMessage, context: ToolContext) -> Posted:
+        """Post the message.
+
+        Raises:
+            ToolError: see :func:`chat_post_message`.
+        """
+        return await chat_post_message(context.settings, self._token(context), params)
+
+    @post_message.request
+    def post_message_request(self, params: PostMessage, context: ToolContext) -> dict[str, Any]:
         """The Web API call (the token shown as ``[redacted]``)."""
         return {
             "method": "POST",
-            "url": context.settings.slack_api_url.rstrip("/") + "/chat.postMessage",
+            "url": context.settings.tool(SlackSettings).api_url.rstrip("/") + "/chat.postMessage",
             "headers": {"Authorization": "Bearer [redacted]"},
             "body": params.model_dump(exclude_none=True),
         }
 
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @post_message.sandbox
+    def post_message_sandbox(self, params: PostMessage, context: ToolContext) -> Posted:
         """The channel as given and an epoch timestamp, so later steps can thread replies."""
-        result = {"channel": params.channel, "ts": _sandbox_ts(context.idempotency_key)}
-        if params.thread_ts is not None:
-            result["thread_ts"] = params.thread_ts
-        return result
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """Post the message.
-
-        Raises:
-            ToolError: see :func:`post_message`.
-        """
-        return await post_message(context.settings, self._token(context), params)
+        return Posted(
+            channel=params.channel,
+            ts=_sandbox_ts(context.idempotency_key),
+            thread_ts=params.thread_ts,
+        )

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, RootModel
 
-from blueprint_engine.config import Settings
-from blueprint_engine.integrations.base import BaseTool, Task, TaskParams, ToolContext
+from blueprint_engine.integrations.base import BaseTool, TaskParams, ToolContext, task
 
 
 class Build(TaskParams):
@@ -16,33 +15,19 @@ class Build(TaskParams):
     fields: dict[str, Any] = Field(description="The object to output; values may be templates.")
 
 
+class Built(RootModel[dict[str, Any]]):
+    """The resolved ``fields``: each of their keys is an output field."""
+
+
 class TransformTool(BaseTool):
-    """A local tool with no side effects: its output is its resolved ``fields``."""
+    """A local tool with no side effects: its output is its resolved ``fields``, in sandbox
+    mode too."""
 
     service = "transform"
     description = "Reshape data: output an object whose values are built from templates."
     side_effects = False
-    tasks = {
-        "build": Task(
-            params=Build,
-            description="Output `fields` with every template resolved.",
-            result={"<field>": "any (each key of `fields`)"},
-        )
-    }
 
-    def has_credentials(self, settings: Settings) -> bool:
-        """Needs none."""
-        return True
-
-    def is_sandboxed(self, context: ToolContext) -> bool:
-        """Never: it has no side effect, so a sandbox run gets its real output."""
-        return False
-
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """No request leaves the process."""
-        return {}
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @task(params=Build, result=Built, description="Output `fields` with every template resolved.")
+    async def build(self, params: Build, context: ToolContext) -> Built:
         """Return the resolved fields."""
-        fields: dict[str, Any] = params.fields
-        return fields
+        return Built(params.fields)

@@ -22,6 +22,7 @@ import httpx
 
 from blueprint_engine.config import Settings
 from blueprint_engine.integrations import outbound
+from blueprint_engine.integrations.whatsapp import TwilioSettings
 
 MAX_REDIRECTS = 3
 
@@ -52,7 +53,7 @@ async def download(url: str, settings: Settings, *, auth: tuple[str, str] | None
             redirects, a status that is neither 2xx nor a redirect, a network failure, the time
             limit, an empty body, or more than ``MAX_AUDIO_BYTES``.
     """
-    seconds = settings.twilio_media_timeout_seconds
+    seconds = settings.tool(TwilioSettings).media_timeout_seconds
     try:
         async with (
             asyncio.timeout(seconds),
@@ -68,15 +69,14 @@ async def download(url: str, settings: Settings, *, auth: tuple[str, str] | None
 async def _follow(
     client: httpx.AsyncClient, url: str, settings: Settings, account: tuple[str, str] | None
 ) -> bytes:
-    allowed = _hosts(settings.twilio_media_hosts)
-    auth_hosts = _hosts(settings.twilio_media_auth_hosts)
+    twilio = settings.tool(TwilioSettings)
+    allowed = _hosts(twilio.media_hosts)
+    auth_hosts = _hosts(twilio.media_auth_hosts)
     credentials = None
     if account is not None:
         credentials = httpx.BasicAuth(*account)
-    elif settings.twilio_account_sid and settings.twilio_auth_token:
-        credentials = httpx.BasicAuth(
-            settings.twilio_account_sid, settings.twilio_auth_token.get_secret_value()
-        )
+    elif twilio.account_sid and twilio.auth_token:
+        credentials = httpx.BasicAuth(twilio.account_sid, twilio.auth_token.get_secret_value())
     target = first = httpx.URL(url)
     for _ in range(MAX_REDIRECTS + 1):
         if target.scheme not in ("http", "https") or target.host not in allowed:

@@ -14,22 +14,24 @@ from typing import Any
 import aiohttp
 import phonenumbers
 from pydantic import Field, HttpUrl, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from blueprint_engine.config import Settings
+from blueprint_engine.config import ToolSettings
 from blueprint_engine.integrations.base import (
     N_,
     BaseTool,
     Command,
     Slot,
-    Task,
     TaskParams,
+    TaskResult,
     ToolContext,
     ToolError,
     Wording,
     fake_id,
+    task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
 
@@ -48,6 +50,39 @@ def whatsapp_address(number: str) -> str:
     if parsed is None or not phonenumbers.is_valid_number(parsed):
         raise ValueError(f"{number!r} is not an E.164 phone number such as +919876543210")
     return f"whatsapp:{phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)}"
+
+
+class TwilioSettings(ToolSettings):
+    """``TWILIO_*``: the deployment's Twilio account and WhatsApp sender (used when a node
+    names no ``twilio`` credential; ``TWILIO_AUTH_TOKEN`` also checks the signature of
+    ``POST /whatsapp``), and where voice notes may be fetched from."""
+
+    model_config = SettingsConfigDict(env_prefix="TWILIO_")
+
+    account_sid: str | None = None
+    auth_token: SecretStr | None = None
+    whatsapp_from: str | None = Field(
+        default=None, description="The WhatsApp sender, E.164 (+14155238886)."
+    )
+    media_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "api.twilio.com",
+            "mms.twiliocdn.com",
+            "s3-external-1.amazonaws.com",
+        ],
+        description="Hosts WhatsApp voice notes are fetched from; every redirect hop must be one.",
+    )
+    media_auth_hosts: list[str] = Field(
+        default_factory=lambda: ["api.twilio.com"],
+        description="Those of TWILIO_MEDIA_HOSTS that get the Twilio credentials (basic auth).",
+    )
+    media_timeout_seconds: float = Field(
+        default=10, gt=0, description="Limit for a whole voice-note download, redirects included."
+    )
+
+    def ready(self) -> bool:
+        """Account SID, auth token and sender number are all set."""
+        return bool(self.account_sid and self.auth_token and self.whatsapp_from)
 
 
 class TwilioCredential(CredentialData):
@@ -98,47 +133,22 @@ class SendMessage(TaskParams):
         return whatsapp_address(value)
 
 
+class MessageSent(TaskResult):
+    """Result of ``whatsapp.send_message``."""
+
+    sid: str = Field(description="Twilio message SID (SM…).")
+    status: str = Field(description="Twilio's status (queued, sent…); sandboxed in sandbox mode.")
+    to: str = Field(description="The recipient, whatsapp:+E.164.")
+
+
 class WhatsAppTool(BaseTool):
-    """Send WhatsApp messages via Twilio (``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``,
-    ``TWILIO_WHATSAPP_FROM``)."""
+    """Send WhatsApp messages via Twilio (the node's ``twilio`` credential, else
+    ``TWILIO_ACCOUNT_SID``, ``TWILIO_AUTH_TOKEN``, ``TWILIO_WHATSAPP_FROM``)."""
 
     service = "whatsapp"
     description = "Send WhatsApp messages to customers through Twilio."
     credential_types = (TwilioCredential,)
-    tasks = {
-        "send_message": Task(
-            command=Command(
-                intent="SEND_WHATSAPP",
-                description="Send a WhatsApp message to a phone number.",
-                slots=(
-                    Slot(
-                        "to",
-                        "phone",
-                        True,
-                        N_("Who should I send it to (phone number)?"),
-                        param="to",
-                    ),
-                    Slot("message", "text", True, N_("What should the message say?"), param="body"),
-                ),
-                build_params=lambda slots: {"to": slots["to"], "body": slots["message"]},
-                help=N_("Send a WhatsApp message"),
-                request=Wording((N_("your message to {to}"), N_("your message"))),
-                result=Wording((N_("Sent your WhatsApp message to {to}."),)),
-                failure=Wording((N_("Sorry, I couldn't send your message to {to}: {reason}."),)),
-            ),
-            params=SendMessage,
-            description="Send a WhatsApp message (text, optionally one media attachment).",
-            result={"sid": "string (Twilio message SID)", "status": "string", "to": "string"},
-        )
-    }
-
-    def has_credentials(self, settings: Settings) -> bool:
-        """Account SID, auth token and sender number are all set."""
-        return bool(
-            settings.twilio_account_sid
-            and settings.twilio_auth_token
-            and settings.twilio_whatsapp_from
-        )
+    settings_type = TwilioSettings
 
     def account(self, context: ToolContext) -> tuple[str, str, str]:
         """``(account_sid, auth_token, sender)`` to call with: the node's credential, else the
@@ -149,53 +159,56 @@ class WhatsAppTool(BaseTool):
                 data = credential.data
                 return data.account_sid, data.auth_token.get_secret_value(), data.whatsapp_from
             return "AC_SANDBOX", "", whatsapp_address(_SANDBOX_SENDER)
-        settings = context.settings
-        token = settings.twilio_auth_token
+        twilio = context.settings.tool(TwilioSettings)
+        token = twilio.auth_token
         return (
-            settings.twilio_account_sid or "AC_SANDBOX",
+            twilio.account_sid or "AC_SANDBOX",
             token.get_secret_value() if token is not None else "",
-            whatsapp_address(settings.twilio_whatsapp_from or _SANDBOX_SENDER),
+            whatsapp_address(twilio.whatsapp_from or _SANDBOX_SENDER),
         )
 
-    def build_request(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """The Messages API form post Twilio would receive."""
-        sid, _, sender = self.account(context)
-        body: dict[str, Any] = {"To": params.to, "From": sender, "Body": params.body}
-        if params.media_url:
-            body["MediaUrl"] = [str(url) for url in params.media_url]
-        return {
-            "method": "POST",
-            "url": f"https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json",
-            "body": body,
-        }
-
-    def sandbox_result(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
-        """A fake message SID so later steps can reference ``output.sid``."""
-        return {
-            "sid": fake_id("SM", context.idempotency_key),
-            "status": "sandboxed",
-            "to": params.to,
-        }
-
-    async def send(self, task: str, params: Any, context: ToolContext) -> dict[str, Any]:
+    @task(
+        params=SendMessage,
+        result=MessageSent,
+        description="Send a WhatsApp message (text, optionally one media attachment).",
+        command=Command(
+            intent="SEND_WHATSAPP",
+            description="Send a WhatsApp message to a phone number.",
+            slots=(
+                Slot(
+                    "to",
+                    "phone",
+                    True,
+                    N_("Who should I send it to (phone number)?"),
+                    param="to",
+                ),
+                Slot("message", "text", True, N_("What should the message say?"), param="body"),
+            ),
+            build_params=lambda slots: {"to": slots["to"], "body": slots["message"]},
+            help=N_("Send a WhatsApp message"),
+            request=Wording((N_("your message to {to}"), N_("your message"))),
+            result=Wording((N_("Sent your WhatsApp message to {to}."),)),
+            failure=Wording((N_("Sorry, I couldn't send your message to {to}: {reason}."),)),
+        ),
+    )
+    async def send_message(self, params: SendMessage, context: ToolContext) -> MessageSent:
         """Create the message with the Twilio SDK's asyncio client (aiohttp), within
         ``HTTP_TIMEOUT_SECONDS`` (the SDK's async client applies no timeout of its own).
 
-        The request goes to the SDK's fixed ``api.twilio.com``, not through the http tool's
-        outbound guard (an httpx transport that aiohttp cannot use); media URLs are fetched by
-        Twilio, not here.
+        The request goes to the SDK's fixed ``api.twilio.com`` on the SDK's own client, not
+        the shared one of ``context.http`` (an httpx client that the SDK cannot use); media
+        URLs are fetched by Twilio, not here.
 
         Raises:
             ToolError: ``twilio_error``, Twilio refused it (retryable on 5xx and 429);
                 ``network_error``, unreachable or no answer in time (retryable: Twilio takes no
                 idempotency key, so a retry after an answer that was lost may send twice).
         """
-        settings = context.settings
         sid, token, sender = self.account(context)
         kwargs: dict[str, Any] = {"to": params.to, "from_": sender, "body": params.body}
         if params.media_url:
             kwargs["media_url"] = [str(url) for url in params.media_url]
-        seconds = settings.http_timeout_seconds
+        seconds = context.settings.http_timeout_seconds
         try:
             async with AsyncTwilioHttpClient() as http, asyncio.timeout(seconds):
                 client = Client(sid, token, http_client=http)
@@ -216,4 +229,24 @@ class WhatsAppTool(BaseTool):
             raise ToolError(
                 f"Twilio unreachable: {exc}", code="network_error", retryable=True
             ) from None
-        return {"sid": message.sid, "status": message.status, "to": message.to}
+        return MessageSent(sid=message.sid, status=message.status, to=message.to)
+
+    @send_message.request
+    def send_message_request(self, params: SendMessage, context: ToolContext) -> dict[str, Any]:
+        """The Messages API form post Twilio would receive."""
+        sid, _, sender = self.account(context)
+        body: dict[str, Any] = {"To": params.to, "From": sender, "Body": params.body}
+        if params.media_url:
+            body["MediaUrl"] = [str(url) for url in params.media_url]
+        return {
+            "method": "POST",
+            "url": f"https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json",
+            "body": body,
+        }
+
+    @send_message.sandbox
+    def send_message_sandbox(self, params: SendMessage, context: ToolContext) -> MessageSent:
+        """A fake message SID so later steps can reference ``output.sid``."""
+        return MessageSent(
+            sid=fake_id("SM", context.idempotency_key), status="sandboxed", to=params.to
+        )

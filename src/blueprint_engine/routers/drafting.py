@@ -15,6 +15,7 @@ from blueprint_engine.http import (
     CheckedRoute,
     PoolDep,
     SettingsDep,
+    ToolsDep,
 )
 from blueprint_engine.routers.schemas import DraftOut, DryRunOut
 from blueprint_engine.services import drafting_service
@@ -93,6 +94,7 @@ async def dry_run_workflow(
     body: DryRunIn,
     pool: PoolDep,
     settings: SettingsDep,
+    tools: ToolsDep,
     caller: CallerDep,
 ) -> dict[str, Any]:
     """Run a version with every tool sandboxed and delays/waits short-circuited; nothing is
@@ -100,6 +102,7 @@ async def dry_run_workflow(
     return await drafting_service.dry_run(
         pool,
         settings,
+        tools,
         workflow_id=workflow_id,
         version=body.version,
         payload=body.payload,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from blueprint_engine.http import Authenticated, CheckedRoute, SettingsDep
-from blueprint_engine.integrations import ToolContext, public_tools
+from blueprint_engine.integrations import public_tools
 from blueprint_engine.workflows.schema import blueprint_json_schema
 
 router = APIRouter(route_class=CheckedRoute, tags=["catalog"], dependencies=[Authenticated])
@@ -21,22 +21,22 @@ async def blueprint_schema() -> dict[str, Any]:
 
 @router.get("/tools")
 async def list_tools(settings: SettingsDep) -> dict[str, Any]:
-    """Every service with its tasks: params JSON Schema, result shape, the credential types a
-    node may name for it (``credential``; GET /credentials/types describes them), and whether
-    it runs in sandbox mode without one."""
-    probe = ToolContext(idempotency_key="catalog", settings=settings)
+    """Every service with its tasks: params and result JSON Schemas (a step's output is the
+    result; in sandbox mode with ``sandbox: true`` and the ``request`` it would send), the
+    credential types a node may name for it (``credential``; GET /credentials/types describes
+    them), and whether it runs in sandbox mode without one."""
     return {
         "tools": [
             {
                 "service": tool.service,
                 "description": tool.description,
-                "sandbox": tool.is_sandboxed(probe),
+                "sandbox": tool.sandboxed(settings),
                 "tasks": [
                     {
                         "name": name,
                         "description": task.description,
                         "params": task.params.model_json_schema(),
-                        "result": task.result,
+                        "result": task.result.model_json_schema(),
                         "credential_types": [model.kind for model in tool.credential_types],
                     }
                     for name, task in tool.tasks.items()

@@ -24,7 +24,7 @@ from blueprint_engine.errors import (
     ValidationFailed,
 )
 from blueprint_engine.integrations import twilio_media
-from blueprint_engine.integrations.whatsapp import TwilioCredential
+from blueprint_engine.integrations.whatsapp import TwilioCredential, TwilioSettings
 from blueprint_engine.services import (
     audio_store,
     conversation_service,
@@ -176,8 +176,8 @@ def verify_twilio(
     """
     if via is not None:
         token = via.twilio.auth_token.get_secret_value()
-    elif settings.twilio_auth_token is not None:
-        token = settings.twilio_auth_token.get_secret_value()
+    elif (deployment := settings.tool(TwilioSettings).auth_token) is not None:
+        token = deployment.get_secret_value()
     else:
         raise NotConfigured(
             "set TWILIO_AUTH_TOKEN to receive WhatsApp messages", code="whatsapp_not_configured"

@@ -8,6 +8,7 @@ from uuid import UUID
 from blueprint_engine.agents.architect import Draft, UserWorkflow, WorkflowArchitect
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import LLMNotConfigured, ValidationFailed
+from blueprint_engine.integrations import ToolResources
 from blueprint_engine.services import call_graph, workflow_service
 from blueprint_engine.store import accounts as accounts_store
 from blueprint_engine.store import credentials as credentials_store
@@ -157,6 +158,7 @@ async def revise(
 async def dry_run(
     pool: Pool,
     settings: Settings,
+    tools: ToolResources,
     *,
     workflow_id: UUID,
     version: int | None,
@@ -178,6 +180,6 @@ async def dry_run(
         if node_id not in waits:
             raise ValidationFailed(["body", "events", node_id], "not a wait_for_event node")
     result = await dry_run_blueprint(
-        blueprint, payload, settings, owner=await _profile(pool, owner), events=events
+        blueprint, payload, settings, owner=await _profile(pool, owner), tools=tools, events=events
     )
     return {"workflow_id": workflow_id, "version": current["version"], **result}

@@ -29,6 +29,7 @@ from uuid import UUID
 
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import Conflict, NotFound, ValidationFailed
+from blueprint_engine.integrations.whatsapp import TwilioSettings
 from blueprint_engine.services.intent_service import SlotValueError, normalize_phone
 from blueprint_engine.store import accounts as accounts_store
 from blueprint_engine.store import channel_links as store
@@ -121,7 +122,7 @@ async def issue_code(
                 _digest(code_id, number, code),
                 settings.link_code_ttl_seconds,
             )
-    send_to = settings.twilio_whatsapp_from
+    send_to = settings.tool(TwilioSettings).whatsapp_from
     return {
         "channel": WHATSAPP,
         "number": number,

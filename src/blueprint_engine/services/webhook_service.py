@@ -17,7 +17,7 @@ from blueprint_engine.errors import (
     NotConfigured,
     SignatureInvalid,
 )
-from blueprint_engine.integrations.razorpay_tool import RazorpayCredential
+from blueprint_engine.integrations.razorpay_tool import RazorpayCredential, RazorpaySettings
 from blueprint_engine.services import credential_service, event_service
 from blueprint_engine.store import events as store
 from blueprint_engine.store.accounts import LOCAL_USER_ID
@@ -66,7 +66,7 @@ async def receive_razorpay(
         EngineUnavailable: 503 after the delivery was stored and its runs marked failed
             (retry them with POST /runs/{id}/retry once the engine is back).
     """
-    secret = settings.razorpay_webhook_secret
+    secret = settings.tool(RazorpaySettings).webhook_secret
     if secret is None:
         raise NotConfigured(
             "set RAZORPAY_WEBHOOK_SECRET to receive Razorpay webhooks",

@@ -33,7 +33,7 @@ from uuid import UUID
 
 from blueprint_engine import logs
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import BaseTool
+from blueprint_engine.integrations import BaseTool, ToolResources
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.graph import Graph
 from blueprint_engine.workflows.nodes import EndNode, NodeResult, WalkOutcome
@@ -76,6 +76,7 @@ class Engine:
             text or null), exposed to templates as ``owner.<field>``; a field that is null is
             undefined there, so a step that uses it fails with ``expression_error`` naming the
             field and ``PATCH /me`` (:class:`~blueprint_engine.workflows.expressions.OwnerProfile`).
+        tools: the process's database and HTTP client, lent to every tool call.
         sandbox: force every tool into sandbox mode.
         credentials: the run owner's credentials, for nodes that name one (None: such nodes
             get a bare reference, as in sandbox mode).
@@ -97,6 +98,7 @@ class Engine:
         run_id: UUID,
         workflow_id: UUID,
         owner: Mapping[str, Any] | None,
+        tools: ToolResources,
         sandbox: bool = False,
         credentials: CredentialSource | None = None,
     ) -> None:
@@ -106,6 +108,7 @@ class Engine:
         self.run_id = run_id
         self.run_info = {"id": str(run_id), "workflow_id": str(workflow_id)}
         self.owner = expressions.owner_profile(owner)
+        self.tools = tools
         self.sandbox = sandbox
         self.credentials = credentials
 
@@ -162,6 +165,7 @@ class Walk:
         self.port = port
         self.settings = engine.settings
         self.registry = engine.registry
+        self.tools = engine.tools
         self.sandbox = engine.sandbox
         self.credentials = engine.credentials
         self.run_id = engine.run_id

@@ -252,6 +252,7 @@ class ActionNode(NodeKind):
         context = ToolContext(
             idempotency_key=f"{ctx.run_id}:{ctx.step_id(self.id)}",
             settings=ctx.settings,
+            resources=ctx.tools,
             sandbox=ctx.sandbox,
             credential=credential,
         )

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import BaseTool
+from blueprint_engine.integrations import BaseTool, ToolResources
 from blueprint_engine.store import storable
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.nodes.drafting import DraftField, DraftValues
@@ -161,11 +161,13 @@ class NodeRun(Protocol):
     Attributes:
         port: the runner's step port.
         settings, registry, sandbox, credentials, run_id: of the run.
+        tools: the process's database and HTTP client, lent to every tool call.
     """
 
     port: StepPort
     settings: Settings
     registry: Mapping[str, BaseTool]
+    tools: ToolResources
     sandbox: bool
     credentials: CredentialSource | None
     run_id: UUID

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from blueprint_engine.config import Settings
-from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool
+from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
 from blueprint_engine.store.logs import node_of
 from blueprint_engine.workflows.engine import Engine
 from blueprint_engine.workflows.schema import Blueprint
@@ -105,11 +105,14 @@ async def dry_run(
     settings: Settings,
     *,
     owner: Mapping[str, Any] | None,
+    tools: ToolResources,
     events: dict[str, Any] | None = None,
     registry: dict[str, BaseTool] | None = None,
 ) -> dict[str, Any]:
     """Execute ``blueprint`` in sandbox mode and report every node. ``owner``: the profile
-    templates see as ``owner`` (``{"display_name", "email", "phone"}``).
+    templates see as ``owner`` (``{"display_name", "email", "phone"}``); ``tools``: the
+    process's (a sandboxed step uses neither its database nor its HTTP client, a tool without
+    side effects may).
 
     Returns:
         ``{"status", "output", "error", "sandbox": True, "nodes": [{"id", "type", "name",
@@ -125,6 +128,7 @@ async def dry_run(
         run_id=uuid.uuid4(),
         workflow_id=uuid.uuid4(),
         owner=owner,
+        tools=tools,
         sandbox=True,
     )
     outcome = await engine.execute(payload, port)

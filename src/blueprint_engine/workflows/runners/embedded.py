@@ -41,7 +41,7 @@ from psycopg_pool import PoolTimeout
 from blueprint_engine import logs
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import InvalidBlueprint
-from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool
+from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
 from blueprint_engine.store import workflows as workflows_store
@@ -72,7 +72,8 @@ class EmbeddedRunner:
 
     Use ``await start()`` / ``await stop()`` around the process's life (the API lifespan does),
     :meth:`drain` to execute until no run is claimable (``wf worker --drain``), or
-    :meth:`run_once` to advance one given run (``wf run``).
+    :meth:`run_once` to advance one given run (``wf run``). ``tools``: the process's database
+    and HTTP client for its steps; whoever made them closes them.
     """
 
     def __init__(
@@ -80,11 +81,13 @@ class EmbeddedRunner:
         pool: Pool,
         settings: Settings,
         *,
+        tools: ToolResources,
         registry: dict[str, BaseTool] | None = None,
         observer: StepObserver | None = None,
     ) -> None:
         self.pool = pool
         self.settings = settings
+        self.tools = tools
         self.registry = registry if registry is not None else TOOL_REGISTRY
         self.observer = observer
         self.worker_id = (
@@ -324,6 +327,7 @@ class EmbeddedRunner:
             run_id=run_id,
             workflow_id=run["workflow_id"],
             owner=run["owner_profile"],
+            tools=self.tools,
             sandbox=sandbox,
             credentials=StoredCredentials(self.pool.connection, self.vault, run["owner_id"]),
         )

@@ -48,7 +48,7 @@ from psycopg.rows import DictRow, dict_row
 
 from blueprint_engine.config import Settings
 from blueprint_engine.errors import EngineUnavailable
-from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool
+from blueprint_engine.integrations import TOOL_REGISTRY, BaseTool, ToolResources
 from blueprint_engine.store import children
 from blueprint_engine.store import runs as runs_store
 from blueprint_engine.store import steps as steps_store
@@ -332,6 +332,9 @@ class InngestRunner:
     def __init__(self, settings: Settings, registry: dict[str, BaseTool] | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else TOOL_REGISTRY
+        #: The process's database and HTTP client for the steps, set by the app at start-up
+        #: (the functions are called only once it serves).
+        self.tools: ToolResources | None = None
         self.client = make_client(settings)
         self.function = self._build()
 
@@ -380,6 +383,16 @@ class InngestRunner:
             self.settings.database_url, autocommit=True, row_factory=dict_row
         )
 
+    def _tools(self) -> ToolResources:
+        """The tools' resources.
+
+        Raises:
+            RuntimeError: the app has not set them (it was not started).
+        """
+        if self.tools is None:
+            raise RuntimeError("InngestRunner.tools is set by the app at start-up")
+        return self.tools
+
     def _credentials(self, conn: Conn, owner_id: str | None) -> StoredCredentials | None:
         """The run owner's credentials, read through the run's connection (None for a run
         loaded before runs recorded their owner here: it names no credentials)."""
@@ -425,6 +438,7 @@ class InngestRunner:
                 run_id=run_id,
                 workflow_id=UUID(loaded["workflow_id"]),
                 owner=loaded["owner_profile"],
+                tools=self._tools(),
                 sandbox=self.settings.sandbox,
                 credentials=self._credentials(conn, loaded.get("owner_id")),
             )
