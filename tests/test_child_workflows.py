@@ -121,3 +121,24 @@ def test_a_runs_children_are_listed_with_the_step_that_started_them(client: Test
     assert client.get("/runs", params={"parent_run_id": child["id"]}).json()["runs"] == []
     missing = client.get("/runs", params={"parent_run_id": "00000000-0000-0000-0000-0000000000aa"})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_cancelling_a_parent_cancels_its_waiting_child(client: TestClient) -> None:
+    slow = _save(
+        client,
+        {
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {"id": "hold", "type": "delay", "duration": "1h"},
+            ],
+            "edges": [{"source": "start", "target": "hold"}],
+        },
+    )
+    parent = execute(client, _calling(slow))
+    wait_for_run(client, parent, {"waiting"})
+    children = client.get("/runs", params={"parent_run_id": parent}).json()["runs"]
+    assert len(children) == 1
+    wait_for_run(client, children[0]["id"], {"waiting"})
+    assert client.post(f"/runs/{parent}/cancel").status_code == 200
+    assert wait_for_run(client, children[0]["id"])["status"] == "cancelled"
+    assert wait_for_run(client, parent)["status"] == "cancelled"

@@ -239,19 +239,21 @@ async def logs(
 async def cancel(
     pool: Pool, dispatcher: Dispatcher, run_id: UUID, *, owner: UUID
 ) -> dict[str, Any]:
-    """Cancel the owner's queued, running or waiting run; a step in flight finishes but
-    nothing follows.
+    """Cancel the owner's queued, running or waiting run, and its unfinished child runs
+    (``workflow`` nodes); a step in flight finishes but nothing follows.
 
     Raises:
         NotFound: unknown run, or another user's. Conflict: the run already finished.
     """
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, conn.transaction():
         if await store.cancel(conn, run_id, owner) is None:
             run = await store.get(conn, run_id, owner=owner)
             if run is None:
                 raise NotFound("run", run_id)
             raise Conflict(f"run {run_id} already {run['status']}", code="run_finished")
-    await dispatcher.run_cancelled(run_id)
+        children = await store.cancel_descendants(conn, run_id)
+    for cancelled in [run_id, *children]:
+        await dispatcher.run_cancelled(cancelled)
     return await get(pool, run_id, owner=owner)
 
 

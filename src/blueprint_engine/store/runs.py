@@ -408,6 +408,25 @@ async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
     return row
 
 
+async def cancel_descendants(conn: Conn, run_id: UUID) -> list[UUID]:
+    """Cancel the unfinished child runs of ``run_id``, their children and so on (a cancelled
+    parent waits for nothing). Returns the ids cancelled."""
+    cur = await conn.execute(
+        "with recursive tree(id) as ("
+        "  select id from workflow_runs where parent_run_id = %s"
+        "  union select r.id from workflow_runs r join tree on r.parent_run_id = tree.id)"
+        " update workflow_runs set status = 'cancelled', finished_at = now(), updated_at = now(),"
+        " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null"
+        " where id in (select id from tree) and status in ('queued', 'running', 'waiting')"
+        " returning id",
+        (run_id,),
+    )
+    cancelled = [row["id"] for row in await cur.fetchall()]
+    for _ in cancelled:
+        metrics.run_finished("cancelled")
+    return cancelled
+
+
 async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     """Make a failed run resumable: forget its failed checkpoints and attempt counts (each
     unfinished step gets its attempts afresh), take a fresh snapshot of the owner's profile
