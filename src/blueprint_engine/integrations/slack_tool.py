@@ -30,6 +30,7 @@ from blueprint_engine.integrations.base import (
     TaskResult,
     ToolContext,
     ToolError,
+    retry_after_seconds,
     task,
 )
 from blueprint_engine.integrations.credentials import CredentialData
@@ -128,20 +129,22 @@ class Posted(TaskResult):
 
 
 def slack_error(exc: SlackApiError) -> ToolError:
-    """Map Slack's refusal to a ToolError: ``slack_rate_limited`` (429, retryable, with
-    ``details.retry_after_seconds``), ``slack_unavailable`` (5xx and Slack's temporary
-    errors, retryable), ``slack_auth_failed``, ``slack_channel_unavailable``, ``slack_error``
-    (not retryable)."""
+    """Map Slack's refusal to a ToolError: ``slack_rate_limited`` (429, retryable after its
+    ``Retry-After``: https://api.slack.com/apis/rate-limits), ``slack_unavailable`` (5xx and
+    Slack's temporary errors, retryable), ``slack_auth_failed``, ``slack_channel_unavailable``,
+    ``slack_error`` (not retryable)."""
     response = exc.response
     data = response.data if isinstance(response.data, dict) else {}
     error = str(data.get("error") or f"http_{response.status_code}")
     details: dict[str, Any] = {"status": response.status_code, "error": error}
     if response.status_code == 429 or error == "ratelimited":
-        retry_after = str(response.headers.get("Retry-After", ""))
-        if retry_after.isdecimal():
-            details["retry_after_seconds"] = int(retry_after)
+        headers = {str(k): str(v) for k, v in (response.headers or {}).items()}
         return ToolError(
-            "Slack rate limit reached", code="slack_rate_limited", retryable=True, details=details
+            "Slack rate limit reached",
+            code="slack_rate_limited",
+            retryable=True,
+            details=details,
+            retry_after=retry_after_seconds(429, headers),
         )
     if response.status_code >= 500 or error in _TEMPORARY:
         return ToolError(
