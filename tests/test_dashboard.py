@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 import time
@@ -22,10 +23,12 @@ import pytest
 import uvicorn
 from cryptography.fernet import Fernet
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from pydantic import SecretStr
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
 from blueprint_engine.routers.dashboard import DIST
+from blueprint_engine.store.vault import Vault
 from tests.browser import launch
 from tests.conftest import make_settings
 from tests.support import JWT_SECRET, Peer, chat_completion, token_for
@@ -666,6 +669,7 @@ def test_sign_in_with_supabase_auth(browser: Browser, database_url: str) -> None
 RZP_SECRET = "rzpKeySecret-7fQ2mX9pL4"
 RZP_ROTATED = "rzpKeySecret-rotated-Hn3Kd8"
 BEARER = "bearer-token-never-shown-0e1f"
+SMTP_PASSWORD = "smtp-password-never-shown-5b2c"
 #: A Razorpay connection as POST /credentials takes it.
 RAZORPAY_CONNECTION = {
     "name": "shop_razorpay",
@@ -676,7 +680,7 @@ RAZORPAY_CONNECTION = {
 
 def assert_no_secret(page: Page) -> None:
     html = page.content()
-    for secret in (RZP_SECRET, RZP_ROTATED, BEARER):
+    for secret in (RZP_SECRET, RZP_ROTATED, BEARER, SMTP_PASSWORD):
         assert secret not in html, "a secret is in the page's HTML"
 
 
@@ -1011,3 +1015,57 @@ def test_a_foreach_and_a_workflow_node_on_the_canvas_and_in_a_run(
     assert f"{base_url}/ui/runs/{child['parent_run_id']}" == parent_url
     page.get_by_test_id("parent-run").get_by_role("link").click()
     expect(page).to_have_url(parent_url)
+
+
+def test_an_smtp_connection_through_the_form(page: Page, base_url: str, database_url: str) -> None:
+    import psycopg
+
+    sign_in(page, base_url)
+    page.goto(f"{base_url}/ui/connections?type=smtp")
+    form = page.get_by_role("form", name="Add connection")
+    expect(form.get_by_label("Type")).to_have_value("smtp")
+    expect(form).to_contain_text("Used by: email.")
+    # type, name, host, port, security, username, password, from address, from name
+    expect(form.locator("[data-field]")).to_have_count(9)
+    expect(form.get_by_label("Security")).to_have_value("starttls")  # its default, chosen
+    expect(form.get_by_label("Port")).to_have_attribute("type", "number")
+    expect(form.get_by_label("Password")).to_have_attribute("type", "password")
+    form.get_by_label(re.compile("^Name")).fill("shop_mail")
+    form.get_by_label("Host").fill("smtp.example.com")
+    form.get_by_label("Port").fill("465")
+    form.get_by_label("Security").select_option("tls")
+    form.get_by_label("Username").fill("orders@example.com")
+    form.get_by_label("Password").fill(SMTP_PASSWORD)
+    form.get_by_label("From address").fill("orders@example.com")
+    assert_no_secret(page)
+    form.get_by_role("button", name="Save connection").click()
+    expect(page.get_by_role("status").first).to_have_text('Saved "shop_mail".')
+    row = page.locator("tr[data-credential='shop_mail']")
+    expect(row).to_contain_text("SMTP (email)")
+    expect(row.get_by_test_id("hint")).to_have_text(
+        f"smtp.example.com · orders@example.com · ••••{SMTP_PASSWORD[-4:]}"
+    )
+    expect(form.get_by_label("Password")).to_have_value("")
+    assert_no_secret(page)
+
+    # A type used by a trigger, not a tool, says so; a list field is typed comma-separated.
+    form.get_by_label("Type").select_option("webhook_secret")
+    expect(form).to_contain_text("Used by: webhook triggers.")
+    form.get_by_label("Type").select_option("http_bearer")
+    form.get_by_label(re.compile("^Name")).fill("shop_api")
+    form.get_by_label("Allowed hosts").fill("api.example.com, .example.org")
+    form.get_by_label("Token").fill(BEARER)
+    form.get_by_role("button", name="Save connection").click()
+    expect(page.get_by_role("status").first).to_have_text('Saved "shop_api".')
+    assert_no_secret(page)
+
+    # What was stored: the port a number, the choice and the list as chosen.
+    vault = Vault(SecretStr(CREDENTIALS_KEY))
+    with psycopg.connect(database_url) as conn:
+        stored: dict[str, str] = dict(
+            conn.execute("select name, secret from credentials").fetchall()
+        )
+    mail = vault.decrypt(stored["shop_mail"])
+    assert (mail["port"], mail["security"], mail["password"]) == (465, "tls", SMTP_PASSWORD)
+    api_key = vault.decrypt(stored["shop_api"])
+    assert api_key["allowed_hosts"] == ["api.example.com", ".example.org"]
