@@ -9,7 +9,10 @@ Screenshots land in ``test-artifacts/``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
+import re
 import socket
 import threading
 import time
@@ -21,11 +24,13 @@ from typing import Any
 import pytest
 import uvicorn
 from cryptography.fernet import Fernet
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from pydantic import SecretStr
 
 from blueprint_engine.app import create_app
 from blueprint_engine.config import Settings
 from blueprint_engine.routers.dashboard import DIST
+from blueprint_engine.store.vault import Vault
 from tests.browser import launch
 from tests.conftest import make_settings
 from tests.support import JWT_SECRET, Peer, chat_completion, token_for
@@ -96,12 +101,14 @@ def model() -> Iterator[Model]:
 
 @contextlib.contextmanager
 def serving(settings: Settings) -> Iterator[str]:
-    """The API + dashboard with ``settings``, served by uvicorn on a free local port."""
+    """The API + dashboard with ``settings``, served by uvicorn on a free local port, which is
+    its ``PUBLIC_BASE_URL`` (the base of the hook and webhook URLs it shows)."""
     if not (DIST / "index.html").is_file():
         pytest.fail("the dashboard is not built: ./scripts/test.sh builds it (Node.js >= 18)")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    settings = settings.model_copy(update={"public_base_url": f"http://127.0.0.1:{port}"})
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
@@ -472,11 +479,13 @@ def test_main_pages_are_accessible_and_fit_the_screen(
             {"workflow_id": workflow_id, "payload": payload},
         )["run_id"]
         api(page, base_url, "POST", "/credentials", RAZORPAY_CONNECTION)
+        hook_id = api(page, base_url, "POST", "/workflows", {"blueprint": SHOP_HOOK})["id"]
         pages = {
             "workflows": ("/ui/workflows", "table.list"),
             "draft": ("/ui/new", "textarea"),
             "canvas": (f"/ui/workflows/{workflow_id}", ".react-flow__node"),
             "dry run": (f"/ui/workflows/{workflow_id}/dry-run", ".react-flow__node"),
+            "webhook workflow": (f"/ui/workflows/{hook_id}", "[data-testid='hook-url']"),
             "runs": ("/ui/runs", "table.list"),
             "run": (f"/ui/runs/{run_id}", ".card[data-state='succeeded']"),
             "conversations": ("/ui/conversations", "h1"),
@@ -666,6 +675,7 @@ def test_sign_in_with_supabase_auth(browser: Browser, database_url: str) -> None
 RZP_SECRET = "rzpKeySecret-7fQ2mX9pL4"
 RZP_ROTATED = "rzpKeySecret-rotated-Hn3Kd8"
 BEARER = "bearer-token-never-shown-0e1f"
+SMTP_PASSWORD = "smtp-password-never-shown-5b2c"
 #: A Razorpay connection as POST /credentials takes it.
 RAZORPAY_CONNECTION = {
     "name": "shop_razorpay",
@@ -676,7 +686,7 @@ RAZORPAY_CONNECTION = {
 
 def assert_no_secret(page: Page) -> None:
     html = page.content()
-    for secret in (RZP_SECRET, RZP_ROTATED, BEARER):
+    for secret in (RZP_SECRET, RZP_ROTATED, BEARER, SMTP_PASSWORD):
         assert secret not in html, "a secret is in the page's HTML"
 
 
@@ -1011,3 +1021,258 @@ def test_a_foreach_and_a_workflow_node_on_the_canvas_and_in_a_run(
     assert f"{base_url}/ui/runs/{child['parent_run_id']}" == parent_url
     page.get_by_test_id("parent-run").get_by_role("link").click()
     expect(page).to_have_url(parent_url)
+
+
+#: A webhook workflow that posts to Slack, emails and publishes to Instagram (all in sandbox
+#: mode: no connection, no deployment settings) what the request's body says.
+SHOP_HOOK = {
+    "name": "Shop orders",
+    "nodes": [
+        {"id": "start", "type": "trigger", "trigger": "webhook", "position": {"x": 0, "y": 0}},
+        {
+            "id": "tell",
+            "type": "action",
+            "service": "slack",
+            "task": "post_message",
+            "params": {
+                "channel": "#orders",
+                "text": "Order {{ trigger_data.body.order.id }}"
+                " for {{ trigger_data.body['customer'] }}",
+            },
+            "position": {"x": 0, "y": 140},
+        },
+        {
+            "id": "mail",
+            "type": "action",
+            "service": "email",
+            "task": "send",
+            "params": {
+                "to": ["orders@example.com"],
+                "subject": "Order {{ trigger_data.body.order.id }}",
+                "text": "Thanks!",
+            },
+            "position": {"x": 0, "y": 280},
+        },
+        {
+            "id": "post",
+            "type": "action",
+            "service": "instagram",
+            "task": "publish_post",
+            "params": {"image_url": "https://cdn.example.com/{{ trigger_data.body.order.id }}.jpg"},
+            "position": {"x": 0, "y": 420},
+        },
+        {
+            "id": "done",
+            "type": "end",
+            "output": {"order": "{{ trigger_data.body.order.id }}"},
+            "position": {"x": 0, "y": 560},
+        },
+    ],
+    "edges": [
+        {"source": "start", "target": "tell"},
+        {"source": "tell", "target": "mail"},
+        {"source": "mail", "target": "post"},
+        {"source": "post", "target": "done"},
+    ],
+}
+#: The signing secret of the signed hook (a ``webhook_secret`` connection).
+HOOK_SECRET = "hook-signing-secret-3e9a71c2"
+
+
+def curl_parts(panel: Locator) -> tuple[str, str]:
+    """The URL and body of the hook panel's curl example, as a user would copy them."""
+    text = panel.get_by_test_id("hook-curl").inner_text()
+    url = re.search(r"^HOOK='([^']*)'$", text, re.M)
+    body = re.search(r"^BODY='([^']*)'$", text, re.M)
+    assert url and body, text
+    return url.group(1), body.group(1)
+
+
+def test_a_webhook_workflows_url_rotated_shown_once_and_posted_to(
+    page: Page, base_url: str, model: Model
+) -> None:
+    sign_in(page, base_url)
+    saved = api(page, base_url, "POST", "/workflows", {"blueprint": SHOP_HOOK})
+    workflow_id, first_token = saved["id"], saved["hook"]["path"].rsplit("/", 1)[1]
+    api(page, base_url, "POST", f"/workflows/{workflow_id}/activate")
+
+    # The hook: the URL with its token hidden, live, unsigned, never used; no full URL to copy.
+    page.goto(f"{base_url}/ui/workflows/{workflow_id}")
+    panel = page.get_by_test_id("hook-panel")
+    url = panel.get_by_test_id("hook-url")
+    expect(url).to_have_text(f"{base_url}/hooks/{workflow_id}/{first_token[:4]}…")
+    expect(panel.get_by_test_id("hook-live")).to_contain_text("live · a POST to it starts a run")
+    expect(panel.get_by_test_id("hook-signed")).to_contain_text("not checked")
+    expect(panel.get_by_test_id("hook-last-used")).to_have_text("never")
+    expect(panel.get_by_role("button", name="Copy URL")).to_be_disabled()
+    assert first_token not in page.content()
+
+    # Its actions drawn with their services' icons and labels.
+    for node_id, icon, label in [
+        ("tell", "#", "Slack"),
+        ("mail", "✉", "Email"),
+        ("post", "◎", "Instagram"),
+    ]:
+        expect(card(page, node_id).locator(".card-icon")).to_have_text(icon)
+        expect(card(page, node_id).locator(".card-kind")).to_have_text(label)
+
+    # The curl example: a placeholder for the URL; a body with the fields the workflow reads.
+    panel.get_by_text("Try it with curl").click()
+    hook_line, body = curl_parts(panel)
+    assert hook_line.startswith("<the full URL")
+    assert json.loads(body) == {"order": {"id": "example"}, "customer": "example"}
+
+    # Rotate: it asks first (Escape keeps the URL), then shows the new URL once, focused.
+    rotate = panel.get_by_role("button", name="Rotate URL")
+    rotate.click()
+    dialog = page.get_by_role("alertdialog", name="Rotate this workflow's URL?")
+    expect(dialog).to_contain_text("stops working at once")
+    page.keyboard.press("Escape")
+    expect(dialog).to_have_count(0)
+    expect(rotate).to_be_focused()
+    rotate.click()
+    assert serious_violations(page) == []
+    dialog.get_by_role("button", name="Rotate now").click()
+    expect(panel.get_by_test_id("hook-once")).to_contain_text("will not be shown again")
+    expect(panel.get_by_role("group", name="Full URL")).to_be_focused()
+    new_url = url.inner_text()
+    new_token = new_url.rsplit("/", 1)[1]
+    assert new_url == f"{base_url}/hooks/{workflow_id}/{new_token}"
+    assert new_token != first_token
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base_url)
+    panel.get_by_role("button", name="Copy URL").click()
+    expect(panel.get_by_role("status").first).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == new_url
+    assert serious_violations(page) == []
+    shot(page, "hook-rotated.png")
+
+    # The curl example now has the new URL; its body, posted there, starts a run. The old
+    # URL is gone.
+    hook_line, body = curl_parts(panel)
+    assert hook_line == new_url
+    headers = {"content-type": "application/json"}
+    old = page.request.post(
+        f"{base_url}/hooks/{workflow_id}/{first_token}", data=body, headers=headers
+    )
+    assert old.status == 404, old.text()
+    started = page.request.post(new_url, data=body, headers=headers)
+    assert started.status == 202, started.text()
+    run_id = started.json()["run_id"]
+    panel.get_by_role("button", name="Hide it").click()
+    expect(rotate).to_be_focused()
+    expect(url).to_have_text(f"{base_url}/hooks/{workflow_id}/{new_token[:4]}…")
+    page.get_by_role("toolbar", name="Workflow actions").get_by_role("link", name="Runs").click()
+    expect(page.locator(f"tr[data-run='{run_id}']")).to_contain_text("succeeded")
+    run = api(page, base_url, "GET", f"/runs/{run_id}")
+    assert run["output"] == {"order": "example"}
+
+    # Shown once: back on the page, the URL is a hint again and cannot be copied.
+    page.goto(f"{base_url}/ui/workflows/{workflow_id}")
+    expect(url).to_have_text(f"{base_url}/hooks/{workflow_id}/{new_token[:4]}…")
+    expect(panel.get_by_test_id("hook-last-used")).not_to_have_text("never")
+    expect(panel.get_by_role("button", name="Copy URL")).to_be_disabled()
+    assert new_token not in page.content()
+
+    # A signed hook: its curl example signs the body in the trigger's header, as the hook checks.
+    api(
+        page,
+        base_url,
+        "POST",
+        "/credentials",
+        {"name": "shop_hook", "type": "webhook_secret", "data": {"secret": HOOK_SECRET}},
+    )
+    signed = json.loads(json.dumps(SHOP_HOOK))
+    signed["name"] = "Signed shop orders"
+    signed["nodes"][0].update(credential="shop_hook", signature_header="X-Shop-Signature")
+    saved = api(page, base_url, "POST", "/workflows", {"blueprint": signed})
+    api(page, base_url, "POST", f"/workflows/{saved['id']}/activate")
+    page.goto(f"{base_url}/ui/workflows/{saved['id']}")
+    expect(panel.get_by_test_id("hook-signed")).to_contain_text(
+        "HMAC-SHA256 of the body in X-Shop-Signature, keyed with connection shop_hook"
+    )
+    panel.get_by_text("Try it with curl").click()
+    curl = panel.get_by_test_id("hook-curl")
+    expect(curl).to_contain_text('-H "X-Shop-Signature: sha256=$SIG"')
+    expect(curl).to_contain_text('openssl dgst -sha256 -hmac "$HOOK_SECRET"')
+    _, body = curl_parts(panel)
+    hook_url = f"{base_url}{saved['hook']['path']}"
+    unsigned = page.request.post(hook_url, data=body, headers=headers)
+    assert unsigned.status == 401, unsigned.text()
+    signature = hmac.new(HOOK_SECRET.encode(), body.encode(), hashlib.sha256).hexdigest()
+    started = page.request.post(
+        hook_url, data=body, headers={**headers, "X-Shop-Signature": f"sha256={signature}"}
+    )
+    assert started.status == 202, started.text()
+
+    # A drafted webhook workflow has no URL until activated here: that shows it, once.
+    model.draft = {
+        "name": "Drafted hook",
+        "description": "A hook that ends",
+        "nodes": [node("start", "trigger", trigger="webhook"), node("done", "end")],
+        "edges": [edge("start", "done")],
+    }
+    try:
+        draft = api(page, base_url, "POST", "/workflow/draft", {"prompt": "a hook that ends"})
+    finally:
+        model.draft = ORDER_DRAFT
+    page.goto(f"{base_url}/ui/workflows/{draft['workflow_id']}")
+    expect(panel).to_contain_text("No URL yet")
+    page.get_by_role("button", name="Activate v1").click()
+    expect(panel.get_by_test_id("hook-once")).to_contain_text("will not be shown again")
+    made = url.inner_text()
+    assert made.startswith(f"{base_url}/hooks/{draft['workflow_id']}/")
+    assert page.request.post(made, data="{}", headers=headers).status == 202
+
+
+def test_an_smtp_connection_through_the_form(page: Page, base_url: str, database_url: str) -> None:
+    import psycopg
+
+    sign_in(page, base_url)
+    page.goto(f"{base_url}/ui/connections?type=smtp")
+    form = page.get_by_role("form", name="Add connection")
+    expect(form.get_by_label("Type")).to_have_value("smtp")
+    expect(form).to_contain_text("Used by: email.")
+    # type, name, host, port, security, username, password, from address, from name
+    expect(form.locator("[data-field]")).to_have_count(9)
+    expect(form.get_by_label("Security")).to_have_value("starttls")  # its default, chosen
+    expect(form.get_by_label("Port")).to_have_attribute("type", "number")
+    expect(form.get_by_label("Password")).to_have_attribute("type", "password")
+    form.get_by_label(re.compile("^Name")).fill("shop_mail")
+    form.get_by_label("Host").fill("smtp.example.com")
+    form.get_by_label("Port").fill("465")
+    form.get_by_label("Security").select_option("tls")
+    form.get_by_label("Username").fill("orders@example.com")
+    form.get_by_label("Password").fill(SMTP_PASSWORD)
+    form.get_by_label("From address").fill("orders@example.com")
+    assert_no_secret(page)
+    form.get_by_role("button", name="Save connection").click()
+    expect(page.get_by_role("status").first).to_have_text('Saved "shop_mail".')
+    row = page.locator("tr[data-credential='shop_mail']")
+    expect(row).to_contain_text("SMTP (email)")
+    expect(row.get_by_test_id("hint")).to_have_text(
+        f"smtp.example.com · orders@example.com · ••••{SMTP_PASSWORD[-4:]}"
+    )
+    expect(form.get_by_label("Password")).to_have_value("")
+    assert_no_secret(page)
+
+    # A type used by a trigger, not a tool, says so; a list field is typed comma-separated.
+    form.get_by_label("Type").select_option("webhook_secret")
+    expect(form).to_contain_text("Used by: webhook triggers.")
+    form.get_by_label("Type").select_option("http_bearer")
+    form.get_by_label(re.compile("^Name")).fill("shop_api")
+    form.get_by_label("Allowed hosts").fill("api.example.com, .example.org")
+    form.get_by_label("Token").fill(BEARER)
+    form.get_by_role("button", name="Save connection").click()
+    expect(page.get_by_role("status").first).to_have_text('Saved "shop_api".')
+    assert_no_secret(page)
+
+    # What was stored: the port a number, the choice and the list as chosen.
+    vault = Vault(SecretStr(CREDENTIALS_KEY))
+    with psycopg.connect(database_url) as conn:
+        stored: dict[str, str] = dict(
+            conn.execute("select name, secret from credentials").fetchall()
+        )
+    mail = vault.decrypt(stored["shop_mail"])
+    assert (mail["port"], mail["security"], mail["password"]) == (465, "tls", SMTP_PASSWORD)
+    api_key = vault.decrypt(stored["shop_api"])
+    assert api_key["allowed_hosts"] == ["api.example.com", ".example.org"]

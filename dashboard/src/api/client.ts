@@ -19,6 +19,8 @@ export type Me = Schemas["MeOut"];
 export type Credential = Schemas["CredentialOut"];
 export type CredentialType = Schemas["CredentialTypeOut"];
 export type CredentialNeed = Schemas["CredentialNeedOut"];
+export type Hook = Schemas["HookOut"];
+export type HookUrl = Schemas["HookUrlOut"];
 
 /** Supplies the headers that say who the caller is (none in local mode). */
 let credentials: () => Promise<Record<string, string>> = async () => ({});

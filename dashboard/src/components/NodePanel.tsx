@@ -5,7 +5,7 @@ import type { ReactNode } from "react";
 import { Link } from "react-router";
 import type { CredentialNeed } from "../api/client";
 import { calledWorkflow, type BlueprintNode } from "../graph/blueprint";
-import { kindLabel } from "../graph/kinds";
+import { kindLabel, serviceIcon, serviceLabel } from "../graph/kinds";
 import { describeKind, useBlueprintSchema, type FieldSchema } from "../graph/schema";
 import { addLink } from "../credentials";
 import { Json, Templated } from "./Json";
@@ -97,7 +97,8 @@ export function NodePanel({ node, tools, credentials, notes, problems, io, onClo
       {type === "action" && (
         <section>
           <h3>
-            {node.service}.{node.task}
+            <span aria-hidden="true">{serviceIcon(node.service)} </span>{serviceLabel(node.service)}:{" "}
+            <code>{node.service}.{node.task}</code>
           </h3>
           {task ? <p className="muted">{task.description}</p> : <p className="warning">Unknown task.</p>}
           <Connection name={node.credential} need={credentials?.find((c) => c.name === node.credential)}

@@ -20,7 +20,7 @@ import "@xyflow/react/dist/style.css";
 import { WorkflowLink } from "../components/WorkflowLink";
 import { useWorkflowNames } from "../workflowNames";
 import { STATE_ICON, allNodes, bodyOf, calledWorkflow, summary, type Blueprint, type BlueprintEdge, type BlueprintNode, type NodeState } from "./blueprint";
-import { SERVICE_ICON, kindIcon, kindLabel } from "./kinds";
+import { kindLabel, nodeIcon, serviceLabel } from "./kinds";
 import { layout, type Point } from "./layout";
 
 interface CardData extends Record<string, unknown> {
@@ -36,12 +36,15 @@ type CardNode = Node<CardData, "blueprint" | "loop">;
 
 function CardHead({ node, state, calls }: { node: BlueprintNode; state?: NodeState; calls?: string | null }) {
   const called = calledWorkflow(node);
-  const icon = node.type === "action" ? (SERVICE_ICON[node.service ?? ""] ?? kindIcon("action")) : kindIcon(node.type);
+  const action = node.type === "action";
+  const icon = nodeIcon(node);
+  // An action is named by its service ("Email"); the summary line says its task.
+  const kind = action ? serviceLabel(node.service) : kindLabel(node.type);
   return (
     <>
       <div className="card-head">
         <span className="card-icon" aria-hidden="true">{icon}</span>
-        <span className="card-kind" title={kindLabel(node.type)}>{kindLabel(node.type)}</span>
+        <span className="card-kind" title={action ? `${kindLabel(node.type)}: ${kind}` : kind}>{kind}</span>
         {state && (
           <span className="card-state" data-testid="node-state">
             <span aria-hidden="true">{STATE_ICON[state]}</span> {state}

@@ -28,10 +28,35 @@ export function kindLabel(type: string): string {
   return known(type) ? KINDS[type].label : type;
 }
 
-export const SERVICE_ICON: Record<string, string> = {
-  whatsapp: "✆",
-  razorpay: "₹",
-  http: "⇄",
-  transform: "⚙",
-  llm: "✎",
-};
+/** Action nodes' services (GET /tools) as the canvas shows them: icon and label, in this one
+ * place. tests/test_dashboard_mirrors.py fails when the engine offers a service missing here;
+ * an unknown one is still drawn, with the action's icon and the service's own name. */
+export const SERVICES = {
+  whatsapp: { icon: "✆", label: "WhatsApp" },
+  razorpay: { icon: "₹", label: "Razorpay" },
+  http: { icon: "⇄", label: "HTTP" },
+  transform: { icon: "⚙", label: "Transform" },
+  llm: { icon: "✎", label: "Language model" },
+  email: { icon: "✉", label: "Email" },
+  slack: { icon: "#", label: "Slack" },
+  instagram: { icon: "◎", label: "Instagram" },
+} as const satisfies Record<string, { icon: string; label: string }>;
+
+function knownService(service: string): service is keyof typeof SERVICES {
+  return Object.hasOwn(SERVICES, service);
+}
+
+/** An action's icon by its service (the action's own for an unknown one). */
+export function serviceIcon(service: string | undefined): string {
+  return service && knownService(service) ? SERVICES[service].icon : KINDS.action.icon;
+}
+
+/** An action's service as people call it ("Email"), or the service's name when unknown. */
+export function serviceLabel(service: string | undefined): string {
+  return service && knownService(service) ? SERVICES[service].label : service || KINDS.action.label;
+}
+
+/** A node's icon: an action's by its service, any other by its kind. */
+export function nodeIcon(node: { type: string; service?: string }): string {
+  return node.type === "action" ? serviceIcon(node.service) : kindIcon(node.type);
+}

@@ -6,6 +6,7 @@
 import { useEffect, useId, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { Link, useSearchParams } from "react-router";
 import { api, ApiFailure, unwrap, type Credential, type CredentialType } from "../api/client";
+import { CopyButton } from "../components/CopyButton";
 import { ErrorNote, When } from "../components/Status";
 import {
   fieldsOf,
@@ -13,6 +14,8 @@ import {
   problemsByField,
   typeSummary,
   useCredentialTypes,
+  usedBy,
+  valueOf,
   type CredentialField,
 } from "../credentials";
 
@@ -61,7 +64,8 @@ export default function Connections() {
       <h1>Connections</h1>
       <p className="muted">
         The secrets your workflows call services with, stored encrypted. An action node names one
-        in its <code>credential</code>. Once saved, a secret is never shown again: only a masked hint.
+        in its <code>credential</code> (a webhook trigger names its signing secret the same way).
+        Once saved, a secret is never shown again: only a masked hint.
       </p>
       {notice && <p className="notice" role="status">{notice}</p>}
       <Refusal error={error} />
@@ -105,13 +109,15 @@ export default function Connections() {
   );
 }
 
-/** `data` from a form's inputs: each field's value, empty ones left out (not set). */
-function dataOf(form: HTMLFormElement, fields: CredentialField[]): Record<string, string> {
+/** `data` from a form's inputs: each field's value as its type takes it (see `valueOf`), empty
+ * ones left out (not set). */
+function dataOf(form: HTMLFormElement, fields: CredentialField[]): Record<string, unknown> {
   const values = new FormData(form);
-  const data: Record<string, string> = {};
+  const data: Record<string, unknown> = {};
   for (const field of fields) {
-    const value = values.get(`data.${field.name}`);
-    if (typeof value === "string" && value !== "") data[field.name] = value;
+    const text = values.get(`data.${field.name}`);
+    const value = typeof text === "string" ? valueOf(field, text) : null;
+    if (value !== null) data[field.name] = value;
   }
   return data;
 }
@@ -155,7 +161,7 @@ function AddForm({ types, onSaved }: { types: CredentialType[]; onSaved: (c: Cre
         </select>
         {type && (
           <div className="muted small" id={`${id}-type`}>
-            {typeSummary(type)}. Used by: {type.services.join(", ") || "no tool"}.
+            {typeSummary(type)}. Used by: {usedBy(type)}.
           </div>
         )}
       </div>
@@ -219,7 +225,9 @@ function ReplaceForm({ credential, type, onSaved, onCancel }: {
   );
 }
 
-/** A type's fields: secret ones as password inputs, each with its description and errors. */
+/** A type's fields, each with its description and errors: secret ones as password inputs,
+ * choices as a select (its default chosen), whole numbers as number inputs, lists as text. All
+ * uncontrolled: read once on submit. */
 function DataFields({ prefix, fields, problems }: {
   prefix: string;
   fields: CredentialField[];
@@ -229,14 +237,32 @@ function DataFields({ prefix, fields, problems }: {
     <>
       {fields.map((f) => (
         <Field key={f.name} id={`${prefix}-${f.name}`} field={f.name} label={f.title} required={f.required} secret={f.secret}
-          description={f.description} problems={problems.get(f.name)}>
-          {(props) => (
-            <input {...props} name={`data.${f.name}`} type={f.secret ? "password" : "text"}
-              autoComplete={f.secret ? "new-password" : "off"} placeholder={f.secret ? undefined : f.example} />
-          )}
+          description={[f.description, f.input === "list" ? "Separate entries with commas." : ""].filter(Boolean).join(" ") || undefined}
+          problems={problems.get(f.name)}>
+          {(props) => <DataInput field={f} props={props} />}
         </Field>
       ))}
     </>
+  );
+}
+
+const INPUT_TYPE = { text: "text", email: "email", url: "url", integer: "number", list: "text" } as const;
+
+function DataInput({ field: f, props }: { field: CredentialField; props: InputProps }) {
+  const name = `data.${f.name}`;
+  if (f.input === "choice") {
+    return (
+      <select {...props} name={name} defaultValue={f.default}>
+        {(!f.required && f.default === "") && <option value="">(not set)</option>}
+        {(f.options ?? []).map((o) => <option key={o} value={o}>{o}{o === f.default ? " (default)" : ""}</option>)}
+      </select>
+    );
+  }
+  if (f.secret) return <input {...props} name={name} type="password" autoComplete="new-password" />;
+  return (
+    <input {...props} name={name} type={INPUT_TYPE[f.input]} autoComplete="off"
+      placeholder={f.example ?? (f.default || undefined)}
+      {...(f.input === "integer" ? { inputMode: "numeric" as const, step: 1, min: f.minimum, max: f.maximum } : {})} />
   );
 }
 
@@ -320,27 +346,11 @@ function Backticked({ text }: { text: string }) {
 
 /** A webhook URL with a button that copies it (or selects it, where the clipboard is closed). */
 function WebhookUrl({ url, name }: { url: string; name: string }) {
-  const [state, setState] = useState("");
   const text = useRef<HTMLElement>(null);
-  const copy = async () => {
-    try {
-      await navigator.clipboard.writeText(url);
-      setState("Copied");
-    } catch {
-      const range = document.createRange();
-      if (text.current) range.selectNodeContents(text.current);
-      window.getSelection()?.removeAllRanges();
-      window.getSelection()?.addRange(range);
-      setState("Selected: press Ctrl+C to copy");
-    }
-  };
   return (
     <div className="webhook">
       <code ref={text} data-testid="webhook-url">{url}</code>{" "}
-      <button type="button" className="link" aria-label={`Copy the webhook URL of ${name}`} onClick={() => void copy()}>
-        Copy
-      </button>{" "}
-      <span className="muted small" role="status">{state}</span>
+      <CopyButton text={url} target={text} label={`Copy the webhook URL of ${name}`} />
     </div>
   );
 }

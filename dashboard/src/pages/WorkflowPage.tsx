@@ -1,15 +1,17 @@
 // Canvas: the workflow drawn from its positions; select a node for its params and task fields;
 // drag and save positions (a new version); activate / deactivate; revise by instruction;
-// version history with a diff of nodes; the connections it names, missing ones marked.
+// version history with a diff of nodes; the connections it names, missing ones marked; a
+// webhook trigger's own URL (HookPanel).
 import { useCallback, useEffect, useMemo, useState, type FormEvent } from "react";
 import { Link, useNavigate, useParams, useSearchParams } from "react-router";
 import { api, ApiFailure, unwrap, type Workflow } from "../api/client";
+import { HookPanel } from "../components/HookPanel";
 import { NeededConnections } from "../components/NeededConnections";
 import { NodePanel, type Problem } from "../components/NodePanel";
 import { ErrorNote, When } from "../components/Status";
 import { Graph } from "../graph/Graph";
 import { allNodes, asBlueprint, diffNodes, findNode, warningsByNode, withPositions, type Blueprint } from "../graph/blueprint";
-import { kindIcon } from "../graph/kinds";
+import { nodeIcon } from "../graph/kinds";
 import { withParam } from "../params";
 import { useTools } from "../tools";
 
@@ -26,6 +28,8 @@ export default function WorkflowPage() {
   const [busy, setBusy] = useState<string | null>(null);
   const [instruction, setInstruction] = useState("");
   const [notice, setNotice] = useState<string | null>(null);
+  /** `hook.path` (with its token) from a save or activation here that made the hook. */
+  const [madePath, setMadePath] = useState<string | null>(null);
   const tools = useTools();
   const navigate = useNavigate();
 
@@ -42,6 +46,7 @@ export default function WorkflowPage() {
     void load();
     setMoved(null);
   }, [load]);
+  useEffect(() => setMadePath(null), [id]);
 
   const blueprint = useMemo(() => (workflow ? asBlueprint(workflow.blueprint) : null), [workflow]);
   const notes = useMemo(() => {
@@ -85,6 +90,7 @@ export default function WorkflowPage() {
         setProblems(Array.isArray(details) ? details : []);
       }
       const saved = unwrap(result);
+      if (saved.hook?.path) setMadePath(saved.hook.path);
       setProblems([]);
       setMoved(null);
       setNotice(`Saved as version ${saved.version}.`);
@@ -99,7 +105,8 @@ export default function WorkflowPage() {
         ? await api.POST("/workflows/{workflow_id}/deactivate", path)
         : await api.POST("/workflows/{workflow_id}/activate", { ...path, body: { version: workflow.version } });
       const updated = unwrap(result);
-      setWorkflow((w) => (w ? { ...w, active: updated.active, active_version: updated.active_version } : w));
+      if (updated.hook?.path) setMadePath(updated.hook.path);
+      setWorkflow((w) => (w ? { ...w, active: updated.active, active_version: updated.active_version, hook: updated.hook } : w));
     });
 
   const runNow = () =>
@@ -179,6 +186,7 @@ export default function WorkflowPage() {
         </ul>
       )}
       <NeededConnections needs={workflow.credentials ?? []} onSelect={setSelected} />
+      <HookPanel key={id} workflow={workflow} blueprint={blueprint} madePath={madePath} />
       {warnings.length > 0 && (
         <ul className="warnings" aria-label="Warnings">
           {warnings.map((w) => (<li key={w} className="warning"><span aria-hidden="true">⚠ </span>{w}</li>))}
@@ -197,7 +205,7 @@ export default function WorkflowPage() {
           {allNodes(blueprint).map(({ node: n, parent }) => (
             <li key={n.id} className={parent ? "in-body" : undefined}>
               <button type="button" className="link" onClick={() => setSelected(n.id)} aria-pressed={selected === n.id}>
-                <span aria-hidden="true">{kindIcon(n.type)} </span>{n.name || n.id} <span className="muted">({n.type}{parent ? `, in ${parent}` : ""})</span>
+                <span aria-hidden="true">{nodeIcon(n)} </span>{n.name || n.id} <span className="muted">({n.type}{parent ? `, in ${parent}` : ""})</span>
               </button>
             </li>
           ))}
