@@ -763,3 +763,25 @@ def test_a_foreach_draft_end_to_end_through_the_model_server(database_url: str, 
     system = requests[0]["messages"][0]["content"]
     assert "- foreach (items, body_json" in system and '`trigger` "intent"' in system
     assert strict_problems(requests[0]["response_format"]["json_schema"]["schema"]) == []
+
+
+def test_a_revision_that_makes_a_webhook_trigger_shows_its_url_once(
+    api: TestClient, model: Model
+) -> None:
+    model.answers = [RECEIPT]
+    first = api.post("/workflow/draft", json={"prompt": "receipt"}).json()
+    assert first["hook"] is None
+    hooked = {
+        **RECEIPT,
+        "nodes": [node("payment_captured", "trigger", trigger="webhook"), RECEIPT["nodes"][1]],
+    }
+    model.answers = [hooked]
+    response = api.post(
+        f"/workflows/{first['workflow_id']}/revise",
+        json={"instruction": "start it from its own webhook URL"},
+    )
+    assert response.status_code == 201, response.text
+    path = response.json()["hook"]["path"]
+    assert path.startswith(f"/hooks/{first['workflow_id']}/")
+    again = api.get(f"/workflows/{first['workflow_id']}").json()["hook"]
+    assert again["path"] is None, "the token is shown once"

@@ -128,6 +128,7 @@ export default function WorkflowPage() {
     void act("revise", async () => {
       const draft = unwrap(await api.POST("/workflows/{workflow_id}/revise", { params: { path: { workflow_id: id } }, body: { instruction } }));
       setWarnings(draft.warnings);
+      if (draft.hook?.path) setMadePath(draft.hook.path);
       setInstruction("");
       setNotice(`Revised: version ${draft.version}.`);
       showVersion(draft.version);

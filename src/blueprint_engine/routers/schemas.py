@@ -213,6 +213,11 @@ class DraftOut(BaseModel):
     blueprint: dict[str, Any]
     warnings: list[str]
     attempts: int = Field(description="Model calls it took (1 + repairs).")
+    hook: HookOut | None = Field(
+        default=None,
+        description="The workflow's hook, when it has one; ``path`` holds its token only when "
+        "this revision made it (a revision that gave the workflow a webhook trigger).",
+    )
 
 
 class DryRunNodeOut(BaseModel):

@@ -76,6 +76,7 @@ def _response(workflow: dict[str, Any], draft: Draft) -> dict[str, Any]:
         "blueprint": workflow["blueprint"],
         "warnings": draft.warnings,
         "attempts": draft.attempts,
+        "hook": workflow.get("hook"),
     }
 
 
@@ -95,7 +96,7 @@ async def draft(
     runs.
 
     Returns:
-        ``{"workflow_id", "version", "blueprint", "warnings", "attempts"}``.
+        ``{"workflow_id", "version", "blueprint", "warnings", "attempts", "hook"}``.
 
     Raises:
         ValidationFailed: empty or oversize prompt. LLMNotConfigured: 503. DraftInvalid: 422.
