@@ -94,6 +94,36 @@ def test_calling_a_missing_or_inactive_workflow_is_refused_or_fails(client: Test
     assert run["error"]["code"] == "workflow_not_active"
 
 
+def test_a_call_in_a_loop_body_is_refused_at_its_own_node(client: TestClient) -> None:
+    """The issue names the body node that makes the call and its field, not the loop (which
+    has no ``workflow`` field when it has a body)."""
+    missing = "00000000-0000-0000-0000-00000000beef"
+    call = {"id": "call", "type": "workflow", "workflow_id": missing}
+    inner = {"id": "inner", "type": "foreach", "items": [1], "body": {"nodes": [call]}}
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "outer",
+                "type": "foreach",
+                "items": [1],
+                "body": {
+                    "nodes": [
+                        {"id": "ok", "type": "end"},
+                        inner,
+                    ]
+                },
+            },
+        ],
+        "edges": [{"source": "start", "target": "outer"}],
+    }
+    response = client.post("/workflows", json={"name": "w", "blueprint": blueprint})
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["error"]["details"]
+    assert issue["loc"] == ["nodes", 1, "body", "nodes", 1, "body", "nodes", 0, "workflow_id"]
+    assert issue["node_id"] == "call" and "not one of yours" in issue["message"]
+
+
 def test_workflows_calling_each_other_in_a_cycle_are_refused(client: TestClient) -> None:
     first = _save(client, LEAF)
     second = _save(client, _calling(first))
