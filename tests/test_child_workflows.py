@@ -50,6 +50,35 @@ def test_a_child_run_has_its_own_logs_and_its_output_flows_back(client: TestClie
     assert {row["node_id"] for row in child_logs} == {"start", "done"}
 
 
+def test_a_call_without_input_and_a_null_item_give_the_child_empty_trigger_data(
+    client: TestClient,
+) -> None:
+    """``input`` is optional and a loop item may be null: the child's trigger data is then
+    ``{}`` (as an omitted payload is), not a null its row cannot hold (which failed every pass
+    until the run ended in ``engine_error``)."""
+    leaf = _save(
+        client,
+        {
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {"id": "done", "type": "end", "output": {"got": "{{ trigger_data }}"}},
+            ],
+            "edges": [{"source": "start", "target": "done"}],
+        },
+    )
+    blueprint = _calling(leaf)
+    del blueprint["nodes"][1]["input"]
+    blueprint["nodes"].append(
+        {"id": "each", "type": "foreach", "items": [None], "workflow": {"workflow_id": leaf}}
+    )
+    blueprint["edges"].append({"source": "call", "target": "each"})
+    run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "succeeded", run["error"]
+    nodes = {node["id"]: node for node in run["nodes"]}
+    assert nodes["call"]["output"] == {"got": {}}
+    assert nodes["each"]["output"]["results"] == [{"got": {}}]
+
+
 def test_calling_a_missing_or_inactive_workflow_is_refused_or_fails(client: TestClient) -> None:
     response = client.post(
         "/workflow/execute",
@@ -63,6 +92,36 @@ def test_calling_a_missing_or_inactive_workflow_is_refused_or_fails(client: Test
     run = wait_for_run(client, execute(client, _calling(inactive)))
     assert run["status"] == "failed"
     assert run["error"]["code"] == "workflow_not_active"
+
+
+def test_a_call_in_a_loop_body_is_refused_at_its_own_node(client: TestClient) -> None:
+    """The issue names the body node that makes the call and its field, not the loop (which
+    has no ``workflow`` field when it has a body)."""
+    missing = "00000000-0000-0000-0000-00000000beef"
+    call = {"id": "call", "type": "workflow", "workflow_id": missing}
+    inner = {"id": "inner", "type": "foreach", "items": [1], "body": {"nodes": [call]}}
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "outer",
+                "type": "foreach",
+                "items": [1],
+                "body": {
+                    "nodes": [
+                        {"id": "ok", "type": "end"},
+                        inner,
+                    ]
+                },
+            },
+        ],
+        "edges": [{"source": "start", "target": "outer"}],
+    }
+    response = client.post("/workflows", json={"name": "w", "blueprint": blueprint})
+    assert response.status_code == 422, response.text
+    [issue] = response.json()["error"]["details"]
+    assert issue["loc"] == ["nodes", 1, "body", "nodes", 1, "body", "nodes", 0, "workflow_id"]
+    assert issue["node_id"] == "call" and "not one of yours" in issue["message"]
 
 
 def test_workflows_calling_each_other_in_a_cycle_are_refused(client: TestClient) -> None:

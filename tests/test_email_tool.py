@@ -331,6 +331,9 @@ def test_a_server_that_is_not_there_is_retried() -> None:
     [
         ({"subject": "Hi\r\nBcc: everyone@example.com"}, "subject"),
         ({"subject": "Hi\nX-Spam: no"}, "subject"),
+        ({"subject": "Hi\u2028X-Spam: no"}, "subject"),  # line breaks beyond CR/LF too
+        ({"subject": "Hi\x85there"}, "subject"),
+        ({"subject": "Hi\x0bthere"}, "subject"),
         ({"to": ["asha@example.com\r\nBcc: everyone@example.com"]}, "to"),
         ({"to": ["not an address"]}, "to"),
         ({"to": []}, "to"),
@@ -357,6 +360,7 @@ def test_smtp_credentials_are_checked() -> None:
         {**good, "from_address": "shop"},
         {**good, "password": "pw-without-user"},
         {**good, "from_name": "Shop\r\nBcc: x@example.com"},
+        {**good, "from_name": "Shop\u2029Billing"},
     ):
         with pytest.raises(ValidationError):
             SmtpCredential.model_validate(bad)

@@ -142,6 +142,18 @@ def test_bad_items_fail_the_loop_at_run_time(client: TestClient, items: str, cod
     assert run["error"]["code"] == code and run["error"]["node_id"] == "each"
 
 
+def test_a_loop_whose_results_together_are_too_large_fails_as_unstorable(
+    client: TestClient,
+) -> None:
+    """Each item's output passes the 4 MB bound of a step's output, but the loop's output holds
+    them all: it is bounded like any step's (it was stored whatever its size)."""
+    body = copy.deepcopy(BUILD)
+    body["nodes"][0]["params"]["fields"] = {"blob": "{{ 'x' * 1000000 }}"}
+    run = wait_for_run(client, execute(client, _loop([1, 2, 3, 4, 5], body)))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "output_not_storable" and run["error"]["node_id"] == "each"
+
+
 def test_an_empty_list_runs_no_item(client: TestClient) -> None:
     run = wait_for_run(client, execute(client, _loop([], copy.deepcopy(BUILD))))
     assert run["status"] == "succeeded"

@@ -73,10 +73,12 @@ def _one_line(value: str) -> str:
     """``value`` if it fits in one header line.
 
     Raises:
-        ValueError: it holds a line break or a NUL (a line break would start a header of the
-            sender's choosing: header injection).
+        ValueError: it holds a NUL or a line break: CR, LF, or any other that Python's
+            ``str.splitlines`` (and so the ``email`` package's header folding) breaks at, such
+            as U+2028 or NEL (CR/LF would start a header of the sender's choosing: header
+            injection; the others make ``email`` refuse the header when the message is built).
     """
-    if any(char in value for char in "\r\n\0"):
+    if "\0" in value or len((value + "x").splitlines()) > 1:
         raise ValueError("must be one line: no line breaks")
     return value
 

@@ -10,6 +10,7 @@ than ``SUBWORKFLOW_MAX_DEPTH`` fails as well, for cycles made by activating olde
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +25,22 @@ MAX_FOLLOWED = 500
 
 def _calls(nodes: list[Node]) -> list[tuple[int, UUID, int | None]]:
     return [(i, wid, version) for i, node in enumerate(nodes) for wid, version in node.calls()]
+
+
+def _call_sites(
+    nodes: list[Node], loc: list[str | int]
+) -> Iterator[tuple[list[str | int], Node, UUID, int | None]]:
+    """Each call with the path of the field that makes it and the node it is on: a loop
+    body's calls at their own node (``nodes.<i>.body.nodes.<j>.workflow_id``), not at the
+    loop's."""
+    for i, node in enumerate(nodes):
+        body = getattr(node, "body", None)
+        if body is not None:
+            yield from _call_sites(body.nodes, [*loc, i, "body", "nodes"])
+            continue
+        field = "workflow_id" if node.type == "workflow" else "workflow"
+        for wid, version in node.calls():
+            yield [*loc, i, field], node, wid, version
 
 
 async def _blueprint_of(conn: Conn, owner: UUID, wid: UUID, version: int | None) -> Any:
@@ -49,16 +66,11 @@ async def check_calls(
     ``workflow_id`` (the workflow being saved; None for a new or ad-hoc one).
 
     Raises:
-        InvalidBlueprint: 422 at ``nodes.<i>.workflow_id`` (or ``.workflow``) naming the node.
+        InvalidBlueprint: 422 at ``nodes.<i>.workflow_id`` (or ``.workflow``; in a loop body
+            ``nodes.<i>.body.nodes.<j>...``) naming the node that makes the call.
     """
     issues: list[dict[str, Any]] = []
-    for i, wid, version in _calls(blueprint.nodes):
-        node = blueprint.nodes[i]
-        loc: list[str | int] = [
-            "nodes",
-            i,
-            "workflow_id" if node.type == "workflow" else "workflow",
-        ]
+    for loc, node, wid, version in _call_sites(blueprint.nodes, ["nodes"]):
         called = await _blueprint_of(conn, owner, wid, version)
         if called is None:
             what = f"workflow {wid}" + (f" version {version}" if version else "")

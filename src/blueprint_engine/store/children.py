@@ -18,9 +18,10 @@ from blueprint_engine.store.db import Conn, jsonb
 @dataclass(frozen=True)
 class ChildRun:
     """A child run to start: the owner's saved workflow ``workflow_id`` at ``version`` (None:
-    the active version when the child starts), with ``input`` as its trigger data; the step
-    that starts it waits at most ``timeout_seconds`` for its end. A child deeper than
-    ``max_depth`` in a chain of child runs is refused."""
+    the active version when the child starts), with ``input`` as its trigger data (None, a
+    ``workflow`` node without ``input`` or a null loop item, is ``{}``, as an omitted payload
+    is); the step that starts it waits at most ``timeout_seconds`` for its end. A child deeper
+    than ``max_depth`` in a chain of child runs is refused."""
 
     workflow_id: UUID
     version: int | None
@@ -106,7 +107,7 @@ async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) 
             "owner": parent["owner_id"],
             "workflow_id": workflow_id,
             "version": version,
-            "data": jsonb(child.input),
+            "data": jsonb({} if child.input is None else child.input),
             "engine": parent["engine"],
             "trace": parent["trace_id"],
             "profile": jsonb(parent["owner_profile"]),

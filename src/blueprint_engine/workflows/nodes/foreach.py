@@ -10,7 +10,9 @@ Items start in order, at most ``concurrency`` at a time. Whether item ``i`` star
 on items ``0 … i - concurrency``, which have ended by then: replays (and Inngest's requests)
 make the same choices as the first pass. An item that fails fails the loop (no later item
 starts; those running end first), unless ``on_error: "continue"``: then its result is
-``{"error": …}``. The output is ``{"results": [...], "count": n, "failed": k}``.
+``{"error": …}``. The output is ``{"results": [...], "count": n, "failed": k}``, bounded like
+any step's (``output_not_storable`` past 4 MB: each item's output is, the items together may
+not be).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from blueprint_engine.workflows.nodes.base import (
     WalkOutcome,
     fail_step,
     render_params,
+    storable_outcome,
 )
 from blueprint_engine.workflows.nodes.drafting import DraftField
 from blueprint_engine.workflows.steps import (
@@ -192,7 +195,7 @@ class ForeachNode(NodeKind):
 
         async def collect(attempt: int) -> StepOutcome:
             output = {"results": results, "count": len(results), "failed": errors}
-            return StepOutcome(input={"count": len(items)}, output=output)
+            return storable_outcome(StepOutcome(input={"count": len(items)}, output=output))
 
         output = await ctx.port.run(step_id, collect, NO_RETRY, pure=True)
         return NodeResult(output)
