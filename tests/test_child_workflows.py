@@ -4,10 +4,13 @@ and a child run that is a run of its own (its own logs, pointing at its parent).
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from fastapi.testclient import TestClient
 
-from tests.support import execute, wait_for_run
+from blueprint_engine.services import run_service
+from blueprint_engine.store.accounts import LOCAL_USER_ID
+from tests.support import Peer, execute, wait_for_run
 
 
 def _calling(workflow_id: str, node: str = "call") -> dict[str, Any]:
@@ -201,3 +204,118 @@ def test_cancelling_a_parent_cancels_its_waiting_child(client: TestClient) -> No
     assert client.post(f"/runs/{parent}/cancel").status_code == 200
     assert wait_for_run(client, children[0]["id"])["status"] == "cancelled"
     assert wait_for_run(client, parent)["status"] == "cancelled"
+
+
+def test_a_sandboxed_run_stays_sandboxed_on_any_worker_and_in_its_children(
+    client: TestClient, peer: Peer
+) -> None:
+    """``wf run --sandbox`` queues its run with the flag: the API's own worker, which is not in
+    sandbox mode, executes it (and the child it starts) without calling out."""
+    hit = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "call",
+                "type": "action",
+                "service": "http",
+                "task": "request",
+                "params": {"url": f"{peer.url}/hit", "method": "POST"},
+            },
+        ],
+        "edges": [{"source": "start", "target": "call"}],
+    }
+    child = _save(client, hit)
+    parent = {
+        "nodes": [*hit["nodes"], {"id": "sub", "type": "workflow", "workflow_id": child}],
+        "edges": [*hit["edges"], {"source": "call", "target": "sub"}],
+    }
+    app: Any = client.app
+
+    async def start() -> UUID:
+        run_id, _ = await run_service.start(
+            app.state.pool,
+            app.state.dispatcher,
+            workflow_id=None,
+            version=None,
+            blueprint=parent,
+            payload={},
+            idempotency_key=None,
+            owner=LOCAL_USER_ID,
+            sandbox=True,
+        )
+        return run_id
+
+    run_id = client.portal.call(start)  # type: ignore[attr-defined]
+    run = wait_for_run(client, str(run_id))
+    assert run["status"] == "succeeded", run["error"]
+    assert run["sandbox"] is True
+    assert run["output"]["sub"]["call"]["sandbox"] is True
+    assert peer.hits["/hit"] == 0
+
+
+def test_retrying_a_parent_retries_its_failed_child_from_its_failed_step(
+    client: TestClient, peer: Peer
+) -> None:
+    peer.script["/flaky"] = [400, 200]
+    child = _save(
+        client,
+        {
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {
+                    "id": "first",
+                    "type": "action",
+                    "service": "http",
+                    "task": "request",
+                    "params": {"url": f"{peer.url}/first", "method": "POST"},
+                },
+                {
+                    "id": "flaky",
+                    "type": "action",
+                    "service": "http",
+                    "task": "request",
+                    "retry": {"max_attempts": 1},
+                    "params": {"url": f"{peer.url}/flaky", "method": "POST"},
+                },
+            ],
+            "edges": [
+                {"source": "start", "target": "first"},
+                {"source": "first", "target": "flaky"},
+            ],
+        },
+    )
+    parent = wait_for_run(client, execute(client, _calling(child)))
+    assert parent["status"] == "failed" and parent["error"]["code"] == "child_failed"
+
+    assert client.post(f"/runs/{parent['id']}/retry").status_code == 200
+    parent = wait_for_run(client, parent["id"])
+    assert parent["status"] == "succeeded", parent["error"]
+    [run] = client.get("/runs", params={"parent_run_id": parent["id"]}).json()["runs"]
+    assert run["status"] == "succeeded"
+    assert (peer.hits["/first"], peer.hits["/flaky"]) == (1, 2), "only the failed step again"
+
+
+def test_a_child_that_outlives_its_timeout_is_cancelled_and_a_retry_starts_anew(
+    client: TestClient,
+) -> None:
+    slow = _save(
+        client,
+        {
+            "nodes": [
+                {"id": "start", "type": "trigger"},
+                {"id": "hold", "type": "delay", "duration": "1h"},
+            ],
+            "edges": [{"source": "start", "target": "hold"}],
+        },
+    )
+    blueprint = _calling(slow)
+    blueprint["nodes"][1]["timeout"] = "1s"
+    parent = wait_for_run(client, execute(client, blueprint))
+    assert parent["error"]["code"] == "child_timed_out"
+    [first] = client.get("/runs", params={"parent_run_id": parent["id"]}).json()["runs"]
+    assert first["status"] == "cancelled", "nobody waits for it any more"
+
+    assert client.post(f"/runs/{parent['id']}/retry").status_code == 200
+    assert wait_for_run(client, parent["id"])["error"]["code"] == "child_timed_out"
+    runs = client.get("/runs", params={"parent_run_id": parent["id"]}).json()["runs"]
+    assert len(runs) == 2 and {r["status"] for r in runs} == {"cancelled"}

@@ -235,6 +235,7 @@ async def _run(
             payload=payload,
             idempotency_key=None,
             owner=LOCAL_USER_ID,  # the CLI acts as the local user
+            sandbox=settings.sandbox,  # whichever worker runs it, and its child runs
         )
         progress.run_id = run_id
         deadline = time.monotonic() + max_wait

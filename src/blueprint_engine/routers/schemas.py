@@ -68,6 +68,11 @@ class RunOut(BaseModel):
     parent_step_id: str | None = Field(
         default=None, description="A child run: the step of the parent that started it."
     )
+    sandbox: bool = Field(
+        default=False,
+        description="Started in sandbox mode (wf run --sandbox): no tool call of it (or of its "
+        "child runs) leaves the process, whichever worker runs it.",
+    )
     nodes: list[NodeStateOut]
 
 

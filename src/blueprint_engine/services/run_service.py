@@ -57,6 +57,7 @@ async def start(
     trace_id: str | None = None,
     origin: Literal["adhoc", "channel"] = "adhoc",
     system: bool = False,
+    sandbox: bool = False,
 ) -> tuple[UUID, bool]:
     """Queue a run, for ``owner``, of their saved workflow (``version`` default: latest) or of
     an unsaved blueprint (stored as their workflow of ``origin``, once per content: runs of
@@ -64,6 +65,8 @@ async def start(
 
     ``system``: the system starts it (a channel command, a session timer): the blueprint may
     use the internal tools, and a saved workflow may be one of :data:`SYSTEM_ORIGINS`.
+    ``sandbox``: every tool call of the run (and of its child runs) is sandboxed, whichever
+    worker executes it (``wf run --sandbox``).
 
     Returns:
         ``(run_id, created)``: a repeated ``idempotency_key`` returns the first run, created=False.
@@ -116,6 +119,7 @@ async def start(
             idempotency_key=idempotency_key,
             engine=dispatcher.engine,
             trace_id=trace_id,
+            sandbox=sandbox,
         )
         if not created:  # the key's first run stands: keep nothing this request stored
             raise psycopg.Rollback(tx)

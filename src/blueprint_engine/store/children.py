@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from blueprint_engine.store import runs
 from blueprint_engine.store.db import Conn, jsonb
 
 
@@ -66,7 +67,7 @@ async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) 
     if existing is not None:
         return {**_described(existing), "created": False}
     cur = await conn.execute(
-        "select r.owner_id, r.depth, r.engine, r.owner_profile, r.trace_id,"
+        "select r.owner_id, r.depth, r.engine, r.owner_profile, r.trace_id, r.sandbox,"
         " w.active_version, w.archived_at is null as live,"
         " exists (select 1 from workflow_versions v where v.workflow_id = w.id"
         "         and v.version = %(version)s) as has_version"
@@ -98,9 +99,9 @@ async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) 
         )
     cur = await conn.execute(
         "insert into workflow_runs (owner_id, workflow_id, version, trigger_data, engine,"
-        " trace_id, owner_profile, parent_run_id, parent_step_id, depth)"
+        " trace_id, owner_profile, parent_run_id, parent_step_id, depth, sandbox)"
         " values (%(owner)s, %(workflow_id)s, %(version)s, %(data)s, %(engine)s, %(trace)s,"
-        " %(profile)s, %(parent)s, %(step)s, %(depth)s)"
+        " %(profile)s, %(parent)s, %(step)s, %(depth)s, %(sandbox)s)"
         " on conflict (parent_run_id, parent_step_id) where parent_run_id is not null"
         " do nothing returning id, workflow_id, version, owner_id, engine",
         {
@@ -114,6 +115,7 @@ async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) 
             "parent": parent_run_id,
             "step": step_id,
             "depth": parent["depth"] + 1,
+            "sandbox": parent["sandbox"],
         },
     )
     row = await cur.fetchone()
@@ -141,3 +143,13 @@ async def ended(conn: Conn, child_id: UUID) -> dict[str, Any] | None:
     )
     row = await cur.fetchone()
     return None if row is None else dict(row)
+
+
+async def cancel(conn: Conn, parent_run_id: UUID, step_id: str) -> list[UUID]:
+    """Cancel the child of step ``step_id`` and its own children, unless they ended (the step
+    stopped waiting for it: it timed out). Returns the ids cancelled."""
+    cur = await conn.execute(
+        "select id from workflow_runs where parent_run_id = %s and parent_step_id = %s",
+        (parent_run_id, step_id),
+    )
+    return await runs.cancel_trees(conn, [row["id"] for row in await cur.fetchall()])

@@ -46,6 +46,7 @@ async def create(
     idempotency_key: str | None,
     engine: str = "embedded",
     trace_id: str | None = None,
+    sandbox: bool = False,
 ) -> tuple[UUID, bool]:
     """Queue a run for ``engine``, with a snapshot of the owner's profile (``owner_profile``,
     see :class:`~blueprint_engine.workflows.engine.Engine`). Returns ``(run_id, created)``;
@@ -53,9 +54,9 @@ async def create(
     run's id is returned)."""
     cur = await conn.execute(
         "insert into workflow_runs (owner_id, workflow_id, version, trigger_data,"
-        " idempotency_key, engine, trace_id, owner_profile)"
+        " idempotency_key, engine, trace_id, sandbox, owner_profile)"
         " values (%(owner)s, %(workflow_id)s, %(version)s, %(trigger_data)s,"
-        f" %(key)s, %(engine)s, %(trace_id)s, {_PROFILE_OF.format(owner='%(owner)s')})"
+        f" %(key)s, %(engine)s, %(trace_id)s, %(sandbox)s, {_PROFILE_OF.format(owner='%(owner)s')})"
         " on conflict (owner_id, idempotency_key) do nothing returning id",
         {
             "owner": owner,
@@ -65,6 +66,7 @@ async def create(
             "key": idempotency_key,
             "engine": engine,
             "trace_id": trace_id,
+            "sandbox": sandbox,
         },
     )
     row = await cur.fetchone()
@@ -90,7 +92,7 @@ async def get(conn: Conn, run_id: UUID, *, owner: UUID | None) -> DictRow | None
     cur = await conn.execute(
         "select id, owner_id, workflow_id, version, status, engine, trigger_data, output, error,"
         " idempotency_key, trace_id, wake_at, created_at, started_at, finished_at, updated_at,"
-        " owner_profile, change_seq, parent_run_id, parent_step_id"
+        " owner_profile, change_seq, parent_run_id, parent_step_id, sandbox"
         " from workflow_runs where id = %s and (%s::uuid is null or owner_id = %s)",
         (run_id, owner, owner),
     )
@@ -208,7 +210,7 @@ update workflow_runs r
      for update skip locked) c
  where r.id = c.id
 returning r.id, r.owner_id, r.workflow_id, r.version, r.trigger_data, r.owner_profile,
-          r.lease_token, r.pass_failures, r.trace_id, c.first_pass
+          r.lease_token, r.pass_failures, r.trace_id, r.sandbox, c.first_pass
 """
 
 
@@ -411,15 +413,22 @@ async def cancel(conn: Conn, run_id: UUID, owner: UUID) -> DictRow | None:
 async def cancel_descendants(conn: Conn, run_id: UUID) -> list[UUID]:
     """Cancel the unfinished child runs of ``run_id``, their children and so on (a cancelled
     parent waits for nothing). Returns the ids cancelled."""
+    cur = await conn.execute("select id from workflow_runs where parent_run_id = %s", (run_id,))
+    return await cancel_trees(conn, [row["id"] for row in await cur.fetchall()])
+
+
+async def cancel_trees(conn: Conn, run_ids: list[UUID]) -> list[UUID]:
+    """Cancel the unfinished runs among ``run_ids`` and their descendants (child runs, theirs
+    and so on). Returns the ids cancelled."""
     cur = await conn.execute(
         "with recursive tree(id) as ("
-        "  select id from workflow_runs where parent_run_id = %s"
+        "  select unnest(%s::uuid[])"
         "  union select r.id from workflow_runs r join tree on r.parent_run_id = tree.id)"
         " update workflow_runs set status = 'cancelled', finished_at = now(), updated_at = now(),"
         " lease_owner = null, lease_token = null, lease_expires_at = null, wake_at = null"
         " where id in (select id from tree) and status in ('queued', 'running', 'waiting')"
         " returning id",
-        (run_id,),
+        (run_ids,),
     )
     cancelled = [row["id"] for row in await cur.fetchall()]
     for _ in cancelled:
@@ -441,11 +450,55 @@ async def requeue_failed(conn: Conn, run_id: UUID, owner: UUID) -> bool:
     )
     if await cur.fetchone() is None:
         return False
+    await _retry_child_steps(conn, run_id, owner)
     await conn.execute(
         "delete from step_checkpoints where run_id = %s and status = 'failed'", (run_id,)
     )
     await conn.execute("delete from step_attempts where run_id = %s", (run_id,))
     return True
+
+
+async def _retry_child_steps(conn: Conn, run_id: UUID, owner: UUID) -> None:
+    """For each failed step of ``run_id`` that waited on a child run: a failed child is
+    retried too (resuming from its own failed step) and the step waits for it again, for as
+    long as it first did; a child that succeeded after the step gave up on it counts; a child
+    that was cancelled (by hand, or because the step timed out) is let go, so the retried step
+    starts a new one."""
+    cur = await conn.execute(
+        "select w.step_id, r.id as child_id, r.status as child_status from run_waits w"
+        " join step_checkpoints c on c.run_id = w.run_id and c.step_id = w.step_id"
+        "  and c.status = 'failed'"
+        " left join workflow_runs r on r.parent_run_id = w.run_id and r.parent_step_id = w.step_id"
+        " where w.run_id = %s and w.kind = 'child'",
+        (run_id,),
+    )
+    for row in await cur.fetchall():
+        status = row["child_status"]
+        if status == "succeeded":  # it ended after the step gave up on it: take its end
+            await conn.execute(
+                "update run_waits w set timed_out = false, resolved_at = now(),"
+                " event = jsonb_build_object('run_id', r.id, 'status', r.status,"
+                "  'output', r.output, 'error', r.error)"
+                " from workflow_runs r where r.id = %s and w.run_id = %s and w.step_id = %s",
+                (row["child_id"], run_id, row["step_id"]),
+            )
+            continue
+        if status == "failed":
+            await requeue_failed(conn, row["child_id"], owner)
+        if status in ("failed", "queued", "running", "waiting"):
+            await conn.execute(
+                "update run_waits set resolved_at = null, event = null, timed_out = false,"
+                " wake_at = now() + (wake_at - created_at), created_at = now()"
+                " where run_id = %s and step_id = %s",
+                (run_id, row["step_id"]),
+            )
+            continue
+        await conn.execute(
+            "update workflow_runs set parent_step_id = null where id = %s", (row["child_id"],)
+        )
+        await conn.execute(
+            "delete from run_waits where run_id = %s and step_id = %s", (run_id, row["step_id"])
+        )
 
 
 async def queue_stats(conn: Conn, *, timeout_ms: int) -> tuple[int, float]:

@@ -181,7 +181,9 @@ class EmbeddedRunner:
         if not rows:
             return None
         claimed = await self._admit(rows[0])
-        return None if claimed is None else await self._execute(rows[0], claimed, sandbox)
+        if claimed is None:
+            return None
+        return await self._execute(rows[0], claimed, sandbox or rows[0]["sandbox"])
 
     # -- claiming ------------------------------------------------------------------------
 
@@ -221,7 +223,8 @@ class EmbeddedRunner:
             claimed = await self._admit(row)
             if claimed is not None:
                 claimed.task = asyncio.create_task(
-                    self._execute(row, claimed, self.settings.sandbox), name=f"run-{row['id']}"
+                    self._execute(row, claimed, self.settings.sandbox or row["sandbox"]),
+                    name=f"run-{row['id']}",
                 )
         return len(rows)
 

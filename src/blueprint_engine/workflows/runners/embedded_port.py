@@ -268,6 +268,9 @@ class EmbeddedPort:
             await self._start_child(step_id, child)
         assert wait is not None
         ended = await self._resolution(step_id, wait)
+        if ended is None:  # timed out: the child is not waited for any more
+            async with self.pool.connection() as conn:
+                await children.cancel(conn, self.run_id, step_id)
         error = child_error(ended, child.timeout_seconds)
         if error is not None:
             self._hold(LogRow.failed(step_id, 1, wait.created_at, error=error), error=error)

@@ -309,6 +309,8 @@ class InngestPort:
             output = None
             if error is None:
                 ended = await children.ended(self.conn, UUID(started["run_id"]))
+                if ended is None:  # timed out: the child is not waited for any more
+                    await children.cancel(self.conn, self.run_id, step_id)
                 error = child_error(ended, child.timeout_seconds)
                 output = None if ended is None else ended["output"]
             if error is not None:
@@ -424,6 +426,7 @@ class InngestRunner:
                     "owner_profile": run["owner_profile"],
                     "owner_id": str(run["owner_id"]),
                     "status": run["status"],
+                    "sandbox": run["sandbox"],
                 }
 
             # Inside a step, so every replay sees the version the run started with, and the
@@ -439,7 +442,7 @@ class InngestRunner:
                 workflow_id=UUID(loaded["workflow_id"]),
                 owner=loaded["owner_profile"],
                 tools=self._tools(),
-                sandbox=self.settings.sandbox,
+                sandbox=self.settings.sandbox or bool(loaded.get("sandbox")),
                 credentials=self._credentials(conn, loaded.get("owner_id")),
             )
             try:
