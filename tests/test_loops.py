@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from blueprint_engine.app import create_app
 from blueprint_engine.store.logs import node_of
+from tests.conftest import make_settings
 from tests.support import execute, wait_for_run
 
 
@@ -212,3 +214,16 @@ def test_a_body_step_naming_a_missing_credential_is_refused_at_its_path(
 )
 def test_a_step_id_names_its_node(step_id: str, node: str) -> None:
     assert node_of(step_id) == node
+
+
+def test_loops_in_loops_stop_at_the_runs_step_budget(database_url: str) -> None:
+    """Each loop is within FOREACH_MAX_ITEMS, but nested they multiply: the run fails once it
+    reaches RUN_MAX_STEPS, at the step past it, and starts nothing after."""
+    inner = {"nodes": [{"id": "inner", "type": "foreach", "items": list(range(10)), "body": BUILD}]}
+    blueprint = _loop(list(range(10)), inner)
+    with TestClient(create_app(make_settings(database_url, run_max_steps=40))) as client:
+        run = wait_for_run(client, execute(client, blueprint))
+    assert run["status"] == "failed"
+    assert run["error"]["code"] == "item_failed"  # the outer loop's item, whose inner loop's
+    assert run["error"]["details"]["error"]["details"]["error"]["code"] == "step_budget_exceeded"
+    assert "RUN_MAX_STEPS" in run["error"]["message"]

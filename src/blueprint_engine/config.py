@@ -229,6 +229,13 @@ class Settings(BaseSettings):
     foreach_max_concurrency: int = Field(
         default=10, ge=1, le=100, description="Most items of one foreach running at once."
     )
+    run_max_steps: int = Field(
+        default=50_000,
+        ge=10,
+        le=10_000_000,
+        description="Most steps one run may reach, loop bodies' included (loops nested in "
+        "loops multiply); the step past it fails with step_budget_exceeded.",
+    )
     subworkflow_max_depth: int = Field(
         default=5,
         ge=1,

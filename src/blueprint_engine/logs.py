@@ -41,14 +41,15 @@ def _drop_unknown(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
 
 _HTTP_CLIENTS = ("httpx", "httpx2", "httpcore", "httpcore2")
 
-#: A hook's path: its token is the hook's credential (POST /hooks/{workflow_id}/{token}).
-_HOOK_PATH = re.compile(r"^(/hooks/[^/?]*/)([^/?]{0,4})[^/?]*")
+#: A hook's path: its token is the hook's credential (POST /hooks/{workflow_id}/{token}); its
+#: query string is the caller's and may carry a key of theirs (``?api_key=…``).
+_HOOK_PATH = re.compile(r"^(/hooks/[^/?]*/)([^/?]{0,4})[^/?]*(\?.*)?$")
 
 
 class HookTokenFilter(logging.Filter):
     """Uvicorn's access lines (``'%s - "%s %s HTTP/%s" %d'``: client, method, path, version,
     status) show a hook's path with only the token's first four characters, as the owner sees
-    it (``/hooks/<id>/AbCd…``)."""
+    it (``/hooks/<id>/AbCd…``), and without its query string."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Mask the token in the record's path argument; never drops a line."""

@@ -140,16 +140,18 @@ async def receive(
     hook_id, target = await _target(pool, workflow_id, token)
     trigger = target["trigger"] or {}
     headers = list(delivery.headers)
+    withheld = WITHHELD
     if trigger.get("credential"):
         secret = await credential_service.owned(
             pool, settings, target["owner_id"], trigger["credential"], WebhookSecretCredential
         )
         name = trigger.get("signature_header") or DEFAULT_SIGNATURE_HEADER
         _verify(secret.secret.get_secret_value(), delivery.body, _header(headers, name), name)
+        withheld = withheld | {name.lower()}  # stored, it would let a reader replay the body
     key = _idempotency_key(_header(headers, "idempotency-key"))
     trigger_data = {
         "body": await _body(delivery),
-        "headers": _visible_headers(headers),
+        "headers": _visible_headers(headers, withheld),
         "query": _query(delivery.query),
         "method": "POST",
     }
@@ -315,9 +317,10 @@ def _query(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return _fields(pairs)
 
 
-def _visible_headers(headers: list[tuple[str, str]]) -> dict[str, Any]:
-    """The headers, lower-case, without :data:`WITHHELD` (repeated ones as lists)."""
-    kept = [(k.lower(), v) for k, v in headers if k.lower() not in WITHHELD]
+def _visible_headers(headers: list[tuple[str, str]], withheld: frozenset[str]) -> dict[str, Any]:
+    """The headers, lower-case, without ``withheld`` ones (:data:`WITHHELD` and the
+    signature's), repeated ones as lists."""
+    kept = [(k.lower(), v) for k, v in headers if k.lower() not in withheld]
     with boundary.webhook_payload():
         boundary.reject(boundary.check_pairs("header", kept))
     return _fields(kept)

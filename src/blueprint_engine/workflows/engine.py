@@ -37,10 +37,11 @@ from blueprint_engine.integrations import BaseTool, ToolResources
 from blueprint_engine.workflows import expressions
 from blueprint_engine.workflows.graph import Graph
 from blueprint_engine.workflows.nodes import EndNode, NodeResult, WalkOutcome
-from blueprint_engine.workflows.nodes.base import Edge
+from blueprint_engine.workflows.nodes.base import Edge, fail_step
 from blueprint_engine.workflows.schema import Blueprint
 from blueprint_engine.workflows.steps import (
     CredentialSource,
+    StepError,
     StepFailed,
     StepPort,
     Suspended,
@@ -111,6 +112,9 @@ class Engine:
         self.tools = tools
         self.sandbox = sandbox
         self.credentials = credentials
+        #: Nodes reached in this pass, loop bodies' included, replayed ones too: the same count
+        #: on every pass, since replays take the same path (bounded by ``RUN_MAX_STEPS``).
+        self.nodes_started = 0
 
     async def execute(self, trigger_data: Any, port: StepPort) -> RunOutcome:
         """Advance the run as far as it can go; its log lines carry ``run_id`` (and each
@@ -277,6 +281,19 @@ class Walk:
 
     async def _run_node(self, node_id: str) -> NodeResult:
         with logs.bound(node_id=self.step_id(node_id)):  # this node's own task
+            self._engine.nodes_started += 1
+            limit = self.settings.run_max_steps
+            if self._engine.nodes_started > limit:
+                await fail_step(
+                    self,
+                    self.step_id(node_id),
+                    StepError(
+                        "step_budget_exceeded",
+                        f"the run reached more than {limit} steps (RUN_MAX_STEPS): loops over "
+                        "too many items, or loops nested in loops",
+                        retryable=False,
+                    ),
+                )
             return await self._graph.nodes[node_id].run(self)
 
     def _output(self, status: dict[str, str]) -> Any:

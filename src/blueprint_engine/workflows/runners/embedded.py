@@ -369,7 +369,13 @@ class EmbeddedRunner:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("run %s: unexpected error in a pass", run_id)
+            log.error(
+                "run %s: unexpected error in a pass: %s: %s",
+                run_id,
+                type(exc).__name__,
+                _described(exc),
+            )
+            log.debug("run %s: the failed pass's traceback", run_id, exc_info=True)
             await self._pass_failed(run_id, claimed.lease, exc)
         finally:
             if self._active.get(run_id) is claimed:
@@ -382,7 +388,7 @@ class EmbeddedRunner:
         the database is unreachable nothing can be written: the lease expires instead, and the
         next claim counts the failed pass."""
         settings = self.settings
-        cause = f"{type(exc).__name__}: {exc}"
+        cause = f"{type(exc).__name__}: {_described(exc)}"
         error = {
             "code": "engine_error",
             "message": f"{settings.run_max_pass_failures} passes in a row failed; the last with "
@@ -402,3 +408,11 @@ class EmbeddedRunner:
             log.warning("run %s: cannot record the failed pass; its lease will expire", run_id)
             return
         log.warning("run %s: pass failed (%s); run is now %s", run_id, cause[:200], status)
+
+
+def _described(exc: Exception) -> str:
+    """What went wrong, for the run's error and the log: a database error's primary message
+    only (its DETAIL may quote a row: the owner's email, phone, name)."""
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        return exc.diag.message_primary
+    return str(exc)
