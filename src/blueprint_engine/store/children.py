@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from blueprint_engine import metrics
 from blueprint_engine.store import runs
 from blueprint_engine.store.db import Conn, jsonb
 
@@ -119,6 +120,8 @@ async def start(conn: Conn, parent_run_id: UUID, step_id: str, child: ChildRun) 
         },
     )
     row = await cur.fetchone()
+    if row is not None:
+        metrics.runs_started(row["engine"], [0])
     if row is None:  # a concurrent start of the same step won
         return await start(conn, parent_run_id, step_id, child)
     return {**_described(row), "created": True}
