@@ -456,3 +456,40 @@ def test_the_sdk_harness_never_resets_the_attempt(inngest_app: InngestApp, peer:
         mocked.Inngest(app_id="test"),
     )
     assert _attempts(client, run_id) == {"one": 2, "two": 3}
+
+
+def test_a_retried_run_does_not_repeat_the_steps_it_recorded(
+    inngest_app: InngestApp, peer: Peer
+) -> None:
+    """A retry is a new dispatch, so a new Inngest function run with no memos: the steps
+    recorded before the failure return their checkpoints instead of calling out again."""
+    client = inngest_app.client
+    peer.script.update({"/once": [200], "/flaky": [400, 200]})
+    blueprint = {
+        "nodes": [
+            {"id": "start", "type": "trigger"},
+            {
+                "id": "once",
+                "type": "action",
+                "service": "http",
+                "task": "request",
+                "params": {"url": f"{peer.url}/once", "method": "POST"},
+            },
+            {
+                "id": "flaky",
+                "type": "action",
+                "service": "http",
+                "task": "request",
+                "retry": {"max_attempts": 1},
+                "params": {"url": f"{peer.url}/flaky", "method": "POST"},
+            },
+        ],
+        "edges": [{"source": "start", "target": "once"}, {"source": "once", "target": "flaky"}],
+    }
+    run_id = execute(client, blueprint)
+    InngestServer(client, inngest_app.events(RUN_REQUESTED)[0]).drive()
+    assert client.get(f"/runs/{run_id}").json()["status"] == "failed"
+    assert client.post(f"/runs/{run_id}/retry").status_code == 200
+    InngestServer(client, inngest_app.events(RUN_REQUESTED)[-1]).drive()
+    assert client.get(f"/runs/{run_id}").json()["status"] == "succeeded"
+    assert (peer.hits["/once"], peer.hits["/flaky"]) == (1, 2)

@@ -165,6 +165,11 @@ class InngestPort:
         limit = min(retry.max_attempts, self.settings.inngest_retries + 1)
 
         async def handler() -> dict[str, Any]:
+            # A step a retried run (a new dispatch: a new function run, no memos yet) already
+            # recorded is not run again: its checkpoint is its result.
+            recorded = await steps_store.get_checkpoint(self.conn, self.run_id, step_id)
+            if recorded is not None:
+                return _memo(recorded)
             try:
                 result = await self._recorder.run(
                     step_id, fn, retry, first=self.ctx.attempt + 1, limit=limit, pure=pure
