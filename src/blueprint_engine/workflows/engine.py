@@ -266,7 +266,8 @@ class Walk:
                             failure = {"node_id": node_id, **exc.error}
                     else:
                         raise exc
-            await self.port.flush()
+            if not self._prefix:  # the run's walk; a loop item's results go with the next write
+                await self.port.flush()
         except BaseException:
             for task in running:
                 task.cancel()
