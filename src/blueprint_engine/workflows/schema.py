@@ -172,8 +172,11 @@ class _GraphChecker:
         self.registry = registry
         self.issues: list[dict[str, Any]] = []
         self.template_tokens = 0
-        self._seen: set[str] = set()
-        self._depth = 0
+        self._seen: set[str] = set()  # node ids checked so far: unique across bodies too
+        self._all_ids = {node.id for _, node in blueprint.walk()}
+        self._depth = 0  # how deep in loop bodies the check is
+        self._outer: frozenset[str] = frozenset()  # steps before the node being checked
+        self._names: tuple[str, ...] = ()  # template names besides the run's, there
 
     def add(self, loc: Loc, message: str, node_id: str | None = None) -> None:
         """Report a problem."""
@@ -187,11 +190,10 @@ class _GraphChecker:
                 ["nodes"], f"a blueprint needs exactly one trigger node, found {len(triggers)}"
             )
             return self.issues
-        self._all_ids = set(_ids(self.bp.nodes))
-        self._check_graph(self.bp.nodes, self.bp.edges, [], frozenset(), ())
+        self._check_graph(self.bp, [], frozenset(), ())
         return self.issues
 
-    def check_body(self, owner: NodeKind, body: Any, loc: Loc) -> None:
+    def check_body(self, owner: NodeKind, body: Body, loc: Loc) -> None:
         """Check loop body ``body`` of ``owner`` as a graph whose templates may also reference
         the steps that run before ``owner`` (``self._outer``) and the loop's names."""
         if self._depth >= MAX_BODY_DEPTH:
@@ -203,20 +205,17 @@ class _GraphChecker:
                 return
         self._depth += 1
         try:
-            self._check_graph(body.nodes, body.edges, loc, self._outer, (*self._names, *BODY_NAMES))
+            self._check_graph(body, loc, self._outer, (*self._names, *BODY_NAMES))
         finally:
             self._depth -= 1
 
     def _check_graph(
-        self,
-        nodes: list[Node],
-        edges: list[Edge],
-        loc: Loc,
-        outer: frozenset[str],
-        names: tuple[str, ...],
+        self, scope: Blueprint | Body, loc: Loc, outer: frozenset[str], names: tuple[str, ...]
     ) -> None:
-        """``outer``: steps outside this graph that run before all of it (the enclosing loops'
-        ancestors); ``names``: extra template names (a body's ``item``/``index``)."""
+        """Check the blueprint or a loop's body at ``loc``. ``outer``: steps outside it that
+        run before all of it (the enclosing loops' ancestors); ``names``: extra template names
+        (a body's ``item``/``index``)."""
+        nodes, edges = scope.nodes, scope.edges
         before = len(self.issues)
         index: dict[str, int] = {}
         for i, node in enumerate(nodes):
@@ -227,7 +226,7 @@ class _GraphChecker:
         self._check_edges(edges, index, loc)
         if len(self.issues) > before:
             return
-        graph = Graph(_Graphable(nodes, edges))
+        graph = scope.graph  # the one the engine will walk
         self._check_structure(graph, index, loc)
         if len(self.issues) > before:
             return
@@ -243,10 +242,6 @@ class _GraphChecker:
                     self._check_refs(graph, site, outer, names)
             finally:
                 self._outer, self._names = saved
-
-    _outer: frozenset[str] = frozenset()
-    _names: tuple[str, ...] = ()
-    _all_ids: set[str] = set()
 
     def _check_edges(self, edges: list[Edge], index: dict[str, int], loc: Loc) -> None:
         seen: set[tuple[str, str]] = set()
@@ -348,19 +343,3 @@ class _GraphChecker:
                 self.add(loc, f"references unknown node '{ref}'", node_id)
             elif ref not in before:
                 self.add(loc, f"references '{ref}', which does not run before '{node_id}'", node_id)
-
-
-def _ids(nodes: list[Node]) -> Iterator[str]:
-    for node in nodes:
-        yield node.id
-        body = getattr(node, "body", None)
-        if isinstance(body, Body):
-            yield from _ids(body.nodes)
-
-
-class _Graphable:
-    """Nodes and edges as :class:`Graph` takes them."""
-
-    def __init__(self, nodes: list[Node], edges: list[Edge]) -> None:
-        self.nodes = nodes
-        self.edges = edges
